@@ -1,0 +1,129 @@
+// One sequence from prompt ids to finished text: chunked prefill into a KV cache, then one decode
+// step per token, sampling, detokenising and stop checks as tokens arrive.
+import type { CausalLM } from '../models/model.ts';
+import type { TextTokenizer } from '../weights/tokenizer.ts';
+import { IncrementalDetokenizer } from './detokenizer.ts';
+import { Sampler, type SamplingOptions } from './sampler.ts';
+import { StopStringMatcher } from './stop.ts';
+
+export interface GenerationRequest {
+  promptIds: number[];
+  maxTokens: number;
+  sampling: SamplingOptions;
+  stop?: string[];
+  /** Keep going past end-of-sequence tokens (benchmarks, reference comparisons). */
+  ignoreEos?: boolean;
+  /** Called with each chunk of text as soon as it is final. */
+  onText?: (text: string) => void;
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface GenerationResult {
+  promptIds: number[];
+  /** Generated ids only. */
+  ids: number[];
+  /** Generated text only, stop string excluded. */
+  text: string;
+  finishReason: FinishReason;
+  timings: {
+    prefillMs: number;
+    decodeMs: number;
+    /** Decode steps per second (tokens after the first, which comes from the prefill). */
+    decodeTokensPerS: number;
+  };
+}
+
+export class ContextLengthError extends RangeError {
+  constructor(readonly promptTokens: number, readonly contextTokens: number) {
+    super(`the prompt is ${promptTokens} tokens but the context holds ${contextTokens}: ${promptTokens - contextTokens + 1} too many (one position is needed for the reply)`);
+    this.name = 'ContextLengthError';
+  }
+}
+
+export class Generator {
+  constructor(
+    readonly model: CausalLM,
+    readonly tokenizer: TextTokenizer,
+    readonly eosTokenIds: readonly number[],
+    /** Positions available to one sequence (prompt + output). */
+    readonly contextLength: number = model.config.maxPositions,
+  ) {}
+
+  async generate(request: GenerationRequest): Promise<GenerationResult> {
+    const { promptIds, maxTokens } = request;
+    if (promptIds.length === 0) throw new RangeError('the prompt has no tokens');
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`max tokens must be a positive integer, got ${maxTokens}`);
+    const vocabSize = this.model.config.vocabSize;
+    const badId = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+    if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is outside the vocabulary (0..${vocabSize - 1})`);
+    if (promptIds.length >= this.contextLength) throw new ContextLengthError(promptIds.length, this.contextLength);
+
+    const capacity = Math.min(this.contextLength, promptIds.length + maxTokens);
+    const cache = this.model.createCache(capacity);
+    const sampler = new Sampler(request.sampling);
+    const detokenizer = new IncrementalDetokenizer(this.tokenizer, promptIds);
+    const stops = new StopStringMatcher(request.stop ?? []);
+    const eos = new Set(request.ignoreEos ? [] : this.eosTokenIds);
+    const history = [...promptIds];
+    const ids: number[] = [];
+    let text = '';
+    const emit = (chunk: string) => {
+      if (!chunk) return;
+      text += chunk;
+      request.onText?.(chunk);
+    };
+
+    const prefillStart = performance.now();
+    let logits!: Float32Array;
+    for (let start = 0; start < promptIds.length; start += this.model.maxStepTokens) {
+      const chunk = Int32Array.from(promptIds.slice(start, start + this.model.maxStepTokens));
+      logits = await this.model.forward(cache, chunk, start);
+      request.signal?.throwIfAborted();
+    }
+    const prefillMs = performance.now() - prefillStart;
+
+    let finishReason: FinishReason = 'length';
+    let stoppedByString = false;
+    const decodeStart = performance.now();
+    let decodeSteps = 0;
+    for (;;) {
+      const token = sampler.sample(logits, history);
+      ids.push(token);
+      history.push(token);
+      if (eos.has(token)) {
+        finishReason = 'stop';
+        break;
+      }
+      const released = stops.push(detokenizer.push(token));
+      emit(released.text);
+      if (released.stopped) {
+        finishReason = 'stop';
+        stoppedByString = true;
+        break;
+      }
+      // prompt + output never exceeds the context, as with transformers' max_length
+      if (ids.length >= maxTokens || promptIds.length + ids.length >= capacity) break;
+      const position = promptIds.length + ids.length - 1;
+      request.signal?.throwIfAborted();
+      logits = await this.model.forward(cache, Int32Array.of(token), position);
+      decodeSteps++;
+    }
+    const decodeMs = performance.now() - decodeStart;
+    if (!stoppedByString) {
+      // Release what was held back: a partial character, or text that could have begun a stop string.
+      const tail = stops.push(detokenizer.flush());
+      emit(tail.text);
+      if (tail.stopped) finishReason = 'stop';
+      else emit(stops.flush());
+    }
+    return {
+      promptIds,
+      ids,
+      text,
+      finishReason,
+      timings: { prefillMs, decodeMs, decodeTokensPerS: decodeSteps > 0 ? (decodeSteps * 1000) / decodeMs : 0 },
+    };
+  }
+}

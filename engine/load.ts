@@ -1,0 +1,34 @@
+// Model directory → a ready Generator: read config and tokenizer, pick a backend, load weights.
+import { fileURLToPath } from 'node:url';
+import { createBackend, type BackendKind } from '../kernels/select.ts';
+import { loadModel } from '../models/load.ts';
+import type { CausalLM } from '../models/model.ts';
+import { readModelDirectory, type ModelDirectory } from '../weights/model-directory.ts';
+import { Generator } from './generate.ts';
+
+/** stories260K, converted from llama2.c's checkpoint by `blr convert`, shipped in the repository. */
+export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../assets/stories260K', import.meta.url));
+
+export interface EngineOptions {
+  backend?: BackendKind;
+  /** Positions per sequence; defaults to the model's max_position_embeddings. */
+  contextLength?: number;
+  onProgress?: (loadedBytes: number, totalBytes: number) => void;
+}
+
+export interface Engine {
+  directory: ModelDirectory;
+  model: CausalLM;
+  generator: Generator;
+  loadMs: number;
+}
+
+export async function loadEngine(modelPath: string = DEFAULT_MODEL_DIR, options: EngineOptions = {}): Promise<Engine> {
+  const start = performance.now();
+  const directory = readModelDirectory(modelPath);
+  const backend = await createBackend(options.backend ?? 'auto');
+  const model = loadModel(directory, backend, { onProgress: options.onProgress });
+  const contextLength = Math.min(options.contextLength ?? model.config.maxPositions, model.config.maxPositions);
+  const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds, contextLength);
+  return { directory, model, generator, loadMs: performance.now() - start };
+}

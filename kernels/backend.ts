@@ -1,0 +1,82 @@
+// The boundary between models and compute. A model's forward pass is a sequence of these ops on
+// opaque tensors. The CPU backend runs each op as it is called; a GPU backend records them into one
+// command encoder and submits at `read`, so the model code is the same for both.
+//
+// Conventions: tensors are row-major f32 (a GPU backend may store weights in f16); `rows` is the
+// number of tokens in the step; a linear weight is (outFeatures × inFeatures), y = x Wᵀ + b.
+
+export interface Tensor {
+  /** Capacity in elements. */
+  readonly elements: number;
+}
+
+/** Keys and values of one sequence for every layer, room for `capacity` positions. */
+export interface KVCache {
+  readonly layers: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly capacity: number;
+}
+
+export interface KVCacheShape {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+  capacity: number;
+}
+
+export interface AttentionShape {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Softmax scale, usually 1/sqrt(headDim). */
+  scale: number;
+}
+
+export interface Backend {
+  readonly name: 'cpu' | 'webgpu';
+  /** One line for people: the device and how it runs. */
+  readonly description: string;
+
+  /** A read-only tensor holding `data` (weights, tables). */
+  upload(data: Float32Array): Tensor;
+  /** A scratch tensor, allocated once and reused every step. */
+  allocate(elements: number): Tensor;
+  createKVCache(shape: KVCacheShape): KVCache;
+  /** Token ids or positions for this step (rows ≤ the tensor's capacity). */
+  uploadIndices(target: IndexTensor, values: Int32Array): void;
+  allocateIndices(elements: number): IndexTensor;
+
+  /** out[r] = table[indices[r]] for r < rows; rows of `width` elements. */
+  gatherRows(out: Tensor, table: Tensor, indices: IndexTensor, rows: number, width: number): void;
+  rmsNorm(out: Tensor, x: Tensor, weight: Tensor, rows: number, width: number, eps: number): void;
+  layerNorm(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor, rows: number, width: number, eps: number): void;
+  /** out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ + bias. */
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number): void;
+  /** out = a + b, elementwise over `elements`. */
+  add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
+  /** out = silu(gate) · up. */
+  swiglu(out: Tensor, gate: Tensor, up: Tensor, elements: number): void;
+  /** out = gelu(x), tanh approximation (GPT-2's gelu_new). */
+  gelu(out: Tensor, x: Tensor, elements: number): void;
+  /**
+   * Rotates each head of x in place (rotate_half pairs i, i + headDim/2) by angle
+   * position · inverseFrequency[i]. cos/sin tables are (maxPositions × headDim/2).
+   */
+  rope(x: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, headDim: number): void;
+  /** Stores rows of k and v (rows × kvHeads·headDim) at their positions in the cache's layer. */
+  writeKV(cache: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void;
+  /**
+   * Causal attention: row r (at positions[r]) attends to cache positions 0..positions[r].
+   * q and out are rows × heads·headDim; query head h reads kv head h / (heads / kvHeads).
+   */
+  attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void;
+
+  /** Runs what was recorded and returns the first `elements` values of the tensor. */
+  read(tensor: Tensor, elements: number): Promise<Float32Array>;
+  dispose(): void;
+}
+
+export interface IndexTensor {
+  readonly elements: number;
+}

@@ -1,0 +1,124 @@
+// The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
+import os from 'node:os';
+import type { AttentionShape, Backend, IndexTensor, KVCache, KVCacheShape, Tensor } from '../backend.ts';
+import * as ops from './ops.ts';
+
+class CpuTensor implements Tensor {
+  constructor(readonly data: Float32Array) {}
+  get elements(): number {
+    return this.data.length;
+  }
+}
+
+class CpuIndexTensor implements IndexTensor {
+  constructor(readonly data: Int32Array) {}
+  get elements(): number {
+    return this.data.length;
+  }
+}
+
+class CpuKVCache implements KVCache {
+  readonly keys: Float32Array[];
+  readonly values: Float32Array[];
+  readonly layers: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly capacity: number;
+  constructor(shape: KVCacheShape) {
+    ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, capacity: this.capacity } = shape);
+    const perLayer = shape.kvHeads * shape.capacity * shape.headDim;
+    this.keys = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
+    this.values = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
+  }
+}
+
+function data(t: Tensor): Float32Array {
+  if (!(t instanceof CpuTensor)) throw new TypeError('CPU backend was given a tensor from another backend');
+  return t.data;
+}
+
+function indices(t: IndexTensor): Int32Array {
+  if (!(t instanceof CpuIndexTensor)) throw new TypeError('CPU backend was given an index tensor from another backend');
+  return t.data;
+}
+
+function cache(c: KVCache): CpuKVCache {
+  if (!(c instanceof CpuKVCache)) throw new TypeError('CPU backend was given a KV cache from another backend');
+  return c;
+}
+
+export class CpuBackend implements Backend {
+  readonly name = 'cpu' as const;
+  readonly description = `CPU (${os.cpus()[0]?.model?.trim() ?? 'unknown'}, TypeScript f32 kernels, one thread)`;
+  private scores = new Float32Array(0);
+
+  upload(values: Float32Array): Tensor {
+    return new CpuTensor(values);
+  }
+
+  allocate(elements: number): Tensor {
+    return new CpuTensor(new Float32Array(elements));
+  }
+
+  allocateIndices(elements: number): IndexTensor {
+    return new CpuIndexTensor(new Int32Array(elements));
+  }
+
+  uploadIndices(target: IndexTensor, values: Int32Array): void {
+    indices(target).set(values);
+  }
+
+  createKVCache(shape: KVCacheShape): KVCache {
+    if (this.scores.length < shape.capacity) this.scores = new Float32Array(shape.capacity);
+    return new CpuKVCache(shape);
+  }
+
+  gatherRows(out: Tensor, table: Tensor, rowIndices: IndexTensor, rows: number, width: number): void {
+    ops.gatherRows(data(out), data(table), indices(rowIndices), rows, width);
+  }
+
+  rmsNorm(out: Tensor, x: Tensor, weight: Tensor, rows: number, width: number, eps: number): void {
+    ops.rmsNorm(data(out), data(x), data(weight), rows, width, eps);
+  }
+
+  layerNorm(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor, rows: number, width: number, eps: number): void {
+    ops.layerNorm(data(out), data(x), data(weight), data(bias), rows, width, eps);
+  }
+
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number): void {
+    ops.matmul(data(out), data(x), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures);
+  }
+
+  add(out: Tensor, a: Tensor, b: Tensor, elements: number): void {
+    ops.add(data(out), data(a), data(b), elements);
+  }
+
+  swiglu(out: Tensor, gate: Tensor, up: Tensor, elements: number): void {
+    ops.swiglu(data(out), data(gate), data(up), elements);
+  }
+
+  gelu(out: Tensor, x: Tensor, elements: number): void {
+    ops.gelu(data(out), data(x), elements);
+  }
+
+  rope(x: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, headDim: number): void {
+    ops.rope(data(x), indices(positions), data(cos), data(sin), rows, heads, headDim);
+  }
+
+  writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void {
+    const c = cache(kv);
+    ops.writeKV(c.keys[layer], c.values[layer], data(k), data(v), indices(positions), rows, c.kvHeads, c.headDim, c.capacity);
+  }
+
+  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void {
+    const c = cache(kv);
+    ops.attention(data(out), data(q), c.keys[layer], c.values[layer], indices(positions), rows,
+      shape.heads, shape.kvHeads, shape.headDim, c.capacity, shape.scale, this.scores);
+  }
+
+  async read(tensor: Tensor, elements: number): Promise<Float32Array> {
+    return data(tensor).slice(0, elements);
+  }
+
+  dispose(): void {}
+}

@@ -1,0 +1,159 @@
+// Hugging Face config.json → the one config object our models read.
+
+export type Architecture = 'llama' | 'gpt2';
+
+export interface RopeScaling {
+  type: 'default' | 'linear' | 'llama3';
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositions: number;
+}
+
+export interface ModelConfig {
+  architecture: Architecture;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  maxPositions: number;
+  normEps: number;
+  tiedEmbeddings: boolean;
+  /** Llama only. */
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  attentionBias: boolean;
+  mlpBias: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Json = Record<string, unknown>;
+
+export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig {
+  const modelType = raw.model_type;
+  const integer = (key: string, fallback?: number): number => {
+    const value = raw[key] ?? fallback;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
+      throw new ConfigError(`${source}: "${key}" must be a positive integer, found ${JSON.stringify(raw[key])}`);
+    }
+    return value;
+  };
+  const float = (key: string, fallback: number): number => {
+    const value = raw[key] ?? fallback;
+    if (typeof value !== 'number' || !Number.isFinite(value)) throw new ConfigError(`${source}: "${key}" must be a number`);
+    return value;
+  };
+  if (modelType === 'llama' || modelType === 'mistral') {
+    const hiddenSize = integer('hidden_size');
+    const heads = integer('num_attention_heads');
+    const kvHeads = integer('num_key_value_heads', heads);
+    if (heads % kvHeads !== 0) throw new ConfigError(`${source}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
+    const hiddenAct = raw.hidden_act ?? 'silu';
+    if (hiddenAct !== 'silu') throw new ConfigError(`${source}: hidden_act "${String(hiddenAct)}" is not supported (only silu)`);
+    return {
+      architecture: 'llama',
+      vocabSize: integer('vocab_size'),
+      hiddenSize,
+      intermediateSize: integer('intermediate_size'),
+      layers: integer('num_hidden_layers'),
+      heads,
+      kvHeads,
+      headDim: raw.head_dim == null ? hiddenSize / heads : integer('head_dim'),
+      maxPositions: integer('max_position_embeddings', 2048),
+      normEps: float('rms_norm_eps', 1e-6),
+      tiedEmbeddings: raw.tie_word_embeddings === true,
+      ropeTheta: float('rope_theta', 10000),
+      ropeScaling: parseRopeScaling(raw.rope_scaling, source),
+      attentionBias: raw.attention_bias === true,
+      mlpBias: raw.mlp_bias === true,
+    };
+  }
+  if (modelType === 'gpt2') {
+    const hiddenSize = integer('n_embd');
+    const heads = integer('n_head');
+    const activation = raw.activation_function ?? 'gelu_new';
+    if (activation !== 'gelu_new' && activation !== 'gelu_pytorch_tanh') {
+      throw new ConfigError(`${source}: activation_function "${String(activation)}" is not supported (only gelu_new)`);
+    }
+    if (raw.scale_attn_by_inverse_layer_idx === true || raw.reorder_and_upcast_attn === true) {
+      throw new ConfigError(`${source}: scale_attn_by_inverse_layer_idx and reorder_and_upcast_attn are not supported`);
+    }
+    return {
+      architecture: 'gpt2',
+      vocabSize: integer('vocab_size'),
+      hiddenSize,
+      intermediateSize: raw.n_inner == null ? 4 * hiddenSize : integer('n_inner'),
+      layers: integer('n_layer'),
+      heads,
+      kvHeads: heads,
+      headDim: hiddenSize / heads,
+      maxPositions: integer('n_positions', 1024),
+      normEps: float('layer_norm_epsilon', 1e-5),
+      tiedEmbeddings: raw.tie_word_embeddings !== false,
+      ropeTheta: 0,
+      ropeScaling: parseRopeScaling(undefined, source),
+      attentionBias: true,
+      mlpBias: true,
+    };
+  }
+  throw new ConfigError(`${source}: model_type "${String(modelType)}" is not supported (supported: llama, gpt2)`);
+}
+
+function parseRopeScaling(raw: unknown, source: string): RopeScaling {
+  const none: RopeScaling = { type: 'default', factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 };
+  if (raw == null) return none;
+  if (typeof raw !== 'object') throw new ConfigError(`${source}: rope_scaling must be an object`);
+  const r = raw as Json;
+  const type = r.rope_type ?? r.type;
+  if (type === 'default') return none;
+  const factor = typeof r.factor === 'number' ? r.factor : NaN;
+  if (!(factor > 0)) throw new ConfigError(`${source}: rope_scaling.factor must be a positive number`);
+  if (type === 'linear') return { ...none, type, factor };
+  if (type === 'llama3') {
+    const number = (key: string) => {
+      if (typeof r[key] !== 'number') throw new ConfigError(`${source}: rope_scaling.${key} must be a number for llama3 scaling`);
+      return r[key] as number;
+    };
+    return {
+      type, factor,
+      lowFreqFactor: number('low_freq_factor'),
+      highFreqFactor: number('high_freq_factor'),
+      originalMaxPositions: number('original_max_position_embeddings'),
+    };
+  }
+  throw new ConfigError(`${source}: rope_scaling type "${String(type)}" is not supported (supported: default, linear, llama3)`);
+}
+
+/**
+ * RoPE inverse frequencies, computed in f32 as transformers does, with linear or llama3 scaling.
+ * Pairs are (i, i + headDim/2) within a head (rotate_half convention).
+ */
+export function ropeInverseFrequencies(config: ModelConfig): Float32Array {
+  const half = config.headDim / 2;
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** Math.fround((2 * i) / config.headDim);
+  const s = config.ropeScaling;
+  if (s.type === 'linear') for (let i = 0; i < half; i++) inv[i] = inv[i] / s.factor;
+  if (s.type === 'llama3') {
+    const lowFreqWavelen = s.originalMaxPositions / s.lowFreqFactor;
+    const highFreqWavelen = s.originalMaxPositions / s.highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const wavelen = (2 * Math.PI) / inv[i];
+      if (wavelen > lowFreqWavelen) inv[i] = inv[i] / s.factor;
+      else if (wavelen >= highFreqWavelen) {
+        const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        inv[i] = (1 - smooth) * (inv[i] / s.factor) + smooth * inv[i];
+      }
+    }
+  }
+  return inv;
+}

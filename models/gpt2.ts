@@ -1,0 +1,159 @@
+// GPT-2: learned position embeddings, pre-LayerNorm blocks, gelu_new MLP, LM head tied to the
+// token embedding. Its checkpoints store linear weights as Conv1D (inFeatures × outFeatures); we
+// transpose them once at load, and split the fused c_attn into q, k and v.
+import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
+import type { ModelConfig } from './config.ts';
+import { DenseLinear, type LinearLayer } from './linear.ts';
+import { checkCacheRoom, StepIndices, type CausalLM, type WeightReader } from './model.ts';
+
+interface Gpt2Layer {
+  norm1: { weight: Tensor; bias: Tensor };
+  q: LinearLayer;
+  k: LinearLayer;
+  v: LinearLayer;
+  attentionProjection: LinearLayer;
+  norm2: { weight: Tensor; bias: Tensor };
+  fc: LinearLayer;
+  mlpProjection: LinearLayer;
+}
+
+/** Hugging Face tensor names; GPT2LMHeadModel checkpoints prefix them with "transformer.". */
+export function gpt2Names(prefix: string) {
+  return {
+    tokenEmbedding: `${prefix}wte.weight`,
+    positionEmbedding: `${prefix}wpe.weight`,
+    finalNorm: `${prefix}ln_f`,
+    lmHead: 'lm_head',
+    layer: (l: number) => ({
+      norm1: `${prefix}h.${l}.ln_1`,
+      attention: `${prefix}h.${l}.attn.c_attn`,
+      attentionProjection: `${prefix}h.${l}.attn.c_proj`,
+      norm2: `${prefix}h.${l}.ln_2`,
+      fc: `${prefix}h.${l}.mlp.c_fc`,
+      mlpProjection: `${prefix}h.${l}.mlp.c_proj`,
+    }),
+  };
+}
+
+export class Gpt2Model implements CausalLM {
+  readonly parameters: number;
+  private readonly tokenEmbedding: Tensor;
+  private readonly positionEmbedding: Tensor;
+  private readonly layers: Gpt2Layer[];
+  private readonly finalNorm: { weight: Tensor; bias: Tensor };
+  private readonly lmHead: LinearLayer;
+  private readonly attentionShape: AttentionShape;
+  private readonly step: StepIndices;
+  private readonly hidden: Tensor;
+  private readonly positionRows: Tensor;
+  private readonly normed: Tensor;
+  private readonly q: Tensor;
+  private readonly k: Tensor;
+  private readonly v: Tensor;
+  private readonly attended: Tensor;
+  private readonly projected: Tensor;
+  private readonly fc: Tensor;
+  private readonly lastHidden: Tensor;
+  private readonly lastNormed: Tensor;
+  private readonly logits: Tensor;
+
+  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number) {
+    const { hiddenSize: H, intermediateSize: I, vocabSize, heads, headDim } = config;
+    const names = gpt2Names(weights.has('transformer.wte.weight') ? 'transformer.' : '');
+    const norm = (prefix: string) => ({ weight: weights.upload(`${prefix}.weight`, [H]), bias: weights.upload(`${prefix}.bias`, [H]) });
+    this.tokenEmbedding = weights.upload(names.tokenEmbedding, [vocabSize, H]);
+    this.positionEmbedding = weights.upload(names.positionEmbedding, [config.maxPositions, H]);
+    this.layers = Array.from({ length: config.layers }, (_, l) => {
+      const n = names.layer(l);
+      const [q, k, v] = conv1dSplit(weights, n.attention, H, [H, H, H]);
+      return {
+        norm1: norm(n.norm1),
+        q, k, v,
+        attentionProjection: conv1dSplit(weights, n.attentionProjection, H, [H])[0],
+        norm2: norm(n.norm2),
+        fc: conv1dSplit(weights, n.fc, H, [I])[0],
+        mlpProjection: conv1dSplit(weights, n.mlpProjection, I, [H])[0],
+      };
+    });
+    this.finalNorm = norm(names.finalNorm);
+    this.lmHead = config.tiedEmbeddings || !weights.has(`${names.lmHead}.weight`)
+      ? new DenseLinear(backend, this.tokenEmbedding, null, H, vocabSize)
+      : weights.linear(names.lmHead, H, vocabSize, false);
+    this.parameters = weights.parameters;
+    this.attentionShape = { heads, kvHeads: heads, headDim, scale: 1 / Math.sqrt(headDim) };
+
+    const rows = maxStepTokens;
+    this.step = new StepIndices(backend, rows);
+    this.hidden = backend.allocate(rows * H);
+    this.positionRows = backend.allocate(rows * H);
+    this.normed = backend.allocate(rows * H);
+    this.q = backend.allocate(rows * H);
+    this.k = backend.allocate(rows * H);
+    this.v = backend.allocate(rows * H);
+    this.attended = backend.allocate(rows * H);
+    this.projected = backend.allocate(rows * H);
+    this.fc = backend.allocate(rows * I);
+    this.lastHidden = backend.allocate(H);
+    this.lastNormed = backend.allocate(H);
+    this.logits = backend.allocate(vocabSize);
+  }
+
+  createCache(capacity: number): KVCache {
+    const { layers, heads, headDim, maxPositions } = this.config;
+    return this.backend.createKVCache({ layers, kvHeads: heads, headDim, capacity: Math.min(capacity, maxPositions) });
+  }
+
+  async forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
+    const be = this.backend;
+    const { hiddenSize: H, intermediateSize: I, normEps: eps } = this.config;
+    checkCacheRoom(cache, startPosition, tokens.length);
+    const rows = this.step.set(tokens, startPosition, this.maxStepTokens);
+    const { positions } = this.step;
+
+    be.gatherRows(this.hidden, this.tokenEmbedding, this.step.tokens, rows, H);
+    be.gatherRows(this.positionRows, this.positionEmbedding, positions, rows, H);
+    be.add(this.hidden, this.hidden, this.positionRows, rows * H);
+    this.layers.forEach((layer, l) => {
+      be.layerNorm(this.normed, this.hidden, layer.norm1.weight, layer.norm1.bias, rows, H, eps);
+      layer.q.forward(this.q, this.normed, rows);
+      layer.k.forward(this.k, this.normed, rows);
+      layer.v.forward(this.v, this.normed, rows);
+      be.writeKV(cache, l, this.k, this.v, positions, rows);
+      be.attention(this.attended, this.q, cache, l, positions, rows, this.attentionShape);
+      layer.attentionProjection.forward(this.projected, this.attended, rows);
+      be.add(this.hidden, this.hidden, this.projected, rows * H);
+
+      be.layerNorm(this.normed, this.hidden, layer.norm2.weight, layer.norm2.bias, rows, H, eps);
+      layer.fc.forward(this.fc, this.normed, rows);
+      be.gelu(this.fc, this.fc, rows * I);
+      layer.mlpProjection.forward(this.projected, this.fc, rows);
+      be.add(this.hidden, this.hidden, this.projected, rows * H);
+    });
+    be.gatherRows(this.lastHidden, this.hidden, this.step.lastRow, 1, H);
+    be.layerNorm(this.lastNormed, this.lastHidden, this.finalNorm.weight, this.finalNorm.bias, 1, H, eps);
+    this.lmHead.forward(this.logits, this.lastNormed, 1);
+    return be.read(this.logits, this.config.vocabSize);
+  }
+
+  dispose(): void {}
+}
+
+/**
+ * A Conv1D weight (inFeatures × Σ outWidths) and bias, transposed to (out × in) and split by
+ * output columns into one dense layer per width.
+ */
+function conv1dSplit(weights: WeightReader, prefix: string, inFeatures: number, outWidths: number[]): LinearLayer[] {
+  const total = outWidths.reduce((a, b) => a + b, 0);
+  const weight = weights.read(`${prefix}.weight`, [inFeatures, total]);
+  const bias = weights.read(`${prefix}.bias`, [total]);
+  let column = 0;
+  return outWidths.map((width) => {
+    const transposed = new Float32Array(width * inFeatures);
+    for (let o = 0; o < width; o++) {
+      for (let i = 0; i < inFeatures; i++) transposed[o * inFeatures + i] = weight[i * total + column + o];
+    }
+    const layer = new DenseLinear(weights.backend, weights.backend.upload(transposed), weights.backend.upload(bias.slice(column, column + width)), inFeatures, width);
+    column += width;
+    return layer;
+  });
+}

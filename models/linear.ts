@@ -1,0 +1,37 @@
+// One interface for every linear layer; the checkpoint decides which implementation a projection
+// gets, and the model never asks.
+import type { Backend, Tensor } from '../kernels/backend.ts';
+
+export type LinearMethod = 'dense';
+
+export interface LinearLayer {
+  readonly method: LinearMethod;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly parameters: number;
+  /** out (rows × outFeatures) = layer(x (rows × inFeatures)). */
+  forward(out: Tensor, x: Tensor, rows: number): void;
+}
+
+/** y = x Wᵀ + b with W stored (outFeatures × inFeatures). */
+export class DenseLinear implements LinearLayer {
+  readonly method = 'dense' as const;
+  readonly parameters: number;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly weight: Tensor,
+    private readonly bias: Tensor | null,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+  ) {
+    if (weight.elements < inFeatures * outFeatures) {
+      throw new RangeError(`dense weight has ${weight.elements} values, ${outFeatures}×${inFeatures} needs ${inFeatures * outFeatures}`);
+    }
+    this.parameters = inFeatures * outFeatures + (bias ? outFeatures : 0);
+  }
+
+  forward(out: Tensor, x: Tensor, rows: number): void {
+    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures);
+  }
+}

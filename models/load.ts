@@ -1,0 +1,28 @@
+// A model directory + a backend → a ready CausalLM.
+import type { Backend } from '../kernels/backend.ts';
+import type { ModelDirectory } from '../weights/model-directory.ts';
+import { parseModelConfig } from './config.ts';
+import { Gpt2Model } from './gpt2.ts';
+import { LlamaModel } from './llama.ts';
+import { WeightReader, type CausalLM } from './model.ts';
+
+export interface LoadOptions {
+  /** Rows per forward call (prefill chunk); activations are sized for it. */
+  maxStepTokens?: number;
+  /** Called after each tensor is read. */
+  onProgress?: (loadedBytes: number, totalBytes: number) => void;
+}
+
+export function loadModel(directory: ModelDirectory, backend: Backend, options: LoadOptions = {}): CausalLM {
+  const config = parseModelConfig(directory.config, `${directory.path}/config.json`);
+  const maxStepTokens = Math.min(options.maxStepTokens ?? 256, config.maxPositions);
+  const source = directory.openTensors();
+  try {
+    const weights = new WeightReader(source, backend, options.onProgress);
+    return config.architecture === 'llama'
+      ? new LlamaModel(config, weights, backend, maxStepTokens)
+      : new Gpt2Model(config, weights, backend, maxStepTokens);
+  } finally {
+    source.close();
+  }
+}

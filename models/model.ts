@@ -1,0 +1,97 @@
+// What the engine sees of a model, and the pieces Llama and GPT-2 share: shape-checked weight
+// reads and the final norm + LM head on the last row of a step.
+import type { Backend, IndexTensor, KVCache, Tensor } from '../kernels/backend.ts';
+import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
+import type { ModelConfig } from './config.ts';
+import { DenseLinear, type LinearLayer } from './linear.ts';
+
+export interface CausalLM {
+  readonly config: ModelConfig;
+  readonly backend: Backend;
+  /** The most tokens one forward call accepts; longer prompts are fed in chunks. */
+  readonly maxStepTokens: number;
+  readonly parameters: number;
+  createCache(capacity: number): KVCache;
+  /**
+   * Runs `tokens` at positions startPosition.. of the sequence whose keys and values `cache`
+   * holds, appends theirs, and returns the logits (vocabSize) of the last token.
+   */
+  forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array>;
+  dispose(): void;
+}
+
+/** Reads named tensors from a checkpoint, checking each against the shape the config implies. */
+export class WeightReader {
+  parameters = 0;
+  private loadedBytes = 0;
+  private readonly totalBytes: number;
+
+  constructor(
+    readonly source: TensorSource,
+    readonly backend: Backend,
+    private readonly onProgress?: (loadedBytes: number, totalBytes: number) => void,
+  ) {
+    this.totalBytes = source.names().reduce((sum, name) => sum + source.info(name).byteLength, 0);
+  }
+
+  has(name: string): boolean {
+    return this.source.has(name);
+  }
+
+  read(name: string, shape: number[]): Float32Array {
+    if (!this.source.has(name)) throw new CheckpointError(`checkpoint is missing tensor "${name}" (expected shape [${shape}])`);
+    const info = this.source.info(name);
+    if (info.shape.join(',') !== shape.join(',')) {
+      throw new CheckpointError(`${info.file}: tensor "${name}" has shape [${info.shape}] but the config implies [${shape}]`);
+    }
+    const values = this.source.readFloat32(name);
+    this.parameters += values.length;
+    this.loadedBytes += info.byteLength;
+    this.onProgress?.(this.loadedBytes, this.totalBytes);
+    return values;
+  }
+
+  upload(name: string, shape: number[]): Tensor {
+    return this.backend.upload(this.read(name, shape));
+  }
+
+  /** A linear layer from `prefix.weight` (outFeatures × inFeatures) and optional `prefix.bias`. */
+  linear(prefix: string, inFeatures: number, outFeatures: number, withBias: boolean): LinearLayer {
+    const weight = this.upload(`${prefix}.weight`, [outFeatures, inFeatures]);
+    const bias = withBias ? this.upload(`${prefix}.bias`, [outFeatures]) : null;
+    return new DenseLinear(this.backend, weight, bias, inFeatures, outFeatures);
+  }
+}
+
+/** Per-step index tensors: token ids and positions of each row, and the row whose logits we want. */
+export class StepIndices {
+  readonly tokens: IndexTensor;
+  readonly positions: IndexTensor;
+  readonly lastRow: IndexTensor;
+  private readonly positionValues: Int32Array;
+  private readonly lastRowValue = new Int32Array(1);
+
+  constructor(private readonly backend: Backend, maxRows: number) {
+    this.tokens = backend.allocateIndices(maxRows);
+    this.positions = backend.allocateIndices(maxRows);
+    this.lastRow = backend.allocateIndices(1);
+    this.positionValues = new Int32Array(maxRows);
+  }
+
+  set(tokens: Int32Array, startPosition: number, maxRows: number): number {
+    const rows = tokens.length;
+    if (rows === 0 || rows > maxRows) throw new RangeError(`a step takes 1..${maxRows} tokens, got ${rows}`);
+    for (let r = 0; r < rows; r++) this.positionValues[r] = startPosition + r;
+    this.backend.uploadIndices(this.tokens, tokens);
+    this.backend.uploadIndices(this.positions, this.positionValues.subarray(0, rows));
+    this.lastRowValue[0] = rows - 1;
+    this.backend.uploadIndices(this.lastRow, this.lastRowValue);
+    return rows;
+  }
+}
+
+export function checkCacheRoom(cache: KVCache, startPosition: number, rows: number): void {
+  if (startPosition < 0 || startPosition + rows > cache.capacity) {
+    throw new RangeError(`positions ${startPosition}..${startPosition + rows - 1} do not fit the KV cache (capacity ${cache.capacity})`);
+  }
+}

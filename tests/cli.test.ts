@@ -1,0 +1,103 @@
+// The blr command as a user runs it: a subprocess, its stdout, stderr and exit code.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_MODEL, reference, ROOT, STORIES_SOURCES, tempDirectory } from './helpers.ts';
+
+const BLR = path.join(ROOT, 'cli', 'blr.mjs');
+
+function blr(args: string[], input?: string) {
+  const result = spawnSync(process.execPath, [BLR, ...args], { input, encoding: 'utf8', timeout: 60_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('blr generate', () => {
+  const expected = reference('stories260K');
+
+  it('streams the bundled model story after the prompt', () => {
+    const run = blr(['generate', 'Once upon a time', '--max-tokens', '40']);
+    expect(run.status).toBe(0);
+    expect(run.stdout.startsWith('Once upon a time, there was a little girl named Lily.')).toBe(true);
+    expect(run.stderr).toMatch(/stories260K \(llama, 0\.26M parameters\) on CPU/);
+    expect(run.stderr).toMatch(/40 tokens \(finish: length\); prompt 5 tokens in [\d.]+ ms; decode \d+ tokens\/s/);
+  });
+
+  it('prints one JSON line with the ids transformers produces', () => {
+    const run = blr(['generate', 'Once upon a time', '--json', '--ignore-eos', '--max-tokens', String(expected.greedy_ids.length)]);
+    expect(run.status).toBe(0);
+    const lines = run.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const out = JSON.parse(lines[0]);
+    expect(Object.keys(out)).toEqual(['prompt_ids', 'ids', 'text', 'finish_reason', 'timings']);
+    expect(out.prompt_ids).toEqual(expected.prompt_ids);
+    expect(out.ids).toEqual(expected.greedy_ids);
+    expect(out.text).toBe(expected.greedy_text);
+    expect(out.finish_reason).toBe('length');
+    expect(Object.keys(out.timings)).toEqual(['load_ms', 'prefill_ms', 'decode_tokens_per_s']);
+    expect(out.timings.decode_tokens_per_s).toBeGreaterThan(0);
+  });
+
+  it('reads the prompt from stdin, samples reproducibly with a seed, and stops at --stop', () => {
+    const args = ['generate', '--json', '--temperature', '0.9', '--top-p', '0.9', '--seed', '5', '--max-tokens', '30'];
+    const a = JSON.parse(blr(args, 'Once upon a time').stdout);
+    const b = JSON.parse(blr(args, 'Once upon a time').stdout);
+    expect(a.prompt_ids).toEqual(expected.prompt_ids);
+    expect(a.ids).toEqual(b.ids);
+    const stopped = JSON.parse(blr(['generate', 'Once upon a time', '--json', '--stop', 'Lily']).stdout);
+    expect(stopped.text).toBe(', there was a little girl named ');
+    expect(stopped.finish_reason).toBe('stop');
+  });
+
+  it('shows help', () => {
+    const run = blr(['generate', '--help']);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(/Usage: blr generate \[PROMPT\]/);
+    expect(blr(['--help']).stdout).toMatch(/generate \[PROMPT\]/);
+  });
+
+  it.each([
+    [['generate', 'hi', '--bogus'], 2, /Unknown option '--bogus'/],
+    [['generate', 'hi', '--temperature', 'hot'], 2, /--temperature must be a number ≥ 0, got "hot"/],
+    [['generate', 'hi', '--backend', 'tpu'], 2, /--backend must be one of auto, cpu/],
+    [['generate', 'hi', '--model', '/no/such/dir'], 1, /\/no\/such\/dir: model directory not found/],
+    [['frobnicate'], 2, /unknown command "frobnicate"/],
+  ])('blr %j exits %i with a clear message', (args, status, message) => {
+    const run = blr(args);
+    expect(run.status).toBe(status);
+    expect(run.stderr).toMatch(message);
+  });
+
+  it('names the file and tensor of a truncated checkpoint', () => {
+    const dir = tempDirectory('corrupt');
+    for (const file of fs.readdirSync(DEFAULT_MODEL)) fs.copyFileSync(path.join(DEFAULT_MODEL, file), path.join(dir, file));
+    const weights = path.join(dir, 'model.safetensors');
+    fs.truncateSync(weights, fs.statSync(weights).size - 1000);
+    const run = blr(['generate', 'hi', '--model', dir]);
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain(weights);
+    expect(run.stderr).toMatch(/tensor "[^"]+": data_offsets end at byte \d+ but the file holds only \d+ data bytes \(truncated file\?\)/);
+  });
+});
+
+describe('blr convert', () => {
+  it('converts both stories260K sources into model directories that generate the same story', () => {
+    const out = tempDirectory('cli-convert');
+    for (const source of ['stories260K.bin', 'stories260K.gguf']) {
+      const target = path.join(out, source);
+      const run = blr(['convert', path.join(STORIES_SOURCES, source), target]);
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(/47 tensors, 260,032 parameters/);
+      expect(run.stderr).toMatch(/blr convert: writing 47 tensors/);
+    }
+    const stories = (dir: string) => JSON.parse(blr(['generate', 'Once upon a time', '--json', '--model', dir, '--max-tokens', '24']).stdout).ids;
+    expect(stories(path.join(out, 'stories260K.gguf'))).toEqual(stories(path.join(out, 'stories260K.bin')));
+    expect(stories(path.join(out, 'stories260K.bin'))).toEqual(reference('stories260K').greedy_ids.slice(0, 24));
+  });
+
+  it('needs INPUT and OUTDIR', () => {
+    const run = blr(['convert', 'only-one']);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(/expected INPUT and OUTDIR/);
+  });
+});

@@ -1,0 +1,65 @@
+// Our models against Hugging Face transformers (tests/fixtures/reference, produced on the GPU host
+// by tests/reference/hf_reference.py from exactly the checkpoints these tests build).
+import { describe, expect, it } from 'vitest';
+import { Generator } from '../engine/generate.ts';
+import { GREEDY } from '../engine/sampler.ts';
+import { CpuBackend } from '../kernels/cpu/backend.ts';
+import { loadModel } from '../models/load.ts';
+import { readModelDirectory } from '../weights/model-directory.ts';
+import { DEFAULT_MODEL, maxRelativeError, PROBES, reference, tinyModelDirectory } from './helpers.ts';
+
+const CASES = [
+  { name: 'llama2-style', what: 'Llama-2 style: MHA, untied head, linear RoPE scaling, f32' },
+  { name: 'llama3-style', what: 'Llama-3 style: GQA, head_dim from config, llama3 RoPE scaling, tied, bf16' },
+  { name: 'gpt2-style', what: 'GPT-2: learned positions, LayerNorm, gelu_new, Conv1D, tied, f32' },
+  { name: 'stories260K', what: 'stories260K converted from llama2.c by our converter' },
+];
+
+describe.each(CASES)('$name matches transformers ($what)', ({ name }) => {
+  const expected = reference(name);
+  let cached: ReturnType<typeof readModelDirectory> | undefined;
+  const directory = () => (cached ??= readModelDirectory(name === 'stories260K' ? DEFAULT_MODEL : tinyModelDirectory(name)));
+
+  it('tokenizes the prompt and every probe string to the same ids', () => {
+    const { tokenizer } = directory();
+    expect(tokenizer.encode(expected.prompt)).toEqual(expected.prompt_ids);
+    PROBES.forEach((probe, i) => expect(tokenizer.encode(probe), JSON.stringify(probe)).toEqual(expected.probe_ids[i]));
+  });
+
+  it('gives the same last-position logits within 1e-4 relative', async () => {
+    const model = loadModel(directory(), new CpuBackend());
+    const cache = model.createCache(expected.prompt_ids.length);
+    const logits = await model.forward(cache, Int32Array.from(expected.prompt_ids), 0);
+    const ours = expected.top_ids.map((id) => logits[id]);
+    expect(maxRelativeError(ours, expected.top_logits)).toBeLessThan(1e-4);
+    // The same tokens are on top, in the same order.
+    const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, 4);
+    expect(order).toEqual(expected.top_ids.slice(0, 4));
+  });
+
+  it('decodes the same greedy tokens, prefilling in chunks', async () => {
+    const dir = directory();
+    const model = loadModel(dir, new CpuBackend(), { maxStepTokens: 7 });
+    const generator = new Generator(model, dir.tokenizer, dir.eosTokenIds);
+    const result = await generator.generate({
+      promptIds: expected.prompt_ids,
+      maxTokens: expected.greedy_ids.length,
+      sampling: { ...GREEDY, seed: 0 },
+      ignoreEos: true,
+    });
+    expect(result.ids).toEqual(expected.greedy_ids);
+    expect(result.finishReason).toBe('length');
+  });
+});
+
+describe('stories260K (the default model)', () => {
+  it('writes the story transformers writes', async () => {
+    const expected = reference('stories260K');
+    expect(expected.greedy_text).toContain('Lily');
+    const dir = readModelDirectory(DEFAULT_MODEL);
+    const generator = new Generator(loadModel(dir, new CpuBackend()), dir.tokenizer, dir.eosTokenIds);
+    const result = await generator.generate({ promptIds: dir.tokenizer.encode('Once upon a time'), maxTokens: expected.greedy_ids.length, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
+    expect(result.ids).toEqual(expected.greedy_ids);
+    expect(result.text).toBe(expected.greedy_text);
+  });
+});
