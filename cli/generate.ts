@@ -75,7 +75,7 @@ export async function runGenerate(args: string[]): Promise<void> {
     prompt = await readStdin();
   }
 
-  const engine = await loadEngine(values.model ?? DEFAULT_MODEL_DIR, { backend });
+  const engine = await loadEngine(values.model ?? DEFAULT_MODEL_DIR, { backend, onProgress: loadProgress() });
   const { model, generator, directory } = engine;
   process.stderr.write(`blr: ${directory.path} (${model.config.architecture}, ${(model.parameters / 1e6).toFixed(2)}M parameters) on ${model.backend.description}, loaded in ${engine.loadMs.toFixed(0)} ms\n`);
   const promptIds = directory.tokenizer.encode(prompt);
@@ -103,6 +103,19 @@ export async function runGenerate(args: string[]): Promise<void> {
     process.stdout.write('\n');
     process.stderr.write(`blr: ${result.ids.length} tokens (finish: ${result.finishReason}); prompt ${promptIds.length} tokens in ${timings.prefillMs.toFixed(1)} ms; decode ${timings.decodeTokensPerS.toFixed(0)} tokens/s\n`);
   }
+}
+
+/** A live "loading NN%" line on a terminal for checkpoints big enough to wait for. */
+function loadProgress(): ((loadedBytes: number, totalBytes: number) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  let shown = -1;
+  return (loaded, total) => {
+    if (total < 64 * 2 ** 20) return;
+    const percent = Math.floor((100 * loaded) / total);
+    if (percent === shown) return;
+    shown = percent;
+    process.stderr.write(`\rblr: loading weights ${percent}% (${(loaded / 2 ** 30).toFixed(2)} of ${(total / 2 ** 30).toFixed(2)} GiB)${loaded === total ? '\n' : ''}`);
+  };
 }
 
 function round(value: number): number {

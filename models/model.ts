@@ -39,7 +39,7 @@ export class WeightReader {
   }
 
   read(name: string, shape: number[]): Float32Array {
-    if (!this.source.has(name)) throw new CheckpointError(`checkpoint is missing tensor "${name}" (expected shape [${shape}])`);
+    if (!this.source.has(name)) throw new CheckpointError(`${this.source.location}: missing tensor "${name}" (expected shape [${shape}])`);
     const info = this.source.info(name);
     if (info.shape.join(',') !== shape.join(',')) {
       throw new CheckpointError(`${info.file}: tensor "${name}" has shape [${info.shape}] but the config implies [${shape}]`);

@@ -1,11 +1,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { fromFloat32, toFloat32 } from '../weights/dtypes.ts';
 import { convertCheckpoint, metaToHfRows } from '../weights/convert.ts';
-import { readLlama2cTokenizer } from '../weights/llama2c.ts';
+import { readLlama2cCheckpoint, readLlama2cTokenizer } from '../weights/llama2c.ts';
 import { ShardedSafetensors } from '../weights/safetensors.ts';
 import { bpeMerges, PieceType, sentencePieceToTokenizer, type SentencePieceVocab } from '../weights/sentencepiece.ts';
 import { TextTokenizer } from '../weights/tokenizer.ts';
+import { writeGguf, type GgufTensor } from './fixtures/gguf-writer.ts';
 import { DEFAULT_MODEL, PROBES, STORIES_SOURCES, tempDirectory } from './helpers.ts';
 
 const BIN = path.join(STORIES_SOURCES, 'stories260K.bin');
@@ -51,7 +53,7 @@ describe('blr convert (library)', () => {
     const truncated = path.join(out, 'truncated', 'model.bin');
     fs.mkdirSync(path.dirname(truncated));
     fs.writeFileSync(truncated, fs.readFileSync(BIN).subarray(0, 300_000));
-    await expect(convertCheckpoint(truncated, path.join(out, 'x'), { tokenizerPath: TOKENIZER_BIN })).rejects.toThrow(/model.bin: truncated: tensor "w[a-z0-9]*\[\d\]"/);
+    await expect(convertCheckpoint(truncated, path.join(out, 'x'), { tokenizerPath: TOKENIZER_BIN })).rejects.toThrow(/model.bin: truncated: tensor "layers\.\d\.wo" needs bytes \d+\.\.\d+ but the file has 300000/);
     const alone = path.join(out, 'alone', 'stories.bin');
     fs.mkdirSync(path.dirname(alone));
     fs.copyFileSync(BIN, alone);
@@ -62,10 +64,66 @@ describe('blr convert (library)', () => {
   });
 });
 
+describe('GGUF with f16 tensors', () => {
+  it('keeps f16 weights as F16 in model.safetensors, with the same values', async () => {
+    // Build an f16 GGUF of stories260K (separate classifier, so the untied path is used too).
+    const source = readLlama2cCheckpoint(BIN);
+    const vocab = readLlama2cTokenizer(TOKENIZER_BIN, 512);
+    const ggufNames: Record<string, string> = {
+      tok_embeddings: 'token_embd.weight', norm: 'output_norm.weight', attention_norm: 'attn_norm.weight',
+      wq: 'attn_q.weight', wk: 'attn_k.weight', wv: 'attn_v.weight', wo: 'attn_output.weight',
+      ffn_norm: 'ffn_norm.weight', w1: 'ffn_gate.weight', w2: 'ffn_down.weight', w3: 'ffn_up.weight',
+    };
+    const tensors: GgufTensor[] = [];
+    for (const [meta, tensor] of source.tensors) {
+      const [, layer, short] = meta.match(/^layers\.(\d+)\.(.+)$/) ?? [undefined, undefined, meta];
+      const name = layer === undefined ? ggufNames[short!] : `blk.${layer}.${ggufNames[short!]}`;
+      tensors.push({ name, shape: tensor.shape, dtype: 'F16', data: fromFloat32(toFloat32(tensor.read(), 'F32'), 'F16') });
+    }
+    const embedding = tensors.find((t) => t.name === 'token_embd.weight')!;
+    const classifier = fromFloat32(toFloat32(source.tensors.get('tok_embeddings')!.read(), 'F32').map((v) => v * 0.5), 'F16');
+    tensors.push({ name: 'output.weight', shape: embedding.shape, dtype: 'F16', data: classifier });
+    source.close();
+    const c = source.config;
+    const file = path.join(tempDirectory('gguf16'), 'stories-f16.gguf');
+    writeGguf(file, {
+      'general.architecture': { type: 'string', value: 'llama' },
+      'llama.context_length': { type: 'u32', value: 512 },
+      'llama.embedding_length': { type: 'u32', value: c.dim },
+      'llama.feed_forward_length': { type: 'u32', value: c.hiddenDim },
+      'llama.block_count': { type: 'u32', value: c.layers },
+      'llama.attention.head_count': { type: 'u32', value: c.heads },
+      'llama.attention.head_count_kv': { type: 'u32', value: c.kvHeads },
+      'llama.attention.layer_norm_rms_epsilon': { type: 'f32', value: 1e-5 },
+      'tokenizer.ggml.model': { type: 'string', value: 'llama' },
+      'tokenizer.ggml.tokens': { type: 'strings', value: vocab.pieces },
+      'tokenizer.ggml.scores': { type: 'f32s', value: vocab.scores },
+      'tokenizer.ggml.token_type': { type: 'i32s', value: vocab.types },
+      'tokenizer.ggml.bos_token_id': { type: 'u32', value: 1 },
+      'tokenizer.ggml.eos_token_id': { type: 'u32', value: 2 },
+    }, tensors);
+
+    const out = path.join(path.dirname(file), 'hf');
+    await convertCheckpoint(file, out);
+    const converted = ShardedSafetensors.openDirectory(out);
+    const reference = ShardedSafetensors.openDirectory(DEFAULT_MODEL);
+    for (const name of reference.names()) {
+      expect(converted.info(name).dtype, name).toBe('F16');
+      const expected = toFloat32(fromFloat32(reference.readFloat32(name), 'F16'), 'F16');
+      expect(Array.from(converted.readFloat32(name)), name).toEqual(Array.from(expected));
+    }
+    expect(Array.from(converted.readFloat32('lm_head.weight'))).toEqual(Array.from(toFloat32(classifier, 'F16')));
+    converted.close();
+    reference.close();
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+    expect(config).toMatchObject({ tie_word_embeddings: false, torch_dtype: 'float16', rms_norm_eps: 1e-5, max_position_embeddings: 512 });
+  });
+});
+
 describe('Meta → Hugging Face RoPE row order', () => {
   it('moves interleaved pairs (2i, 2i+1) to halves (i, i + headDim/2) within each head', () => {
     // 2 heads of 4 rows, 1 column: row value = its Meta index
-    const hf = metaToHfRows(Float32Array.from({ length: 8 }, (_, i) => i), 2, 1);
+    const hf = metaToHfRows(Uint8Array.from({ length: 8 }, (_, i) => i), 2, 1);
     expect(Array.from(hf)).toEqual([0, 2, 1, 3, 4, 6, 5, 7]);
   });
 });

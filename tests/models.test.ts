@@ -1,12 +1,15 @@
 // Our models against Hugging Face transformers (tests/fixtures/reference, produced on the GPU host
 // by tests/reference/hf_reference.py from exactly the checkpoints these tests build).
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { GREEDY } from '../engine/sampler.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
-import { DEFAULT_MODEL, maxRelativeError, PROBES, reference, tinyModelDirectory } from './helpers.ts';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
+import { DEFAULT_MODEL, maxRelativeError, PROBES, reference, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
 const CASES = [
   { name: 'llama2-style', what: 'Llama-2 style: MHA, untied head, linear RoPE scaling, f32' },
@@ -61,5 +64,39 @@ describe('stories260K (the default model)', () => {
     const result = await generator.generate({ promptIds: dir.tokenizer.encode('Once upon a time'), maxTokens: expected.greedy_ids.length, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
     expect(result.ids).toEqual(expected.greedy_ids);
     expect(result.text).toBe(expected.greedy_text);
+  });
+});
+
+describe('loading bad checkpoints', () => {
+  function brokenCopy(edit: (tensors: TensorToWrite[], config: Record<string, unknown>) => void): string {
+    const source = tinyModelDirectory('llama2-style');
+    const target = tempDirectory('broken');
+    for (const file of fs.readdirSync(source)) fs.copyFileSync(path.join(source, file), path.join(target, file));
+    const weights = SafetensorsFile.open(path.join(source, 'model.safetensors'));
+    const tensors = weights.names().map((name) => ({ name, dtype: weights.info(name).dtype, shape: weights.info(name).shape, data: weights.readBytes(name) }));
+    weights.close();
+    const config = JSON.parse(fs.readFileSync(path.join(source, 'config.json'), 'utf8'));
+    edit(tensors, config);
+    writeSafetensors(path.join(target, 'model.safetensors'), tensors);
+    fs.writeFileSync(path.join(target, 'config.json'), JSON.stringify(config));
+    return target;
+  }
+  const load = (dir: string) => loadModel(readModelDirectory(dir), new CpuBackend());
+
+  it('names the checkpoint and the missing tensor', () => {
+    const dir = brokenCopy((tensors) => tensors.splice(tensors.findIndex((t) => t.name === 'model.layers.1.mlp.up_proj.weight'), 1));
+    expect(() => load(dir)).toThrow(`${dir}: missing tensor "model.layers.1.mlp.up_proj.weight" (expected shape [172,64])`);
+  });
+
+  it('names the file and tensor whose shape disagrees with the config', () => {
+    const dir = brokenCopy((_, config) => { config.intermediate_size = 171; });
+    expect(() => load(dir)).toThrow(new RegExp(`${path.join(dir, 'model.safetensors')}: tensor "model.layers.0.mlp.gate_proj.weight" has shape \\[172,64\\] but the config implies \\[171,64\\]`));
+  });
+
+  it('says which config field is unsupported', () => {
+    const dir = brokenCopy((_, config) => { config.model_type = 'mamba'; });
+    expect(() => load(dir)).toThrow(/config.json: model_type "mamba" is not supported \(supported: llama, gpt2\)/);
+    const scaling = brokenCopy((_, config) => { config.rope_scaling = { rope_type: 'yarn', factor: 2 }; });
+    expect(() => load(scaling)).toThrow(/rope_scaling type "yarn" is not supported/);
   });
 });

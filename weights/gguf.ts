@@ -1,16 +1,31 @@
-// GGUF files of the llama architecture (f32 and f16 tensors) → Meta-layout Llama weights and a
-// SentencePiece vocabulary. Metadata comes from @huggingface/gguf; tensor data we read ourselves.
+// GGUF files of the llama architecture (f32 and f16 tensors) → a Meta-layout Llama checkpoint and
+// a SentencePiece vocabulary. Metadata comes from @huggingface/gguf; tensor data is read lazily.
 import fs from 'node:fs';
 import { gguf, GGMLQuantizationType } from '@huggingface/gguf';
-import { toFloat32 } from './dtypes.ts';
-import type { MetaLlamaWeights } from './llama2c.ts';
+import { readRegion, type LazyTensor, type MetaLlamaCheckpoint } from './llama2c.ts';
 import { CheckpointError } from './safetensors.ts';
 import { PieceType, type SentencePieceVocab } from './sentencepiece.ts';
 
 export interface GgufLlama {
-  weights: MetaLlamaWeights;
+  checkpoint: MetaLlamaCheckpoint;
   vocab: SentencePieceVocab;
 }
+
+/** GGUF tensor names for the Meta names of llama2c.ts. */
+const GGUF_NAMES: Record<string, string> = {
+  tok_embeddings: 'token_embd.weight',
+  norm: 'output_norm.weight',
+  output: 'output.weight',
+  attention_norm: 'attn_norm.weight',
+  wq: 'attn_q.weight',
+  wk: 'attn_k.weight',
+  wv: 'attn_v.weight',
+  wo: 'attn_output.weight',
+  ffn_norm: 'ffn_norm.weight',
+  w1: 'ffn_gate.weight',
+  w2: 'ffn_down.weight',
+  w3: 'ffn_up.weight',
+};
 
 export async function readGgufLlama(filePath: string): Promise<GgufLlama> {
   let parsed: Awaited<ReturnType<typeof gguf>>;
@@ -22,6 +37,9 @@ export async function readGgufLlama(filePath: string): Promise<GgufLlama> {
   const metadata = parsed.metadata as Record<string, unknown>;
   const architecture = metadata['general.architecture'];
   if (architecture !== 'llama') throw new CheckpointError(`${filePath}: architecture "${String(architecture)}" is not supported (only llama)`);
+  if (metadata['tokenizer.ggml.model'] !== 'llama') {
+    throw new CheckpointError(`${filePath}: tokenizer model "${String(metadata['tokenizer.ggml.model'])}" is not supported (only SentencePiece "llama")`);
+  }
   const number = (key: string, fallback?: number): number => {
     const value = metadata[key];
     if (typeof value === 'number') return value;
@@ -29,67 +47,56 @@ export async function readGgufLlama(filePath: string): Promise<GgufLlama> {
     if (fallback !== undefined) return fallback;
     throw new CheckpointError(`${filePath}: metadata "${key}" is missing`);
   };
+  const tokens = metadata['tokenizer.ggml.tokens'];
+  if (!Array.isArray(tokens)) throw new CheckpointError(`${filePath}: no tokenizer.ggml.tokens in metadata`);
   const dim = number('llama.embedding_length');
   const heads = number('llama.attention.head_count');
   const kvHeads = number('llama.attention.head_count_kv', heads);
   const layers = number('llama.block_count');
   const hiddenDim = number('llama.feed_forward_length');
-  const tokens = metadata['tokenizer.ggml.tokens'];
-  if (!Array.isArray(tokens)) throw new CheckpointError(`${filePath}: no tokenizer.ggml.tokens in metadata`);
   const vocabSize = tokens.length;
+  const kvDim = (dim / heads) * kvHeads;
 
   const infos = new Map(parsed.tensorInfos.map((t) => [t.name, t]));
+  const fileBytes = fs.statSync(filePath).size;
   const fd = fs.openSync(filePath, 'r');
   try {
-    const read = (name: string, expectedShape: number[]): Float32Array => {
-      const info = infos.get(name);
-      if (!info) throw new CheckpointError(`${filePath}: tensor "${name}" is missing`);
-      // GGUF lists dimensions innermost first; expectedShape is row-major (outermost first).
+    const tensors = new Map<string, LazyTensor>();
+    const place = (metaName: string, ggufName: string, expectedShape: number[], required = true) => {
+      const info = infos.get(ggufName);
+      if (!info) {
+        if (required) throw new CheckpointError(`${filePath}: tensor "${ggufName}" is missing`);
+        return;
+      }
+      // GGUF lists dimensions innermost first; ours are outermost first.
       const shape = info.shape.map(Number).reverse();
       if (shape.join(',') !== expectedShape.join(',')) {
-        throw new CheckpointError(`${filePath}: tensor "${name}" has shape [${shape}] but [${expectedShape}] was expected`);
+        throw new CheckpointError(`${filePath}: tensor "${ggufName}" has shape [${shape}] but the metadata implies [${expectedShape}]`);
       }
-      const count = expectedShape.reduce((a, b) => a * b, 1);
       let dtype: 'F32' | 'F16';
       if (info.dtype === GGMLQuantizationType.F32) dtype = 'F32';
       else if (info.dtype === GGMLQuantizationType.F16) dtype = 'F16';
-      else throw new CheckpointError(`${filePath}: tensor "${name}" is ${GGMLQuantizationType[info.dtype]}; only F32 and F16 tensors are supported`);
-      const bytes = new Uint8Array(count * (dtype === 'F32' ? 4 : 2));
+      else throw new CheckpointError(`${filePath}: tensor "${ggufName}" is ${GGMLQuantizationType[info.dtype]}; only F32 and F16 tensors are supported`);
+      const byteLength = expectedShape.reduce((a, b) => a * b, 1) * (dtype === 'F32' ? 4 : 2);
       const position = Number(parsed.tensorDataOffset + info.offset);
-      if (fs.readSync(fd, bytes, 0, bytes.byteLength, position) !== bytes.byteLength) {
-        throw new CheckpointError(`${filePath}: tensor "${name}" is truncated`);
-      }
-      return toFloat32(bytes, dtype, new Float32Array(count));
+      if (position + byteLength > fileBytes) throw new CheckpointError(`${filePath}: tensor "${ggufName}" runs past the end of the file (truncated?)`);
+      tensors.set(metaName, { dtype, shape, read: () => readRegion(fd, filePath, ggufName, position, byteLength) });
     };
-    const headDim = dim / heads;
-    const kvDim = kvHeads * headDim;
-    const perLayer = (suffix: string, shape: number[]) => Array.from({ length: layers }, (_, l) => read(`blk.${l}.${suffix}`, shape));
-    const tokenEmbedding = read('token_embd.weight', [vocabSize, dim]);
-    let classifier: Float32Array | undefined = infos.has('output.weight') ? read('output.weight', [vocabSize, dim]) : undefined;
-    // A converter may store the shared classifier a second time; keep the model tied then.
-    if (classifier && classifier.every((v, i) => v === tokenEmbedding[i])) classifier = undefined;
-    const weights: MetaLlamaWeights = {
-      config: {
-        dim, hiddenDim, layers, heads, kvHeads, vocabSize,
-        maxSequence: number('llama.context_length', 2048),
-        // Stored as f32: 1e-5 reads back as 9.99999974e-6; keep the decimal the author wrote.
-        normEps: Number(number('llama.attention.layer_norm_rms_epsilon', 1e-5).toPrecision(7)),
-        ropeTheta: number('llama.rope.freq_base', 10000),
-        tiedClassifier: classifier === undefined,
-      },
-      tokenEmbedding,
-      attentionNorm: perLayer('attn_norm.weight', [dim]),
-      wq: perLayer('attn_q.weight', [dim, dim]),
-      wk: perLayer('attn_k.weight', [kvDim, dim]),
-      wv: perLayer('attn_v.weight', [kvDim, dim]),
-      wo: perLayer('attn_output.weight', [dim, dim]),
-      ffnNorm: perLayer('ffn_norm.weight', [dim]),
-      w1: perLayer('ffn_gate.weight', [hiddenDim, dim]),
-      w2: perLayer('ffn_down.weight', [dim, hiddenDim]),
-      w3: perLayer('ffn_up.weight', [hiddenDim, dim]),
-      finalNorm: read('output_norm.weight', [dim]),
-      classifier,
+    place('tok_embeddings', GGUF_NAMES.tok_embeddings, [vocabSize, dim]);
+    place('norm', GGUF_NAMES.norm, [dim]);
+    place('output', GGUF_NAMES.output, [vocabSize, dim], false);
+    const layerShapes: Record<string, number[]> = {
+      attention_norm: [dim], wq: [dim, dim], wk: [kvDim, dim], wv: [kvDim, dim], wo: [dim, dim],
+      ffn_norm: [dim], w1: [hiddenDim, dim], w2: [dim, hiddenDim], w3: [hiddenDim, dim],
     };
+    for (let l = 0; l < layers; l++) {
+      for (const [name, shape] of Object.entries(layerShapes)) place(`layers.${l}.${name}`, `blk.${l}.${GGUF_NAMES[name]}`, shape);
+    }
+    // Converters often store a shared classifier a second time; keep such a model tied.
+    const output = tensors.get('output');
+    const embedding = tensors.get('tok_embeddings')!;
+    if (output && output.dtype === embedding.dtype && Buffer.from(output.read()).equals(Buffer.from(embedding.read()))) tensors.delete('output');
+
     const scores = metadata['tokenizer.ggml.scores'];
     const types = metadata['tokenizer.ggml.token_type'];
     const vocab: SentencePieceVocab = {
@@ -100,11 +107,20 @@ export async function readGgufLlama(filePath: string): Promise<GgufLlama> {
       bosId: number('tokenizer.ggml.bos_token_id', 1),
       eosId: number('tokenizer.ggml.eos_token_id', 2),
     };
-    if (metadata['tokenizer.ggml.model'] !== 'llama') {
-      throw new CheckpointError(`${filePath}: tokenizer model "${String(metadata['tokenizer.ggml.model'])}" is not supported (only SentencePiece "llama")`);
-    }
-    return { weights, vocab };
-  } finally {
+    const checkpoint: MetaLlamaCheckpoint = {
+      config: {
+        dim, hiddenDim, layers, heads, kvHeads, vocabSize,
+        maxSequence: number('llama.context_length', 2048),
+        // Stored as f32: 1e-5 reads back as 9.99999974e-6; keep the decimal the author wrote.
+        normEps: Number(number('llama.attention.layer_norm_rms_epsilon', 1e-5).toPrecision(7)),
+        ropeTheta: number('llama.rope.freq_base', 10000),
+      },
+      tensors,
+      close: () => fs.closeSync(fd),
+    };
+    return { checkpoint, vocab };
+  } catch (error) {
     fs.closeSync(fd);
+    throw error;
   }
 }

@@ -1,4 +1,5 @@
-// llama2.c's checkpoint (.bin) and tokenizer (.bin) formats.
+// llama2.c's checkpoint (.bin) and tokenizer (.bin) formats, and the Meta-layout Llama checkpoint
+// that both llama2.c and GGUF files read into.
 //
 // Checkpoint: 7 little-endian int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size,
 // seq_len; a negative vocab_size means the classifier is stored separately), then f32 tensors in
@@ -19,70 +20,93 @@ export interface MetaLlamaConfig {
   maxSequence: number;
   normEps: number;
   ropeTheta: number;
-  tiedClassifier: boolean;
 }
 
-/** Weights in Meta/llama2.c naming and layout: per-layer arrays, rows = output features. */
-export interface MetaLlamaWeights {
+/** A tensor whose bytes are read from its file only when asked for. */
+export interface LazyTensor {
+  dtype: 'F32' | 'F16';
+  /** Row-major, outermost first. */
+  shape: number[];
+  read(): Uint8Array;
+}
+
+/**
+ * Weights in Meta's naming and layout (rows = output features): tok_embeddings, norm, output
+ * (absent when tied to the embedding), and per layer layers.{l}.{attention_norm, wq, wk, wv, wo,
+ * ffn_norm, w1, w2, w3}.
+ */
+export interface MetaLlamaCheckpoint {
   config: MetaLlamaConfig;
-  tokenEmbedding: Float32Array;
-  attentionNorm: Float32Array[];
-  wq: Float32Array[];
-  wk: Float32Array[];
-  wv: Float32Array[];
-  wo: Float32Array[];
-  ffnNorm: Float32Array[];
-  w1: Float32Array[];
-  w2: Float32Array[];
-  w3: Float32Array[];
-  finalNorm: Float32Array;
-  classifier: Float32Array | undefined;
+  tensors: Map<string, LazyTensor>;
+  close(): void;
+}
+
+export const META_LAYER_TENSORS = ['attention_norm', 'wq', 'wk', 'wv', 'wo', 'ffn_norm', 'w1', 'w2', 'w3'] as const;
+
+/** Reads `byteLength` bytes at `position` of an open file; a short read names the tensor. */
+export function readRegion(fd: number, filePath: string, name: string, position: number, byteLength: number): Uint8Array {
+  const bytes = new Uint8Array(byteLength);
+  let done = 0;
+  while (done < byteLength) {
+    const read = fs.readSync(fd, bytes, done, byteLength - done, position + done);
+    if (read === 0) throw new CheckpointError(`${filePath}: tensor "${name}" is truncated: the file ends ${byteLength - done} bytes early`);
+    done += read;
+  }
+  return bytes;
 }
 
 const HEADER_BYTES = 7 * 4;
 
-export function readLlama2cCheckpoint(filePath: string): MetaLlamaWeights {
-  const bytes = fs.readFileSync(filePath);
-  if (bytes.byteLength < HEADER_BYTES) throw new CheckpointError(`${filePath}: ${bytes.byteLength} bytes is too short for a llama2.c header`);
-  const header = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
-  const [dim, hiddenDim, layers, heads, kvHeads, signedVocab, maxSequence] = Array.from({ length: 7 }, (_, i) => header.getInt32(i * 4, true));
-  const vocabSize = Math.abs(signedVocab);
-  if ([dim, hiddenDim, layers, heads, kvHeads, vocabSize, maxSequence].some((v) => v <= 0) || dim % heads !== 0 || heads % kvHeads !== 0) {
-    throw new CheckpointError(`${filePath}: implausible llama2.c header (dim ${dim}, hidden_dim ${hiddenDim}, n_layers ${layers}, n_heads ${heads}, n_kv_heads ${kvHeads}, vocab_size ${signedVocab}, seq_len ${maxSequence})`);
-  }
-  const headDim = dim / heads;
-  const kvDim = kvHeads * headDim;
-  const floats = new Float32Array((bytes.byteLength - HEADER_BYTES) >> 2);
-  new Uint8Array(floats.buffer).set(bytes.subarray(HEADER_BYTES, HEADER_BYTES + floats.byteLength));
-  let offset = 0;
-  const take = (name: string, count: number): Float32Array => {
-    if (offset + count > floats.length) {
-      throw new CheckpointError(`${filePath}: truncated: tensor "${name}" needs ${count} floats at float ${offset}, file holds ${floats.length}`);
+export function readLlama2cCheckpoint(filePath: string): MetaLlamaCheckpoint {
+  const fd = fs.openSync(filePath, 'r');
+  try {
+    const fileBytes = fs.fstatSync(fd).size;
+    if (fileBytes < HEADER_BYTES) throw new CheckpointError(`${filePath}: ${fileBytes} bytes is too short for a llama2.c header`);
+    const header = new DataView(readRegion(fd, filePath, 'header', 0, HEADER_BYTES).buffer);
+    const [dim, hiddenDim, layers, heads, kvHeads, signedVocab, maxSequence] = Array.from({ length: 7 }, (_, i) => header.getInt32(i * 4, true));
+    const vocabSize = Math.abs(signedVocab);
+    if ([dim, hiddenDim, layers, heads, kvHeads, vocabSize, maxSequence].some((v) => v <= 0) || dim % heads !== 0 || heads % kvHeads !== 0) {
+      throw new CheckpointError(`${filePath}: implausible llama2.c header (dim ${dim}, hidden_dim ${hiddenDim}, n_layers ${layers}, n_heads ${heads}, n_kv_heads ${kvHeads}, vocab_size ${signedVocab}, seq_len ${maxSequence})`);
     }
-    const out = floats.slice(offset, offset + count);
-    offset += count;
-    return out;
-  };
-  const perLayer = (name: string, count: number) => Array.from({ length: layers }, (_, l) => take(`${name}[${l}]`, count));
-  const tokenEmbedding = take('token_embedding_table', vocabSize * dim);
-  const attentionNorm = perLayer('rms_att_weight', dim);
-  const wq = perLayer('wq', dim * dim);
-  const wk = perLayer('wk', kvDim * dim);
-  const wv = perLayer('wv', kvDim * dim);
-  const wo = perLayer('wo', dim * dim);
-  const ffnNorm = perLayer('rms_ffn_weight', dim);
-  const w1 = perLayer('w1', hiddenDim * dim);
-  const w2 = perLayer('w2', dim * hiddenDim);
-  const w3 = perLayer('w3', hiddenDim * dim);
-  const finalNorm = take('rms_final_weight', dim);
-  take('freq_cis_real', (maxSequence * headDim) / 2);
-  take('freq_cis_imag', (maxSequence * headDim) / 2);
-  const tiedClassifier = signedVocab > 0;
-  const classifier = tiedClassifier ? undefined : take('wcls', vocabSize * dim);
-  return {
-    config: { dim, hiddenDim, layers, heads, kvHeads, vocabSize, maxSequence, normEps: 1e-5, ropeTheta: 10000, tiedClassifier },
-    tokenEmbedding, attentionNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3, finalNorm, classifier,
-  };
+    const headDim = dim / heads;
+    const kvDim = kvHeads * headDim;
+    const tensors = new Map<string, LazyTensor>();
+    let offset = HEADER_BYTES;
+    const place = (name: string, shape: number[], keep = true) => {
+      const byteLength = shape.reduce((a, b) => a * b, 1) * 4;
+      const position = offset;
+      if (position + byteLength > fileBytes) {
+        throw new CheckpointError(`${filePath}: truncated: tensor "${name}" needs bytes ${position}..${position + byteLength} but the file has ${fileBytes}`);
+      }
+      offset += byteLength;
+      if (keep) tensors.set(name, { dtype: 'F32', shape, read: () => readRegion(fd, filePath, name, position, byteLength) });
+    };
+    const perLayer = (name: string, shape: number[]) => {
+      for (let l = 0; l < layers; l++) place(`layers.${l}.${name}`, shape);
+    };
+    place('tok_embeddings', [vocabSize, dim]);
+    perLayer('attention_norm', [dim]);
+    perLayer('wq', [dim, dim]);
+    perLayer('wk', [kvDim, dim]);
+    perLayer('wv', [kvDim, dim]);
+    perLayer('wo', [dim, dim]);
+    perLayer('ffn_norm', [dim]);
+    perLayer('w1', [hiddenDim, dim]);
+    perLayer('w2', [dim, hiddenDim]);
+    perLayer('w3', [hiddenDim, dim]);
+    place('norm', [dim]);
+    place('freq_cis_real', [maxSequence, headDim / 2], false);
+    place('freq_cis_imag', [maxSequence, headDim / 2], false);
+    if (signedVocab < 0) place('output', [vocabSize, dim]);
+    return {
+      config: { dim, hiddenDim, layers, heads, kvHeads, vocabSize, maxSequence, normEps: 1e-5, ropeTheta: 10000 },
+      tensors,
+      close: () => fs.closeSync(fd),
+    };
+  } catch (error) {
+    fs.closeSync(fd);
+    throw error;
+  }
 }
 
 /**

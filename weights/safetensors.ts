@@ -19,6 +19,8 @@ export interface TensorInfo {
 
 /** Something that can hand out named tensors: one safetensors file, a sharded set, a converter. */
 export interface TensorSource {
+  /** Where the tensors come from (a file or directory), for messages. */
+  readonly location: string;
   names(): string[];
   has(name: string): boolean;
   info(name: string): TensorInfo;
@@ -41,12 +43,14 @@ const MAX_HEADER_BYTES = 100_000_000;
 
 export class SafetensorsFile implements TensorSource {
   readonly path: string;
+  readonly location: string;
   readonly metadata: Record<string, string>;
   private readonly fd: number;
   private readonly tensors = new Map<string, TensorInfo>();
 
   private constructor(filePath: string, fd: number, tensors: TensorInfo[], metadata: Record<string, string>) {
     this.path = filePath;
+    this.location = filePath;
     this.fd = fd;
     this.metadata = metadata;
     for (const t of tensors) this.tensors.set(t.name, t);
@@ -179,19 +183,20 @@ export interface TensorToWrite {
   name: string;
   dtype: DType;
   shape: number[];
-  data: Uint8Array;
+  /** The raw bytes, or a function that produces them when the writer reaches this tensor. */
+  data: Uint8Array | (() => Uint8Array);
 }
 
-/** Writes a safetensors file, streaming tensor data so nothing is concatenated in memory. */
+/**
+ * Writes a safetensors file. Tensors are written one at a time, and lazy data is produced only
+ * when its turn comes, so converting a checkpoint never holds more than one tensor in memory.
+ */
 export function writeSafetensors(filePath: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
   for (const t of tensors) {
     const expected = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
-    if (t.data.byteLength !== expected) {
-      throw new Error(`writeSafetensors: tensor "${t.name}" has ${t.data.byteLength} bytes, ${t.dtype} ${JSON.stringify(t.shape)} needs ${expected}`);
-    }
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] };
     offset += expected;
   }
@@ -202,16 +207,27 @@ export function writeSafetensors(filePath: string, tensors: TensorToWrite[], met
   const lengthBytes = Buffer.alloc(8);
   lengthBytes.writeBigUInt64LE(BigInt(headerBytes.byteLength));
   fs.mkdirSync(path.dirname(filePath), { recursive: true });
-  const fd = fs.openSync(filePath, 'w');
+  // Written under another name and renamed at the end: a failure never leaves a half file behind.
+  const partial = `${filePath}.partial`;
+  const fd = fs.openSync(partial, 'w');
+  let complete = false;
   try {
     fs.writeSync(fd, lengthBytes);
     fs.writeSync(fd, headerBytes);
     for (const t of tensors) {
+      const data = typeof t.data === 'function' ? t.data() : t.data;
+      const expected = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
+      if (data.byteLength !== expected) {
+        throw new Error(`writeSafetensors: tensor "${t.name}" has ${data.byteLength} bytes, ${t.dtype} ${JSON.stringify(t.shape)} needs ${expected}`);
+      }
       let done = 0;
-      while (done < t.data.byteLength) done += fs.writeSync(fd, t.data, done, t.data.byteLength - done);
+      while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done);
     }
+    complete = true;
   } finally {
     fs.closeSync(fd);
+    if (complete) fs.renameSync(partial, filePath);
+    else fs.rmSync(partial, { force: true });
   }
 }
 
@@ -223,7 +239,7 @@ export class ShardedSafetensors implements TensorSource {
   private readonly files: SafetensorsFile[];
   private readonly owner = new Map<string, SafetensorsFile>();
 
-  constructor(files: SafetensorsFile[]) {
+  constructor(files: SafetensorsFile[], readonly location: string) {
     this.files = files;
     for (const file of files) {
       for (const name of file.names()) {
@@ -251,7 +267,7 @@ export class ShardedSafetensors implements TensorSource {
           if (shard.includes('/') || shard.includes('\\')) throw new CheckpointError(`${indexPath}: shard name "${shard}" must be a file in the same directory`);
           files.push(SafetensorsFile.open(path.join(directory, shard)));
         }
-        const sharded = new ShardedSafetensors(files);
+        const sharded = new ShardedSafetensors(files, directory);
         for (const [tensor, shard] of Object.entries(index.weight_map)) {
           const owner = sharded.owner.get(tensor);
           if (!owner) throw new CheckpointError(`${indexPath}: lists tensor "${tensor}" in ${shard}, but ${shard} does not hold it`);
@@ -264,7 +280,7 @@ export class ShardedSafetensors implements TensorSource {
     }
     const single = path.join(directory, 'model.safetensors');
     if (!fs.existsSync(single)) throw new CheckpointError(`${directory}: no model.safetensors or model.safetensors.index.json`);
-    return new ShardedSafetensors([SafetensorsFile.open(single)]);
+    return new ShardedSafetensors([SafetensorsFile.open(single)], directory);
   }
 
   names(): string[] {
@@ -277,7 +293,7 @@ export class ShardedSafetensors implements TensorSource {
 
   private file(name: string): SafetensorsFile {
     const file = this.owner.get(name);
-    if (!file) throw new CheckpointError(`checkpoint has no tensor named "${name}"`);
+    if (!file) throw new CheckpointError(`${this.location}: no tensor named "${name}"`);
     return file;
   }
 
