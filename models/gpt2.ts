@@ -4,7 +4,7 @@
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
 import type { ModelConfig } from './config.ts';
 import { DenseLinear, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, StepIndices, type CausalLM, type WeightReader } from './model.ts';
+import { checkCacheRoom, createSequenceCache, StepBuffers, type CausalLM, type WeightReader } from './model.ts';
 
 interface Gpt2Layer {
   norm1: { weight: Tensor; bias: Tensor };
@@ -43,19 +43,7 @@ export class Gpt2Model implements CausalLM {
   private readonly finalNorm: { weight: Tensor; bias: Tensor };
   private readonly lmHead: LinearLayer;
   private readonly attentionShape: AttentionShape;
-  private readonly step: StepIndices;
-  private readonly hidden: Tensor;
-  private readonly positionRows: Tensor;
-  private readonly normed: Tensor;
-  private readonly q: Tensor;
-  private readonly k: Tensor;
-  private readonly v: Tensor;
-  private readonly attended: Tensor;
-  private readonly projected: Tensor;
-  private readonly fc: Tensor;
-  private readonly lastHidden: Tensor;
-  private readonly lastNormed: Tensor;
-  private readonly logits: Tensor;
+  private readonly buffers: StepBuffers;
 
   constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number) {
     const { hiddenSize: H, intermediateSize: I, vocabSize, heads, headDim } = config;
@@ -82,57 +70,44 @@ export class Gpt2Model implements CausalLM {
     this.parameters = weights.parameters;
     this.attentionShape = { heads, kvHeads: heads, headDim, scale: 1 / Math.sqrt(headDim) };
 
-    const rows = maxStepTokens;
-    this.step = new StepIndices(backend, rows);
-    this.hidden = backend.allocate(rows * H);
-    this.positionRows = backend.allocate(rows * H);
-    this.normed = backend.allocate(rows * H);
-    this.q = backend.allocate(rows * H);
-    this.k = backend.allocate(rows * H);
-    this.v = backend.allocate(rows * H);
-    this.attended = backend.allocate(rows * H);
-    this.projected = backend.allocate(rows * H);
-    this.fc = backend.allocate(rows * I);
-    this.lastHidden = backend.allocate(H);
-    this.lastNormed = backend.allocate(H);
-    this.logits = backend.allocate(vocabSize);
+    this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: false });
   }
 
   createCache(capacity: number): KVCache {
-    const { layers, heads, headDim, maxPositions } = this.config;
-    return this.backend.createKVCache({ layers, kvHeads: heads, headDim, capacity: Math.min(capacity, maxPositions) });
+    return createSequenceCache(this.backend, this.config, capacity);
   }
 
   async forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
     const be = this.backend;
+    const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, normEps: eps } = this.config;
     checkCacheRoom(cache, startPosition, tokens.length);
-    const rows = this.step.set(tokens, startPosition, this.maxStepTokens);
-    const { positions } = this.step;
+    const rows = b.indices.set(tokens, startPosition, b.rows);
+    const { positions } = b.indices;
 
-    be.gatherRows(this.hidden, this.tokenEmbedding, this.step.tokens, rows, H);
-    be.gatherRows(this.positionRows, this.positionEmbedding, positions, rows, H);
-    be.add(this.hidden, this.hidden, this.positionRows, rows * H);
+    be.gatherRows(b.hidden, this.tokenEmbedding, b.indices.tokens, rows, H);
+    be.gatherRows(b.projected, this.positionEmbedding, positions, rows, H);
+    be.add(b.hidden, b.hidden, b.projected, rows * H);
     this.layers.forEach((layer, l) => {
-      be.layerNorm(this.normed, this.hidden, layer.norm1.weight, layer.norm1.bias, rows, H, eps);
-      layer.q.forward(this.q, this.normed, rows);
-      layer.k.forward(this.k, this.normed, rows);
-      layer.v.forward(this.v, this.normed, rows);
-      be.writeKV(cache, l, this.k, this.v, positions, rows);
-      be.attention(this.attended, this.q, cache, l, positions, rows, this.attentionShape);
-      layer.attentionProjection.forward(this.projected, this.attended, rows);
-      be.add(this.hidden, this.hidden, this.projected, rows * H);
+      be.layerNorm(b.normed, b.hidden, layer.norm1.weight, layer.norm1.bias, rows, H, eps);
+      layer.q.forward(b.q, b.normed, rows);
+      layer.k.forward(b.k, b.normed, rows);
+      layer.v.forward(b.v, b.normed, rows);
+      be.writeKV(cache, l, b.k, b.v, positions, rows);
+      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
+      layer.attentionProjection.forward(b.projected, b.attended, rows);
+      be.add(b.hidden, b.hidden, b.projected, rows * H);
 
-      be.layerNorm(this.normed, this.hidden, layer.norm2.weight, layer.norm2.bias, rows, H, eps);
-      layer.fc.forward(this.fc, this.normed, rows);
-      be.gelu(this.fc, this.fc, rows * I);
-      layer.mlpProjection.forward(this.projected, this.fc, rows);
-      be.add(this.hidden, this.hidden, this.projected, rows * H);
+      be.layerNorm(b.normed, b.hidden, layer.norm2.weight, layer.norm2.bias, rows, H, eps);
+      layer.fc.forward(b.mlp, b.normed, rows);
+      be.gelu(b.mlp, b.mlp, rows * I);
+      layer.mlpProjection.forward(b.projected, b.mlp, rows);
+      be.add(b.hidden, b.hidden, b.projected, rows * H);
     });
-    be.gatherRows(this.lastHidden, this.hidden, this.step.lastRow, 1, H);
-    be.layerNorm(this.lastNormed, this.lastHidden, this.finalNorm.weight, this.finalNorm.bias, 1, H, eps);
-    this.lmHead.forward(this.logits, this.lastNormed, 1);
-    return be.read(this.logits, this.config.vocabSize);
+    be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
+    be.layerNorm(b.lastNormed, b.lastHidden, this.finalNorm.weight, this.finalNorm.bias, 1, H, eps);
+    this.lmHead.forward(b.logits, b.lastNormed, 1);
+    return be.read(b.logits, this.config.vocabSize);
   }
 
   dispose(): void {}

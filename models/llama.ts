@@ -4,7 +4,7 @@ import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backen
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
 import { DenseLinear, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, StepIndices, WeightReader, type CausalLM } from './model.ts';
+import { checkCacheRoom, createSequenceCache, StepBuffers, WeightReader, type CausalLM } from './model.ts';
 
 interface LlamaLayer {
   attentionNorm: Tensor;
@@ -45,20 +45,7 @@ export class LlamaModel implements CausalLM {
   private readonly ropeCos: Tensor;
   private readonly ropeSin: Tensor;
   private readonly attentionShape: AttentionShape;
-  private readonly step: StepIndices;
-  // Activations for up to maxStepTokens rows.
-  private readonly hidden: Tensor;
-  private readonly normed: Tensor;
-  private readonly q: Tensor;
-  private readonly k: Tensor;
-  private readonly v: Tensor;
-  private readonly attended: Tensor;
-  private readonly projected: Tensor;
-  private readonly gate: Tensor;
-  private readonly up: Tensor;
-  private readonly lastHidden: Tensor;
-  private readonly lastNormed: Tensor;
-  private readonly logits: Tensor;
+  private readonly buffers: StepBuffers;
 
   constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number) {
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
@@ -91,58 +78,45 @@ export class LlamaModel implements CausalLM {
     this.ropeSin = backend.upload(tables.sin);
     this.attentionShape = { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) };
 
-    const rows = maxStepTokens;
-    this.step = new StepIndices(backend, rows);
-    this.hidden = backend.allocate(rows * H);
-    this.normed = backend.allocate(rows * H);
-    this.q = backend.allocate(rows * qWidth);
-    this.k = backend.allocate(rows * kvWidth);
-    this.v = backend.allocate(rows * kvWidth);
-    this.attended = backend.allocate(rows * qWidth);
-    this.projected = backend.allocate(rows * H);
-    this.gate = backend.allocate(rows * I);
-    this.up = backend.allocate(rows * I);
-    this.lastHidden = backend.allocate(H);
-    this.lastNormed = backend.allocate(H);
-    this.logits = backend.allocate(vocabSize);
+    this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: true });
   }
 
   createCache(capacity: number): KVCache {
-    const { layers, kvHeads, headDim, maxPositions } = this.config;
-    return this.backend.createKVCache({ layers, kvHeads, headDim, capacity: Math.min(capacity, maxPositions) });
+    return createSequenceCache(this.backend, this.config, capacity);
   }
 
   async forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
     const be = this.backend;
+    const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, normEps: eps } = this.config;
     checkCacheRoom(cache, startPosition, tokens.length);
-    const rows = this.step.set(tokens, startPosition, this.maxStepTokens);
-    const { positions } = this.step;
+    const rows = b.indices.set(tokens, startPosition, b.rows);
+    const { positions } = b.indices;
 
-    be.gatherRows(this.hidden, this.embedding, this.step.tokens, rows, H);
+    be.gatherRows(b.hidden, this.embedding, b.indices.tokens, rows, H);
     this.layers.forEach((layer, l) => {
-      be.rmsNorm(this.normed, this.hidden, layer.attentionNorm, rows, H, eps);
-      layer.q.forward(this.q, this.normed, rows);
-      layer.k.forward(this.k, this.normed, rows);
-      layer.v.forward(this.v, this.normed, rows);
-      be.rope(this.q, positions, this.ropeCos, this.ropeSin, rows, heads, headDim);
-      be.rope(this.k, positions, this.ropeCos, this.ropeSin, rows, kvHeads, headDim);
-      be.writeKV(cache, l, this.k, this.v, positions, rows);
-      be.attention(this.attended, this.q, cache, l, positions, rows, this.attentionShape);
-      layer.o.forward(this.projected, this.attended, rows);
-      be.add(this.hidden, this.hidden, this.projected, rows * H);
+      be.rmsNorm(b.normed, b.hidden, layer.attentionNorm, rows, H, eps);
+      layer.q.forward(b.q, b.normed, rows);
+      layer.k.forward(b.k, b.normed, rows);
+      layer.v.forward(b.v, b.normed, rows);
+      be.rope(b.q, positions, this.ropeCos, this.ropeSin, rows, heads, headDim);
+      be.rope(b.k, positions, this.ropeCos, this.ropeSin, rows, kvHeads, headDim);
+      be.writeKV(cache, l, b.k, b.v, positions, rows);
+      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
+      layer.o.forward(b.projected, b.attended, rows);
+      be.add(b.hidden, b.hidden, b.projected, rows * H);
 
-      be.rmsNorm(this.normed, this.hidden, layer.mlpNorm, rows, H, eps);
-      layer.gate.forward(this.gate, this.normed, rows);
-      layer.up.forward(this.up, this.normed, rows);
-      be.swiglu(this.gate, this.gate, this.up, rows * I);
-      layer.down.forward(this.projected, this.gate, rows);
-      be.add(this.hidden, this.hidden, this.projected, rows * H);
+      be.rmsNorm(b.normed, b.hidden, layer.mlpNorm, rows, H, eps);
+      layer.gate.forward(b.mlp, b.normed, rows);
+      layer.up.forward(b.mlpUp, b.normed, rows);
+      be.swiglu(b.mlp, b.mlp, b.mlpUp, rows * I);
+      layer.down.forward(b.projected, b.mlp, rows);
+      be.add(b.hidden, b.hidden, b.projected, rows * H);
     });
-    be.gatherRows(this.lastHidden, this.hidden, this.step.lastRow, 1, H);
-    be.rmsNorm(this.lastNormed, this.lastHidden, this.finalNorm, 1, H, eps);
-    this.lmHead.forward(this.logits, this.lastNormed, 1);
-    return be.read(this.logits, this.config.vocabSize);
+    be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
+    be.rmsNorm(b.lastNormed, b.lastHidden, this.finalNorm, 1, H, eps);
+    this.lmHead.forward(b.logits, b.lastNormed, 1);
+    return be.read(b.logits, this.config.vocabSize);
   }
 
   dispose(): void {}

@@ -63,6 +63,51 @@ export class WeightReader {
   }
 }
 
+/**
+ * Everything one forward step writes, allocated once for up to `rows` tokens: the step's indices
+ * and the activations of a pre-norm decoder block, plus the last row's path to the logits.
+ */
+export class StepBuffers {
+  readonly indices: StepIndices;
+  readonly hidden: Tensor;
+  readonly normed: Tensor;
+  readonly q: Tensor;
+  readonly k: Tensor;
+  readonly v: Tensor;
+  readonly attended: Tensor;
+  /** Output of an attention or MLP projection, before it joins the residual stream. */
+  readonly projected: Tensor;
+  /** MLP intermediates (rows × intermediateSize): gate and up for SwiGLU, just the first for GELU. */
+  readonly mlp: Tensor;
+  readonly mlpUp: Tensor;
+  readonly lastHidden: Tensor;
+  readonly lastNormed: Tensor;
+  readonly logits: Tensor;
+
+  constructor(backend: Backend, config: ModelConfig, readonly rows: number, options: { gatedMlp: boolean }) {
+    const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
+    this.indices = new StepIndices(backend, rows);
+    this.hidden = backend.allocate(rows * H);
+    this.normed = backend.allocate(rows * H);
+    this.q = backend.allocate(rows * heads * headDim);
+    this.k = backend.allocate(rows * kvHeads * headDim);
+    this.v = backend.allocate(rows * kvHeads * headDim);
+    this.attended = backend.allocate(rows * heads * headDim);
+    this.projected = backend.allocate(rows * H);
+    this.mlp = backend.allocate(rows * I);
+    this.mlpUp = options.gatedMlp ? backend.allocate(rows * I) : this.mlp;
+    this.lastHidden = backend.allocate(H);
+    this.lastNormed = backend.allocate(H);
+    this.logits = backend.allocate(vocabSize);
+  }
+}
+
+/** A KV cache for one sequence of up to `capacity` positions (never more than the model knows). */
+export function createSequenceCache(backend: Backend, config: ModelConfig, capacity: number): KVCache {
+  const { layers, kvHeads, headDim, maxPositions } = config;
+  return backend.createKVCache({ layers, kvHeads, headDim, capacity: Math.min(capacity, maxPositions) });
+}
+
 /** Per-step index tensors: token ids and positions of each row, and the row whose logits we want. */
 export class StepIndices {
   readonly tokens: IndexTensor;
