@@ -21,10 +21,11 @@ Options:
   --seed N                seed for sampling; the same seed gives the same text (default random)
   --stop TEXT             stop when TEXT appears (may be given several times)
   --ignore-eos            keep generating past end-of-sequence tokens
-  --backend NAME          ${BACKEND_KINDS.join(' | ')} (default auto)
+  --backend NAME          ${BACKEND_KINDS.join(' | ')} (default auto: a hardware WebGPU adapter when
+                          there is one, else the CPU; webgpu also accepts a software adapter)
   --json                  print one line of JSON instead of the stream:
                           {"prompt_ids", "ids", "text", "finish_reason", "timings":
-                           {"load_ms", "prefill_ms", "decode_tokens_per_s"}}
+                           {"load_ms", "prefill_ms", "decode_tokens_per_s", "backend"}}
   -h, --help              show this help
 `;
 
@@ -75,7 +76,11 @@ export async function runGenerate(args: string[]): Promise<void> {
     prompt = await readStdin();
   }
 
-  const engine = await loadEngine(values.model ?? DEFAULT_MODEL_DIR, { backend, onProgress: loadProgress() });
+  const engine = await loadEngine(values.model ?? DEFAULT_MODEL_DIR, {
+    backend,
+    onProgress: loadProgress(),
+    onNotice: (message) => process.stderr.write(`blr: ${message}\n`),
+  });
   const { model, generator, directory } = engine;
   process.stderr.write(`blr: ${directory.path} (${model.config.architecture}, ${(model.parameters / 1e6).toFixed(2)}M parameters) on ${model.backend.description}, loaded in ${engine.loadMs.toFixed(0)} ms\n`);
   const promptIds = directory.tokenizer.encode(prompt);
@@ -97,7 +102,12 @@ export async function runGenerate(args: string[]): Promise<void> {
       ids: result.ids,
       text: result.text,
       finish_reason: result.finishReason,
-      timings: { load_ms: round(engine.loadMs), prefill_ms: round(timings.prefillMs), decode_tokens_per_s: round(timings.decodeTokensPerS) },
+      timings: {
+        load_ms: round(engine.loadMs),
+        prefill_ms: round(timings.prefillMs),
+        decode_tokens_per_s: round(timings.decodeTokensPerS),
+        backend: model.backend.description,
+      },
     }) + '\n');
   } else {
     process.stdout.write('\n');

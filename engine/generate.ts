@@ -1,5 +1,6 @@
 // One sequence from prompt ids to finished text: chunked prefill into a KV cache, then one decode
 // step per token, sampling, detokenising and stop checks as tokens arrive.
+import type { KVCache } from '../kernels/backend.ts';
 import type { CausalLM } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
 import { IncrementalDetokenizer } from './detokenizer.ts';
@@ -62,6 +63,15 @@ export class Generator {
 
     const capacity = Math.min(this.contextLength, promptIds.length + maxTokens);
     const cache = this.model.createCache(capacity);
+    try {
+      return await this.run(request, cache, capacity);
+    } finally {
+      cache.release();
+    }
+  }
+
+  private async run(request: GenerationRequest, cache: KVCache, capacity: number): Promise<GenerationResult> {
+    const { promptIds, maxTokens } = request;
     const sampler = new Sampler(request.sampling);
     const detokenizer = new IncrementalDetokenizer(this.tokenizer, promptIds);
     const stops = new StopStringMatcher(request.stop ?? []);

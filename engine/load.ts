@@ -14,6 +14,8 @@ export interface EngineOptions {
   /** Positions per sequence; defaults to the model's max_position_embeddings. */
   contextLength?: number;
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
+  /** One-line messages a person should see (a backend fallback). */
+  onNotice?: (message: string) => void;
 }
 
 export interface Engine {
@@ -26,7 +28,7 @@ export interface Engine {
 export async function loadEngine(modelPath: string = DEFAULT_MODEL_DIR, options: EngineOptions = {}): Promise<Engine> {
   const start = performance.now();
   const directory = readModelDirectory(modelPath);
-  const backend = await createBackend(options.backend ?? 'auto');
+  const backend = await createBackend(options.backend ?? 'auto', options.onNotice);
   const model = loadModel(directory, backend, { onProgress: options.onProgress });
   const contextLength = Math.min(options.contextLength ?? model.config.maxPositions, model.config.maxPositions);
   const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds, contextLength);

@@ -2,8 +2,10 @@
 // opaque tensors. The CPU backend runs each op as it is called; a GPU backend records them into one
 // command encoder and submits at `read`, so the model code is the same for both.
 //
-// Conventions: tensors are row-major f32 (a GPU backend may store weights in f16); `rows` is the
-// number of tokens in the step; a linear weight is (outFeatures × inFeatures), y = x Wᵀ + b.
+// Conventions: tensors are row-major f32, except matrices from uploadMatrix, which a GPU backend
+// keeps in f16; `rows` is the number of tokens in the step; a linear weight is
+// (outFeatures × inFeatures), y = x Wᵀ + b. An op's output never aliases its inputs, except where
+// an op says so (add, swiglu and gelu may write over their first input).
 
 export interface Tensor {
   /** Capacity in elements. */
@@ -16,6 +18,8 @@ export interface KVCache {
   readonly kvHeads: number;
   readonly headDim: number;
   readonly capacity: number;
+  /** Gives the memory back to the backend's pool; the cache must not be used afterwards. */
+  release(): void;
 }
 
 export interface KVCacheShape {
@@ -38,8 +42,13 @@ export interface Backend {
   /** One line for people: the device and how it runs. */
   readonly description: string;
 
-  /** A read-only tensor holding `data` (weights, tables). */
+  /** A read-only f32 tensor holding `data` (norm weights, biases, tables). */
   upload(data: Float32Array): Tensor;
+  /**
+   * A read-only (rows × columns) weight matrix: the operand of matmul and gatherRows. A GPU
+   * backend stores it in f16 (rejecting values outside f16's range) and accumulates in f32.
+   */
+  uploadMatrix(data: Float32Array, rows: number, columns: number, name: string): Tensor;
   /** A scratch tensor, allocated once and reused every step. */
   allocate(elements: number): Tensor;
   createKVCache(shape: KVCacheShape): KVCache;

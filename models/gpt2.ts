@@ -127,7 +127,9 @@ function conv1dSplit(weights: WeightReader, prefix: string, inFeatures: number, 
     for (let o = 0; o < width; o++) {
       for (let i = 0; i < inFeatures; i++) transposed[o * inFeatures + i] = weight[i * total + column + o];
     }
-    const layer = new DenseLinear(weights.backend, weights.backend.upload(transposed), weights.backend.upload(bias.slice(column, column + width)), inFeatures, width);
+    const backend = weights.backend;
+    const matrix = backend.uploadMatrix(transposed, width, inFeatures, `${prefix}.weight[:, ${column}:${column + width}]`);
+    const layer = new DenseLinear(backend, matrix, backend.upload(bias.slice(column, column + width)), inFeatures, width);
     column += width;
     return layer;
   });

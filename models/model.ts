@@ -51,8 +51,10 @@ export class WeightReader {
     return values;
   }
 
+  /** A vector (norm weight, bias) in f32, or a matrix in the backend's matrix format. */
   upload(name: string, shape: number[]): Tensor {
-    return this.backend.upload(this.read(name, shape));
+    const values = this.read(name, shape);
+    return shape.length === 2 ? this.backend.uploadMatrix(values, shape[0], shape[1], name) : this.backend.upload(values);
   }
 
   /** A linear layer from `prefix.weight` (outFeatures × inFeatures) and optional `prefix.bias`. */

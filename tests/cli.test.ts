@@ -34,7 +34,7 @@ describe('blr generate', () => {
     expect(out.ids).toEqual(expected.greedy_ids);
     expect(out.text).toBe(expected.greedy_text);
     expect(out.finish_reason).toBe('length');
-    expect(Object.keys(out.timings)).toEqual(['load_ms', 'prefill_ms', 'decode_tokens_per_s']);
+    expect(Object.keys(out.timings)).toEqual(['load_ms', 'prefill_ms', 'decode_tokens_per_s', 'backend']);
     expect(out.timings.decode_tokens_per_s).toBeGreaterThan(0);
   });
 
@@ -59,7 +59,7 @@ describe('blr generate', () => {
   it.each([
     [['generate', 'hi', '--bogus'], 2, /Unknown option '--bogus'/],
     [['generate', 'hi', '--temperature', 'hot'], 2, /--temperature must be a number ≥ 0, got "hot"/],
-    [['generate', 'hi', '--backend', 'tpu'], 2, /--backend must be one of auto, cpu/],
+    [['generate', 'hi', '--backend', 'tpu'], 2, /--backend must be one of auto, cpu, webgpu/],
     [['generate', 'hi', '--model', '/no/such/dir'], 1, /\/no\/such\/dir: model directory not found/],
     [['frobnicate'], 2, /unknown command "frobnicate"/],
   ])('blr %j exits %i with a clear message', (args, status, message) => {

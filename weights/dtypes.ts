@@ -36,17 +36,19 @@ export function halfToFloat(bits: number): number {
   return halfToFloatTable()[bits & 0xffff];
 }
 
+// Scratch views for reinterpreting one f32's bits without allocating per call.
+const scratchFloat = new Float32Array(1);
+const scratchBits = new Uint32Array(scratchFloat.buffer);
+
 /** f32 → IEEE half bits, round to nearest even; overflow becomes ±Infinity. */
 export function floatToHalf(value: number): number {
-  const f32 = new Float32Array(1);
-  const u32 = new Uint32Array(f32.buffer);
-  f32[0] = value;
-  const x = u32[0];
+  scratchFloat[0] = value;
+  const x = scratchBits[0];
   const sign = (x >>> 16) & 0x8000;
   const exponent = (x >>> 23) & 0xff;
   let mantissa = x & 0x7fffff;
   if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
-  let e = exponent - 127 + 15;
+  const e = exponent - 127 + 15;
   if (e >= 31) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -66,8 +68,8 @@ export function floatToHalf(value: number): number {
 
 /** f32 → bf16 bits, round to nearest even (what torch does when casting). */
 export function floatToBfloat16(value: number): number {
-  const f32 = new Float32Array([value]);
-  const x = new Uint32Array(f32.buffer)[0];
+  scratchFloat[0] = value;
+  const x = scratchBits[0];
   if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff)) return (x >>> 16) | 0x40;
   const rounded = x + 0x7fff + ((x >>> 16) & 1);
   return (rounded >>> 16) & 0xffff;

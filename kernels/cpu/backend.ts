@@ -1,6 +1,7 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
 import type { AttentionShape, Backend, IndexTensor, KVCache, KVCacheShape, Tensor } from '../backend.ts';
+import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as ops from './ops.ts';
 
 class CpuTensor implements Tensor {
@@ -30,6 +31,9 @@ class CpuKVCache implements KVCache {
     this.keys = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
     this.values = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
   }
+
+  release(): void {} // the garbage collector takes it
+
 }
 
 function data(t: Tensor): Float32Array {
@@ -47,13 +51,32 @@ function cache(c: KVCache): CpuKVCache {
   return c;
 }
 
+export interface CpuBackendOptions {
+  /**
+   * 'f16' rounds every matrix to f16 as it is uploaded, as the WebGPU backend stores them: the
+   * exact oracle for GPU results. Default 'f32'.
+   */
+  matrixPrecision?: 'f32' | 'f16';
+}
+
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
-  readonly description = `CPU (${os.cpus()[0]?.model?.trim() ?? 'unknown'}, TypeScript f32 kernels, one thread)`;
+  readonly description: string;
   private scores = new Float32Array(0);
+  private readonly roundToHalf: boolean;
+
+  constructor(options: CpuBackendOptions = {}) {
+    this.roundToHalf = options.matrixPrecision === 'f16';
+    this.description = `CPU (${os.cpus()[0]?.model?.trim() ?? 'unknown'}, TypeScript ${this.roundToHalf ? 'f16-rounded weights, f32 math' : 'f32 kernels'}, one thread)`;
+  }
 
   upload(values: Float32Array): Tensor {
     return new CpuTensor(values);
+  }
+
+  uploadMatrix(values: Float32Array, rows: number, columns: number): Tensor {
+    if (values.length !== rows * columns) throw new RangeError(`matrix has ${values.length} values, ${rows}×${columns} needs ${rows * columns}`);
+    return new CpuTensor(this.roundToHalf ? values.map((v) => halfToFloat(floatToHalf(v))) : values);
   }
 
   allocate(elements: number): Tensor {

@@ -1,0 +1,412 @@
+// The WebGPU backend. Ops are recorded into one compute pass; `read` ends the pass, copies the
+// result to a mappable buffer, submits once and waits: a forward step is one submit, and only what
+// is read (logits) crosses back.
+//
+// Recorded once, at load: pipelines (below), weight buffers, activation buffers, and the bind group
+// of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
+// parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
+// token ids and positions are written into their index buffers, and the pass is recorded anew.
+import fs from 'node:fs';
+import type { AttentionShape, Backend, IndexTensor, KVCache, KVCacheShape, Tensor } from '../backend.ts';
+import { floatToHalf } from '../../weights/dtypes.ts';
+import { openGpu, type Gpu } from './gpu.ts';
+
+const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
+const wgsl = (file: string) => fs.readFileSync(new URL(file, WGSL_DIRECTORY), 'utf8');
+
+/** f16 matrices keep each row padded to this many halves (one 16-byte load). */
+const ROW_ALIGN_HALVES = 8;
+const F16_MAX = 65504;
+const PARAM_BYTES = 32;
+const ARENA_SLOTS = 16384;
+
+type Access = 'read' | 'write';
+interface KernelSpec {
+  source: string;
+  entryPoint: string;
+  /** Bindings 1..n (binding 0 is always the uniform parameters). */
+  storage: Access[];
+}
+
+const GATHER_F16 = `
+@group(0) @binding(1) var<storage, read> table: array<u32>;
+fn load_table(row: u32, column: u32) -> f32 {
+  let pair = unpack2x16float(table[row * params.table_stride + column / 2u]);
+  return select(pair.x, pair.y, (column & 1u) == 1u);
+}
+`;
+const GATHER_F32 = `
+@group(0) @binding(1) var<storage, read> table: array<f32>;
+fn load_table(row: u32, column: u32) -> f32 {
+  return table[row * params.table_stride + column];
+}
+`;
+
+function kernelSpecs(): Record<string, KernelSpec> {
+  const norm = wgsl('norm.wgsl');
+  const matmul = wgsl('matmul.wgsl');
+  const gather = wgsl('gather.wgsl');
+  return {
+    gatherF16: { source: GATHER_F16 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
+    gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
+    rmsNorm: { source: norm, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
+    layerNorm: { source: norm, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
+    elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
+    rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'read', 'read', 'read'] },
+    writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
+    attention: { source: wgsl('attention.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
+    gemv: { source: matmul, entryPoint: 'gemv', storage: ['read', 'read', 'read', 'write'] },
+    gemm: { source: matmul, entryPoint: 'gemm', storage: ['read', 'read', 'read', 'write'] },
+  };
+}
+type KernelName = keyof ReturnType<typeof kernelSpecs>;
+
+interface Kernel {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+}
+
+class GpuTensor implements Tensor {
+  constructor(
+    readonly buffer: GPUBuffer,
+    readonly elements: number,
+    /** f16 matrices: halves per padded row; 0 for f32 tensors. */
+    readonly rowStrideHalves = 0,
+  ) {}
+  get isHalfMatrix(): boolean {
+    return this.rowStrideHalves > 0;
+  }
+}
+
+class GpuIndexTensor implements IndexTensor {
+  constructor(readonly buffer: GPUBuffer, readonly elements: number) {}
+}
+
+class GpuKVCache implements KVCache {
+  readonly layers: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly capacity: number;
+  constructor(shape: KVCacheShape, readonly keys: GPUBuffer[], readonly values: GPUBuffer[], private readonly onRelease: (cache: GpuKVCache) => void) {
+    ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, capacity: this.capacity } = shape);
+  }
+  release(): void {
+    this.onRelease(this);
+  }
+}
+
+export class GpuError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GpuError';
+  }
+}
+
+export class WebGpuBackend implements Backend {
+  readonly name = 'webgpu' as const;
+  readonly description: string;
+  private readonly device: GPUDevice;
+  private readonly kernels = new Map<KernelName, Kernel>();
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
+  private readonly dummy: GPUBuffer;
+  private readonly arena: GPUBuffer;
+  private readonly arenaWords: Uint32Array;
+  private readonly arenaFloats: Float32Array;
+  private readonly slotBytes: number;
+  private slotsUsed = 0;
+  private encoder: GPUCommandEncoder | undefined;
+  private pass: GPUComputePassEncoder | undefined;
+  private readonly staging = new Map<number, GPUBuffer>();
+  private readonly kvPool = new Map<number, GPUBuffer[]>();
+  private readonly owned: GPUBuffer[] = [];
+  private readonly errors: string[] = [];
+  private lostReason: string | undefined;
+
+  private constructor(readonly gpu: Gpu) {
+    this.device = gpu.device;
+    this.description = gpu.description;
+    this.device.addEventListener('uncapturederror', (event) => {
+      this.errors.push((event as GPUUncapturedErrorEvent).error.message);
+    });
+    void this.device.lost.then((info) => {
+      this.lostReason = info.message || info.reason;
+    });
+    this.slotBytes = Math.max(PARAM_BYTES, this.device.limits.minUniformBufferOffsetAlignment);
+    this.arena = this.createBuffer(ARENA_SLOTS * this.slotBytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    const cpuArena = new ArrayBuffer(ARENA_SLOTS * this.slotBytes);
+    this.arenaWords = new Uint32Array(cpuArena);
+    this.arenaFloats = new Float32Array(cpuArena);
+    this.dummy = this.createBuffer(16, GPUBufferUsage.STORAGE);
+  }
+
+  /** Opens a device and compiles every kernel up front, so a shader error shows at start-up. */
+  static async create(options: { allowSoftware: boolean }): Promise<WebGpuBackend> {
+    const backend = new WebGpuBackend(await openGpu(options));
+    await backend.compileKernels();
+    return backend;
+  }
+
+  private async compileKernels(): Promise<void> {
+    const specs = kernelSpecs();
+    const modules = new Map<string, GPUShaderModule>();
+    await Promise.all(Object.entries(specs).map(async ([name, spec]) => {
+      let module = modules.get(spec.source);
+      if (!module) {
+        module = this.device.createShaderModule({ label: name, code: spec.source });
+        modules.set(spec.source, module);
+        const messages = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error');
+        if (messages.length > 0) {
+          throw new GpuError(`WGSL kernel ${name} does not compile: ${messages.map((m) => `line ${m.lineNum}: ${m.message}`).join('; ')}`);
+        }
+      }
+      const layout = this.device.createBindGroupLayout({
+        label: name,
+        entries: [
+          { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: PARAM_BYTES } },
+          ...spec.storage.map((access, i) => ({
+            binding: i + 1,
+            visibility: GPUShaderStage.COMPUTE,
+            buffer: { type: access === 'read' ? 'read-only-storage' as const : 'storage' as const },
+          })),
+        ],
+      });
+      const pipeline = await this.device.createComputePipelineAsync({
+        label: name,
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint: spec.entryPoint },
+      });
+      this.kernels.set(name as KernelName, { pipeline, layout });
+    }));
+  }
+
+  private createBuffer(size: number, usage: number): GPUBuffer {
+    const buffer = this.device.createBuffer({ size: Math.max(16, Math.ceil(size / 4) * 4), usage });
+    this.owned.push(buffer);
+    return buffer;
+  }
+
+  private bufferId(buffer: GPUBuffer): number {
+    let id = this.bufferIds.get(buffer);
+    if (id === undefined) {
+      id = this.nextBufferId++;
+      this.bufferIds.set(buffer, id);
+    }
+    return id;
+  }
+
+  // ---- memory ----
+
+  private write(buffer: GPUBuffer, view: ArrayBufferView): void {
+    this.device.queue.writeBuffer(buffer, 0, view.buffer as ArrayBuffer, view.byteOffset, view.byteLength);
+  }
+
+  upload(values: Float32Array): Tensor {
+    const buffer = this.createBuffer(values.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.write(buffer, values);
+    return new GpuTensor(buffer, values.length);
+  }
+
+  uploadMatrix(values: Float32Array, rows: number, columns: number, name: string): Tensor {
+    if (values.length !== rows * columns) throw new RangeError(`${name}: ${values.length} values, ${rows}×${columns} needs ${rows * columns}`);
+    const stride = Math.ceil(columns / ROW_ALIGN_HALVES) * ROW_ALIGN_HALVES;
+    const halves = new Uint16Array(rows * stride);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < columns; c++) {
+        const v = values[r * columns + c];
+        if (!(Math.abs(v) <= F16_MAX)) {
+          throw new RangeError(`${name}: value ${v} at [${r}, ${c}] is outside f16's range (±${F16_MAX}); this backend stores weights in f16`);
+        }
+        halves[r * stride + c] = floatToHalf(v);
+      }
+    }
+    const buffer = this.createBuffer(halves.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.write(buffer, halves);
+    return new GpuTensor(buffer, rows * columns, stride);
+  }
+
+  allocate(elements: number): Tensor {
+    return new GpuTensor(this.createBuffer(elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST), elements);
+  }
+
+  allocateIndices(elements: number): IndexTensor {
+    return new GpuIndexTensor(this.createBuffer(elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST), elements);
+  }
+
+  uploadIndices(target: IndexTensor, values: Int32Array): void {
+    this.write(indexTensor(target).buffer, values);
+  }
+
+  createKVCache(shape: KVCacheShape): KVCache {
+    const bytes = Math.max(16, shape.kvHeads * shape.capacity * shape.headDim * 4);
+    const take = () => this.kvPool.get(bytes)?.pop() ?? this.createBuffer(bytes, GPUBufferUsage.STORAGE);
+    const keys = Array.from({ length: shape.layers }, take);
+    const values = Array.from({ length: shape.layers }, take);
+    return new GpuKVCache(shape, keys, values, (cache) => {
+      const free = this.kvPool.get(bytes) ?? [];
+      free.push(...cache.keys, ...cache.values);
+      this.kvPool.set(bytes, free);
+    });
+  }
+
+  // ---- recording ----
+
+  /** Appends a dispatch's parameters to the arena; returns its dynamic offset. */
+  private params(words: (number | { f32: number })[]): number {
+    if (this.slotsUsed === ARENA_SLOTS) this.submit();
+    const slot = this.slotsUsed++;
+    const base = (slot * this.slotBytes) / 4;
+    words.forEach((w, i) => {
+      if (typeof w === 'number') this.arenaWords[base + i] = w;
+      else this.arenaFloats[base + i] = w.f32;
+    });
+    return slot * this.slotBytes;
+  }
+
+  private dispatch(name: KernelName, params: (number | { f32: number })[], buffers: GPUBuffer[], grid: [number, number?, number?]): void {
+    const kernel = this.kernels.get(name)!;
+    const key = `${name}:${buffers.map((b) => this.bufferId(b)).join(',')}`;
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      bindGroup = this.device.createBindGroup({
+        layout: kernel.layout,
+        entries: [
+          { binding: 0, resource: { buffer: this.arena, offset: 0, size: PARAM_BYTES } },
+          ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+        ],
+      });
+      this.bindGroups.set(key, bindGroup);
+    }
+    const offset = this.params(params);
+    if (!this.pass) {
+      this.encoder = this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass();
+    }
+    this.pass.setPipeline(kernel.pipeline);
+    this.pass.setBindGroup(0, bindGroup, [offset]);
+    const [x, y = 1, z = 1] = grid;
+    if (x > 65535 || y > 65535 || z > 65535) throw new GpuError(`${name}: grid ${x}×${y}×${z} exceeds 65535 workgroups per dimension`);
+    this.pass.dispatchWorkgroups(x, y, z);
+  }
+
+  /** Ends the pass, uploads the parameters and submits; optionally copies `tensor` out first. */
+  private submit(copy?: { from: GPUBuffer; to: GPUBuffer; bytes: number }): void {
+    this.pass?.end();
+    const encoder = this.encoder ?? this.device.createCommandEncoder();
+    if (copy) encoder.copyBufferToBuffer(copy.from, 0, copy.to, 0, copy.bytes);
+    if (this.slotsUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaWords.buffer, 0, this.slotsUsed * this.slotBytes);
+    this.device.queue.submit([encoder.finish()]);
+    this.pass = undefined;
+    this.encoder = undefined;
+    this.slotsUsed = 0;
+  }
+
+  gatherRows(out: Tensor, table: Tensor, rowIndices: IndexTensor, rows: number, width: number): void {
+    const t = tensor(table);
+    const half = t.isHalfMatrix;
+    this.dispatch(half ? 'gatherF16' : 'gatherF32', [rows, width, half ? t.rowStrideHalves / 2 : width, 0],
+      [t.buffer, indexTensor(rowIndices).buffer, tensor(out).buffer], [Math.ceil(width / 256), rows]);
+  }
+
+  rmsNorm(out: Tensor, x: Tensor, weight: Tensor, rows: number, width: number, eps: number): void {
+    this.dispatch('rmsNorm', [width, { f32: eps }, 0, 0], [tensor(x).buffer, tensor(weight).buffer, this.dummy, tensor(out).buffer], [rows]);
+  }
+
+  layerNorm(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor, rows: number, width: number, eps: number): void {
+    this.dispatch('layerNorm', [width, { f32: eps }, 0, 0], [tensor(x).buffer, tensor(weight).buffer, tensor(bias).buffer, tensor(out).buffer], [rows]);
+  }
+
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number): void {
+    const w = tensor(weight);
+    if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
+    const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
+    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
+    if (rows <= 4) this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
+    else this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
+  }
+
+  private elementwise(op: number, out: Tensor, a: Tensor, b: Tensor | null, elements: number): void {
+    const o = tensor(out);
+    const inPlace = a === out;
+    const groups = Math.ceil(elements / 256);
+    const x = Math.min(groups, 65535);
+    this.dispatch('elementwise', [elements, op, inPlace ? 1 : 0, x * 256],
+      [inPlace ? this.dummy : tensor(a).buffer, b ? tensor(b).buffer : this.dummy, o.buffer], [x, Math.ceil(groups / x)]);
+  }
+
+  add(out: Tensor, a: Tensor, b: Tensor, elements: number): void {
+    this.elementwise(0, out, a, b, elements);
+  }
+
+  swiglu(out: Tensor, gate: Tensor, up: Tensor, elements: number): void {
+    this.elementwise(1, out, gate, up, elements);
+  }
+
+  gelu(out: Tensor, x: Tensor, elements: number): void {
+    this.elementwise(2, out, x, null, elements);
+  }
+
+  rope(x: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, headDim: number): void {
+    this.dispatch('rope', [rows, heads, headDim, 0], [tensor(x).buffer, indexTensor(positions).buffer, tensor(cos).buffer, tensor(sin).buffer],
+      [Math.ceil(headDim / 2 / 64), heads, rows]);
+  }
+
+  writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void {
+    const c = kvCache(kv);
+    this.dispatch('writeKV', [rows, c.kvHeads, c.headDim, c.capacity],
+      [tensor(k).buffer, tensor(v).buffer, indexTensor(positions).buffer, c.keys[layer], c.values[layer]],
+      [Math.ceil(c.headDim / 64), c.kvHeads, rows]);
+  }
+
+  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void {
+    const c = kvCache(kv);
+    if (shape.headDim > 256) throw new GpuError(`attention supports head_dim ≤ 256, got ${shape.headDim}`);
+    this.dispatch('attention', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0],
+      [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer], [shape.heads, rows]);
+  }
+
+  async read(source: Tensor, elements: number): Promise<Float32Array> {
+    const t = tensor(source);
+    if (t.isHalfMatrix) throw new GpuError('read takes f32 tensors');
+    const bytes = elements * 4;
+    let staging = this.staging.get(bytes);
+    if (!staging) {
+      staging = this.createBuffer(bytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+      this.staging.set(bytes, staging);
+    }
+    this.submit({ from: t.buffer, to: staging, bytes });
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (error) {
+      throw new GpuError(`reading results failed: ${this.lostReason ?? (this.errors.join('; ') || (error as Error).message)}`);
+    }
+    const result = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+    staging.unmap();
+    if (this.errors.length > 0) throw new GpuError(`WebGPU reported: ${this.errors.splice(0).join('; ')}`);
+    if (this.lostReason) throw new GpuError(`the GPU device was lost: ${this.lostReason}`);
+    return result;
+  }
+
+  dispose(): void {
+    for (const buffer of this.owned) buffer.destroy();
+    this.owned.length = 0;
+    this.bindGroups.clear();
+    this.device.destroy();
+  }
+}
+
+function tensor(t: Tensor): GpuTensor {
+  if (!(t instanceof GpuTensor)) throw new TypeError('WebGPU backend was given a tensor from another backend');
+  return t;
+}
+
+function indexTensor(t: IndexTensor): GpuIndexTensor {
+  if (!(t instanceof GpuIndexTensor)) throw new TypeError('WebGPU backend was given an index tensor from another backend');
+  return t;
+}
+
+function kvCache(c: KVCache): GpuKVCache {
+  if (!(c instanceof GpuKVCache)) throw new TypeError('WebGPU backend was given a KV cache from another backend');
+  return c;
+}

@@ -1,0 +1,82 @@
+// Opening a WebGPU device through Dawn's Node binding: adapter choice, the toggles NVIDIA needs,
+// feature detection, limits as large as the adapter allows, and errors that surface instead of hang.
+import { create, globals } from 'webgpu';
+
+/**
+ * On NVIDIA's Vulkan driver, Dawn hides shader-f16 unless told it may enable it, and subgroup
+ * matrices are behind allow_unsafe_apis (see ../shared/ANCHORS.md §4).
+ */
+export const DAWN_TOGGLES = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+
+export class GpuUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GpuUnavailableError';
+  }
+}
+
+export interface GpuFeatures {
+  shaderF16: boolean;
+  subgroups: boolean;
+  subgroupMatrix: boolean;
+  timestampQuery: boolean;
+}
+
+export interface Gpu {
+  device: GPUDevice;
+  adapterInfo: GPUAdapterInfo;
+  /** Software adapters (lavapipe, SwiftShader) are correct but slow. */
+  isSoftware: boolean;
+  features: GpuFeatures;
+  description: string;
+}
+
+let instance: GPU | undefined;
+function gpuInstance(): GPU {
+  if (!instance) {
+    Object.assign(globalThis, globals);
+    instance = create(DAWN_TOGGLES);
+  }
+  return instance;
+}
+
+const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix' as GPUFeatureName];
+
+export async function openGpu(options: { allowSoftware: boolean }): Promise<Gpu> {
+  const adapter = await gpuInstance().requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new GpuUnavailableError('no WebGPU adapter (no Vulkan driver found: install a GPU driver, or Mesa ≥ 25 for the software adapter)');
+  const info = adapter.info;
+  const isSoftware = info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${info.device} ${info.description}`);
+  if (isSoftware && !options.allowSoftware) {
+    throw new GpuUnavailableError(`only a software WebGPU adapter is available (${info.description || info.device})`);
+  }
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const limits = adapter.limits;
+  const device = await adapter.requestDevice({
+    requiredFeatures,
+    requiredLimits: {
+      maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+      maxBufferSize: limits.maxBufferSize,
+      maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
+      maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
+      maxComputeWorkgroupSizeY: limits.maxComputeWorkgroupSizeY,
+    },
+  });
+  const features: GpuFeatures = {
+    shaderF16: device.features.has('shader-f16'),
+    subgroups: device.features.has('subgroups'),
+    subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix'),
+    timestampQuery: device.features.has('timestamp-query'),
+  };
+  const name = [info.vendor, info.description || info.device].filter(Boolean).join(' ');
+  const featureList = Object.entries(features).filter(([, on]) => on).map(([f]) => f).join(', ');
+  return {
+    device,
+    adapterInfo: info,
+    isSoftware,
+    features,
+    description: `WebGPU ${name}${isSoftware ? ' (software)' : ''}; features: ${featureList || 'none'}`,
+  };
+}

@@ -1,0 +1,113 @@
+// Causal grouped-query attention over one layer's KV cache. One workgroup per (query head, row):
+// positions are taken in chunks of 256, one per thread, with an online softmax (running max and
+// sum rescale earlier chunks), so any context length works with fixed workgroup memory.
+
+struct Params {
+  rows: u32,
+  heads: u32,
+  kv_heads: u32,
+  head_dim: u32,
+  capacity: u32,
+  scale: f32,
+  _pad0: u32,
+  _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> keys: array<f32>;
+@group(0) @binding(3) var<storage, read> values: array<f32>;
+@group(0) @binding(4) var<storage, read> positions: array<i32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+const CHUNK: u32 = 256u;
+const LOWEST: f32 = -3.0e38;
+var<workgroup> q_shared: array<f32, CHUNK>;
+var<workgroup> p_shared: array<f32, CHUNK>;
+var<workgroup> reduce_shared: array<f32, CHUNK>;
+var<workgroup> length_shared: u32;
+
+fn workgroup_max(value: f32, lid: u32) -> f32 {
+  reduce_shared[lid] = value;
+  workgroupBarrier();
+  for (var stride = CHUNK / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      reduce_shared[lid] = max(reduce_shared[lid], reduce_shared[lid + stride]);
+    }
+    workgroupBarrier();
+  }
+  let result = reduce_shared[0];
+  workgroupBarrier();
+  return result;
+}
+
+fn workgroup_sum(value: f32, lid: u32) -> f32 {
+  reduce_shared[lid] = value;
+  workgroupBarrier();
+  for (var stride = CHUNK / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      reduce_shared[lid] += reduce_shared[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  let result = reduce_shared[0];
+  workgroupBarrier();
+  return result;
+}
+
+@compute @workgroup_size(CHUNK)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let head = wid.x;
+  let r = wid.y;
+  let kv = head / (params.heads / params.kv_heads);
+  let head_dim = params.head_dim;
+  let q_base = (r * params.heads + head) * head_dim;
+  if (lid == 0u) {
+    length_shared = u32(positions[r]) + 1u;
+  }
+  if (lid < head_dim) {
+    q_shared[lid] = q[q_base + lid];
+  }
+  let length = workgroupUniformLoad(&length_shared);
+  let kv_base = kv * params.capacity * head_dim;
+
+  var running_max = LOWEST;
+  var running_sum = 0.0;
+  var acc = 0.0;
+  for (var start = 0u; start < length; start += CHUNK) {
+    let t = start + lid;
+    var score = LOWEST;
+    if (t < length) {
+      let k_base = kv_base + t * head_dim;
+      var s = 0.0;
+      for (var d = 0u; d < head_dim; d++) {
+        s += q_shared[d] * keys[k_base + d];
+      }
+      score = s * params.scale;
+    }
+    let new_max = max(running_max, workgroup_max(score, lid));
+    var p = 0.0;
+    if (t < length) {
+      p = exp(score - new_max);
+    }
+    p_shared[lid] = p;
+    let chunk_sum = workgroup_sum(p, lid); // its barriers also publish p_shared
+    let correction = exp(running_max - new_max);
+    running_sum = running_sum * correction + chunk_sum;
+    running_max = new_max;
+    if (lid < head_dim) {
+      var a = acc * correction;
+      let count = min(CHUNK, length - start);
+      var v_index = kv_base + start * head_dim + lid;
+      for (var j = 0u; j < count; j++) {
+        a += p_shared[j] * values[v_index];
+        v_index += head_dim;
+      }
+      acc = a;
+    }
+    workgroupBarrier(); // p_shared is rewritten by the next chunk
+  }
+  if (lid < head_dim) {
+    out[q_base + lid] = acc / running_sum;
+  }
+}

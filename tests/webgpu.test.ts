@@ -1,0 +1,182 @@
+// Every WGSL kernel against the CPU backend (whose ops are checked against float64 math in
+// ops.test.ts) on random inputs of awkward sizes, then whole models: WebGPU against the CPU
+// backend with the same f16-rounded weights. Runs on lavapipe in CI.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Generator } from '../engine/generate.ts';
+import { Rng } from '../engine/rng.ts';
+import { GREEDY } from '../engine/sampler.ts';
+import type { Backend } from '../kernels/backend.ts';
+import { CpuBackend } from '../kernels/cpu/backend.ts';
+import { ropeTables } from '../kernels/cpu/ops.ts';
+import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+import { loadModel } from '../models/load.ts';
+import { readModelDirectory } from '../weights/model-directory.ts';
+import { gpuForTests } from './gpu.ts';
+import { DEFAULT_MODEL, maxRelativeError, reference, tinyModelDirectory } from './helpers.ts';
+
+let gpu: WebGpuBackend | undefined;
+beforeAll(async () => {
+  gpu = (await gpuForTests()).backend;
+});
+const cpu = new CpuBackend({ matrixPrecision: 'f16' });
+const rng = new Rng(99);
+const random = (n: number, scale = 1) => Float32Array.from({ length: n }, () => scale * rng.normal());
+
+/** Runs `op` on the GPU and on the CPU oracle with the same inputs; returns both results. */
+async function both(op: (backend: Backend) => Promise<Float32Array>): Promise<[Float32Array, Float32Array]> {
+  return [await op(gpu!), await op(cpu)];
+}
+
+function concat(...parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
+function expectClose(actual: Float32Array, expected: Float32Array, tolerance = 1e-5) {
+  expect(actual.length).toBe(expected.length);
+  expect(maxRelativeError(actual, expected)).toBeLessThan(tolerance);
+}
+
+describe('WGSL kernels against the CPU backend', () => {
+  it.each([
+    [1, 1, 1], [1, 7, 9], [1, 67, 131], [3, 130, 65], [4, 64, 64], [5, 67, 9], [67, 130, 131], [64, 16, 64], [130, 33, 70],
+  ])('matmul rows=%i in=%i out=%i (gemv and gemm paths), with and without bias', async (rows, inFeatures, outFeatures) => {
+    if (!gpu) return;
+    const x = random(rows * inFeatures), w = random(outFeatures * inFeatures), bias = random(outFeatures);
+    for (const withBias of [false, true]) {
+      const [g, c] = await both((be) => {
+        const out = be.allocate(rows * outFeatures);
+        be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), withBias ? be.upload(bias) : null, rows, inFeatures, outFeatures);
+        return be.read(out, rows * outFeatures);
+      });
+      expectClose(g, c);
+    }
+  });
+
+  it('gatherRows from an f16 matrix and from an f32 tensor', async () => {
+    if (!gpu) return;
+    const table = random(11 * 13);
+    const indices = Int32Array.of(10, 0, 3, 3);
+    const [g, c] = await both(async (be) => {
+      const ids = be.allocateIndices(4);
+      be.uploadIndices(ids, indices);
+      const fromMatrix = be.allocate(4 * 13), fromVector = be.allocate(4 * 13);
+      be.gatherRows(fromMatrix, be.uploadMatrix(table, 11, 13, 'table'), ids, 4, 13);
+      be.gatherRows(fromVector, be.upload(table), ids, 4, 13);
+      return concat(await be.read(fromMatrix, 52), await be.read(fromVector, 52));
+    });
+    expect(Array.from(g)).toEqual(Array.from(c));
+  });
+
+  it.each([[1, 5], [3, 300], [2, 1000]])('rmsNorm and layerNorm rows=%i width=%i', async (rows, width) => {
+    if (!gpu) return;
+    const x = random(rows * width, 3), w = random(width), b = random(width);
+    const [g, c] = await both(async (be) => {
+      const rms = be.allocate(rows * width), ln = be.allocate(rows * width);
+      const xt = be.upload(x), wt = be.upload(w);
+      be.rmsNorm(rms, xt, wt, rows, width, 1e-5);
+      be.layerNorm(ln, xt, wt, be.upload(b), rows, width, 1e-5);
+      return concat(await be.read(rms, rows * width), await be.read(ln, rows * width));
+    });
+    expectClose(g, c);
+  });
+
+  it('add, swiglu and gelu, out of place and in place, over more than one grid row', async () => {
+    if (!gpu) return;
+    const n = 70_001;
+    const a = random(n, 4), b = random(n, 4);
+    const [g, c] = await both(async (be) => {
+      const at = be.upload(a), bt = be.upload(b);
+      const sum = be.allocate(n), silu = be.allocate(n), gelu = be.allocate(n), inPlace = be.allocate(n);
+      be.add(sum, at, bt, n);
+      be.swiglu(silu, at, bt, n);
+      be.gelu(gelu, at, n);
+      be.add(inPlace, at, bt, n); // inPlace = a + b
+      be.swiglu(inPlace, inPlace, bt, n); // in place: silu(a + b) · b
+      be.gelu(inPlace, inPlace, n);
+      return concat(await be.read(sum, n), await be.read(silu, n), await be.read(gelu, n), await be.read(inPlace, n));
+    });
+    expectClose(g, c, 2e-5);
+  });
+
+  it('rope on q-shaped and k-shaped rows at scattered positions', async () => {
+    if (!gpu) return;
+    const rows = 3, heads = 5, headDim = 10;
+    const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / headDim));
+    const { cos, sin } = ropeTables(inv, 50);
+    const x = random(rows * heads * headDim);
+    const [g, c] = await both(async (be) => {
+      const positions = be.allocateIndices(rows);
+      be.uploadIndices(positions, Int32Array.of(0, 17, 49));
+      const xt = be.allocate(x.length);
+      be.add(xt, be.upload(x), be.upload(new Float32Array(x.length)), x.length); // copy x into a writable tensor
+      be.rope(xt, positions, be.upload(cos), be.upload(sin), rows, heads, headDim);
+      return be.read(xt, x.length);
+    });
+    expectClose(g, c);
+  });
+
+  it.each([
+    { heads: 6, kvHeads: 2, headDim: 10, length: 7, rows: 3 },
+    { heads: 4, kvHeads: 4, headDim: 24, length: 300, rows: 2 },
+    { heads: 8, kvHeads: 1, headDim: 64, length: 530, rows: 1 },
+  ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim, $length positions', async ({ heads, kvHeads, headDim, length, rows }) => {
+    if (!gpu) return;
+    const capacity = length + 3;
+    const k = random(length * kvHeads * headDim), v = random(length * kvHeads * headDim);
+    const q = random(rows * heads * headDim);
+    const queryPositions = Int32Array.from({ length: rows }, (_, r) => length - rows + r);
+    const [g, c] = await both(async (be) => {
+      const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity });
+      const all = be.allocateIndices(length);
+      be.uploadIndices(all, Int32Array.from({ length }, (_, i) => i));
+      be.writeKV(cache, 1, be.upload(k), be.upload(v), all, length);
+      const positions = be.allocateIndices(rows);
+      be.uploadIndices(positions, queryPositions);
+      const out = be.allocate(rows * heads * headDim);
+      be.attention(out, be.upload(q), cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) });
+      const result = await be.read(out, rows * heads * headDim);
+      cache.release();
+      return result;
+    });
+    expectClose(g, c);
+  });
+
+  it('rejects weights outside f16 range, naming the tensor', () => {
+    if (!gpu) return;
+    expect(() => gpu!.uploadMatrix(Float32Array.of(1, 70000), 1, 2, 'model.layers.3.mlp.up_proj.weight'))
+      .toThrow(/model.layers.3.mlp.up_proj.weight: value 70000 at \[0, 1\] is outside f16's range/);
+  });
+});
+
+describe.each(['llama2-style', 'llama3-style', 'gpt2-style', 'stories260K'])('%s on WebGPU', (name) => {
+  it('gives the CPU backend\'s greedy tokens and logits (same f16 weights)', async () => {
+    if (!gpu) return;
+    const expected = reference(name);
+    const directory = readModelDirectory(name === 'stories260K' ? DEFAULT_MODEL : tinyModelDirectory(name));
+    const generate = async (backend: Backend) => {
+      const model = loadModel(directory, backend, { maxStepTokens: 16 }); // prompts take two or more chunks
+      const cache = model.createCache(expected.prompt_ids.length);
+      let logits: Float32Array = new Float32Array(0);
+      for (let start = 0; start < expected.prompt_ids.length; start += 16) {
+        logits = await model.forward(cache, Int32Array.from(expected.prompt_ids.slice(start, start + 16)), start);
+      }
+      cache.release();
+      const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds);
+      const result = await generator.generate({ promptIds: expected.prompt_ids, maxTokens: expected.greedy_ids.length, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
+      return { logits, ids: result.ids };
+    };
+    const onGpu = await generate(gpu);
+    const onCpu = await generate(new CpuBackend({ matrixPrecision: 'f16' }));
+    expect(onGpu.ids).toEqual(onCpu.ids);
+    expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
+    // And against transformers' f32 logits, within what f16 weights allow.
+    const top = expected.top_ids.map((id) => onGpu.logits[id]);
+    expect(maxRelativeError(top, expected.top_logits)).toBeLessThan(2e-2);
+  });
+});
