@@ -49,6 +49,12 @@ export interface Backend {
    * backend stores it in f16 (rejecting values outside f16's range) and accumulates in f32.
    */
   uploadMatrix(data: Float32Array, rows: number, columns: number, name: string): Tensor;
+  /**
+   * A matrix of scale × standard-normal values made where the backend keeps its data (on the GPU
+   * for WebGPU), for benchmarks at full model size without a checkpoint. Same seed, same values
+   * on the same backend.
+   */
+  randomMatrix(rows: number, columns: number, scale: number, seed: number, name: string): Tensor;
   /** A scratch tensor, allocated once and reused every step. */
   allocate(elements: number): Tensor;
   createKVCache(shape: KVCacheShape): KVCache;

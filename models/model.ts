@@ -20,6 +20,15 @@ export interface CausalLM {
   dispose(): void;
 }
 
+/** A tensor source that can make a matrix directly on the device (random weights for benchmarks). */
+export interface DeviceTensorSource extends TensorSource {
+  createMatrix(backend: Backend, name: string): Tensor;
+}
+
+function makesMatricesOnDevice(source: TensorSource): source is DeviceTensorSource {
+  return typeof (source as Partial<DeviceTensorSource>).createMatrix === 'function';
+}
+
 /** Reads named tensors from a checkpoint, checking each against the shape the config implies. */
 export class WeightReader {
   parameters = 0;
@@ -38,12 +47,17 @@ export class WeightReader {
     return this.source.has(name);
   }
 
-  read(name: string, shape: number[]): Float32Array {
+  private checkShape(name: string, shape: number[]): void {
     if (!this.source.has(name)) throw new CheckpointError(`${this.source.location}: missing tensor "${name}" (expected shape [${shape}])`);
     const info = this.source.info(name);
     if (info.shape.join(',') !== shape.join(',')) {
       throw new CheckpointError(`${info.file}: tensor "${name}" has shape [${info.shape}] but the config implies [${shape}]`);
     }
+  }
+
+  read(name: string, shape: number[]): Float32Array {
+    this.checkShape(name, shape);
+    const info = this.source.info(name);
     const values = this.source.readFloat32(name);
     this.parameters += values.length;
     this.loadedBytes += info.byteLength;
@@ -53,6 +67,11 @@ export class WeightReader {
 
   /** A vector (norm weight, bias) in f32, or a matrix in the backend's matrix format. */
   upload(name: string, shape: number[]): Tensor {
+    if (shape.length === 2 && makesMatricesOnDevice(this.source)) {
+      this.checkShape(name, shape);
+      this.parameters += shape[0] * shape[1];
+      return this.source.createMatrix(this.backend, name);
+    }
     const values = this.read(name, shape);
     return shape.length === 2 ? this.backend.uploadMatrix(values, shape[0], shape[1], name) : this.backend.upload(values);
   }

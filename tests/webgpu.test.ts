@@ -44,8 +44,9 @@ function expectClose(actual: Float32Array, expected: Float32Array, tolerance = 1
 
 describe('WGSL kernels against the CPU backend', () => {
   it.each([
-    [1, 1, 1], [1, 7, 9], [1, 67, 131], [3, 130, 65], [4, 64, 64], [5, 67, 9], [67, 130, 131], [64, 16, 64], [130, 33, 70],
-  ])('matmul rows=%i in=%i out=%i (gemv and gemm paths), with and without bias', async (rows, inFeatures, outFeatures) => {
+    [1, 1, 1], [1, 7, 9], [1, 67, 131], [3, 130, 65], [4, 64, 64], [1, 8, 1], [2, 2048, 7], [1, 4096, 130],
+    [5, 67, 9], [67, 130, 131], [64, 16, 64], [130, 33, 70],
+  ])('matmul rows=%i in=%i out=%i (gemv, aligned gemv and gemm paths), with and without bias', async (rows, inFeatures, outFeatures) => {
     if (!gpu) return;
     const x = random(rows * inFeatures), w = random(outFeatures * inFeatures), bias = random(outFeatures);
     for (const withBias of [false, true]) {
@@ -145,6 +146,21 @@ describe('WGSL kernels against the CPU backend', () => {
       return result;
     });
     expectClose(g, c);
+  });
+
+  it('randomMatrix makes the same values as the CPU backend, on the GPU', async () => {
+    if (!gpu) return;
+    const [g, c] = await both(async (be) => {
+      const ids = be.allocateIndices(3);
+      be.uploadIndices(ids, Int32Array.of(0, 6, 12));
+      const rows = be.allocate(3 * 21);
+      be.gatherRows(rows, be.randomMatrix(13, 21, 0.5, 1234, 'random'), ids, 3, 21);
+      return be.read(rows, 3 * 21);
+    });
+    expectClose(g, c, 1e-3);
+    const mean = c.reduce((s, v) => s + v, 0) / c.length;
+    expect(Math.abs(mean)).toBeLessThan(0.25);
+    expect(new Set(c).size).toBeGreaterThan(50);
   });
 
   it('rejects weights outside f16 range, naming the tensor', () => {

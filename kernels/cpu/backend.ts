@@ -79,6 +79,10 @@ export class CpuBackend implements Backend {
     return new CpuTensor(this.roundToHalf ? values.map((v) => halfToFloat(floatToHalf(v))) : values);
   }
 
+  randomMatrix(rows: number, columns: number, scale: number, seed: number): Tensor {
+    return this.uploadMatrix(ops.randomNormalMatrix(rows, columns, scale, seed), rows, columns);
+  }
+
   allocate(elements: number): Tensor {
     return new CpuTensor(new Float32Array(elements));
   }

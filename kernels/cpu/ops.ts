@@ -223,3 +223,25 @@ export function attention(
     }
   }
 }
+
+/** The hash random.wgsl uses (a PCG output permutation), in u32 arithmetic. */
+function hash(value: number): number {
+  let h = (Math.imul(value, 747796405) + 2891336453) >>> 0;
+  h = Math.imul(((h >>> ((h >>> 28) + 4)) ^ h) >>> 0, 277803737) >>> 0;
+  return ((h >>> 22) ^ h) >>> 0;
+}
+
+/**
+ * scale × approximately normal values from a hash of (seed, element index): the same values
+ * random.wgsl makes on the GPU, so both backends build the same random model from a seed.
+ */
+export function randomNormalMatrix(rows: number, columns: number, scale: number, seed: number): Float32Array {
+  const out = new Float32Array(rows * columns);
+  const uniform = (value: number) => (hash(value) >>> 8) / 16777216;
+  for (let i = 0; i < out.length; i++) {
+    const key = Math.imul(hash((i ^ seed) >>> 0), 4) >>> 0;
+    const sum = uniform(key) + uniform((key + 1) >>> 0) + uniform((key + 2) >>> 0) + uniform((key + 3) >>> 0);
+    out[i] = scale * ((sum - 2) * 1.7320508);
+  }
+  return out;
+}

@@ -56,6 +56,8 @@ function kernelSpecs(): Record<string, KernelSpec> {
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
     attention: { source: wgsl('attention.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
     gemv: { source: matmul, entryPoint: 'gemv', storage: ['read', 'read', 'read', 'write'] },
+    gemvAligned: { source: wgsl('gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
+    randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: ['read', 'read', 'read', 'write'] },
   };
 }
@@ -211,6 +213,10 @@ export class WebGpuBackend implements Backend {
   uploadMatrix(values: Float32Array, rows: number, columns: number, name: string): Tensor {
     if (values.length !== rows * columns) throw new RangeError(`${name}: ${values.length} values, ${rows}×${columns} needs ${rows * columns}`);
     const stride = Math.ceil(columns / ROW_ALIGN_HALVES) * ROW_ALIGN_HALVES;
+    const limit = this.device.limits.maxStorageBufferBindingSize;
+    if (rows * stride * 2 > limit) {
+      throw new GpuError(`${name}: ${rows}×${columns} in f16 is ${rows * stride * 2} bytes, more than this adapter binds at once (${limit})`);
+    }
     const halves = new Uint16Array(rows * stride);
     for (let r = 0; r < rows; r++) {
       for (let c = 0; c < columns; c++) {
@@ -223,6 +229,19 @@ export class WebGpuBackend implements Backend {
     }
     const buffer = this.createBuffer(halves.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     this.write(buffer, halves);
+    return new GpuTensor(buffer, rows * columns, stride);
+  }
+
+  randomMatrix(rows: number, columns: number, scale: number, seed: number, name: string): Tensor {
+    const stride = Math.ceil(columns / ROW_ALIGN_HALVES) * ROW_ALIGN_HALVES;
+    if (rows * stride * 2 > this.device.limits.maxStorageBufferBindingSize) {
+      throw new GpuError(`${name}: ${rows}×${columns} in f16 is more than this adapter binds at once`);
+    }
+    const buffer = this.createBuffer(rows * stride * 2, GPUBufferUsage.STORAGE);
+    const words = (rows * stride) / 2;
+    const groups = Math.ceil(words / 256);
+    const gridX = Math.min(groups, 65535);
+    this.dispatch('randomMatrix', [rows, columns, stride / 2, seed >>> 0, { f32: scale }, gridX * 256, 0, 0], [buffer], [gridX, Math.ceil(groups / gridX)]);
     return new GpuTensor(buffer, rows * columns, stride);
   }
 
@@ -322,8 +341,9 @@ export class WebGpuBackend implements Backend {
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
-    if (rows <= 4) this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
-    else this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
+    if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
+    else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
+    else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
   }
 
   private elementwise(op: number, out: Tensor, a: Tensor, b: Tensor | null, elements: number): void {

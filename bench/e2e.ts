@@ -1,0 +1,93 @@
+// End-to-end benchmark: batch 1, a prompt of P random tokens, N greedy new tokens, on full-size
+// models with random weights made on the GPU (no download); prefill ms and decode tokens/s, with
+// Hugging Face transformers measured from the same command (bench/hf_e2e.py) when it is there, and
+// the bandwidth floor for decode (weight bytes / copy ceiling).
+//
+//   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--prompt 128] [--new 128]
+//                        [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf] [--out FILE]
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { argmax } from '../engine/sampler.ts';
+import { createBackend, isBackendKind } from '../kernels/select.ts';
+import { loadRandomModel } from '../models/random.ts';
+
+const { values } = parseArgs({
+  options: {
+    models: { type: 'string', default: 'llama-3.2-1b,llama-2-7b,gpt2' },
+    prompt: { type: 'string', default: '128' },
+    new: { type: 'string', default: '128' },
+    backend: { type: 'string', default: 'webgpu' },
+    'hf-modes': { type: 'string', default: 'eager,static' },
+    'no-hf': { type: 'boolean' },
+    out: { type: 'string', default: 'bench/out/e2e.json' },
+  },
+  strict: true,
+});
+const promptTokens = Number(values.prompt);
+const newTokens = Number(values.new);
+if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or cpu, got ${values.backend}`);
+
+const results = [];
+for (const name of values.models.split(',')) {
+  const configPath = path.join('bench', 'configs', `${name}.json`);
+  const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
+  const backend = await createBackend(values.backend);
+  const loadStart = performance.now();
+  const model = loadRandomModel(config, backend, { seed: 1, maxStepTokens: promptTokens });
+  const vocab = model.config.vocabSize;
+  const prompt = Int32Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
+  const cache = model.createCache(promptTokens + newTokens);
+  await model.forward(cache, prompt, 0); // warm-up; also waits for the weights
+  const loadMs = performance.now() - loadStart;
+
+  const prefillSamples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await model.forward(cache, prompt, 0);
+    prefillSamples.push(performance.now() - t0);
+  }
+  const decodeSamples: number[] = [];
+  for (let run = 0; run < 3; run++) {
+    let logits = await model.forward(cache, prompt, 0);
+    const t0 = performance.now();
+    for (let i = 0; i < newTokens - 1; i++) {
+      logits = await model.forward(cache, Int32Array.of(argmax(logits)), promptTokens + i);
+    }
+    decodeSamples.push(((newTokens - 1) * 1000) / (performance.now() - t0));
+  }
+  cache.release();
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const weightBytes = model.parameters * 2;
+  const row: Record<string, unknown> = {
+    model: name,
+    parameters: model.parameters,
+    backend: backend.description,
+    loadMs,
+    prefillMs: median(prefillSamples),
+    decodeTokensPerS: median(decodeSamples),
+  };
+  model.dispose();
+  backend.dispose();
+  if (!values['no-hf'] && values.backend === 'webgpu') {
+    const hf = spawnSync('python3', [path.join('bench', 'hf_e2e.py'), configPath, '--prompt', String(promptTokens), '--new', String(newTokens), '--modes', values['hf-modes']], { encoding: 'utf8' });
+    if (hf.status === 0) row.hf = JSON.parse(hf.stdout.trim().split('\n').at(-1)!);
+    else console.log(`(no transformers baseline for ${name}: ${(hf.stderr || hf.error?.message || '').trim().split('\n').at(-1)})`);
+  }
+  row.weightBytesF16 = weightBytes;
+  results.push(row);
+  console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s (load ${(loadMs / 1000).toFixed(1)} s)`);
+}
+
+console.log(`\nbatch 1, prompt ${promptTokens} tokens, ${newTokens} new tokens; ${results[0]?.backend}`);
+console.log('| model | params | prefill ms | decode tok/s | HF eager prefill ms | HF eager tok/s | HF static prefill ms | HF static tok/s |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const r of results) {
+  const hf = (r.hf as { results?: Record<string, { prefill_ms: number; decode_tokens_per_s: number }> } | undefined)?.results ?? {};
+  const cell = (mode: string, key: 'prefill_ms' | 'decode_tokens_per_s') => hf[mode]?.[key]?.toFixed(key === 'prefill_ms' ? 2 : 1) ?? '–';
+  console.log(`| ${r.model} | ${((r.parameters as number) / 1e9).toFixed(2)}B | ${(r.prefillMs as number).toFixed(2)} | ${(r.decodeTokensPerS as number).toFixed(1)} | ${cell('eager', 'prefill_ms')} | ${cell('eager', 'decode_tokens_per_s')} | ${cell('static', 'prefill_ms')} | ${cell('static', 'decode_tokens_per_s')} |`);
+}
+fs.mkdirSync(path.dirname(values.out), { recursive: true });
+fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), benchmark: 'e2e', promptTokens, newTokens, results }, null, 2) + '\n');
+console.log(`wrote ${values.out}`);

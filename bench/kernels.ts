@@ -1,0 +1,141 @@
+// WebGPU matmul benchmark: decode GEMV (bandwidth against a copy ceiling measured on the same
+// device in the same run) and prefill GEMM (TFLOP/s against PyTorch's F.linear, run from this
+// command when python3 with torch and a GPU is there). Random weights; prints tables, writes JSON.
+//
+//   npx tsx bench/kernels.ts [--quick] [--out FILE] [--no-torch]
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Rng } from '../engine/rng.ts';
+import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    'no-torch': { type: 'boolean' },
+    out: { type: 'string', default: 'bench/out/kernels.json' },
+  },
+  strict: true,
+});
+
+// (in, out): Llama-2-7B q/o and up/down, Llama-3.2-1B up.
+const SHAPES: [number, number][] = values.quick ? [[256, 384]] : [[4096, 4096], [4096, 11008], [11008, 4096], [2048, 8192]];
+const GEMM_ROWS = values.quick ? [64] : [1024, 2048];
+
+const backend = await WebGpuBackend.create({ allowSoftware: true });
+const device = backend.gpu.device;
+console.log(`device: ${backend.description}`);
+
+/** Wall time per call of `record` (which records one dispatch), over enough calls for ≥ 20 ms. */
+async function timePerCallUs(record: () => void, sync: () => Promise<unknown>): Promise<number> {
+  record();
+  await sync();
+  let calls = 4;
+  for (;;) {
+    const start = performance.now();
+    for (let i = 0; i < calls; i++) record();
+    await sync();
+    const ms = performance.now() - start;
+    if (ms >= 20 || calls >= 4096) {
+      const samples: number[] = [];
+      for (let repeat = 0; repeat < 5; repeat++) {
+        const t0 = performance.now();
+        for (let i = 0; i < calls; i++) record();
+        await sync();
+        samples.push(((performance.now() - t0) * 1000) / calls);
+      }
+      samples.sort((a, b) => a - b);
+      return samples[2];
+    }
+    calls *= 4;
+  }
+}
+
+async function copyCeilingGBs(): Promise<number> {
+  const bytes = Math.min(256 * 2 ** 20, device.limits.maxStorageBufferBindingSize & ~0xffff);
+  const usage = GPUBufferUsage.STORAGE;
+  const a = device.createBuffer({ size: bytes, usage }), b = device.createBuffer({ size: bytes, usage });
+  const module = device.createShaderModule({ code: `
+@group(0) @binding(0) var<storage, read> a: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> b: array<vec4<u32>>;
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
+  for (var i = g.x; i < arrayLength(&a); i += n.x * 256u) { b[i] = a[i]; }
+}` });
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const bind = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: a } }, { binding: 1, resource: { buffer: b } }] });
+  const run = (n: number) => {
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bind);
+    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(4096);
+    pass.end();
+    device.queue.submit([encoder.finish()]);
+    return device.queue.onSubmittedWorkDone();
+  };
+  await run(3);
+  const t0 = performance.now();
+  await run(20);
+  const ms = (performance.now() - t0) / 20;
+  a.destroy();
+  b.destroy();
+  return (2 * bytes) / ms / 1e6;
+}
+
+const rng = new Rng(7);
+function randomMatrix(rows: number, columns: number): Float32Array {
+  const values = new Float32Array(rows * columns);
+  const scale = 1 / Math.sqrt(columns);
+  for (let i = 0; i < values.length; i++) values[i] = scale * rng.normal();
+  return values;
+}
+
+const copyGBs = await copyCeilingGBs();
+console.log(`copy ceiling: ${copyGBs.toFixed(0)} GB/s (WGSL copy kernel, read + write)`);
+
+interface Row { kind: 'gemv' | 'gemm'; rows: number; in: number; out: number; us: number; gbs?: number; tflops: number; torchUs?: number }
+const results: Row[] = [];
+for (const [inFeatures, outFeatures] of SHAPES) {
+  const weight = backend.uploadMatrix(randomMatrix(outFeatures, inFeatures), outFeatures, inFeatures, 'w');
+  for (const rows of [1, ...GEMM_ROWS]) {
+    const x = backend.upload(randomMatrix(rows, inFeatures));
+    const out = backend.allocate(rows * outFeatures);
+    const us = await timePerCallUs(() => backend.matmul(out, x, weight, null, rows, inFeatures, outFeatures), () => backend.read(out, 1));
+    const bytes = 2 * inFeatures * outFeatures + 4 * rows * (inFeatures + outFeatures);
+    const flops = 2 * rows * inFeatures * outFeatures;
+    results.push({ kind: rows === 1 ? 'gemv' : 'gemm', rows, in: inFeatures, out: outFeatures, us, gbs: bytes / us / 1e3, tflops: flops / us / 1e6 });
+  }
+}
+
+let torch: { device: string; torch: string; results: { rows: number; in: number; out: number; us: number }[]; copy_gbs: number } | undefined;
+if (!values['no-torch']) {
+  const shapes = results.map((r) => [r.rows, r.in, r.out]);
+  const run = spawnSync('python3', [path.join('bench', 'torch_linear.py'), JSON.stringify(shapes)], { encoding: 'utf8' });
+  if (run.status === 0) {
+    torch = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
+    for (const r of results) r.torchUs = torch!.results.find((t) => t.rows === r.rows && t.in === r.in && t.out === r.out)?.us;
+  } else {
+    console.log(`(no PyTorch baseline: ${(run.stderr || run.error?.message || '').trim().split('\n').at(-1)})`);
+  }
+}
+
+const table = (header: string[], rows: string[][]) => {
+  console.log(`| ${header.join(' | ')} |`);
+  console.log(`|${header.map(() => ' ---: ').join('|')}|`);
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+};
+console.log('\nGEMV (decode, 1 token): f16 weights, f32 accumulate');
+table(['in → out', 'µs', 'GB/s', '% of copy', 'PyTorch bf16 µs', 'PyTorch / ours'],
+  results.filter((r) => r.kind === 'gemv').map((r) => [`${r.in} → ${r.out}`, r.us.toFixed(1), r.gbs!.toFixed(0),
+    `${((100 * r.gbs!) / copyGBs).toFixed(0)}%`, r.torchUs?.toFixed(1) ?? '–', r.torchUs ? (r.torchUs / r.us).toFixed(2) : '–']));
+console.log('\nGEMM (prefill)');
+table(['tokens', 'in → out', 'µs', 'TFLOP/s', 'PyTorch bf16 µs', 'PyTorch TFLOP/s', 'ours / PyTorch speed'],
+  results.filter((r) => r.kind === 'gemm').map((r) => [String(r.rows), `${r.in} → ${r.out}`, r.us.toFixed(1), r.tflops.toFixed(1),
+    r.torchUs?.toFixed(1) ?? '–', r.torchUs ? ((2 * r.rows * r.in * r.out) / r.torchUs / 1e6).toFixed(1) : '–', r.torchUs ? (r.torchUs / r.us).toFixed(2) : '–']));
+
+const summary = { date: new Date().toISOString(), benchmark: 'kernels', device: backend.description, copyCeilingGBs: copyGBs, torch, results };
+fs.mkdirSync(path.dirname(values.out), { recursive: true });
+fs.writeFileSync(values.out, JSON.stringify(summary, null, 2) + '\n');
+console.log(`\nwrote ${values.out}`);
+backend.dispose();

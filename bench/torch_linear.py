@@ -1,0 +1,53 @@
+"""PyTorch F.linear baselines for bench/kernels.ts, on the same GPU in the same command.
+
+    python3 bench/torch_linear.py '[[1, 4096, 4096], [1024, 4096, 11008], ...]'   (rows, in, out)
+
+Prints one JSON object: {"device", "torch", "dtype", "results": [{rows, in, out, us}], "copy_gbs"}.
+Timing: CUDA events around 50 back-to-back calls after warm-up, median of 7 such runs.
+"""
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def time_us(fn, inner=50, repeats=7):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        samples.append(start.elapsed_time(end) * 1000 / inner)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def main():
+    shapes = json.loads(sys.argv[1])
+    dtype = torch.bfloat16
+    results = []
+    for rows, in_features, out_features in shapes:
+        x = torch.randn(rows, in_features, device="cuda", dtype=dtype)
+        w = torch.randn(out_features, in_features, device="cuda", dtype=dtype) / in_features ** 0.5
+        results.append({"rows": rows, "in": in_features, "out": out_features, "us": time_us(lambda: F.linear(x, w))})
+    a = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    copy_us = time_us(lambda: b.copy_(a), inner=20)
+    print(json.dumps({
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "dtype": "bfloat16",
+        "results": results,
+        "copy_gbs": 2 * a.numel() / copy_us / 1e3,
+    }))
+
+
+if __name__ == "__main__":
+    main()
