@@ -55,7 +55,8 @@ describe('WGSL kernels against the CPU backend', () => {
         be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), withBias ? be.upload(bias) : null, rows, inFeatures, outFeatures);
         return be.read(out, rows * outFeatures);
       });
-      expectClose(g, c);
+      // Sums of `inFeatures` terms in another order: the tolerance grows with √inFeatures.
+      expectClose(g, c, 1e-5 * Math.max(1, Math.sqrt(inFeatures) / 8));
     }
   });
 

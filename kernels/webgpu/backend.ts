@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import type { AttentionShape, Backend, IndexTensor, KVCache, KVCacheShape, Tensor } from '../backend.ts';
 import { floatToHalf } from '../../weights/dtypes.ts';
-import { openGpu, type Gpu } from './gpu.ts';
+import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 
 const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
 const wgsl = (file: string) => fs.readFileSync(new URL(file, WGSL_DIRECTORY), 'utf8');
@@ -42,7 +42,7 @@ fn load_table(row: u32, column: u32) -> f32 {
 }
 `;
 
-function kernelSpecs(): Record<string, KernelSpec> {
+function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSpec>> {
   const norm = wgsl('norm.wgsl');
   const matmul = wgsl('matmul.wgsl');
   const gather = wgsl('gather.wgsl');
@@ -59,9 +59,14 @@ function kernelSpecs(): Record<string, KernelSpec> {
     gemvAligned: { source: wgsl('gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: ['read', 'read', 'read', 'write'] },
+    // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
+    gemvSubgroup: features.subgroups
+      ? { source: wgsl('gemv_subgroup.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
+      : undefined,
   };
 }
-type KernelName = keyof ReturnType<typeof kernelSpecs>;
+type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'elementwise' | 'rope' | 'writeKV' | 'attention'
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'randomMatrix';
 
 interface Kernel {
   pipeline: GPUComputePipeline;
@@ -151,9 +156,10 @@ export class WebGpuBackend implements Backend {
   }
 
   private async compileKernels(): Promise<void> {
-    const specs = kernelSpecs();
+    const specs = kernelSpecs(this.gpu.features);
     const modules = new Map<string, GPUShaderModule>();
     await Promise.all(Object.entries(specs).map(async ([name, spec]) => {
+      if (!spec) return;
       let module = modules.get(spec.source);
       if (!module) {
         module = this.device.createShaderModule({ label: name, code: spec.source });
@@ -342,6 +348,7 @@ export class WebGpuBackend implements Backend {
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
     if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
+    else if (inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup')) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 16), rows]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
   }
