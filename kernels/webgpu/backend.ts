@@ -348,7 +348,7 @@ export class WebGpuBackend implements Backend {
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
     if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
-    else if (inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup')) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 16), rows]);
+    else if (inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup')) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
   }
