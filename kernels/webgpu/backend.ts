@@ -19,6 +19,11 @@ const ROW_ALIGN_HALVES = 8;
 const F16_MAX = 65504;
 const PARAM_BYTES = 32;
 const ARENA_SLOTS = 16384;
+/**
+ * The tensor-core GEMM rounds activations to f16; it takes prefill chunks of at least this many
+ * rows (where its speed matters), smaller ones stay on the f32 kernels.
+ */
+const SUBGROUP_MATRIX_MIN_ROWS = 32;
 
 type Access = 'read' | 'write';
 interface KernelSpec {
@@ -60,13 +65,17 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: ['read', 'read', 'read', 'write'] },
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
+    // Tensor cores, where the adapter offers f16 → f32 16 × 16 × 16 subgroup matrices.
+    gemmSubgroupMatrix: features.subgroupMatrixF16
+      ? { source: wgsl('gemm_subgroup_matrix.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
+      : undefined,
     gemvSubgroup: features.subgroups
       ? { source: wgsl('gemv_subgroup.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
       : undefined,
   };
 }
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'elementwise' | 'rope' | 'writeKV' | 'attention'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'randomMatrix';
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix';
 
 interface Kernel {
   pipeline: GPUComputePipeline;
@@ -347,7 +356,11 @@ export class WebGpuBackend implements Backend {
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
-    if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
+    if (rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmSubgroupMatrix')) {
+      // This kernel takes the weight stride in halves.
+      params[3] = w.rowStrideHalves;
+      this.dispatch('gemmSubgroupMatrix', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
+    } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
     else if (inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup')) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);

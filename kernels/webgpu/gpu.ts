@@ -19,6 +19,8 @@ export interface GpuFeatures {
   shaderF16: boolean;
   subgroups: boolean;
   subgroupMatrix: boolean;
+  /** Subgroup matrices with f16 operands and f32 results at M16 N16 K16 (tensor cores on NVIDIA). */
+  subgroupMatrixF16: boolean;
   timestampQuery: boolean;
 }
 
@@ -29,6 +31,14 @@ export interface Gpu {
   isSoftware: boolean;
   features: GpuFeatures;
   description: string;
+}
+
+interface SubgroupMatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
 }
 
 let instance: GPU | undefined;
@@ -68,6 +78,10 @@ export async function openGpu(options: { allowSoftware: boolean }): Promise<Gpu>
     shaderF16: device.features.has('shader-f16'),
     subgroups: device.features.has('subgroups'),
     subgroupMatrix: device.features.has('chromium-experimental-subgroup-matrix'),
+    subgroupMatrixF16: device.features.has('chromium-experimental-subgroup-matrix') && device.features.has('shader-f16')
+      && (info as GPUAdapterInfo & { subgroupMatrixConfigs?: SubgroupMatrixConfig[] }).subgroupMatrixConfigs?.some((c) =>
+        c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16) === true
+      && info.subgroupMaxSize === 32,
     timestampQuery: device.features.has('timestamp-query'),
   };
   const name = [info.vendor, info.description || info.device].filter(Boolean).join(' ');
