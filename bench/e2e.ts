@@ -49,11 +49,17 @@ for (const name of values.models.split(',')) {
     prefillSamples.push(performance.now() - t0);
   }
   const decodeSamples: number[] = [];
+  // Where a decode step's time goes (WebGPU): dispatches per step, and the wait for the GPU after
+  // the submit; the rest of the step is JS recording, sampling and the submit itself.
+  const stats = (backend as { lastStep?: { dispatches: number; waitMs: number } }).lastStep;
+  let waitMs = 0;
   for (let run = 0; run < 3; run++) {
     let logits = await model.forward(cache, prompt, 0);
     const t0 = performance.now();
+    waitMs = 0;
     for (let i = 0; i < newTokens - 1; i++) {
       logits = await model.forward(cache, Int32Array.of(argmax(logits)), promptTokens + i);
+      waitMs += stats?.waitMs ?? 0;
     }
     decodeSamples.push(((newTokens - 1) * 1000) / (performance.now() - t0));
   }
@@ -67,6 +73,7 @@ for (const name of values.models.split(',')) {
     loadMs,
     prefillMs: median(prefillSamples),
     decodeTokensPerS: median(decodeSamples),
+    decodeStep: stats ? { dispatches: stats.dispatches, gpuWaitMs: waitMs / (newTokens - 1), totalMs: 1000 / median(decodeSamples) } : undefined,
   };
   model.dispose();
   backend.dispose();
@@ -78,6 +85,8 @@ for (const name of values.models.split(',')) {
   row.weightBytesF16 = weightBytes;
   results.push(row);
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s (load ${(loadMs / 1000).toFixed(1)} s)`);
+  const step = row.decodeStep as { dispatches: number; gpuWaitMs: number; totalMs: number } | undefined;
+  if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms = ${step.gpuWaitMs.toFixed(2)} ms waiting for the GPU after submit + ${(step.totalMs - step.gpuWaitMs).toFixed(2)} ms recording ${step.dispatches} dispatches, sampling, submitting`);
 }
 
 console.log(`\nbatch 1, prompt ${promptTokens} tokens, ${newTokens} new tokens; ${results[0]?.backend}`);

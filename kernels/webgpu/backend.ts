@@ -138,6 +138,9 @@ export class WebGpuBackend implements Backend {
   private readonly kvPool = new Map<number, GPUBuffer[]>();
   private readonly owned: GPUBuffer[] = [];
   private readonly errors: string[] = [];
+  /** Counters for the last `read` (one step): dispatches recorded, and time spent waiting on the GPU. */
+  readonly lastStep = { dispatches: 0, waitMs: 0 };
+  private dispatchesSinceRead = 0;
   private lostReason: string | undefined;
 
   private constructor(readonly gpu: Gpu) {
@@ -317,6 +320,7 @@ export class WebGpuBackend implements Backend {
       this.encoder = this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
     }
+    this.dispatchesSinceRead++;
     this.pass.setPipeline(kernel.pipeline);
     this.pass.setBindGroup(0, bindGroup, [offset]);
     const [x, y = 1, z = 1] = grid;
@@ -351,12 +355,17 @@ export class WebGpuBackend implements Backend {
     this.dispatch('layerNorm', [width, { f32: eps }, 0, 0], [tensor(x).buffer, tensor(weight).buffer, tensor(bias).buffer, tensor(out).buffer], [rows]);
   }
 
+  /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
+  matmulRoundsActivations(rows: number): boolean {
+    return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmSubgroupMatrix');
+  }
+
   matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number): void {
     const w = tensor(weight);
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
-    if (rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmSubgroupMatrix')) {
+    if (this.matmulRoundsActivations(rows)) {
       // This kernel takes the weight stride in halves.
       params[3] = w.rowStrideHalves;
       this.dispatch('gemmSubgroupMatrix', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
@@ -416,8 +425,12 @@ export class WebGpuBackend implements Backend {
       this.staging.set(bytes, staging);
     }
     this.submit({ from: t.buffer, to: staging, bytes });
+    this.lastStep.dispatches = this.dispatchesSinceRead;
+    this.dispatchesSinceRead = 0;
+    const waitStart = performance.now();
     try {
       await staging.mapAsync(GPUMapMode.READ);
+      this.lastStep.waitMs = performance.now() - waitStart;
     } catch (error) {
       throw new GpuError(`reading results failed: ${this.lostReason ?? (this.errors.join('; ') || (error as Error).message)}`);
     }
