@@ -69,16 +69,13 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     gemmSubgroupMatrix: features.subgroupMatrixF16
       ? { source: wgsl('gemm_subgroup_matrix.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
       : undefined,
-    gemmSubgroupMatrixWide: features.subgroupMatrixF16
-      ? { source: wgsl('gemm_subgroup_matrix_wide.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
-      : undefined,
     gemvSubgroup: features.subgroups
       ? { source: wgsl('gemv_subgroup.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
       : undefined,
   };
 }
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'elementwise' | 'rope' | 'writeKV' | 'attention'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'gemmSubgroupMatrixWide' | 'randomMatrix';
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix';
 
 interface Kernel {
   pipeline: GPUComputePipeline;
@@ -368,9 +365,7 @@ export class WebGpuBackend implements Backend {
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
-    if (this.matmulRoundsActivations(rows) && inFeatures % 8 === 0) {
-      this.dispatch('gemmSubgroupMatrixWide', params, buffers, [Math.ceil(outFeatures / 128), Math.ceil(rows / 128)]);
-    } else if (this.matmulRoundsActivations(rows)) {
+    if (this.matmulRoundsActivations(rows)) {
       // This kernel takes the weight stride in halves.
       params[3] = w.rowStrideHalves;
       this.dispatch('gemmSubgroupMatrix', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
