@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { floatToHalf } from '../weights/dtypes.ts';
 import { openGpu } from '../kernels/webgpu/gpu.ts';
+import { copyCeilingGBs } from './copy-ceiling.ts';
 
 const { values } = parseArgs({ options: { out: { type: 'string', default: 'bench/out/gemv-sweep.json' } }, strict: true });
 const gpu = await openGpu({ allowSoftware: true });
@@ -70,34 +71,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 }`;
 
-async function copyCeilingGBs(): Promise<number> {
-  const bytes = Math.min(256 * 2 ** 20, device.limits.maxStorageBufferBindingSize & ~0xffff);
-  const a = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE }), b = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
-  const module = device.createShaderModule({ code: `
-@group(0) @binding(0) var<storage, read> a: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> b: array<vec4<u32>>;
-@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
-  for (var i = g.x; i < arrayLength(&a); i += n.x * 256u) { b[i] = a[i]; }
-}` });
-  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
-  const bind = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: a } }, { binding: 1, resource: { buffer: b } }] });
-  const run = async (n: number) => {
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bind);
-    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(4096);
-    pass.end();
-    device.queue.submit([encoder.finish()]);
-    await device.queue.onSubmittedWorkDone();
-  };
-  await run(3);
-  const t0 = performance.now();
-  await run(20);
-  return (2 * bytes) / ((performance.now() - t0) / 20) / 1e6;
-}
-
-const copyGBs = await copyCeilingGBs();
+const copyGBs = await copyCeilingGBs(device);
 console.log(`copy ceiling: ${copyGBs.toFixed(0)} GB/s`);
 const module = device.createShaderModule({ code: KERNEL });
 const info = await module.getCompilationInfo();

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Rng } from '../engine/rng.ts';
 import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+import { copyCeilingGBs } from './copy-ceiling.ts';
 
 const { values } = parseArgs({
   options: {
@@ -52,37 +53,6 @@ async function timePerCallUs(record: () => void, sync: () => Promise<unknown>): 
   }
 }
 
-async function copyCeilingGBs(): Promise<number> {
-  const bytes = Math.min(256 * 2 ** 20, device.limits.maxStorageBufferBindingSize & ~0xffff);
-  const usage = GPUBufferUsage.STORAGE;
-  const a = device.createBuffer({ size: bytes, usage }), b = device.createBuffer({ size: bytes, usage });
-  const module = device.createShaderModule({ code: `
-@group(0) @binding(0) var<storage, read> a: array<vec4<u32>>;
-@group(0) @binding(1) var<storage, read_write> b: array<vec4<u32>>;
-@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
-  for (var i = g.x; i < arrayLength(&a); i += n.x * 256u) { b[i] = a[i]; }
-}` });
-  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
-  const bind = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: a } }, { binding: 1, resource: { buffer: b } }] });
-  const run = (n: number) => {
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bind);
-    for (let i = 0; i < n; i++) pass.dispatchWorkgroups(4096);
-    pass.end();
-    device.queue.submit([encoder.finish()]);
-    return device.queue.onSubmittedWorkDone();
-  };
-  await run(3);
-  const t0 = performance.now();
-  await run(20);
-  const ms = (performance.now() - t0) / 20;
-  a.destroy();
-  b.destroy();
-  return (2 * bytes) / ms / 1e6;
-}
-
 const rng = new Rng(7);
 function randomMatrix(rows: number, columns: number): Float32Array {
   const values = new Float32Array(rows * columns);
@@ -91,7 +61,7 @@ function randomMatrix(rows: number, columns: number): Float32Array {
   return values;
 }
 
-const copyGBs = await copyCeilingGBs();
+const copyGBs = await copyCeilingGBs(device);
 console.log(`copy ceiling: ${copyGBs.toFixed(0)} GB/s (WGSL copy kernel, read + write)`);
 
 interface Row { kind: 'gemv' | 'gemm'; rows: number; in: number; out: number; us: number; gbs?: number; tflops: number; torchUs?: number }
