@@ -66,8 +66,11 @@ export interface Backend {
   gatherRows(out: Tensor, table: Tensor, indices: IndexTensor, rows: number, width: number): void;
   rmsNorm(out: Tensor, x: Tensor, weight: Tensor, rows: number, width: number, eps: number): void;
   layerNorm(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor, rows: number, width: number, eps: number): void;
-  /** out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ + bias. */
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number): void;
+  /**
+   * out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ + bias; with `accumulate`,
+   * out += x · weightᵀ + bias instead (a residual connection in the matmul's epilogue).
+   */
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean): void;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */

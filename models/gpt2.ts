@@ -95,14 +95,12 @@ export class Gpt2Model implements CausalLM {
       layer.v.forward(b.v, b.normed, rows);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
       be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
-      layer.attentionProjection.forward(b.projected, b.attended, rows);
-      be.add(b.hidden, b.hidden, b.projected, rows * H);
+      layer.attentionProjection.forwardAdd(b.hidden, b.attended, rows);
 
       be.layerNorm(b.normed, b.hidden, layer.norm2.weight, layer.norm2.bias, rows, H, eps);
       layer.fc.forward(b.mlp, b.normed, rows);
       be.gelu(b.mlp, b.mlp, rows * I);
-      layer.mlpProjection.forward(b.projected, b.mlp, rows);
-      be.add(b.hidden, b.hidden, b.projected, rows * H);
+      layer.mlpProjection.forwardAdd(b.hidden, b.mlp, rows);
     });
     be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
     be.layerNorm(b.lastNormed, b.lastHidden, this.finalNorm.weight, this.finalNorm.bias, 1, H, eps);

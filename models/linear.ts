@@ -11,6 +11,8 @@ export interface LinearLayer {
   readonly parameters: number;
   /** out (rows × outFeatures) = layer(x (rows × inFeatures)). */
   forward(out: Tensor, x: Tensor, rows: number): void;
+  /** out += layer(x): a residual connection, fused into the layer's last step where it can be. */
+  forwardAdd(out: Tensor, x: Tensor, rows: number): void;
 }
 
 /** y = x Wᵀ + b with W stored (outFeatures × inFeatures). */
@@ -33,5 +35,9 @@ export class DenseLinear implements LinearLayer {
 
   forward(out: Tensor, x: Tensor, rows: number): void {
     this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures);
+  }
+
+  forwardAdd(out: Tensor, x: Tensor, rows: number): void {
+    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, true);
   }
 }

@@ -103,15 +103,13 @@ export class LlamaModel implements CausalLM {
       be.rope(b.k, positions, this.ropeCos, this.ropeSin, rows, kvHeads, headDim);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
       be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
-      layer.o.forward(b.projected, b.attended, rows);
-      be.add(b.hidden, b.hidden, b.projected, rows * H);
+      layer.o.forwardAdd(b.hidden, b.attended, rows);
 
       be.rmsNorm(b.normed, b.hidden, layer.mlpNorm, rows, H, eps);
       layer.gate.forward(b.mlp, b.normed, rows);
       layer.up.forward(b.mlpUp, b.normed, rows);
       be.swiglu(b.mlp, b.mlp, b.mlpUp, rows * I);
-      layer.down.forward(b.projected, b.mlp, rows);
-      be.add(b.hidden, b.hidden, b.projected, rows * H);
+      layer.down.forwardAdd(b.hidden, b.mlp, rows);
     });
     be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
     be.rmsNorm(b.lastNormed, b.lastHidden, this.finalNorm, 1, H, eps);

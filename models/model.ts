@@ -96,7 +96,7 @@ export class StepBuffers {
   readonly k: Tensor;
   readonly v: Tensor;
   readonly attended: Tensor;
-  /** Output of an attention or MLP projection, before it joins the residual stream. */
+  /** A hidden-sized scratch row block (GPT-2's position embeddings before they join the stream). */
   readonly projected: Tensor;
   /** MLP intermediates (rows × intermediateSize): gate and up for SwiGLU, just the first for GELU. */
   readonly mlp: Tensor;

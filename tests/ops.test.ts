@@ -16,17 +16,18 @@ function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol
 }
 
 describe('cpu ops against float64 math', () => {
-  it.each([[1, 1, 1], [1, 67, 13], [3, 5, 7], [4, 33, 9], [9, 130, 31], [13, 7, 65]])('matmul rows=%i in=%i out=%i with and without bias', (rows, inFeatures, outFeatures) => {
+  it.each([[1, 1, 1], [1, 67, 13], [3, 5, 7], [4, 33, 9], [9, 130, 31], [13, 7, 65]])('matmul rows=%i in=%i out=%i with and without bias, and accumulating', (rows, inFeatures, outFeatures) => {
     const x = random(rows * inFeatures);
     const w = random(outFeatures * inFeatures);
     const b = random(outFeatures);
-    for (const bias of [null, b]) {
-      const out = new Float32Array(rows * outFeatures);
-      ops.matmul(out, x, w, bias, rows, inFeatures, outFeatures);
+    const residual = random(rows * outFeatures);
+    for (const [bias, accumulate] of [[null, false], [b, false], [b, true]] as const) {
+      const out = accumulate ? residual.slice() : new Float32Array(rows * outFeatures);
+      ops.matmul(out, x, w, bias, rows, inFeatures, outFeatures, accumulate);
       const expected = new Float64Array(rows * outFeatures);
       for (let r = 0; r < rows; r++) {
         for (let o = 0; o < outFeatures; o++) {
-          let sum = bias ? bias[o] : 0;
+          let sum = (bias ? bias[o] : 0) + (accumulate ? residual[r * outFeatures + o] : 0);
           for (let i = 0; i < inFeatures; i++) sum += x[r * inFeatures + i] * w[o * inFeatures + i];
           expected[r * outFeatures + o] = sum;
         }

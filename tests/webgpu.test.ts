@@ -53,16 +53,18 @@ describe('WGSL kernels against the CPU backend', () => {
   it.for<[number, number, number]>([
     [1, 1, 1], [1, 7, 9], [1, 67, 131], [3, 130, 65], [4, 64, 64], [1, 8, 1], [2, 2048, 7], [1, 4096, 130],
     [5, 67, 9], [67, 130, 131], [64, 16, 64], [130, 33, 70],
-  ])('matmul rows=%i in=%i out=%i (gemv, aligned gemv and gemm paths), with and without bias', async ([rows, inFeatures, outFeatures], { skip }) => {
+  ])('matmul rows=%i in=%i out=%i (gemv, aligned gemv and gemm paths), with and without bias, and accumulating', async ([rows, inFeatures, outFeatures], { skip }) => {
     if (!gpu) return skip();
     // Where tensor cores take these rows, activations are rounded to f16: so is the oracle's x.
     const tensorCores = gpu.matmulRoundsActivations(rows);
     const x = random(rows * inFeatures).map((v) => (tensorCores ? halfToFloat(floatToHalf(v)) : v));
     const w = random(outFeatures * inFeatures), bias = random(outFeatures);
-    for (const withBias of [false, true]) {
+    const residual = random(rows * outFeatures);
+    for (const [withBias, accumulate] of [[false, false], [true, false], [true, true]]) {
       const [g, c] = await both((be) => {
         const out = be.allocate(rows * outFeatures);
-        be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), withBias ? be.upload(bias) : null, rows, inFeatures, outFeatures);
+        if (accumulate) be.add(out, be.upload(residual), be.upload(new Float32Array(residual.length)), residual.length);
+        be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), withBias ? be.upload(bias) : null, rows, inFeatures, outFeatures, accumulate);
         return be.read(out, rows * outFeatures);
       });
       // Sums of `inFeatures` terms in another order: the tolerance grows with √inFeatures.
@@ -75,9 +77,11 @@ describe('WGSL kernels against the CPU backend', () => {
     // That kernel rounds activations to f16: the oracle gets x rounded too.
     const x = random(rows * inFeatures).map((v) => halfToFloat(floatToHalf(v)));
     const w = random(outFeatures * inFeatures), bias = random(outFeatures);
+    const residual = random(rows * outFeatures);
     const [g, c] = await both((be) => {
       const out = be.allocate(rows * outFeatures);
-      be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), be.upload(bias), rows, inFeatures, outFeatures);
+      be.add(out, be.upload(residual), be.upload(new Float32Array(residual.length)), residual.length);
+      be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), be.upload(bias), rows, inFeatures, outFeatures, true);
       return be.read(out, rows * outFeatures);
     });
     expectClose(g, c, TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8));

@@ -112,8 +112,8 @@ export class CpuBackend implements Backend {
     ops.layerNorm(data(out), data(x), data(weight), data(bias), rows, width, eps);
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number): void {
-    ops.matmul(data(out), data(x), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures);
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false): void {
+    ops.matmul(data(out), data(x), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
   }
 
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void {

@@ -35,11 +35,15 @@ export function layerNorm(out: Float32Array, x: Float32Array, weight: Float32Arr
   }
 }
 
-/** out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ (+ bias); weight is outFeatures × inFeatures. */
+/**
+ * out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ (+ bias); weight is outFeatures ×
+ * inFeatures. With `accumulate`, adds to what out holds (out += x · weightᵀ + bias).
+ */
 export function matmul(
   out: Float32Array, x: Float32Array, weight: Float32Array, bias: Float32Array | null,
-  rows: number, inFeatures: number, outFeatures: number,
+  rows: number, inFeatures: number, outFeatures: number, accumulate = false,
 ): void {
+  const keep = accumulate ? 1 : 0;
   const fullBlocks = rows & ~3;
   // Blocks of four rows: each weight load feeds four dot products.
   for (let o = 0; o < outFeatures; o++) {
@@ -55,10 +59,10 @@ export function matmul(
         s2 += x[x2 + i] * wi;
         s3 += x[x3 + i] * wi;
       }
-      out[r * outFeatures + o] = s0 + b;
-      out[(r + 1) * outFeatures + o] = s1 + b;
-      out[(r + 2) * outFeatures + o] = s2 + b;
-      out[(r + 3) * outFeatures + o] = s3 + b;
+      out[r * outFeatures + o] = s0 + b + keep * out[r * outFeatures + o];
+      out[(r + 1) * outFeatures + o] = s1 + b + keep * out[(r + 1) * outFeatures + o];
+      out[(r + 2) * outFeatures + o] = s2 + b + keep * out[(r + 2) * outFeatures + o];
+      out[(r + 3) * outFeatures + o] = s3 + b + keep * out[(r + 3) * outFeatures + o];
     }
   }
   // Remaining rows (all of them when decoding): four output features at a time share each x load.
@@ -76,16 +80,16 @@ export function matmul(
         s2 += xi * weight[w2 + i];
         s3 += xi * weight[w3 + i];
       }
-      out[outRow + o] = s0 + (bias ? bias[o] : 0);
-      out[outRow + o + 1] = s1 + (bias ? bias[o + 1] : 0);
-      out[outRow + o + 2] = s2 + (bias ? bias[o + 2] : 0);
-      out[outRow + o + 3] = s3 + (bias ? bias[o + 3] : 0);
+      out[outRow + o] = s0 + (bias ? bias[o] : 0) + keep * out[outRow + o];
+      out[outRow + o + 1] = s1 + (bias ? bias[o + 1] : 0) + keep * out[outRow + o + 1];
+      out[outRow + o + 2] = s2 + (bias ? bias[o + 2] : 0) + keep * out[outRow + o + 2];
+      out[outRow + o + 3] = s3 + (bias ? bias[o + 3] : 0) + keep * out[outRow + o + 3];
     }
     for (; o < outFeatures; o++) {
       const w = o * inFeatures;
       let sum = 0;
       for (let i = 0; i < inFeatures; i++) sum += x[xr + i] * weight[w + i];
-      out[outRow + o] = sum + (bias ? bias[o] : 0);
+      out[outRow + o] = sum + (bias ? bias[o] : 0) + keep * out[outRow + o];
     }
   }
 }

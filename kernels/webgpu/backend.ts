@@ -360,11 +360,13 @@ export class WebGpuBackend implements Backend {
     return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmSubgroupMatrix');
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number): void {
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false): void {
     const w = tensor(weight);
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
-    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, bias ? 1 : 0, 0, 0, 0];
+    if (x === out) throw new GpuError('matmul cannot write over its input');
+    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
+    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, 0, 0, 0];
     if (this.matmulRoundsActivations(rows)) {
       // This kernel takes the weight stride in halves.
       params[3] = w.rowStrideHalves;

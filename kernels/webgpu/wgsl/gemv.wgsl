@@ -8,7 +8,7 @@ struct Params {
   in_features: u32,
   out_features: u32,
   w_stride: u32, // vec4<u32> per weight row (= in_features / 8 here)
-  has_bias: u32,
+  flags: u32, // bit 0: add bias; bit 1: accumulate into out
   _pad0: u32,
   _pad1: u32,
   _pad2: u32,
@@ -19,6 +19,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// The epilogue every matmul kernel shares: bias (flags bit 0), then accumulate into what `out`
+// already holds (flags bit 1: residual connections, out += x · Wᵀ).
+fn store(index: u32, o: u32, value: f32) {
+  var v = value;
+  if ((params.flags & 1u) != 0u) {
+    v += bias[o];
+  }
+  if ((params.flags & 2u) != 0u) {
+    v += out[index];
+  }
+  out[index] = v;
+}
 
 const WORKGROUP: u32 = 256u;
 const ROWS: u32 = 4u;
@@ -63,11 +76,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid < ROWS) {
     let o = first + lid;
     if (o < params.out_features) {
-      var b = 0.0;
-      if (params.has_bias == 1u) {
-        b = bias[o];
-      }
-      out[r * params.out_features + o] = partial[0][lid] + b;
+      store(r * params.out_features + o, o, partial[0][lid]);
     }
   }
 }

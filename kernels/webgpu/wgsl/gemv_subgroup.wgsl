@@ -13,7 +13,7 @@ struct Params {
   in_features: u32,
   out_features: u32,
   w_stride: u32, // vec4<u32> per weight row (= in_features / 8 here)
-  has_bias: u32,
+  flags: u32, // bit 0: add bias; bit 1: accumulate into out
   _pad0: u32,
   _pad1: u32,
   _pad2: u32,
@@ -24,6 +24,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// The epilogue every matmul kernel shares: bias (flags bit 0), then accumulate into what `out`
+// already holds (flags bit 1: residual connections, out += x · Wᵀ).
+fn store(index: u32, o: u32, value: f32) {
+  var v = value;
+  if ((params.flags & 1u) != 0u) {
+    v += bias[o];
+  }
+  if ((params.flags & 2u) != 0u) {
+    v += out[index];
+  }
+  out[index] = v;
+}
 
 const WORKGROUP: u32 = 256u;
 const OUTPUTS_PER_WORKGROUP: u32 = 4u;
@@ -79,10 +92,7 @@ fn main(
       for (var p = 0u; p < split; p++) {
         sum += partial[(g * split + p) * ROWS_PER_GROUP + j];
       }
-      if (params.has_bias == 1u) {
-        sum += bias[o];
-      }
-      out[r * params.out_features + o] = sum;
+      store(r * params.out_features + o, o, sum);
     }
   }
 }

@@ -1,4 +1,4 @@
-// out (rows × out_features) = x (rows × in_features) · Wᵀ + bias, W in f16, f32 accumulation.
+// out (rows × out_features) = x (rows × in_features) · Wᵀ + bias (or out += …), W in f16, f32 accumulation.
 // W is stored two halves per u32, each row padded to a multiple of 8 halves (w_stride vec4s), so
 // every row starts 16-byte aligned and the padding holds zeros.
 //   gemv: decode (few rows): 32 threads per output feature stream its row with 16-byte loads.
@@ -9,7 +9,7 @@ struct Params {
   in_features: u32,
   out_features: u32,
   w_stride: u32,
-  has_bias: u32,
+  flags: u32, // bit 0: add bias; bit 1: accumulate into out
   _pad0: u32,
   _pad1: u32,
   _pad2: u32,
@@ -21,11 +21,17 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-fn bias_of(o: u32) -> f32 {
-  if (params.has_bias == 1u) {
-    return bias[o];
+// The epilogue every matmul kernel shares: bias (flags bit 0), then accumulate into what `out`
+// already holds (flags bit 1: residual connections, out += x · Wᵀ).
+fn store(index: u32, o: u32, value: f32) {
+  var v = value;
+  if ((params.flags & 1u) != 0u) {
+    v += bias[o];
   }
-  return 0.0;
+  if ((params.flags & 2u) != 0u) {
+    v += out[index];
+  }
+  out[index] = v;
 }
 
 const GEMV_LANES: u32 = 32u;
@@ -71,7 +77,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
   }
   if (lane == 0u && o < params.out_features) {
-    out[r * params.out_features + o] = gemv_partial[lid] + bias_of(o);
+    store(r * params.out_features + o, o, gemv_partial[lid]);
   }
 }
 
@@ -142,7 +148,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     for (var j = 0u; j < 4u; j++) {
       let o = out0 + local.x * 4u + j;
       if (r < params.rows && o < params.out_features) {
-        out[r * params.out_features + o] = acc[i * 4u + j] + bias_of(o);
+        store(r * params.out_features + o, o, acc[i * 4u + j]);
       }
     }
   }
