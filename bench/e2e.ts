@@ -4,13 +4,16 @@
 // the bandwidth floor for decode (weight bytes / copy ceiling).
 //
 //   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--prompt 128] [--new 128]
-//                        [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf] [--out FILE]
+//                        [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf] [--profile] [--out FILE]
+// --profile times every WebGPU dispatch of the decode steps (one pass each, so the tok/s it prints
+// are lower) and prints the GPU time per kernel per step.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { argmax } from '../engine/sampler.ts';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
+import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { loadRandomModel } from '../models/random.ts';
 
 const { values } = parseArgs({
@@ -21,6 +24,7 @@ const { values } = parseArgs({
     backend: { type: 'string', default: 'webgpu' },
     'hf-modes': { type: 'string', default: 'eager,static' },
     'no-hf': { type: 'boolean' },
+    profile: { type: 'boolean' },
     out: { type: 'string', default: 'bench/out/e2e.json' },
   },
   strict: true,
@@ -33,7 +37,7 @@ const results = [];
 for (const name of values.models.split(',')) {
   const configPath = path.join('bench', 'configs', `${name}.json`);
   const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
-  const backend = await createBackend(values.backend);
+  const backend = values.profile ? await WebGpuBackend.create({ allowSoftware: true, profile: true }) : await createBackend(values.backend);
   const loadStart = performance.now();
   const model = loadRandomModel(config, backend, { seed: 1, maxStepTokens: promptTokens });
   const vocab = model.config.vocabSize;
@@ -62,6 +66,17 @@ for (const name of values.models.split(',')) {
       waitMs += stats?.waitMs ?? 0;
     }
     decodeSamples.push(((newTokens - 1) * 1000) / (performance.now() - t0));
+  }
+  if (values.profile && backend instanceof WebGpuBackend) {
+    backend.takeProfile(); // drop what the prefill and warm-up recorded
+    let logits = await model.forward(cache, prompt, 0);
+    backend.takeProfile();
+    for (let i = 0; i < newTokens - 1; i++) logits = await model.forward(cache, Int32Array.of(argmax(logits)), promptTokens + i);
+    const profile = [...backend.takeProfile()].sort((a, b) => b[1].ms - a[1].ms);
+    const steps = newTokens - 1;
+    const total = profile.reduce((sum, [, p]) => sum + p.ms, 0) / steps;
+    console.log(`  ${name} decode, GPU time per step by kernel (timestamps; sum ${total.toFixed(2)} ms):`);
+    for (const [kernel, p] of profile) console.log(`    ${kernel.padEnd(20)} ${(p.calls / steps).toFixed(0).padStart(4)} calls  ${(p.ms / steps).toFixed(3)} ms  ${((1000 * p.ms) / p.calls).toFixed(1)} µs each`);
   }
   cache.release();
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -102,7 +102,7 @@ describe('WGSL kernels against the CPU backend', () => {
     expect(Array.from(g)).toEqual(Array.from(c));
   });
 
-  it.for<[number, number]>([[1, 5], [3, 300], [2, 1000]])('rmsNorm and layerNorm rows=%i width=%i', async ([rows, width], { skip }) => {
+  it.for<[number, number]>([[1, 5], [3, 300], [2, 1000], [2, 4096], [1, 7]])('rmsNorm and layerNorm rows=%i width=%i', async ([rows, width], { skip }) => {
     if (!gpu) return skip();
     const x = random(rows * width, 3), w = random(width), b = random(width);
     const [g, c] = await both(async (be) => {
@@ -154,7 +154,9 @@ describe('WGSL kernels against the CPU backend', () => {
     { heads: 6, kvHeads: 2, headDim: 10, length: 7, rows: 3 },
     { heads: 4, kvHeads: 4, headDim: 24, length: 300, rows: 2 },
     { heads: 8, kvHeads: 1, headDim: 64, length: 530, rows: 1 },
-  ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim, $length positions', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
+    { heads: 4, kvHeads: 2, headDim: 128, length: 257, rows: 3 },
+    { heads: 2, kvHeads: 2, headDim: 12, length: 40, rows: 2 },
+  ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4), $length positions', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
     if (!gpu) return skip();
     const capacity = length + 3;
     const k = random(length * kvHeads * headDim), v = random(length * kvHeads * headDim);

@@ -56,10 +56,13 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     rmsNorm: { source: norm, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
     layerNorm: { source: norm, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
+    rmsNormVec4: { source: wgsl('norm_vec4.wgsl'), entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
+    layerNormVec4: { source: wgsl('norm_vec4.wgsl'), entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
     rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'read', 'read', 'read'] },
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
     attention: { source: wgsl('attention.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
+    attentionVec4: { source: wgsl('attention_vec4.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
     gemv: { source: matmul, entryPoint: 'gemv', storage: ['read', 'read', 'read', 'write'] },
     gemvAligned: { source: wgsl('gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
@@ -74,7 +77,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
       : undefined,
   };
 }
-type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'elementwise' | 'rope' | 'writeKV' | 'attention'
+type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4'
   | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix';
 
 interface Kernel {
@@ -141,6 +144,7 @@ export class WebGpuBackend implements Backend {
   /** Counters for the last `read` (one step): dispatches recorded, and time spent waiting on the GPU. */
   readonly lastStep = { dispatches: 0, waitMs: 0 };
   private dispatchesSinceRead = 0;
+  private profiler: Profiler | undefined;
   private lostReason: string | undefined;
 
   private constructor(readonly gpu: Gpu) {
@@ -160,11 +164,25 @@ export class WebGpuBackend implements Backend {
     this.dummy = this.createBuffer(16, GPUBufferUsage.STORAGE);
   }
 
-  /** Opens a device and compiles every kernel up front, so a shader error shows at start-up. */
-  static async create(options: { allowSoftware: boolean }): Promise<WebGpuBackend> {
+  /**
+   * Opens a device and compiles every kernel up front, so a shader error shows at start-up.
+   * `profile` times every dispatch with timestamp queries (one compute pass each, so slower
+   * overall); `takeProfile()` returns the totals per kernel.
+   */
+  static async create(options: { allowSoftware: boolean; profile?: boolean }): Promise<WebGpuBackend> {
     const backend = new WebGpuBackend(await openGpu(options));
     await backend.compileKernels();
+    if (options.profile) {
+      if (!backend.gpu.features.timestampQuery) throw new GpuError('profiling needs the timestamp-query feature');
+      backend.profiler = new Profiler(backend.device);
+    }
     return backend;
+  }
+
+  /** Per-kernel GPU time since the last call (profile mode): calls and total milliseconds. */
+  takeProfile(): Map<string, { calls: number; ms: number }> {
+    if (!this.profiler) throw new GpuError('create the backend with { profile: true } to profile');
+    return this.profiler.take();
   }
 
   private async compileKernels(): Promise<void> {
@@ -316,7 +334,12 @@ export class WebGpuBackend implements Backend {
       this.bindGroups.set(key, bindGroup);
     }
     const offset = this.params(params);
-    if (!this.pass) {
+    if (this.profiler) {
+      // One pass per dispatch, so each gets its own begin/end timestamps.
+      this.pass?.end();
+      this.encoder ??= this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass({ timestampWrites: this.profiler.next(name) });
+    } else if (!this.pass) {
       this.encoder = this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
     }
@@ -333,6 +356,7 @@ export class WebGpuBackend implements Backend {
     this.pass?.end();
     const encoder = this.encoder ?? this.device.createCommandEncoder();
     if (copy) encoder.copyBufferToBuffer(copy.from, 0, copy.to, 0, copy.bytes);
+    this.profiler?.resolve(encoder);
     if (this.slotsUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaWords.buffer, 0, this.slotsUsed * this.slotBytes);
     this.device.queue.submit([encoder.finish()]);
     this.pass = undefined;
@@ -348,11 +372,15 @@ export class WebGpuBackend implements Backend {
   }
 
   rmsNorm(out: Tensor, x: Tensor, weight: Tensor, rows: number, width: number, eps: number): void {
-    this.dispatch('rmsNorm', [width, { f32: eps }, 0, 0], [tensor(x).buffer, tensor(weight).buffer, this.dummy, tensor(out).buffer], [rows]);
+    const vec4 = width % 4 === 0;
+    this.dispatch(vec4 ? 'rmsNormVec4' : 'rmsNorm', [vec4 ? width / 4 : width, { f32: eps }, 0, 0],
+      [tensor(x).buffer, tensor(weight).buffer, this.dummy, tensor(out).buffer], [rows]);
   }
 
   layerNorm(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor, rows: number, width: number, eps: number): void {
-    this.dispatch('layerNorm', [width, { f32: eps }, 0, 0], [tensor(x).buffer, tensor(weight).buffer, tensor(bias).buffer, tensor(out).buffer], [rows]);
+    const vec4 = width % 4 === 0;
+    this.dispatch(vec4 ? 'layerNormVec4' : 'layerNorm', [vec4 ? width / 4 : width, { f32: eps }, 0, 0],
+      [tensor(x).buffer, tensor(weight).buffer, tensor(bias).buffer, tensor(out).buffer], [rows]);
   }
 
   /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
@@ -413,7 +441,7 @@ export class WebGpuBackend implements Backend {
   attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void {
     const c = kvCache(kv);
     if (shape.headDim > 256) throw new GpuError(`attention supports head_dim ≤ 256, got ${shape.headDim}`);
-    this.dispatch('attention', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0],
+    this.dispatch(shape.headDim % 4 === 0 ? 'attentionVec4' : 'attention', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0],
       [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer], [shape.heads, rows]);
   }
 
@@ -438,6 +466,7 @@ export class WebGpuBackend implements Backend {
     }
     const result = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
     staging.unmap();
+    await this.profiler?.collect();
     if (this.errors.length > 0) throw new GpuError(`WebGPU reported: ${this.errors.splice(0).join('; ')}`);
     if (this.lostReason) throw new GpuError(`the GPU device was lost: ${this.lostReason}`);
     return result;
@@ -464,4 +493,58 @@ function indexTensor(t: IndexTensor): GpuIndexTensor {
 function kvCache(c: KVCache): GpuKVCache {
   if (!(c instanceof GpuKVCache)) throw new TypeError('WebGPU backend was given a KV cache from another backend');
   return c;
+}
+
+/** Timestamp queries around each dispatch (profile mode), summed per kernel name. */
+class Profiler {
+  private static readonly CAPACITY = 2048; // dispatches per submit (4096 queries, the WebGPU maximum)
+  private readonly querySet: GPUQuerySet;
+  private readonly resolved: GPUBuffer;
+  private readonly readable: GPUBuffer;
+  private names: string[] = [];
+  private pending: string[] = [];
+  private readonly totals = new Map<string, { calls: number; ms: number }>();
+
+  constructor(private readonly device: GPUDevice) {
+    this.querySet = device.createQuerySet({ type: 'timestamp', count: 2 * Profiler.CAPACITY });
+    const bytes = 2 * Profiler.CAPACITY * 8;
+    this.resolved = device.createBuffer({ size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    this.readable = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+
+  next(name: string): GPUComputePassTimestampWrites {
+    if (this.names.length === Profiler.CAPACITY) throw new GpuError(`profile mode records at most ${Profiler.CAPACITY} dispatches per step`);
+    const index = this.names.length;
+    this.names.push(name);
+    return { querySet: this.querySet, beginningOfPassWriteIndex: 2 * index, endOfPassWriteIndex: 2 * index + 1 };
+  }
+
+  resolve(encoder: GPUCommandEncoder): void {
+    if (this.names.length === 0) return;
+    const count = 2 * this.names.length;
+    encoder.resolveQuerySet(this.querySet, 0, count, this.resolved, 0);
+    encoder.copyBufferToBuffer(this.resolved, 0, this.readable, 0, count * 8);
+    this.pending = this.names;
+    this.names = [];
+  }
+
+  async collect(): Promise<void> {
+    if (this.pending.length === 0) return;
+    await this.readable.mapAsync(GPUMapMode.READ, 0, this.pending.length * 16);
+    const stamps = new BigUint64Array(this.readable.getMappedRange(0, this.pending.length * 16).slice(0));
+    this.readable.unmap();
+    this.pending.forEach((name, i) => {
+      const entry = this.totals.get(name) ?? { calls: 0, ms: 0 };
+      entry.calls++;
+      entry.ms += Number(stamps[2 * i + 1] - stamps[2 * i]) / 1e6;
+      this.totals.set(name, entry);
+    });
+    this.pending = [];
+  }
+
+  take(): Map<string, { calls: number; ms: number }> {
+    const copy = new Map(this.totals);
+    this.totals.clear();
+    return copy;
+  }
 }

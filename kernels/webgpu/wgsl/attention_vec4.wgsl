@@ -1,0 +1,137 @@
+// Causal grouped-query attention for head_dim a multiple of 4 (every real model): the same
+// algorithm as attention.wgsl — one workgroup per (query head, row), positions in chunks of 256,
+// online softmax — with its two inner loops made parallel and vectorised:
+//   scores: a thread per position reads its key 16 bytes at a time, four loads in flight;
+//   weighted values: all 256 threads work, as (head_dim / 4) column groups × stripes of positions,
+//   each reading 16-byte pieces of value rows (coalesced across a column group), the stripes then
+//   summed in workgroup memory.
+
+struct Params {
+  rows: u32,
+  heads: u32,
+  kv_heads: u32,
+  head_dim: u32,
+  capacity: u32,
+  scale: f32,
+  _pad0: u32,
+  _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> positions: array<i32>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+
+const CHUNK: u32 = 256u;
+const LOWEST: f32 = -3.0e38;
+var<workgroup> q_shared: array<vec4<f32>, 64>;   // head_dim ≤ 256
+var<workgroup> p_shared: array<f32, CHUNK>;
+var<workgroup> reduce_shared: array<f32, CHUNK>;
+var<workgroup> stripes: array<vec4<f32>, CHUNK>; // per-thread partial weighted values
+var<workgroup> length_shared: u32;
+
+fn workgroup_max(value: f32, lid: u32) -> f32 {
+  reduce_shared[lid] = value;
+  workgroupBarrier();
+  for (var stride = CHUNK / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      reduce_shared[lid] = max(reduce_shared[lid], reduce_shared[lid + stride]);
+    }
+    workgroupBarrier();
+  }
+  let result = reduce_shared[0];
+  workgroupBarrier();
+  return result;
+}
+
+fn workgroup_sum(value: f32, lid: u32) -> f32 {
+  reduce_shared[lid] = value;
+  workgroupBarrier();
+  for (var stride = CHUNK / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      reduce_shared[lid] += reduce_shared[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  let result = reduce_shared[0];
+  workgroupBarrier();
+  return result;
+}
+
+@compute @workgroup_size(CHUNK)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let head = wid.x;
+  let r = wid.y;
+  let kv = head / (params.heads / params.kv_heads);
+  let columns = params.head_dim / 4u;          // vec4s per head row
+  let q_base = (r * params.heads + head) * columns;
+  if (lid == 0u) {
+    length_shared = u32(positions[r]) + 1u;
+  }
+  if (lid < columns) {
+    q_shared[lid] = q[q_base + lid];
+  }
+  let length = workgroupUniformLoad(&length_shared);
+  let kv_base = kv * params.capacity * columns;
+  // Weighted-value work split: column group `column`, stripe `stripe` of `stripe_count`.
+  let stripe_count = CHUNK / columns;
+  let column = lid % columns;
+  let stripe = lid / columns;
+
+  var running_max = LOWEST;
+  var running_sum = 0.0;
+  var acc = vec4<f32>(0.0); // output columns, held by threads lid < columns
+  for (var start = 0u; start < length; start += CHUNK) {
+    let t = start + lid;
+    var score = LOWEST;
+    if (t < length) {
+      let k_base = kv_base + t * columns;
+      var s = vec4<f32>(0.0);
+      var c = 0u;
+      for (; c + 4u <= columns; c += 4u) {
+        let k0 = keys[k_base + c];
+        let k1 = keys[k_base + c + 1u];
+        let k2 = keys[k_base + c + 2u];
+        let k3 = keys[k_base + c + 3u];
+        s += k0 * q_shared[c] + k1 * q_shared[c + 1u] + k2 * q_shared[c + 2u] + k3 * q_shared[c + 3u];
+      }
+      for (; c < columns; c++) {
+        s += keys[k_base + c] * q_shared[c];
+      }
+      score = (s.x + s.y + s.z + s.w) * params.scale;
+    }
+    let new_max = max(running_max, workgroup_max(score, lid));
+    var p = 0.0;
+    if (t < length) {
+      p = exp(score - new_max);
+    }
+    p_shared[lid] = p;
+    let chunk_sum = workgroup_sum(p, lid); // its barriers also publish p_shared
+    let correction = exp(running_max - new_max);
+    running_sum = running_sum * correction + chunk_sum;
+    running_max = new_max;
+
+    var partial = vec4<f32>(0.0);
+    if (stripe < stripe_count) {
+      let count = min(CHUNK, length - start);
+      for (var j = stripe; j < count; j += stripe_count) {
+        partial += p_shared[j] * values[kv_base + (start + j) * columns + column];
+      }
+    }
+    stripes[lid] = partial;
+    workgroupBarrier();
+    if (lid < columns) {
+      var total = vec4<f32>(0.0);
+      for (var s = 0u; s < stripe_count; s++) {
+        total += stripes[s * columns + lid];
+      }
+      acc = acc * correction + total;
+    }
+    workgroupBarrier(); // p_shared and stripes are rewritten by the next chunk
+  }
+  if (lid < columns) {
+    out[q_base + lid] = acc / running_sum;
+  }
+}
