@@ -80,9 +80,15 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4'
   | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix';
 
+interface BindGroupNode {
+  children: Map<GPUBuffer, BindGroupNode>;
+  group?: GPUBindGroup;
+}
+
 interface Kernel {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
+  bindGroups: BindGroupNode;
 }
 
 class GpuTensor implements Tensor {
@@ -126,9 +132,8 @@ export class WebGpuBackend implements Backend {
   readonly description: string;
   private readonly device: GPUDevice;
   private readonly kernels = new Map<KernelName, Kernel>();
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
-  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
-  private nextBufferId = 1;
+  private readonly dynamicOffset = new Uint32Array(1);
+  private currentPipeline: GPUComputePipeline | undefined;
   private readonly dummy: GPUBuffer;
   private readonly arena: GPUBuffer;
   private readonly arenaWords: Uint32Array;
@@ -215,7 +220,7 @@ export class WebGpuBackend implements Backend {
         layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
         compute: { module, entryPoint: spec.entryPoint },
       });
-      this.kernels.set(name as KernelName, { pipeline, layout });
+      this.kernels.set(name as KernelName, { pipeline, layout, bindGroups: { children: new Map() } });
     }));
   }
 
@@ -223,15 +228,6 @@ export class WebGpuBackend implements Backend {
     const buffer = this.device.createBuffer({ size: Math.max(16, Math.ceil(size / 4) * 4), usage });
     this.owned.push(buffer);
     return buffer;
-  }
-
-  private bufferId(buffer: GPUBuffer): number {
-    let id = this.bufferIds.get(buffer);
-    if (id === undefined) {
-      id = this.nextBufferId++;
-      this.bufferIds.set(buffer, id);
-    }
-    return id;
   }
 
   // ---- memory ----
@@ -319,33 +315,49 @@ export class WebGpuBackend implements Backend {
     return slot * this.slotBytes;
   }
 
+  /** The cached bind group of (kernel, buffers): a tree keyed by buffer objects, so a hit allocates nothing. */
+  private bindGroup(kernel: Kernel, buffers: GPUBuffer[]): GPUBindGroup {
+    let node = kernel.bindGroups;
+    for (const buffer of buffers) {
+      let next = node.children.get(buffer);
+      if (!next) {
+        next = { children: new Map() };
+        node.children.set(buffer, next);
+      }
+      node = next;
+    }
+    node.group ??= this.device.createBindGroup({
+      layout: kernel.layout,
+      entries: [
+        { binding: 0, resource: { buffer: this.arena, offset: 0, size: PARAM_BYTES } },
+        ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
+      ],
+    });
+    return node.group;
+  }
+
   private dispatch(name: KernelName, params: (number | { f32: number })[], buffers: GPUBuffer[], grid: [number, number?, number?]): void {
     const kernel = this.kernels.get(name)!;
-    const key = `${name}:${buffers.map((b) => this.bufferId(b)).join(',')}`;
-    let bindGroup = this.bindGroups.get(key);
-    if (!bindGroup) {
-      bindGroup = this.device.createBindGroup({
-        layout: kernel.layout,
-        entries: [
-          { binding: 0, resource: { buffer: this.arena, offset: 0, size: PARAM_BYTES } },
-          ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
-        ],
-      });
-      this.bindGroups.set(key, bindGroup);
-    }
-    const offset = this.params(params);
+    const bindGroup = this.bindGroup(kernel, buffers);
+    this.dynamicOffset[0] = this.params(params);
     if (this.profiler) {
       // One pass per dispatch, so each gets its own begin/end timestamps.
       this.pass?.end();
       this.encoder ??= this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass({ timestampWrites: this.profiler.next(name) });
+      this.currentPipeline = undefined;
     } else if (!this.pass) {
       this.encoder = this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
+      this.currentPipeline = undefined;
     }
     this.dispatchesSinceRead++;
-    this.pass.setPipeline(kernel.pipeline);
-    this.pass.setBindGroup(0, bindGroup, [offset]);
+    // Each call into Dawn crosses into native code: skip the ones that change nothing.
+    if (this.currentPipeline !== kernel.pipeline) {
+      this.pass.setPipeline(kernel.pipeline);
+      this.currentPipeline = kernel.pipeline;
+    }
+    this.pass.setBindGroup(0, bindGroup, this.dynamicOffset, 0, 1);
     const [x, y = 1, z = 1] = grid;
     if (x > 65535 || y > 65535 || z > 65535) throw new GpuError(`${name}: grid ${x}×${y}×${z} exceeds 65535 workgroups per dimension`);
     this.pass.dispatchWorkgroups(x, y, z);
@@ -475,7 +487,7 @@ export class WebGpuBackend implements Backend {
   dispose(): void {
     for (const buffer of this.owned) buffer.destroy();
     this.owned.length = 0;
-    this.bindGroups.clear();
+    for (const kernel of this.kernels.values()) kernel.bindGroups.children.clear();
     this.device.destroy();
   }
 }
