@@ -12,7 +12,18 @@ import { floatToHalf } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 
 const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
-const wgsl = (file: string) => fs.readFileSync(new URL(file, WGSL_DIRECTORY), 'utf8');
+
+/**
+ * A kernel's WGSL: its file composed with shared pieces from wgsl/common/ (WGSL has no includes).
+ * `enable` and `diagnostic` directives must open a module, so they are hoisted from every part.
+ */
+function wgsl(file: string, ...common: ('matmul_common' | 'workgroup_reduce')[]): string {
+  const parts = [...common.map((c) => `common/${c}.wgsl`), file].map((f) => fs.readFileSync(new URL(f, WGSL_DIRECTORY), 'utf8'));
+  const directive = /^(enable|diagnostic)\b.*;\s*$/;
+  const lines = parts.join('\n').split('\n');
+  const directives = [...new Set(lines.filter((l) => directive.test(l)))];
+  return [...directives, ...lines.filter((l) => !directive.test(l))].join('\n');
+}
 
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
@@ -48,32 +59,33 @@ fn load_table(row: u32, column: u32) -> f32 {
 `;
 
 function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSpec>> {
-  const norm = wgsl('norm.wgsl');
-  const matmul = wgsl('matmul.wgsl');
+  const norm = wgsl('norm.wgsl', 'workgroup_reduce');
+  const normVec4 = wgsl('norm_vec4.wgsl', 'workgroup_reduce');
+  const matmul = wgsl('matmul.wgsl', 'matmul_common');
   const gather = wgsl('gather.wgsl');
   return {
     gatherF16: { source: GATHER_F16 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     rmsNorm: { source: norm, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
     layerNorm: { source: norm, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
-    rmsNormVec4: { source: wgsl('norm_vec4.wgsl'), entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
-    layerNormVec4: { source: wgsl('norm_vec4.wgsl'), entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
+    rmsNormVec4: { source: normVec4, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
+    layerNormVec4: { source: normVec4, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
     rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'read', 'read', 'read'] },
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
-    attention: { source: wgsl('attention.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
-    attentionVec4: { source: wgsl('attention_vec4.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
+    attention: { source: wgsl('attention.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
+    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
     gemv: { source: matmul, entryPoint: 'gemv', storage: ['read', 'read', 'read', 'write'] },
-    gemvAligned: { source: wgsl('gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
+    gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: ['read', 'read', 'read', 'write'] },
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
     // Tensor cores, where the adapter offers f16 → f32 16 × 16 × 16 subgroup matrices.
     gemmSubgroupMatrix: features.subgroupMatrixF16
-      ? { source: wgsl('gemm_subgroup_matrix.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
+      ? { source: wgsl('gemm_subgroup_matrix.wgsl', 'matmul_common'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
       : undefined,
     gemvSubgroup: features.subgroups
-      ? { source: wgsl('gemv_subgroup.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
+      ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
       : undefined,
   };
 }

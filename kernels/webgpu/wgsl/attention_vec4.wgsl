@@ -24,41 +24,13 @@ struct Params {
 @group(0) @binding(4) var<storage, read> positions: array<i32>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
-const CHUNK: u32 = 256u;
+const CHUNK: u32 = REDUCE_SIZE; // positions per chunk, one per invocation
 const LOWEST: f32 = -3.0e38;
 var<workgroup> q_shared: array<vec4<f32>, 64>;   // head_dim ≤ 256
 var<workgroup> p_shared: array<f32, CHUNK>;
-var<workgroup> reduce_shared: array<f32, CHUNK>;
 var<workgroup> stripes: array<vec4<f32>, CHUNK>; // per-thread partial weighted values
 var<workgroup> length_shared: u32;
 
-fn workgroup_max(value: f32, lid: u32) -> f32 {
-  reduce_shared[lid] = value;
-  workgroupBarrier();
-  for (var stride = CHUNK / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      reduce_shared[lid] = max(reduce_shared[lid], reduce_shared[lid + stride]);
-    }
-    workgroupBarrier();
-  }
-  let result = reduce_shared[0];
-  workgroupBarrier();
-  return result;
-}
-
-fn workgroup_sum(value: f32, lid: u32) -> f32 {
-  reduce_shared[lid] = value;
-  workgroupBarrier();
-  for (var stride = CHUNK / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      reduce_shared[lid] += reduce_shared[lid + stride];
-    }
-    workgroupBarrier();
-  }
-  let result = reduce_shared[0];
-  workgroupBarrier();
-  return result;
-}
 
 @compute @workgroup_size(CHUNK)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -3,45 +3,12 @@
 // each) in flight per iteration and reuses each x load four times; a tree reduction in workgroup
 // memory (portable: no subgroup operations) finishes the four dot products.
 
-struct Params {
-  rows: u32,
-  in_features: u32,
-  out_features: u32,
-  w_stride: u32, // vec4<u32> per weight row (= in_features / 8 here)
-  flags: u32, // bit 0: add bias; bit 1: accumulate into out
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-
-// The epilogue every matmul kernel shares: bias (flags bit 0), then accumulate into what `out`
-// already holds (flags bit 1: residual connections, out += x · Wᵀ).
-fn store(index: u32, o: u32, value: f32) {
-  var v = value;
-  if ((params.flags & 1u) != 0u) {
-    v += bias[o];
-  }
-  if ((params.flags & 2u) != 0u) {
-    v += out[index];
-  }
-  out[index] = v;
-}
 
 const WORKGROUP: u32 = 256u;
 const ROWS: u32 = 4u;
 var<workgroup> partial: array<vec4<f32>, WORKGROUP>;
-
-fn dot8(packed: vec4<u32>, low: vec4<f32>, high: vec4<f32>) -> f32 {
-  let a = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));
-  let b = vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w));
-  return dot(a, low) + dot(b, high);
-}
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

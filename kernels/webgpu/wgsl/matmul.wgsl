@@ -4,35 +4,8 @@
 //   gemv: decode (few rows): 32 threads per output feature stream its row with 16-byte loads.
 //   gemm: prefill: 64 × 64 output tiles, 16-deep k slices staged in workgroup memory, 4 × 4 per thread.
 
-struct Params {
-  rows: u32,
-  in_features: u32,
-  out_features: u32,
-  w_stride: u32,
-  flags: u32, // bit 0: add bias; bit 1: accumulate into out
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-
-// The epilogue every matmul kernel shares: bias (flags bit 0), then accumulate into what `out`
-// already holds (flags bit 1: residual connections, out += x · Wᵀ).
-fn store(index: u32, o: u32, value: f32) {
-  var v = value;
-  if ((params.flags & 1u) != 0u) {
-    v += bias[o];
-  }
-  if ((params.flags & 2u) != 0u) {
-    v += out[index];
-  }
-  out[index] = v;
-}
 
 const GEMV_LANES: u32 = 32u;
 const GEMV_OUTPUTS: u32 = 8u; // per workgroup of 256
