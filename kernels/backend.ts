@@ -71,6 +71,12 @@ export interface Backend {
    * out += x · weightᵀ + bias instead (a residual connection in the matmul's epilogue).
    */
   matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean): void;
+  /**
+   * One matmul whose output features are split over up to three tensors: `weight` holds the
+   * concatenated rows of several projections of the same input (q|k|v, gate|up), and outs[i]
+   * receives rows × widths[i]. One dispatch on the GPU instead of one per projection.
+   */
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[]): void;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */

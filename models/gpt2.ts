@@ -3,14 +3,13 @@
 // transpose them once at load, and split the fused c_attn into q, k and v.
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
 import type { ModelConfig } from './config.ts';
-import { DenseLinear, type LinearLayer } from './linear.ts';
+import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
 import { checkCacheRoom, createSequenceCache, StepBuffers, type CausalLM, type WeightReader } from './model.ts';
 
 interface Gpt2Layer {
   norm1: { weight: Tensor; bias: Tensor };
-  q: LinearLayer;
-  k: LinearLayer;
-  v: LinearLayer;
+  /** c_attn: q, k and v in one matrix, one matmul. */
+  qkv: ConcatenatedLinear;
   attentionProjection: LinearLayer;
   norm2: { weight: Tensor; bias: Tensor };
   fc: LinearLayer;
@@ -53,14 +52,13 @@ export class Gpt2Model implements CausalLM {
     this.positionEmbedding = weights.upload(names.positionEmbedding, [config.maxPositions, H]);
     this.layers = Array.from({ length: config.layers }, (_, l) => {
       const n = names.layer(l);
-      const [q, k, v] = conv1dSplit(weights, n.attention, H, [H, H, H]);
       return {
         norm1: norm(n.norm1),
-        q, k, v,
-        attentionProjection: conv1dSplit(weights, n.attentionProjection, H, [H])[0],
+        qkv: conv1d(weights, n.attention, H, [H, H, H]),
+        attentionProjection: conv1d(weights, n.attentionProjection, H, [H]),
         norm2: norm(n.norm2),
-        fc: conv1dSplit(weights, n.fc, H, [I])[0],
-        mlpProjection: conv1dSplit(weights, n.mlpProjection, I, [H])[0],
+        fc: conv1d(weights, n.fc, H, [I]),
+        mlpProjection: conv1d(weights, n.mlpProjection, I, [H]),
       };
     });
     this.finalNorm = norm(names.finalNorm);
@@ -90,9 +88,7 @@ export class Gpt2Model implements CausalLM {
     be.add(b.hidden, b.hidden, b.projected, rows * H);
     this.layers.forEach((layer, l) => {
       be.layerNorm(b.normed, b.hidden, layer.norm1.weight, layer.norm1.bias, rows, H, eps);
-      layer.q.forward(b.q, b.normed, rows);
-      layer.k.forward(b.k, b.normed, rows);
-      layer.v.forward(b.v, b.normed, rows);
+      layer.qkv.forward([b.q, b.k, b.v], b.normed, rows);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
       be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
       layer.attentionProjection.forwardAdd(b.hidden, b.attended, rows);
@@ -112,23 +108,22 @@ export class Gpt2Model implements CausalLM {
 }
 
 /**
- * A Conv1D weight (inFeatures × Σ outWidths) and bias, transposed to (out × in) and split by
- * output columns into one dense layer per width.
+ * A Conv1D weight (inFeatures × Σ widths) and bias, transposed once to (Σ widths × inFeatures):
+ * one dense layer, or for several widths (c_attn's q, k, v) one matrix whose rows split by width.
  */
-function conv1dSplit(weights: WeightReader, prefix: string, inFeatures: number, outWidths: number[]): LinearLayer[] {
-  const total = outWidths.reduce((a, b) => a + b, 0);
+function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: [number]): LinearLayer;
+function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: number[]): ConcatenatedLinear;
+function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: number[]): LinearLayer | ConcatenatedLinear {
+  const total = widths.reduce((a, b) => a + b, 0);
   const weight = weights.read(`${prefix}.weight`, [inFeatures, total]);
-  const bias = weights.read(`${prefix}.bias`, [total]);
-  let column = 0;
-  return outWidths.map((width) => {
-    const transposed = new Float32Array(width * inFeatures);
-    for (let o = 0; o < width; o++) {
-      for (let i = 0; i < inFeatures; i++) transposed[o * inFeatures + i] = weight[i * total + column + o];
-    }
-    const backend = weights.backend;
-    const matrix = backend.uploadMatrix(transposed, width, inFeatures, `${prefix}.weight[:, ${column}:${column + width}]`);
-    const layer = new DenseLinear(backend, matrix, backend.upload(bias.slice(column, column + width)), inFeatures, width);
-    column += width;
-    return layer;
-  });
+  const transposed = new Float32Array(total * inFeatures);
+  for (let o = 0; o < total; o++) {
+    for (let i = 0; i < inFeatures; i++) transposed[o * inFeatures + i] = weight[i * total + o];
+  }
+  const backend = weights.backend;
+  const matrix = backend.uploadMatrix(transposed, total, inFeatures, `${prefix}.weight (transposed)`);
+  const bias = backend.upload(weights.read(`${prefix}.bias`, [total]));
+  return widths.length === 1
+    ? new DenseLinear(backend, matrix, bias, inFeatures, total)
+    : new ConcatenatedLinear(backend, matrix, bias, inFeatures, widths);
 }

@@ -41,3 +41,31 @@ export class DenseLinear implements LinearLayer {
     this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, true);
   }
 }
+
+/**
+ * Several dense projections of the same input (q, k, v; gate, up) kept as one matrix of
+ * concatenated rows, so one matmul writes every projection's tensor.
+ */
+export class ConcatenatedLinear {
+  readonly parameters: number;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly weight: Tensor,
+    private readonly bias: Tensor | null,
+    readonly inFeatures: number,
+    /** Output features of each projection, in the order of their rows. */
+    readonly widths: number[],
+  ) {
+    const outFeatures = widths.reduce((a, b) => a + b, 0);
+    if (weight.elements < inFeatures * outFeatures) {
+      throw new RangeError(`concatenated weight has ${weight.elements} values, ${outFeatures}×${inFeatures} needs ${inFeatures * outFeatures}`);
+    }
+    this.parameters = inFeatures * outFeatures + (bias ? outFeatures : 0);
+  }
+
+  /** outs[i] (rows × widths[i]) = projection i of x. */
+  forward(outs: Tensor[], x: Tensor, rows: number): void {
+    this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths);
+  }
+}

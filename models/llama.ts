@@ -3,18 +3,17 @@
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
-import { DenseLinear, type LinearLayer } from './linear.ts';
+import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
 import { checkCacheRoom, createSequenceCache, StepBuffers, WeightReader, type CausalLM } from './model.ts';
 
 interface LlamaLayer {
   attentionNorm: Tensor;
-  q: LinearLayer;
-  k: LinearLayer;
-  v: LinearLayer;
+  /** q, k and v projections as one matmul. */
+  qkv: ConcatenatedLinear;
   o: LinearLayer;
   mlpNorm: Tensor;
-  gate: LinearLayer;
-  up: LinearLayer;
+  /** gate and up projections as one matmul. */
+  gateUp: ConcatenatedLinear;
   down: LinearLayer;
 }
 
@@ -57,13 +56,10 @@ export class LlamaModel implements CausalLM {
       const n = llamaNames.layer(l);
       return {
         attentionNorm: weights.upload(n.attentionNorm, [H]),
-        q: weights.linear(n.q, H, qWidth, bias),
-        k: weights.linear(n.k, H, kvWidth, bias),
-        v: weights.linear(n.v, H, kvWidth, bias),
+        qkv: weights.linearConcat([n.q, n.k, n.v], H, [qWidth, kvWidth, kvWidth], bias),
         o: weights.linear(n.o, qWidth, H, bias),
         mlpNorm: weights.upload(n.mlpNorm, [H]),
-        gate: weights.linear(n.gate, H, I, config.mlpBias),
-        up: weights.linear(n.up, H, I, config.mlpBias),
+        gateUp: weights.linearConcat([n.gate, n.up], H, [I, I], config.mlpBias),
         down: weights.linear(n.down, I, H, config.mlpBias),
       };
     });
@@ -96,9 +92,7 @@ export class LlamaModel implements CausalLM {
     be.gatherRows(b.hidden, this.embedding, b.indices.tokens, rows, H);
     this.layers.forEach((layer, l) => {
       be.rmsNorm(b.normed, b.hidden, layer.attentionNorm, rows, H, eps);
-      layer.q.forward(b.q, b.normed, rows);
-      layer.k.forward(b.k, b.normed, rows);
-      layer.v.forward(b.v, b.normed, rows);
+      layer.qkv.forward([b.q, b.k, b.v], b.normed, rows);
       be.rope(b.q, positions, this.ropeCos, this.ropeSin, rows, heads, headDim);
       be.rope(b.k, positions, this.ropeCos, this.ropeSin, rows, kvHeads, headDim);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
@@ -106,8 +100,7 @@ export class LlamaModel implements CausalLM {
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
       be.rmsNorm(b.normed, b.hidden, layer.mlpNorm, rows, H, eps);
-      layer.gate.forward(b.mlp, b.normed, rows);
-      layer.up.forward(b.mlpUp, b.normed, rows);
+      layer.gateUp.forward([b.mlp, b.mlpUp], b.normed, rows);
       be.swiglu(b.mlp, b.mlp, b.mlpUp, rows * I);
       layer.down.forwardAdd(b.hidden, b.mlp, rows);
     });

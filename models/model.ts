@@ -3,7 +3,7 @@
 import type { Backend, IndexTensor, KVCache, Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import type { ModelConfig } from './config.ts';
-import { DenseLinear, type LinearLayer } from './linear.ts';
+import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
 
 export interface CausalLM {
   readonly config: ModelConfig;
@@ -22,7 +22,8 @@ export interface CausalLM {
 
 /** A tensor source that can make a matrix directly on the device (random weights for benchmarks). */
 export interface DeviceTensorSource extends TensorSource {
-  createMatrix(backend: Backend, name: string): Tensor;
+  /** The named matrix, or with `rows`, a matrix of that many rows like it (concatenated projections). */
+  createMatrix(backend: Backend, name: string, rows?: number): Tensor;
 }
 
 function makesMatricesOnDevice(source: TensorSource): source is DeviceTensorSource {
@@ -74,6 +75,25 @@ export class WeightReader {
     }
     const values = this.read(name, shape);
     return shape.length === 2 ? this.backend.uploadMatrix(values, shape[0], shape[1], name) : this.backend.upload(values);
+  }
+
+  /**
+   * Projections of one input (`prefixes`, each (width × inFeatures)) as one matrix of their
+   * concatenated rows: one matmul then computes all of them.
+   */
+  linearConcat(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): ConcatenatedLinear {
+    const total = widths.reduce((a, b) => a + b, 0);
+    const name = `${prefixes.join('+')}.weight`;
+    let weight: Tensor;
+    if (makesMatricesOnDevice(this.source)) {
+      prefixes.forEach((p, i) => this.checkShape(`${p}.weight`, [widths[i], inFeatures]));
+      this.parameters += total * inFeatures;
+      weight = this.source.createMatrix(this.backend, `${prefixes[0]}.weight`, total);
+    } else {
+      weight = this.backend.uploadMatrix(concatenate(prefixes.map((p, i) => this.read(`${p}.weight`, [widths[i], inFeatures]))), total, inFeatures, name);
+    }
+    const bias = withBias ? this.backend.upload(concatenate(prefixes.map((p, i) => this.read(`${p}.bias`, [widths[i]])))) : null;
+    return new ConcatenatedLinear(this.backend, weight, bias, inFeatures, widths);
   }
 
   /** A linear layer from `prefix.weight` (outFeatures × inFeatures) and optional `prefix.bias`. */
@@ -160,4 +180,14 @@ export function checkCacheRoom(cache: KVCache, startPosition: number, rows: numb
   if (startPosition < 0 || startPosition + rows > cache.capacity) {
     throw new RangeError(`positions ${startPosition}..${startPosition + rows - 1} do not fit the KV cache (capacity ${cache.capacity})`);
   }
+}
+
+export function concatenate(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
 }

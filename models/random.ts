@@ -118,9 +118,9 @@ export class RandomTensorSource implements DeviceTensorSource {
     return new Uint8Array(this.readFloat32(name).buffer);
   }
 
-  createMatrix(backend: Backend, name: string): Tensor {
+  createMatrix(backend: Backend, name: string, rows = this.planned(name).shape[0]): Tensor {
     const t = this.planned(name);
-    return backend.randomMatrix(t.shape[0], t.shape[1], randomScale(t.kind, t.shape, this.conv1d), t.seed, name);
+    return backend.randomMatrix(rows, t.shape[1], randomScale(t.kind, t.shape, this.conv1d), t.seed, name);
   }
 
   close(): void {}

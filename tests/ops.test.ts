@@ -2,6 +2,7 @@
 // straightforward float64 math, on random inputs of awkward sizes.
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
+import { CpuBackend } from '../kernels/cpu/backend.ts';
 import * as ops from '../kernels/cpu/ops.ts';
 import { ropeInverseFrequencies, parseModelConfig } from '../models/config.ts';
 
@@ -33,6 +34,21 @@ describe('cpu ops against float64 math', () => {
         }
       }
       expectClose(out, expected);
+    }
+  });
+
+  it('matmulSplit writes each projection of a concatenated matrix to its own tensor', async () => {
+    const be = new CpuBackend();
+    const rows = 3, inFeatures = 11, widths = [5, 2, 7];
+    const x = random(rows * inFeatures), w = random(14 * inFeatures), bias = random(14);
+    const outs = widths.map((width) => be.allocate(rows * width));
+    be.matmulSplit(outs, be.upload(x), be.uploadMatrix(w, 14, inFeatures), be.upload(bias), rows, inFeatures, widths);
+    let first = 0;
+    for (const [i, width] of widths.entries()) {
+      const expected = new Float32Array(rows * width);
+      ops.matmul(expected, x, w.subarray(first * inFeatures, (first + width) * inFeatures), bias.subarray(first, first + width), rows, inFeatures, width);
+      expect(Array.from(await be.read(outs[i], rows * width))).toEqual(Array.from(expected));
+      first += width;
     }
   });
 

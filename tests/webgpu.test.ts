@@ -87,6 +87,23 @@ describe('WGSL kernels against the CPU backend', () => {
     expectClose(g, c, TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8));
   });
 
+  it.for<[number, number]>([[1, 16], [1, 13], [3, 64], [6, 40], [40, 64]])('matmulSplit rows=%i in=%i writes three projections in one dispatch', async ([rows, inFeatures], { skip }) => {
+    if (!gpu) return skip();
+    const widths = [9, 4, 12];
+    const total = 25;
+    const tensorCores = gpu.matmulRoundsActivations(rows);
+    const x = random(rows * inFeatures).map((v) => (tensorCores ? halfToFloat(floatToHalf(v)) : v));
+    const w = random(total * inFeatures), bias = random(total);
+    const [g, c] = await both(async (be) => {
+      const outs = widths.map((width) => be.allocate(rows * width));
+      be.matmulSplit(outs, be.upload(x), be.uploadMatrix(w, total, inFeatures, 'qkv'), be.upload(bias), rows, inFeatures, widths);
+      const results: Float32Array[] = [];
+      for (const [i, o] of outs.entries()) results.push(await be.read(o, rows * widths[i]));
+      return concat(...results);
+    });
+    expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5);
+  });
+
   it('gatherRows from an f16 matrix and from an f32 tensor', async ({ skip }) => {
     if (!gpu) return skip();
     const table = random(11 * 13);

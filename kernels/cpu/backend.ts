@@ -116,6 +116,17 @@ export class CpuBackend implements Backend {
     ops.matmul(data(out), data(x), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
   }
 
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[]): void {
+    const w = data(weight), b = bias ? data(bias) : null;
+    let first = 0;
+    widths.forEach((width, i) => {
+      // Each projection's rows of the concatenated matrix, as views: nothing is copied.
+      ops.matmul(data(outs[i]), data(x), w.subarray(first * inFeatures, (first + width) * inFeatures),
+        b ? b.subarray(first, first + width) : null, rows, inFeatures, width);
+      first += width;
+    });
+  }
+
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void {
     ops.add(data(out), data(a), data(b), elements);
   }

@@ -37,6 +37,8 @@ const ARENA_SLOTS = 16384;
 const SUBGROUP_MATRIX_MIN_ROWS = 32;
 
 type Access = 'read' | 'write';
+/** x, W, bias, then three outputs (wgsl/common/matmul_common.wgsl). */
+const MATMUL_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'write'];
 interface KernelSpec {
   source: string;
   entryPoint: string;
@@ -75,17 +77,17 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
     attention: { source: wgsl('attention.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
     attentionVec4: { source: wgsl('attention_vec4.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
-    gemv: { source: matmul, entryPoint: 'gemv', storage: ['read', 'read', 'read', 'write'] },
-    gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
+    gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
+    gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
-    gemm: { source: matmul, entryPoint: 'gemm', storage: ['read', 'read', 'read', 'write'] },
+    gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
     // Tensor cores, where the adapter offers f16 → f32 16 × 16 × 16 subgroup matrices.
     gemmSubgroupMatrix: features.subgroupMatrixF16
-      ? { source: wgsl('gemm_subgroup_matrix.wgsl', 'matmul_common'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
+      ? { source: wgsl('gemm_subgroup_matrix.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS }
       : undefined,
     gemvSubgroup: features.subgroups
-      ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] }
+      ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS }
       : undefined,
   };
 }
@@ -147,6 +149,7 @@ export class WebGpuBackend implements Backend {
   private readonly dynamicOffset = new Uint32Array(1);
   private currentPipeline: GPUComputePipeline | undefined;
   private readonly dummy: GPUBuffer;
+  private readonly unusedOutputs: [GPUBuffer, GPUBuffer];
   private readonly arena: GPUBuffer;
   private readonly arenaWords: Uint32Array;
   private readonly arenaFloats: Float32Array;
@@ -179,6 +182,8 @@ export class WebGpuBackend implements Backend {
     this.arenaWords = new Uint32Array(cpuArena);
     this.arenaFloats = new Float32Array(cpuArena);
     this.dummy = this.createBuffer(16, GPUBufferUsage.STORAGE);
+    // Two distinct buffers: one buffer may not fill two writable bindings of a dispatch.
+    this.unusedOutputs = [this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE)];
   }
 
   /**
@@ -413,12 +418,23 @@ export class WebGpuBackend implements Backend {
   }
 
   matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false): void {
+    this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate);
+  }
+
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[]): void {
+    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false);
+  }
+
+  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean): void {
     const w = tensor(weight);
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
-    const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
-    if (x === out) throw new GpuError('matmul cannot write over its input');
+    if (outs.length < 1 || outs.length > 3 || outs.length !== widths.length) throw new GpuError(`matmul writes 1 to 3 outputs, got ${outs.length} for ${widths.length} widths`);
+    if (outs.includes(x)) throw new GpuError('matmul cannot write over its input');
+    const outFeatures = widths.reduce((a, b) => a + b, 0);
+    const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy,
+      tensor(outs[0]).buffer, outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1]];
     const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
-    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, 0, 0, 0];
+    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, 0];
     if (this.matmulRoundsActivations(rows)) {
       // This kernel takes the weight stride in halves.
       params[3] = w.rowStrideHalves;

@@ -79,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let r = row0 + index / TILE;
     let o = out0 + index % TILE;
     if (r < params.rows && o < params.out_features) {
-      store(r * params.out_features + o, o, out_tile[index]);
+      store(r, o, out_tile[index]);
     }
   }
 }

@@ -43,7 +43,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid < ROWS) {
     let o = first + lid;
     if (o < params.out_features) {
-      store(r * params.out_features + o, o, partial[0][lid]);
+      store(r, o, partial[0][lid]);
     }
   }
 }

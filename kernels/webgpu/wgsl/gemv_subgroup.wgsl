@@ -59,7 +59,7 @@ fn main(
       for (var p = 0u; p < split; p++) {
         sum += partial[(g * split + p) * ROWS_PER_GROUP + j];
       }
-      store(r * params.out_features + o, o, sum);
+      store(r, o, sum);
     }
   }
 }

@@ -50,7 +50,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
   }
   if (lane == 0u && o < params.out_features) {
-    store(r * params.out_features + o, o, gemv_partial[lid]);
+    store(r, o, gemv_partial[lid]);
   }
 }
 
@@ -121,7 +121,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) loc
     for (var j = 0u; j < 4u; j++) {
       let o = out0 + local.x * 4u + j;
       if (r < params.rows && o < params.out_features) {
-        store(r * params.out_features + o, o, acc[i * 4u + j]);
+        store(r, o, acc[i * 4u + j]);
       }
     }
   }

@@ -7,27 +7,48 @@ struct Params {
   in_features: u32,
   out_features: u32,
   w_stride: u32, // weight row stride: vec4<u32> (8 halves) units, or halves for the tensor-core kernel
-  flags: u32,    // bit 0: add bias; bit 1: accumulate into out
-  _pad0: u32,
-  _pad1: u32,
-  _pad2: u32,
+  flags: u32,    // bit 0: add bias; bit 1: accumulate into the output
+  width0: u32,   // output features that go to out0; the next width1 go to out1, the rest to out2
+  width1: u32,
+  _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// One matrix of concatenated rows (q|k|v, gate|up) writes its three row ranges to three
+// tensors in one dispatch; a plain matmul uses out0 alone.
+@group(0) @binding(4) var<storage, read_write> out0: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out1: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 
-// Bias (flags bit 0), then accumulate into what `out` already holds (flags bit 1: residual
-// connections, out += x · Wᵀ).
-fn store(index: u32, o: u32, value: f32) {
+// Writes output feature o of row r: bias (flags bit 0), then accumulate into what the output
+// already holds (flags bit 1: residual connections, out += x · Wᵀ).
+fn store(r: u32, o: u32, value: f32) {
   var v = value;
   if ((params.flags & 1u) != 0u) {
     v += bias[o];
   }
-  if ((params.flags & 2u) != 0u) {
-    v += out[index];
+  let accumulate = (params.flags & 2u) != 0u;
+  if (o < params.width0) {
+    let index = r * params.width0 + o;
+    if (accumulate) {
+      v += out0[index];
+    }
+    out0[index] = v;
+  } else if (o < params.width0 + params.width1) {
+    let index = r * params.width1 + (o - params.width0);
+    if (accumulate) {
+      v += out1[index];
+    }
+    out1[index] = v;
+  } else {
+    let width2 = params.out_features - params.width0 - params.width1;
+    let index = r * width2 + (o - params.width0 - params.width1);
+    if (accumulate) {
+      v += out2[index];
+    }
+    out2[index] = v;
   }
-  out[index] = v;
 }
 
 // Eight f16 weights (one 16-byte load) against eight f32 activations.
