@@ -84,10 +84,11 @@ export interface Backend {
   /** out = gelu(x), tanh approximation (GPT-2's gelu_new). */
   gelu(out: Tensor, x: Tensor, elements: number): void;
   /**
-   * Rotates each head of x in place (rotate_half pairs i, i + headDim/2) by angle
-   * position · inverseFrequency[i]. cos/sin tables are (maxPositions × headDim/2).
+   * Rotates every head of q (rows × heads·headDim) and k (rows × kvHeads·headDim) in place
+   * (rotate_half pairs i, i + headDim/2) by angle position · inverseFrequency[i]. cos/sin tables
+   * are (maxPositions × headDim/2). One dispatch for both on the GPU.
    */
-  rope(x: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, headDim: number): void;
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number): void;
   /** Stores rows of k and v (rows × kvHeads·headDim) at their positions in the cache's layer. */
   writeKV(cache: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void;
   /**

@@ -93,8 +93,7 @@ export class LlamaModel implements CausalLM {
     this.layers.forEach((layer, l) => {
       be.rmsNorm(b.normed, b.hidden, layer.attentionNorm, rows, H, eps);
       layer.qkv.forward([b.q, b.k, b.v], b.normed, rows);
-      be.rope(b.q, positions, this.ropeCos, this.ropeSin, rows, heads, headDim);
-      be.rope(b.k, positions, this.ropeCos, this.ropeSin, rows, kvHeads, headDim);
+      be.rope(b.q, b.k, positions, this.ropeCos, this.ropeSin, rows, heads, kvHeads, headDim);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
       be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
       layer.o.forwardAdd(b.hidden, b.attended, rows);

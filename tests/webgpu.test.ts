@@ -152,17 +152,21 @@ describe('WGSL kernels against the CPU backend', () => {
 
   it('rope on q-shaped and k-shaped rows at scattered positions', async ({ skip }) => {
     if (!gpu) return skip();
-    const rows = 3, heads = 5, headDim = 10;
+    const rows = 3, heads = 5, kvHeads = 3, headDim = 10;
     const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / headDim));
     const { cos, sin } = ropeTables(inv, 50);
-    const x = random(rows * heads * headDim);
+    const q = random(rows * heads * headDim), k = random(rows * kvHeads * headDim);
     const [g, c] = await both(async (be) => {
       const positions = be.allocateIndices(rows);
       be.uploadIndices(positions, Int32Array.of(0, 17, 49));
-      const xt = be.allocate(x.length);
-      be.add(xt, be.upload(x), be.upload(new Float32Array(x.length)), x.length); // copy x into a writable tensor
-      be.rope(xt, positions, be.upload(cos), be.upload(sin), rows, heads, headDim);
-      return be.read(xt, x.length);
+      const writable = (values: Float32Array) => {
+        const t = be.allocate(values.length);
+        be.add(t, be.upload(values), be.upload(new Float32Array(values.length)), values.length);
+        return t;
+      };
+      const qt = writable(q), kt = writable(k);
+      be.rope(qt, kt, positions, be.upload(cos), be.upload(sin), rows, heads, kvHeads, headDim);
+      return concat(await be.read(qt, q.length), await be.read(kt, k.length));
     });
     expectClose(g, c);
   });

@@ -139,8 +139,9 @@ export class CpuBackend implements Backend {
     ops.gelu(data(out), data(x), elements);
   }
 
-  rope(x: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, headDim: number): void {
-    ops.rope(data(x), indices(positions), data(cos), data(sin), rows, heads, headDim);
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number): void {
+    ops.rope(data(q), indices(positions), data(cos), data(sin), rows, heads, headDim);
+    ops.rope(data(k), indices(positions), data(cos), data(sin), rows, kvHeads, headDim);
   }
 
   writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void {

@@ -73,7 +73,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     rmsNormVec4: { source: normVec4, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
     layerNormVec4: { source: normVec4, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
-    rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'read', 'read', 'read'] },
+    rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read'] },
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
     attention: { source: wgsl('attention.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
     attentionVec4: { source: wgsl('attention_vec4.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
@@ -466,9 +466,9 @@ export class WebGpuBackend implements Backend {
     this.elementwise(2, out, x, null, elements);
   }
 
-  rope(x: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, headDim: number): void {
-    this.dispatch('rope', [rows, heads, headDim, 0], [tensor(x).buffer, indexTensor(positions).buffer, tensor(cos).buffer, tensor(sin).buffer],
-      [Math.ceil(headDim / 2 / 64), heads, rows]);
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number): void {
+    this.dispatch('rope', [rows, heads, kvHeads, headDim], [tensor(q).buffer, tensor(k).buffer, indexTensor(positions).buffer, tensor(cos).buffer, tensor(sin).buffer],
+      [Math.ceil(headDim / 2 / 64), heads + kvHeads, rows]);
   }
 
   writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void {
