@@ -11,7 +11,6 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { argmax } from '../engine/sampler.ts';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
 import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { loadRandomModel } from '../models/random.ts';
@@ -53,25 +52,26 @@ for (const name of values.models.split(',')) {
     prefillSamples.push(performance.now() - t0);
   }
   const decodeSamples: number[] = [];
+  // Greedy decoding as blr generate does it by default: each token is picked on the device.
   // Where a decode step's time goes (WebGPU): dispatches per step, and the wait for the GPU after
   // the submit; the rest of the step is JS recording, sampling and the submit itself.
   const stats = (backend as { lastStep?: { dispatches: number; waitMs: number } }).lastStep;
   let waitMs = 0;
   for (let run = 0; run < 3; run++) {
-    let logits = await model.forward(cache, prompt, 0);
+    let token = await model.forwardGreedy(cache, prompt, 0);
     const t0 = performance.now();
     waitMs = 0;
     for (let i = 0; i < newTokens - 1; i++) {
-      logits = await model.forward(cache, Int32Array.of(argmax(logits)), promptTokens + i);
+      token = await model.forwardGreedy(cache, Int32Array.of(token), promptTokens + i);
       waitMs += stats?.waitMs ?? 0;
     }
     decodeSamples.push(((newTokens - 1) * 1000) / (performance.now() - t0));
   }
   if (values.profile && backend instanceof WebGpuBackend) {
     backend.takeProfile(); // drop what the prefill and warm-up recorded
-    let logits = await model.forward(cache, prompt, 0);
+    let token = await model.forwardGreedy(cache, prompt, 0);
     backend.takeProfile();
-    for (let i = 0; i < newTokens - 1; i++) logits = await model.forward(cache, Int32Array.of(argmax(logits)), promptTokens + i);
+    for (let i = 0; i < newTokens - 1; i++) token = await model.forwardGreedy(cache, Int32Array.of(token), promptTokens + i);
     const profile = [...backend.takeProfile()].sort((a, b) => b[1].ms - a[1].ms);
     const steps = newTokens - 1;
     const total = profile.reduce((sum, [, p]) => sum + p.ms, 0) / steps;

@@ -1,6 +1,9 @@
 // Next-token choice from logits, in transformers' order: repetition penalty, then greedy if the
 // temperature is 0, else temperature, top-k, top-p, min-p, and a draw from what is left.
+import { argmax } from '../kernels/cpu/ops.ts';
 import { Rng } from './rng.ts';
+
+export { argmax };
 
 export interface SamplingOptions {
   /** 0 means greedy. */
@@ -34,18 +37,6 @@ export interface Candidates {
   ids: Int32Array;
   /** Probabilities of `ids`, summing to 1, in descending order. */
   probs: Float64Array;
-}
-
-export function argmax(logits: Float32Array): number {
-  let best = 0;
-  let bestValue = logits[0];
-  for (let i = 1; i < logits.length; i++) {
-    if (logits[i] > bestValue) {
-      bestValue = logits[i];
-      best = i;
-    }
-  }
-  return best;
 }
 
 /** transformers' RepetitionPenaltyLogitsProcessor, in place: divide positive logits, multiply negative. */

@@ -97,8 +97,13 @@ export interface Backend {
    */
   attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void;
 
+  /** out[0] = the index of the largest of the first `count` values of `values` (lowest on ties). */
+  argmax(out: IndexTensor, values: Tensor, count: number): void;
+
   /** Runs what was recorded and returns the first `elements` values of the tensor. */
   read(tensor: Tensor, elements: number): Promise<Float32Array>;
+  /** Runs what was recorded and returns the first `elements` values of the index tensor. */
+  readIndices(tensor: IndexTensor, elements: number): Promise<Int32Array>;
   dispose(): void;
 }
 

@@ -4,7 +4,7 @@
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
 import type { ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, createSequenceCache, StepBuffers, type CausalLM, type WeightReader } from './model.ts';
+import { checkCacheRoom, DecoderModel, StepBuffers, type WeightReader } from './model.ts';
 
 interface Gpt2Layer {
   norm1: { weight: Tensor; bias: Tensor };
@@ -34,7 +34,7 @@ export function gpt2Names(prefix: string) {
   };
 }
 
-export class Gpt2Model implements CausalLM {
+export class Gpt2Model extends DecoderModel {
   readonly parameters: number;
   private readonly tokenEmbedding: Tensor;
   private readonly positionEmbedding: Tensor;
@@ -42,9 +42,10 @@ export class Gpt2Model implements CausalLM {
   private readonly finalNorm: { weight: Tensor; bias: Tensor };
   private readonly lmHead: LinearLayer;
   private readonly attentionShape: AttentionShape;
-  private readonly buffers: StepBuffers;
+  protected readonly buffers: StepBuffers;
 
   constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number) {
+    super();
     const { hiddenSize: H, intermediateSize: I, vocabSize, heads, headDim } = config;
     const names = gpt2Names(weights.has('transformer.wte.weight') ? 'transformer.' : '');
     const norm = (prefix: string) => ({ weight: weights.upload(`${prefix}.weight`, [H]), bias: weights.upload(`${prefix}.bias`, [H]) });
@@ -71,11 +72,7 @@ export class Gpt2Model implements CausalLM {
     this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: false });
   }
 
-  createCache(capacity: number): KVCache {
-    return createSequenceCache(this.backend, this.config, capacity);
-  }
-
-  async forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
+  protected record(cache: KVCache, tokens: Int32Array, startPosition: number): void {
     const be = this.backend;
     const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, normEps: eps } = this.config;
@@ -101,10 +98,7 @@ export class Gpt2Model implements CausalLM {
     be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
     be.layerNorm(b.lastNormed, b.lastHidden, this.finalNorm.weight, this.finalNorm.bias, 1, H, eps);
     this.lmHead.forward(b.logits, b.lastNormed, 1);
-    return be.read(b.logits, this.config.vocabSize);
   }
-
-  dispose(): void {}
 }
 
 /**

@@ -4,7 +4,7 @@ import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backen
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, createSequenceCache, StepBuffers, WeightReader, type CausalLM } from './model.ts';
+import { checkCacheRoom, DecoderModel, StepBuffers, WeightReader } from './model.ts';
 
 interface LlamaLayer {
   attentionNorm: Tensor;
@@ -35,7 +35,7 @@ export const llamaNames = {
   }),
 };
 
-export class LlamaModel implements CausalLM {
+export class LlamaModel extends DecoderModel {
   readonly parameters: number;
   private readonly embedding: Tensor;
   private readonly layers: LlamaLayer[];
@@ -44,9 +44,10 @@ export class LlamaModel implements CausalLM {
   private readonly ropeCos: Tensor;
   private readonly ropeSin: Tensor;
   private readonly attentionShape: AttentionShape;
-  private readonly buffers: StepBuffers;
+  protected readonly buffers: StepBuffers;
 
   constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number) {
+    super();
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
     const qWidth = heads * headDim;
     const kvWidth = kvHeads * headDim;
@@ -77,11 +78,7 @@ export class LlamaModel implements CausalLM {
     this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: true });
   }
 
-  createCache(capacity: number): KVCache {
-    return createSequenceCache(this.backend, this.config, capacity);
-  }
-
-  async forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
+  protected record(cache: KVCache, tokens: Int32Array, startPosition: number): void {
     const be = this.backend;
     const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, normEps: eps } = this.config;
@@ -106,8 +103,5 @@ export class LlamaModel implements CausalLM {
     be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
     be.rmsNorm(b.lastNormed, b.lastHidden, this.finalNorm, 1, H, eps);
     this.lmHead.forward(b.logits, b.lastNormed, 1);
-    return be.read(b.logits, this.config.vocabSize);
   }
-
-  dispose(): void {}
 }

@@ -17,7 +17,38 @@ export interface CausalLM {
    * holds, appends theirs, and returns the logits (vocabSize) of the last token.
    */
   forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array>;
+  /** The same step, returning only the greedy next token: picked on the device, one id read back. */
+  forwardGreedy(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<number>;
   dispose(): void;
+}
+
+/** What Llama and GPT-2 share around their forward pass: the step's outputs and the cache. */
+export abstract class DecoderModel implements CausalLM {
+  abstract readonly config: ModelConfig;
+  abstract readonly backend: Backend;
+  abstract readonly maxStepTokens: number;
+  abstract readonly parameters: number;
+  protected abstract readonly buffers: StepBuffers;
+
+  /** Records the forward pass of one step, up to the last token's logits in buffers.logits. */
+  protected abstract record(cache: KVCache, tokens: Int32Array, startPosition: number): void;
+
+  createCache(capacity: number): KVCache {
+    return createSequenceCache(this.backend, this.config, capacity);
+  }
+
+  async forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
+    this.record(cache, tokens, startPosition);
+    return this.backend.read(this.buffers.logits, this.config.vocabSize);
+  }
+
+  async forwardGreedy(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<number> {
+    this.record(cache, tokens, startPosition);
+    this.backend.argmax(this.buffers.sampled, this.buffers.logits, this.config.vocabSize);
+    return (await this.backend.readIndices(this.buffers.sampled, 1))[0];
+  }
+
+  dispose(): void {}
 }
 
 /** A tensor source that can make a matrix directly on the device (random weights for benchmarks). */
@@ -124,6 +155,8 @@ export class StepBuffers {
   readonly lastHidden: Tensor;
   readonly lastNormed: Tensor;
   readonly logits: Tensor;
+  /** The greedy token, when it is picked on the device. */
+  readonly sampled: IndexTensor;
 
   constructor(backend: Backend, config: ModelConfig, readonly rows: number, options: { gatedMlp: boolean }) {
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
@@ -140,6 +173,7 @@ export class StepBuffers {
     this.lastHidden = backend.allocate(H);
     this.lastNormed = backend.allocate(H);
     this.logits = backend.allocate(vocabSize);
+    this.sampled = backend.allocateIndices(1);
   }
 }
 

@@ -214,6 +214,21 @@ describe('WGSL kernels against the CPU backend', () => {
     expect(new Set(c).size).toBeGreaterThan(50);
   });
 
+  it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties', async ([count], { skip }) => {
+    if (!gpu) return skip();
+    const values = random(count);
+    const top = Math.floor(count / 3);
+    values[top] = 100;
+    if (count > 3) values[count - 1] = 100; // a tie later on: the lower index wins
+    const [g, c] = await both(async (be) => {
+      const out = be.allocateIndices(1);
+      be.argmax(out, be.upload(values), count);
+      return Float32Array.from(await be.readIndices(out, 1));
+    });
+    expect(Array.from(g)).toEqual(Array.from(c));
+    expect(g[0]).toBe(top);
+  });
+
   it('rejects weights outside f16 range, naming the tensor', ({ skip }) => {
     if (!gpu) return skip();
     expect(() => gpu!.uploadMatrix(Float32Array.of(1, 70000), 1, 2, 'model.layers.3.mlp.up_proj.weight'))
@@ -241,6 +256,8 @@ describe.each(['llama2-style', 'llama3-style', 'gpt2-style', 'stories260K'])('%s
     const onGpu = await generate(gpu);
     const onCpu = await generate(new CpuBackend({ matrixPrecision: 'f16' }));
     expect(onGpu.ids).toEqual(onCpu.ids);
+    // The generator picked those greedy tokens on the GPU; the first agrees with the logits.
+    expect(onGpu.ids[0]).toBe(Array.from(onGpu.logits.keys()).reduce((best, i) => (onGpu.logits[i] > onGpu.logits[best] ? i : best), 0));
     expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
     // And against transformers' f32 logits, within what f16 weights allow.
     const top = expected.top_ids.map((id) => onGpu.logits[id]);

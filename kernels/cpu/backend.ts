@@ -155,8 +155,16 @@ export class CpuBackend implements Backend {
       shape.heads, shape.kvHeads, shape.headDim, c.capacity, shape.scale, this.scores);
   }
 
+  argmax(out: IndexTensor, values: Tensor, count: number): void {
+    indices(out)[0] = ops.argmax(data(values), count);
+  }
+
   async read(tensor: Tensor, elements: number): Promise<Float32Array> {
     return data(tensor).slice(0, elements);
+  }
+
+  async readIndices(tensor: IndexTensor, elements: number): Promise<Int32Array> {
+    return indices(tensor).slice(0, elements);
   }
 
   dispose(): void {}

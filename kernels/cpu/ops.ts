@@ -94,6 +94,13 @@ export function matmul(
   }
 }
 
+/** The index of the largest of the first `count` values (the lowest index among equal maxima). */
+export function argmax(values: Float32Array, count = values.length): number {
+  let best = 0;
+  for (let i = 1; i < count; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
 export function add(out: Float32Array, a: Float32Array, b: Float32Array, elements: number): void {
   for (let i = 0; i < elements; i++) out[i] = a[i] + b[i];
 }

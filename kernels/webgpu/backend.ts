@@ -80,6 +80,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
+    argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
     // Tensor cores, where the adapter offers f16 → f32 16 × 16 × 16 subgroup matrices.
@@ -92,7 +93,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
   };
 }
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix';
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix' | 'argmax';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -299,7 +300,7 @@ export class WebGpuBackend implements Backend {
   }
 
   allocateIndices(elements: number): IndexTensor {
-    return new GpuIndexTensor(this.createBuffer(elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST), elements);
+    return new GpuIndexTensor(this.createBuffer(elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC), elements);
   }
 
   uploadIndices(target: IndexTensor, values: Int32Array): void {
@@ -485,16 +486,28 @@ export class WebGpuBackend implements Backend {
       [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer], [shape.heads, rows]);
   }
 
+  argmax(out: IndexTensor, values: Tensor, count: number): void {
+    this.dispatch('argmax', [count, 0, 0, 0], [tensor(values).buffer, indexTensor(out).buffer], [1]);
+  }
+
   async read(source: Tensor, elements: number): Promise<Float32Array> {
     const t = tensor(source);
     if (t.isHalfMatrix) throw new GpuError('read takes f32 tensors');
-    const bytes = elements * 4;
+    return new Float32Array(await this.readBuffer(t.buffer, elements * 4));
+  }
+
+  async readIndices(source: IndexTensor, elements: number): Promise<Int32Array> {
+    return new Int32Array(await this.readBuffer(indexTensor(source).buffer, elements * 4));
+  }
+
+  /** Submits what was recorded with a copy of `bytes` of `buffer` at the end, and returns them. */
+  private async readBuffer(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
     let staging = this.staging.get(bytes);
     if (!staging) {
       staging = this.createBuffer(bytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
       this.staging.set(bytes, staging);
     }
-    this.submit({ from: t.buffer, to: staging, bytes });
+    this.submit({ from: buffer, to: staging, bytes });
     this.lastStep.dispatches = this.dispatchesSinceRead;
     this.dispatchesSinceRead = 0;
     const waitStart = performance.now();
@@ -504,7 +517,7 @@ export class WebGpuBackend implements Backend {
     } catch (error) {
       throw new GpuError(`reading results failed: ${this.lostReason ?? (this.errors.join('; ') || (error as Error).message)}`);
     }
-    const result = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+    const result = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
     await this.profiler?.collect();
     if (this.errors.length > 0) throw new GpuError(`WebGPU reported: ${this.errors.splice(0).join('; ')}`);

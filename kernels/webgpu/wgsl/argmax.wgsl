@@ -1,0 +1,48 @@
+// Greedy sampling on the GPU: the index of the largest of `count` logits (the lowest index among
+// equal maxima, as the CPU sampler picks), so only that id crosses back to the CPU.
+// One workgroup: each invocation scans a strided share, then a tree reduction in workgroup memory.
+
+struct Params {
+  count: u32,
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> result: array<u32>;
+
+const WORKGROUP: u32 = 256u;
+var<workgroup> best_value: array<f32, WORKGROUP>;
+var<workgroup> best_index: array<u32, WORKGROUP>;
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var value = -3.4e38;
+  var index = 0xffffffffu;
+  for (var i = lid; i < params.count; i += WORKGROUP) {
+    let v = logits[i];
+    if (v > value) { // strict: the first (lowest) index of a maximum stays
+      value = v;
+      index = i;
+    }
+  }
+  best_value[lid] = value;
+  best_index[lid] = index;
+  workgroupBarrier();
+  for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      let v = best_value[lid + stride];
+      let j = best_index[lid + stride];
+      if (v > best_value[lid] || (v == best_value[lid] && j < best_index[lid])) {
+        best_value[lid] = v;
+        best_index[lid] = j;
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    result[0] = select(best_index[0], 0u, best_index[0] == 0xffffffffu);
+  }
+}
