@@ -58,10 +58,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
     for (var kk = 0u; kk < DEPTH; kk += 16u) {
-      let a0 = subgroupMatrixLoad<Left>(&x_tile, quadrant_row * DEPTH + kk, false, DEPTH);
-      let a1 = subgroupMatrixLoad<Left>(&x_tile, (quadrant_row + 16u) * DEPTH + kk, false, DEPTH);
-      let b0 = subgroupMatrixLoad<Right>(&w_tile, quadrant_col * DEPTH + kk, true, DEPTH);
-      let b1 = subgroupMatrixLoad<Right>(&w_tile, (quadrant_col + 16u) * DEPTH + kk, true, DEPTH);
+      let a0 = subgroupMatrixLoad<Left, row_major>(&x_tile, quadrant_row * DEPTH + kk, DEPTH);
+      let a1 = subgroupMatrixLoad<Left, row_major>(&x_tile, (quadrant_row + 16u) * DEPTH + kk, DEPTH);
+      let b0 = subgroupMatrixLoad<Right, col_major>(&w_tile, quadrant_col * DEPTH + kk, DEPTH);
+      let b1 = subgroupMatrixLoad<Right, col_major>(&w_tile, (quadrant_col + 16u) * DEPTH + kk, DEPTH);
       acc00 = subgroupMatrixMultiplyAccumulate(a0, b0, acc00);
       acc01 = subgroupMatrixMultiplyAccumulate(a0, b1, acc01);
       acc10 = subgroupMatrixMultiplyAccumulate(a1, b0, acc10);
@@ -69,10 +69,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  subgroupMatrixStore(&out_tile, quadrant_row * TILE + quadrant_col, acc00, false, TILE);
-  subgroupMatrixStore(&out_tile, quadrant_row * TILE + quadrant_col + 16u, acc01, false, TILE);
-  subgroupMatrixStore(&out_tile, (quadrant_row + 16u) * TILE + quadrant_col, acc10, false, TILE);
-  subgroupMatrixStore(&out_tile, (quadrant_row + 16u) * TILE + quadrant_col + 16u, acc11, false, TILE);
+  subgroupMatrixStore<row_major>(&out_tile, quadrant_row * TILE + quadrant_col, acc00, TILE);
+  subgroupMatrixStore<row_major>(&out_tile, quadrant_row * TILE + quadrant_col + 16u, acc01, TILE);
+  subgroupMatrixStore<row_major>(&out_tile, (quadrant_row + 16u) * TILE + quadrant_col, acc10, TILE);
+  subgroupMatrixStore<row_major>(&out_tile, (quadrant_row + 16u) * TILE + quadrant_col + 16u, acc11, TILE);
   workgroupBarrier();
   for (var i = 0u; i < 32u; i++) {
     let index = lid + i * 128u;
