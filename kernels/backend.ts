@@ -37,6 +37,12 @@ export interface AttentionShape {
   scale: number;
 }
 
+/** A matmul whose input is RMSNorm(x) · weight (the norm fused where a kernel can). */
+export interface InputNorm {
+  weight: Tensor;
+  eps: number;
+}
+
 export interface Backend {
   readonly name: 'cpu' | 'webgpu';
   /** One line for people: the device and how it runs. */
@@ -68,15 +74,16 @@ export interface Backend {
   layerNorm(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor, rows: number, width: number, eps: number): void;
   /**
    * out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ + bias; with `accumulate`,
-   * out += x · weightᵀ + bias instead (a residual connection in the matmul's epilogue).
+   * out += x · weightᵀ + bias instead (a residual connection in the matmul's epilogue); with
+   * `inputNorm`, x is first RMS-normalised per row and scaled by the norm weight.
    */
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean): void;
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean, inputNorm?: InputNorm): void;
   /**
    * One matmul whose output features are split over up to three tensors: `weight` holds the
    * concatenated rows of several projections of the same input (q|k|v, gate|up), and outs[i]
    * receives rows × widths[i]. One dispatch on the GPU instead of one per projection.
    */
-  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[]): void;
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */

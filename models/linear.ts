@@ -1,6 +1,6 @@
 // One interface for every linear layer; the checkpoint decides which implementation a projection
 // gets, and the model never asks.
-import type { Backend, Tensor } from '../kernels/backend.ts';
+import type { Backend, InputNorm, Tensor } from '../kernels/backend.ts';
 
 export type LinearMethod = 'dense';
 
@@ -9,8 +9,8 @@ export interface LinearLayer {
   readonly inFeatures: number;
   readonly outFeatures: number;
   readonly parameters: number;
-  /** out (rows × outFeatures) = layer(x (rows × inFeatures)). */
-  forward(out: Tensor, x: Tensor, rows: number): void;
+  /** out (rows × outFeatures) = layer(x (rows × inFeatures)), or layer(RMSNorm(x) · norm weight). */
+  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void;
   /** out += layer(x): a residual connection, fused into the layer's last step where it can be. */
   forwardAdd(out: Tensor, x: Tensor, rows: number): void;
 }
@@ -33,8 +33,8 @@ export class DenseLinear implements LinearLayer {
     this.parameters = inFeatures * outFeatures + (bias ? outFeatures : 0);
   }
 
-  forward(out: Tensor, x: Tensor, rows: number): void {
-    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures);
+  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, false, inputNorm);
   }
 
   forwardAdd(out: Tensor, x: Tensor, rows: number): void {
@@ -64,8 +64,8 @@ export class ConcatenatedLinear {
     this.parameters = inFeatures * outFeatures + (bias ? outFeatures : 0);
   }
 
-  /** outs[i] (rows × widths[i]) = projection i of x. */
-  forward(outs: Tensor[], x: Tensor, rows: number): void {
-    this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths);
+  /** outs[i] (rows × widths[i]) = projection i of x, or of RMSNorm(x) · norm weight. */
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm);
   }
 }

@@ -86,22 +86,21 @@ export class LlamaModel extends DecoderModel {
     const rows = b.indices.set(tokens, startPosition, b.rows);
     const { positions } = b.indices;
 
+    // Each RMSNorm travels with the projection that consumes it (fused into the matmul where a
+    // kernel can): qkv(norm(hidden)), gateUp(norm(hidden)), lmHead(norm(last hidden)).
     be.gatherRows(b.hidden, this.embedding, b.indices.tokens, rows, H);
     this.layers.forEach((layer, l) => {
-      be.rmsNorm(b.normed, b.hidden, layer.attentionNorm, rows, H, eps);
-      layer.qkv.forward([b.q, b.k, b.v], b.normed, rows);
+      layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
       be.rope(b.q, b.k, positions, this.ropeCos, this.ropeSin, rows, heads, kvHeads, headDim);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
       be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
-      be.rmsNorm(b.normed, b.hidden, layer.mlpNorm, rows, H, eps);
-      layer.gateUp.forward([b.mlp, b.mlpUp], b.normed, rows);
+      layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });
       be.swiglu(b.mlp, b.mlp, b.mlpUp, rows * I);
       layer.down.forwardAdd(b.hidden, b.mlp, rows);
     });
     be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
-    be.rmsNorm(b.lastNormed, b.lastHidden, this.finalNorm, 1, H, eps);
-    this.lmHead.forward(b.logits, b.lastNormed, 1);
+    this.lmHead.forward(b.logits, b.lastHidden, 1, { weight: this.finalNorm, eps });
   }
 }

@@ -104,6 +104,17 @@ describe('WGSL kernels against the CPU backend', () => {
     expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5);
   });
 
+  it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64]])('matmul of RMSNorm(x) rows=%i in=%i (fused into the subgroup GEMV where it can be)', async ([rows, inFeatures], { skip }) => {
+    if (!gpu) return skip();
+    const x = random(rows * inFeatures, 3), g = random(inFeatures), w = random(7 * inFeatures);
+    const [gpuOut, cpuOut] = await both((be) => {
+      const out = be.allocate(rows * 7);
+      be.matmul(out, be.upload(x), be.uploadMatrix(w, 7, inFeatures, 'w'), null, rows, inFeatures, 7, false, { weight: be.upload(g), eps: 1e-5 });
+      return be.read(out, rows * 7);
+    });
+    expectClose(gpuOut, cpuOut, 2e-5);
+  });
+
   it('gatherRows from an f16 matrix and from an f32 tensor', async ({ skip }) => {
     if (!gpu) return skip();
     const table = random(11 * 13);

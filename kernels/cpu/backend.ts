@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import type { AttentionShape, Backend, IndexTensor, KVCache, KVCacheShape, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as ops from './ops.ts';
 
@@ -63,6 +63,7 @@ export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   readonly description: string;
   private scores = new Float32Array(0);
+  private normScratch = new Float32Array(0);
   private readonly roundToHalf: boolean;
 
   constructor(options: CpuBackendOptions = {}) {
@@ -112,16 +113,25 @@ export class CpuBackend implements Backend {
     ops.layerNorm(data(out), data(x), data(weight), data(bias), rows, width, eps);
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false): void {
-    ops.matmul(data(out), data(x), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
+  /** x, or RMSNorm(x) · weight in a scratch buffer kept for the purpose. */
+  private input(x: Tensor, rows: number, inFeatures: number, norm?: InputNorm): Float32Array {
+    if (!norm) return data(x);
+    if (this.normScratch.length < rows * inFeatures) this.normScratch = new Float32Array(rows * inFeatures);
+    ops.rmsNorm(this.normScratch, data(x), data(norm.weight), rows, inFeatures, norm.eps);
+    return this.normScratch;
   }
 
-  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[]): void {
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, inputNorm?: InputNorm): void {
+    ops.matmul(data(out), this.input(x, rows, inFeatures, inputNorm), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
+  }
+
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
     const w = data(weight), b = bias ? data(bias) : null;
+    const input = this.input(x, rows, inFeatures, inputNorm);
     let first = 0;
     widths.forEach((width, i) => {
       // Each projection's rows of the concatenated matrix, as views: nothing is copied.
-      ops.matmul(data(outs[i]), data(x), w.subarray(first * inFeatures, (first + width) * inFeatures),
+      ops.matmul(data(outs[i]), input, w.subarray(first * inFeatures, (first + width) * inFeatures),
         b ? b.subarray(first, first + width) : null, rows, inFeatures, width);
       first += width;
     });

@@ -7,7 +7,7 @@
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
 import fs from 'node:fs';
-import type { AttentionShape, Backend, IndexTensor, KVCache, KVCacheShape, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, Tensor } from '../backend.ts';
 import { floatToHalf } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 
@@ -37,8 +37,8 @@ const ARENA_SLOTS = 16384;
 const SUBGROUP_MATRIX_MIN_ROWS = 32;
 
 type Access = 'read' | 'write';
-/** x, W, bias, then three outputs (wgsl/common/matmul_common.wgsl). */
-const MATMUL_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'write'];
+/** x, W, bias, three outputs (wgsl/common/matmul_common.wgsl), and an input-norm weight. */
+const MATMUL_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'write', 'read'];
 interface KernelSpec {
   source: string;
   entryPoint: string;
@@ -166,6 +166,7 @@ export class WebGpuBackend implements Backend {
   readonly lastStep = { dispatches: 0, waitMs: 0 };
   private dispatchesSinceRead = 0;
   private profiler: Profiler | undefined;
+  private normScratchTensor: GpuTensor | undefined;
   private lostReason: string | undefined;
 
   private constructor(readonly gpu: Gpu) {
@@ -413,20 +414,34 @@ export class WebGpuBackend implements Backend {
       [tensor(x).buffer, tensor(weight).buffer, tensor(bias).buffer, tensor(out).buffer], [rows]);
   }
 
+  /** Scratch for inputs normalised ahead of a matmul: one buffer, grown to the largest use. */
+  private normScratch(elements: number): GpuTensor {
+    if (!this.normScratchTensor || this.normScratchTensor.elements < elements) this.normScratchTensor = tensor(this.allocate(elements));
+    return this.normScratchTensor;
+  }
+
   /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
   matmulRoundsActivations(rows: number): boolean {
     return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmSubgroupMatrix');
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false): void {
-    this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate);
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, inputNorm?: InputNorm): void {
+    this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate, inputNorm);
   }
 
-  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[]): void {
-    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false);
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
+    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm);
   }
 
-  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean): void {
+  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, inputNorm?: InputNorm): void {
+    const decodeSubgroup = rows <= 4 && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup');
+    if (inputNorm && !decodeSubgroup) {
+      // Only the subgroup GEMV normalises its own input; elsewhere the norm runs first.
+      const normed = this.normScratch(rows * inFeatures);
+      this.rmsNorm(normed, x, inputNorm.weight, rows, inFeatures, inputNorm.eps);
+      x = normed;
+      inputNorm = undefined;
+    }
     const w = tensor(weight);
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
     if (outs.length < 1 || outs.length > 3 || outs.length !== widths.length) throw new GpuError(`matmul writes 1 to 3 outputs, got ${outs.length} for ${widths.length} widths`);
@@ -434,14 +449,15 @@ export class WebGpuBackend implements Backend {
     const outFeatures = widths.reduce((a, b) => a + b, 0);
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy,
       tensor(outs[0]).buffer, outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1]];
-    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
-    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, 0];
+    buffers.push(inputNorm ? tensor(inputNorm.weight).buffer : this.dummy);
+    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (inputNorm ? 4 : 0);
+    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: inputNorm?.eps ?? 0 }];
     if (this.matmulRoundsActivations(rows)) {
       // This kernel takes the weight stride in halves.
       params[3] = w.rowStrideHalves;
       this.dispatch('gemmSubgroupMatrix', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
-    else if (inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup')) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
+    else if (decodeSubgroup) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
   }

@@ -11,6 +11,11 @@ diagnostic(off, subgroup_uniformity);
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
+// With flags bit 2 the input is RMSNorm(x) · norm_weight: each workgroup finds its row's 1/rms
+// (one more pass over x, from cache) and scales x as it loads it, so the norm needs no dispatch.
+@group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;
+var<workgroup> norm_partial: array<f32, 64>;
+
 const WORKGROUP: u32 = 256u;
 const OUTPUTS_PER_WORKGROUP: u32 = 4u;
 const ROWS_PER_GROUP: u32 = 2u;
@@ -36,10 +41,33 @@ fn main(
   let last = params.out_features - 1u;
   let w0 = min(first, last) * params.w_stride;
   let w1 = min(first + 1u, last) * params.w_stride;
+  let normed = (params.flags & 4u) != 0u;
+  var scale = 1.0;
+  if (normed) {
+    var sum_squares = 0.0;
+    for (var c = lid; c < chunks * 2u; c += WORKGROUP) {
+      let v = x[x_base + c];
+      sum_squares += dot(v, v);
+    }
+    let subgroup_sum = subgroupAdd(sum_squares);
+    if (lane == 0u) {
+      norm_partial[subgroup] = subgroup_sum;
+    }
+    workgroupBarrier();
+    var total = 0.0;
+    for (var i = 0u; i < subgroups; i++) {
+      total += norm_partial[i];
+    }
+    scale = inverseSqrt(total / f32(params.in_features) + params.norm_eps);
+  }
   var acc = vec2<f32>(0.0);
   for (var c = part * subgroup_size + lane; c < chunks; c += subgroup_size * split) {
-    let low = x[x_base + 2u * c];
-    let high = x[x_base + 2u * c + 1u];
+    var low = x[x_base + 2u * c];
+    var high = x[x_base + 2u * c + 1u];
+    if (normed) {
+      low *= scale * norm_weight[2u * c];
+      high *= scale * norm_weight[2u * c + 1u];
+    }
     let p0 = w[w0 + c];
     let p1 = w[w1 + c];
     acc += vec2<f32>(dot8(p0, low, high), dot8(p1, low, high));
