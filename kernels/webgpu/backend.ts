@@ -244,7 +244,8 @@ export class WebGpuBackend implements Backend {
   }
 
   private createBuffer(size: number, usage: number): GPUBuffer {
-    const buffer = this.device.createBuffer({ size: Math.max(16, Math.ceil(size / 4) * 4), usage });
+    // Sizes are rounded up to 16 bytes, so kernels may read any tensor as whole vec4s.
+    const buffer = this.device.createBuffer({ size: Math.max(16, Math.ceil(size / 16) * 16), usage });
     this.owned.push(buffer);
     return buffer;
   }
@@ -503,7 +504,10 @@ export class WebGpuBackend implements Backend {
   }
 
   argmax(out: IndexTensor, values: Tensor, count: number): void {
-    this.dispatch('argmax', [count, 0, 0, 0], [tensor(values).buffer, indexTensor(out).buffer], [1]);
+    const t = tensor(values);
+    // The kernel reads whole vec4s: every buffer from allocate() is padded to 16 bytes.
+    if (t.buffer.size < Math.ceil(count / 4) * 16) throw new GpuError(`argmax over ${count} values needs a buffer padded to 16 bytes`);
+    this.dispatch('argmax', [count, 0, 0, 0], [t.buffer, indexTensor(out).buffer], [1]);
   }
 
   async read(source: Tensor, elements: number): Promise<Float32Array> {

@@ -1,6 +1,7 @@
 // Greedy sampling on the GPU: the index of the largest of `count` logits (the lowest index among
 // equal maxima, as the CPU sampler picks), so only that id crosses back to the CPU.
-// One workgroup: each invocation scans a strided share, then a tree reduction in workgroup memory.
+// One workgroup of 1024: each invocation scans a strided share 16 bytes at a time, then a tree
+// reduction in workgroup memory.
 
 struct Params {
   count: u32,
@@ -10,10 +11,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>; // padded to whole vec4s
 @group(0) @binding(2) var<storage, read_write> result: array<u32>;
 
-const WORKGROUP: u32 = 256u;
+const WORKGROUP: u32 = 1024u;
 var<workgroup> best_value: array<f32, WORKGROUP>;
 var<workgroup> best_index: array<u32, WORKGROUP>;
 
@@ -21,11 +22,15 @@ var<workgroup> best_index: array<u32, WORKGROUP>;
 fn main(@builtin(local_invocation_index) lid: u32) {
   var value = -3.4e38;
   var index = 0xffffffffu;
-  for (var i = lid; i < params.count; i += WORKGROUP) {
-    let v = logits[i];
-    if (v > value) { // strict: the first (lowest) index of a maximum stays
-      value = v;
-      index = i;
+  for (var q = lid; q * 4u < params.count; q += WORKGROUP) {
+    let v = logits[q];
+    // strict comparisons: the first (lowest) index of a maximum stays
+    for (var j = 0u; j < 4u; j++) {
+      let i = q * 4u + j;
+      if (i < params.count && v[j] > value) {
+        value = v[j];
+        index = i;
+      }
     }
   }
   best_value[lid] = value;
