@@ -3,8 +3,6 @@
 import { argmax } from '../kernels/cpu/ops.ts';
 import { Rng } from './rng.ts';
 
-export { argmax };
-
 export interface SamplingOptions {
   /** 0 means greedy. */
   temperature: number;

@@ -7,16 +7,21 @@ export interface GpuForTests {
   reason: string;
 }
 
-let opened: Promise<GpuForTests> | undefined;
+const opened = new Map<boolean, Promise<GpuForTests>>();
 
-export function gpuForTests(): Promise<GpuForTests> {
-  opened ??= WebGpuBackend.create({ allowSoftware: true }).then(
-    (backend) => ({ backend, reason: '' }),
-    (error: Error) => {
-      if (process.env.CI) throw new Error(`CI must run the WebGPU tests, but no adapter opened: ${error.message} (does .ci/install-lavapipe.sh run?)`);
-      console.warn(`\n*** WebGPU tests SKIPPED: ${error.message} ***\n*** run .ci/install-lavapipe.sh (root) to get Mesa's software adapter ***\n`);
-      return { backend: undefined, reason: error.message };
-    },
-  );
-  return opened;
+/** The shared test backend; `portable` leaves subgroups and subgroup matrices off. */
+export function gpuForTests(portable = false): Promise<GpuForTests> {
+  let backend = opened.get(portable);
+  if (!backend) {
+    backend = WebGpuBackend.create({ allowSoftware: true, portable }).then(
+      (created) => ({ backend: created, reason: '' }),
+      (error: Error) => {
+        if (process.env.CI) throw new Error(`CI must run the WebGPU tests, but no adapter opened: ${error.message} (does .ci/install-lavapipe.sh run?)`);
+        console.warn(`\n*** WebGPU tests SKIPPED: ${error.message} ***\n*** run .ci/install-lavapipe.sh (root) to get Mesa's software adapter ***\n`);
+        return { backend: undefined, reason: error.message };
+      },
+    );
+    opened.set(portable, backend);
+  }
+  return backend;
 }

@@ -15,10 +15,8 @@ import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
 import { gpuForTests } from './gpu.ts';
 import { DEFAULT_MODEL, maxRelativeError, reference, tinyModelDirectory } from './helpers.ts';
 
+/** The backend under test: set by each variant's beforeAll (describe blocks run in order). */
 let gpu: WebGpuBackend | undefined;
-beforeAll(async () => {
-  gpu = (await gpuForTests()).backend;
-});
 const cpu = new CpuBackend({ matrixPrecision: 'f16' });
 const rng = new Rng(99);
 const random = (n: number, scale = 1) => Float32Array.from({ length: n }, () => scale * rng.normal());
@@ -49,229 +47,250 @@ function expectClose(actual: Float32Array, expected: Float32Array, tolerance = 1
   expect(maxRelativeError(actual, expected)).toBeLessThan(tolerance);
 }
 
-describe('WGSL kernels against the CPU backend', () => {
-  it.for<[number, number, number]>([
-    [1, 1, 1], [1, 7, 9], [1, 67, 131], [3, 130, 65], [4, 64, 64], [1, 8, 1], [2, 2048, 7], [1, 4096, 130],
-    [5, 67, 9], [67, 130, 131], [64, 16, 64], [130, 33, 70],
-  ])('matmul rows=%i in=%i out=%i (gemv, aligned gemv and gemm paths), with and without bias, and accumulating', async ([rows, inFeatures, outFeatures], { skip }) => {
+// Every test runs twice: with every feature the adapter offers (subgroup GEMV, tensor cores), and
+// portable, without subgroups or subgroup matrices, so the kernels for adapters lacking them run too.
+describe.each([
+  { variant: 'all adapter features', portable: false },
+  { variant: 'portable (no subgroups, no subgroup matrices)', portable: true },
+])('WebGPU with $variant', ({ portable }) => {
+  beforeAll(async () => {
+    gpu = (await gpuForTests(portable)).backend;
+  });
+
+  it('opens the device this variant asks for', ({ skip }) => {
     if (!gpu) return skip();
-    // Where tensor cores take these rows, activations are rounded to f16: so is the oracle's x.
-    const tensorCores = gpu.matmulRoundsActivations(rows);
-    const x = random(rows * inFeatures).map((v) => (tensorCores ? halfToFloat(floatToHalf(v)) : v));
-    const w = random(outFeatures * inFeatures), bias = random(outFeatures);
-    const residual = random(rows * outFeatures);
-    for (const [withBias, accumulate] of [[false, false], [true, false], [true, true]]) {
+    if (portable) {
+      expect(gpu.gpu.features.subgroups).toBe(false);
+      expect(gpu.gpu.features.subgroupMatrix).toBe(false);
+      expect(gpu.description).not.toMatch(/subgroups/);
+    }
+    expect(gpu.description).toMatch(/^WebGPU /);
+  });
+
+  describe('WGSL kernels against the CPU backend', () => {
+    it.for<[number, number, number]>([
+      [1, 1, 1], [1, 7, 9], [1, 67, 131], [3, 130, 65], [4, 64, 64], [1, 8, 1], [2, 2048, 7], [1, 4096, 130],
+      [5, 67, 9], [67, 130, 131], [64, 16, 64], [130, 33, 70],
+    ])('matmul rows=%i in=%i out=%i (gemv, aligned gemv and gemm paths), with and without bias, and accumulating', async ([rows, inFeatures, outFeatures], { skip }) => {
+      if (!gpu) return skip();
+      // Where tensor cores take these rows, activations are rounded to f16: so is the oracle's x.
+      const tensorCores = gpu.matmulRoundsActivations(rows);
+      const x = random(rows * inFeatures).map((v) => (tensorCores ? halfToFloat(floatToHalf(v)) : v));
+      const w = random(outFeatures * inFeatures), bias = random(outFeatures);
+      const residual = random(rows * outFeatures);
+      for (const [withBias, accumulate] of [[false, false], [true, false], [true, true]]) {
+        const [g, c] = await both((be) => {
+          const out = be.allocate(rows * outFeatures);
+          if (accumulate) be.add(out, be.upload(residual), be.upload(new Float32Array(residual.length)), residual.length);
+          be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), withBias ? be.upload(bias) : null, rows, inFeatures, outFeatures, accumulate);
+          return be.read(out, rows * outFeatures);
+        });
+        // Sums of `inFeatures` terms in another order: the tolerance grows with √inFeatures.
+        expectClose(g, c, (tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5) * Math.max(1, Math.sqrt(inFeatures) / 8));
+      }
+    });
+
+    it.for<[number, number, number]>([[32, 64, 64], [64, 4096, 96], [130, 200, 131], [257, 72, 70], [40, 67, 33], [300, 136, 260]])('tensor-core matmul rows=%i in=%i out=%i where the adapter has subgroup matrices', async ([rows, inFeatures, outFeatures], { skip }) => {
+      if (!gpu?.gpu.features.subgroupMatrixF16) return skip();
+      // That kernel rounds activations to f16: the oracle gets x rounded too.
+      const x = random(rows * inFeatures).map((v) => halfToFloat(floatToHalf(v)));
+      const w = random(outFeatures * inFeatures), bias = random(outFeatures);
+      const residual = random(rows * outFeatures);
       const [g, c] = await both((be) => {
         const out = be.allocate(rows * outFeatures);
-        if (accumulate) be.add(out, be.upload(residual), be.upload(new Float32Array(residual.length)), residual.length);
-        be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), withBias ? be.upload(bias) : null, rows, inFeatures, outFeatures, accumulate);
+        be.add(out, be.upload(residual), be.upload(new Float32Array(residual.length)), residual.length);
+        be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), be.upload(bias), rows, inFeatures, outFeatures, true);
         return be.read(out, rows * outFeatures);
       });
-      // Sums of `inFeatures` terms in another order: the tolerance grows with √inFeatures.
-      expectClose(g, c, (tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5) * Math.max(1, Math.sqrt(inFeatures) / 8));
-    }
-  });
-
-  it.for<[number, number, number]>([[32, 64, 64], [64, 4096, 96], [130, 200, 131], [257, 72, 70], [40, 67, 33], [300, 136, 260]])('tensor-core matmul rows=%i in=%i out=%i where the adapter has subgroup matrices', async ([rows, inFeatures, outFeatures], { skip }) => {
-    if (!gpu?.gpu.features.subgroupMatrixF16) return skip();
-    // That kernel rounds activations to f16: the oracle gets x rounded too.
-    const x = random(rows * inFeatures).map((v) => halfToFloat(floatToHalf(v)));
-    const w = random(outFeatures * inFeatures), bias = random(outFeatures);
-    const residual = random(rows * outFeatures);
-    const [g, c] = await both((be) => {
-      const out = be.allocate(rows * outFeatures);
-      be.add(out, be.upload(residual), be.upload(new Float32Array(residual.length)), residual.length);
-      be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), be.upload(bias), rows, inFeatures, outFeatures, true);
-      return be.read(out, rows * outFeatures);
+      expectClose(g, c, TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8));
     });
-    expectClose(g, c, TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8));
-  });
 
-  it.for<[number, number]>([[1, 16], [1, 13], [3, 64], [6, 40], [40, 64]])('matmulSplit rows=%i in=%i writes three projections in one dispatch', async ([rows, inFeatures], { skip }) => {
-    if (!gpu) return skip();
-    const widths = [9, 4, 12];
-    const total = 25;
-    const tensorCores = gpu.matmulRoundsActivations(rows);
-    const x = random(rows * inFeatures).map((v) => (tensorCores ? halfToFloat(floatToHalf(v)) : v));
-    const w = random(total * inFeatures), bias = random(total);
-    const [g, c] = await both(async (be) => {
-      const outs = widths.map((width) => be.allocate(rows * width));
-      be.matmulSplit(outs, be.upload(x), be.uploadMatrix(w, total, inFeatures, 'qkv'), be.upload(bias), rows, inFeatures, widths);
-      const results: Float32Array[] = [];
-      for (const [i, o] of outs.entries()) results.push(await be.read(o, rows * widths[i]));
-      return concat(...results);
+    it.for<[number, number]>([[1, 16], [1, 13], [3, 64], [6, 40], [40, 64]])('matmulSplit rows=%i in=%i writes three projections in one dispatch', async ([rows, inFeatures], { skip }) => {
+      if (!gpu) return skip();
+      const widths = [9, 4, 12];
+      const total = 25;
+      const tensorCores = gpu.matmulRoundsActivations(rows);
+      const x = random(rows * inFeatures).map((v) => (tensorCores ? halfToFloat(floatToHalf(v)) : v));
+      const w = random(total * inFeatures), bias = random(total);
+      const [g, c] = await both(async (be) => {
+        const outs = widths.map((width) => be.allocate(rows * width));
+        be.matmulSplit(outs, be.upload(x), be.uploadMatrix(w, total, inFeatures, 'qkv'), be.upload(bias), rows, inFeatures, widths);
+        const results: Float32Array[] = [];
+        for (const [i, o] of outs.entries()) results.push(await be.read(o, rows * widths[i]));
+        return concat(...results);
+      });
+      expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5);
     });
-    expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5);
-  });
 
-  it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64]])('matmul of RMSNorm(x) rows=%i in=%i (fused into the subgroup GEMV where it can be)', async ([rows, inFeatures], { skip }) => {
-    if (!gpu) return skip();
-    const x = random(rows * inFeatures, 3), g = random(inFeatures), w = random(7 * inFeatures);
-    const [gpuOut, cpuOut] = await both((be) => {
-      const out = be.allocate(rows * 7);
-      be.matmul(out, be.upload(x), be.uploadMatrix(w, 7, inFeatures, 'w'), null, rows, inFeatures, 7, false, { weight: be.upload(g), eps: 1e-5 });
-      return be.read(out, rows * 7);
+    it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64]])('matmul of RMSNorm(x) rows=%i in=%i (fused into the subgroup GEMV where it can be)', async ([rows, inFeatures], { skip }) => {
+      if (!gpu) return skip();
+      const x = random(rows * inFeatures, 3), g = random(inFeatures), w = random(7 * inFeatures);
+      const [gpuOut, cpuOut] = await both((be) => {
+        const out = be.allocate(rows * 7);
+        be.matmul(out, be.upload(x), be.uploadMatrix(w, 7, inFeatures, 'w'), null, rows, inFeatures, 7, false, { weight: be.upload(g), eps: 1e-5 });
+        return be.read(out, rows * 7);
+      });
+      expectClose(gpuOut, cpuOut, 2e-5);
     });
-    expectClose(gpuOut, cpuOut, 2e-5);
-  });
 
-  it('gatherRows from an f16 matrix and from an f32 tensor', async ({ skip }) => {
-    if (!gpu) return skip();
-    const table = random(11 * 13);
-    const indices = Int32Array.of(10, 0, 3, 3);
-    const [g, c] = await both(async (be) => {
-      const ids = be.allocateIndices(4);
-      be.uploadIndices(ids, indices);
-      const fromMatrix = be.allocate(4 * 13), fromVector = be.allocate(4 * 13);
-      be.gatherRows(fromMatrix, be.uploadMatrix(table, 11, 13, 'table'), ids, 4, 13);
-      be.gatherRows(fromVector, be.upload(table), ids, 4, 13);
-      return concat(await be.read(fromMatrix, 52), await be.read(fromVector, 52));
+    it('gatherRows from an f16 matrix and from an f32 tensor', async ({ skip }) => {
+      if (!gpu) return skip();
+      const table = random(11 * 13);
+      const indices = Int32Array.of(10, 0, 3, 3);
+      const [g, c] = await both(async (be) => {
+        const ids = be.allocateIndices(4);
+        be.uploadIndices(ids, indices);
+        const fromMatrix = be.allocate(4 * 13), fromVector = be.allocate(4 * 13);
+        be.gatherRows(fromMatrix, be.uploadMatrix(table, 11, 13, 'table'), ids, 4, 13);
+        be.gatherRows(fromVector, be.upload(table), ids, 4, 13);
+        return concat(await be.read(fromMatrix, 52), await be.read(fromVector, 52));
+      });
+      expect(Array.from(g)).toEqual(Array.from(c));
     });
-    expect(Array.from(g)).toEqual(Array.from(c));
-  });
 
-  it.for<[number, number]>([[1, 5], [3, 300], [2, 1000], [2, 4096], [1, 7]])('rmsNorm and layerNorm rows=%i width=%i', async ([rows, width], { skip }) => {
-    if (!gpu) return skip();
-    const x = random(rows * width, 3), w = random(width), b = random(width);
-    const [g, c] = await both(async (be) => {
-      const rms = be.allocate(rows * width), ln = be.allocate(rows * width);
-      const xt = be.upload(x), wt = be.upload(w);
-      be.rmsNorm(rms, xt, wt, rows, width, 1e-5);
-      be.layerNorm(ln, xt, wt, be.upload(b), rows, width, 1e-5);
-      return concat(await be.read(rms, rows * width), await be.read(ln, rows * width));
+    it.for<[number, number]>([[1, 5], [3, 300], [2, 1000], [2, 4096], [1, 7]])('rmsNorm and layerNorm rows=%i width=%i', async ([rows, width], { skip }) => {
+      if (!gpu) return skip();
+      const x = random(rows * width, 3), w = random(width), b = random(width);
+      const [g, c] = await both(async (be) => {
+        const rms = be.allocate(rows * width), ln = be.allocate(rows * width);
+        const xt = be.upload(x), wt = be.upload(w);
+        be.rmsNorm(rms, xt, wt, rows, width, 1e-5);
+        be.layerNorm(ln, xt, wt, be.upload(b), rows, width, 1e-5);
+        return concat(await be.read(rms, rows * width), await be.read(ln, rows * width));
+      });
+      expectClose(g, c);
     });
-    expectClose(g, c);
-  });
 
-  it('add, swiglu and gelu, out of place and in place, over more than one grid row', async ({ skip }) => {
-    if (!gpu) return skip();
-    const n = 70_001;
-    const a = random(n, 4), b = random(n, 4);
-    const [g, c] = await both(async (be) => {
-      const at = be.upload(a), bt = be.upload(b);
-      const sum = be.allocate(n), silu = be.allocate(n), gelu = be.allocate(n), inPlace = be.allocate(n);
-      be.add(sum, at, bt, n);
-      be.swiglu(silu, at, bt, n);
-      be.gelu(gelu, at, n);
-      be.add(inPlace, at, bt, n); // inPlace = a + b
-      be.swiglu(inPlace, inPlace, bt, n); // in place: silu(a + b) · b
-      be.gelu(inPlace, inPlace, n);
-      return concat(await be.read(sum, n), await be.read(silu, n), await be.read(gelu, n), await be.read(inPlace, n));
+    it('add, swiglu and gelu, out of place and in place, over more than one grid row', async ({ skip }) => {
+      if (!gpu) return skip();
+      const n = 70_001;
+      const a = random(n, 4), b = random(n, 4);
+      const [g, c] = await both(async (be) => {
+        const at = be.upload(a), bt = be.upload(b);
+        const sum = be.allocate(n), silu = be.allocate(n), gelu = be.allocate(n), inPlace = be.allocate(n);
+        be.add(sum, at, bt, n);
+        be.swiglu(silu, at, bt, n);
+        be.gelu(gelu, at, n);
+        be.add(inPlace, at, bt, n); // inPlace = a + b
+        be.swiglu(inPlace, inPlace, bt, n); // in place: silu(a + b) · b
+        be.gelu(inPlace, inPlace, n);
+        return concat(await be.read(sum, n), await be.read(silu, n), await be.read(gelu, n), await be.read(inPlace, n));
+      });
+      expectClose(g, c, 2e-5);
     });
-    expectClose(g, c, 2e-5);
+
+    it('rope on q-shaped and k-shaped rows at scattered positions', async ({ skip }) => {
+      if (!gpu) return skip();
+      const rows = 3, heads = 5, kvHeads = 3, headDim = 10;
+      const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / headDim));
+      const { cos, sin } = ropeTables(inv, 50);
+      const q = random(rows * heads * headDim), k = random(rows * kvHeads * headDim);
+      const [g, c] = await both(async (be) => {
+        const positions = be.allocateIndices(rows);
+        be.uploadIndices(positions, Int32Array.of(0, 17, 49));
+        const writable = (values: Float32Array) => {
+          const t = be.allocate(values.length);
+          be.add(t, be.upload(values), be.upload(new Float32Array(values.length)), values.length);
+          return t;
+        };
+        const qt = writable(q), kt = writable(k);
+        be.rope(qt, kt, positions, be.upload(cos), be.upload(sin), rows, heads, kvHeads, headDim);
+        return concat(await be.read(qt, q.length), await be.read(kt, k.length));
+      });
+      expectClose(g, c);
+    });
+
+    it.for([
+      { heads: 6, kvHeads: 2, headDim: 10, length: 7, rows: 3 },
+      { heads: 4, kvHeads: 4, headDim: 24, length: 300, rows: 2 },
+      { heads: 8, kvHeads: 1, headDim: 64, length: 530, rows: 1 },
+      { heads: 4, kvHeads: 2, headDim: 128, length: 257, rows: 3 },
+      { heads: 2, kvHeads: 2, headDim: 12, length: 40, rows: 2 },
+    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4), $length positions', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
+      if (!gpu) return skip();
+      const capacity = length + 3;
+      const k = random(length * kvHeads * headDim), v = random(length * kvHeads * headDim);
+      const q = random(rows * heads * headDim);
+      const queryPositions = Int32Array.from({ length: rows }, (_, r) => length - rows + r);
+      const [g, c] = await both(async (be) => {
+        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity });
+        const all = be.allocateIndices(length);
+        be.uploadIndices(all, Int32Array.from({ length }, (_, i) => i));
+        be.writeKV(cache, 1, be.upload(k), be.upload(v), all, length);
+        const positions = be.allocateIndices(rows);
+        be.uploadIndices(positions, queryPositions);
+        const out = be.allocate(rows * heads * headDim);
+        be.attention(out, be.upload(q), cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) });
+        const result = await be.read(out, rows * heads * headDim);
+        cache.release();
+        return result;
+      });
+      expectClose(g, c);
+    });
+
+    it('randomMatrix makes the same values as the CPU backend, on the GPU', async ({ skip }) => {
+      if (!gpu) return skip();
+      const [g, c] = await both(async (be) => {
+        const ids = be.allocateIndices(3);
+        be.uploadIndices(ids, Int32Array.of(0, 6, 12));
+        const rows = be.allocate(3 * 21);
+        be.gatherRows(rows, be.randomMatrix(13, 21, 0.5, 1234, 'random'), ids, 3, 21);
+        return be.read(rows, 3 * 21);
+      });
+      expectClose(g, c, 1e-3);
+      const mean = c.reduce((s, v) => s + v, 0) / c.length;
+      expect(Math.abs(mean)).toBeLessThan(0.25);
+      expect(new Set(c).size).toBeGreaterThan(50);
+    });
+
+    it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties', async ([count], { skip }) => {
+      if (!gpu) return skip();
+      const values = random(count);
+      const top = Math.floor(count / 3);
+      values[top] = 100;
+      if (count > 3) values[count - 1] = 100; // a tie later on: the lower index wins
+      const [g, c] = await both(async (be) => {
+        const out = be.allocateIndices(1);
+        be.argmax(out, be.upload(values), count);
+        return Float32Array.from(await be.readIndices(out, 1));
+      });
+      expect(Array.from(g)).toEqual(Array.from(c));
+      expect(g[0]).toBe(top);
+    });
+
+    it('rejects weights outside f16 range, naming the tensor', ({ skip }) => {
+      if (!gpu) return skip();
+      expect(() => gpu!.uploadMatrix(Float32Array.of(1, 70000), 1, 2, 'model.layers.3.mlp.up_proj.weight'))
+        .toThrow(/model.layers.3.mlp.up_proj.weight: value 70000 at \[0, 1\] is outside f16's range/);
+    });
   });
 
-  it('rope on q-shaped and k-shaped rows at scattered positions', async ({ skip }) => {
-    if (!gpu) return skip();
-    const rows = 3, heads = 5, kvHeads = 3, headDim = 10;
-    const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / headDim));
-    const { cos, sin } = ropeTables(inv, 50);
-    const q = random(rows * heads * headDim), k = random(rows * kvHeads * headDim);
-    const [g, c] = await both(async (be) => {
-      const positions = be.allocateIndices(rows);
-      be.uploadIndices(positions, Int32Array.of(0, 17, 49));
-      const writable = (values: Float32Array) => {
-        const t = be.allocate(values.length);
-        be.add(t, be.upload(values), be.upload(new Float32Array(values.length)), values.length);
-        return t;
+  describe.each(['llama2-style', 'llama3-style', 'gpt2-style', 'stories260K'])('%s on WebGPU', (name) => {
+    it('gives the CPU backend\'s greedy tokens and logits (same f16 weights)', async ({ skip }) => {
+      if (!gpu) return skip();
+      const expected = reference(name);
+      const directory = readModelDirectory(name === 'stories260K' ? DEFAULT_MODEL : tinyModelDirectory(name));
+      const generate = async (backend: Backend) => {
+        const model = loadModel(directory, backend, { maxStepTokens: 16 }); // prompts take two or more chunks
+        const cache = model.createCache(expected.prompt_ids.length);
+        let logits: Float32Array = new Float32Array(0);
+        for (let start = 0; start < expected.prompt_ids.length; start += 16) {
+          logits = await model.forward(cache, Int32Array.from(expected.prompt_ids.slice(start, start + 16)), start);
+        }
+        cache.release();
+        const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds);
+        const result = await generator.generate({ promptIds: expected.prompt_ids, maxTokens: expected.greedy_ids.length, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
+        return { logits, ids: result.ids };
       };
-      const qt = writable(q), kt = writable(k);
-      be.rope(qt, kt, positions, be.upload(cos), be.upload(sin), rows, heads, kvHeads, headDim);
-      return concat(await be.read(qt, q.length), await be.read(kt, k.length));
+      const onGpu = await generate(gpu);
+      const onCpu = await generate(new CpuBackend({ matrixPrecision: 'f16' }));
+      expect(onGpu.ids).toEqual(onCpu.ids);
+      // The generator picked those greedy tokens on the GPU; the first agrees with the logits.
+      expect(onGpu.ids[0]).toBe(Array.from(onGpu.logits.keys()).reduce((best, i) => (onGpu.logits[i] > onGpu.logits[best] ? i : best), 0));
+      expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
+      // And against transformers' f32 logits, within what f16 weights allow.
+      const top = expected.top_ids.map((id) => onGpu.logits[id]);
+      expect(maxRelativeError(top, expected.top_logits)).toBeLessThan(2e-2);
     });
-    expectClose(g, c);
-  });
-
-  it.for([
-    { heads: 6, kvHeads: 2, headDim: 10, length: 7, rows: 3 },
-    { heads: 4, kvHeads: 4, headDim: 24, length: 300, rows: 2 },
-    { heads: 8, kvHeads: 1, headDim: 64, length: 530, rows: 1 },
-    { heads: 4, kvHeads: 2, headDim: 128, length: 257, rows: 3 },
-    { heads: 2, kvHeads: 2, headDim: 12, length: 40, rows: 2 },
-  ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4), $length positions', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
-    if (!gpu) return skip();
-    const capacity = length + 3;
-    const k = random(length * kvHeads * headDim), v = random(length * kvHeads * headDim);
-    const q = random(rows * heads * headDim);
-    const queryPositions = Int32Array.from({ length: rows }, (_, r) => length - rows + r);
-    const [g, c] = await both(async (be) => {
-      const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity });
-      const all = be.allocateIndices(length);
-      be.uploadIndices(all, Int32Array.from({ length }, (_, i) => i));
-      be.writeKV(cache, 1, be.upload(k), be.upload(v), all, length);
-      const positions = be.allocateIndices(rows);
-      be.uploadIndices(positions, queryPositions);
-      const out = be.allocate(rows * heads * headDim);
-      be.attention(out, be.upload(q), cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) });
-      const result = await be.read(out, rows * heads * headDim);
-      cache.release();
-      return result;
-    });
-    expectClose(g, c);
-  });
-
-  it('randomMatrix makes the same values as the CPU backend, on the GPU', async ({ skip }) => {
-    if (!gpu) return skip();
-    const [g, c] = await both(async (be) => {
-      const ids = be.allocateIndices(3);
-      be.uploadIndices(ids, Int32Array.of(0, 6, 12));
-      const rows = be.allocate(3 * 21);
-      be.gatherRows(rows, be.randomMatrix(13, 21, 0.5, 1234, 'random'), ids, 3, 21);
-      return be.read(rows, 3 * 21);
-    });
-    expectClose(g, c, 1e-3);
-    const mean = c.reduce((s, v) => s + v, 0) / c.length;
-    expect(Math.abs(mean)).toBeLessThan(0.25);
-    expect(new Set(c).size).toBeGreaterThan(50);
-  });
-
-  it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties', async ([count], { skip }) => {
-    if (!gpu) return skip();
-    const values = random(count);
-    const top = Math.floor(count / 3);
-    values[top] = 100;
-    if (count > 3) values[count - 1] = 100; // a tie later on: the lower index wins
-    const [g, c] = await both(async (be) => {
-      const out = be.allocateIndices(1);
-      be.argmax(out, be.upload(values), count);
-      return Float32Array.from(await be.readIndices(out, 1));
-    });
-    expect(Array.from(g)).toEqual(Array.from(c));
-    expect(g[0]).toBe(top);
-  });
-
-  it('rejects weights outside f16 range, naming the tensor', ({ skip }) => {
-    if (!gpu) return skip();
-    expect(() => gpu!.uploadMatrix(Float32Array.of(1, 70000), 1, 2, 'model.layers.3.mlp.up_proj.weight'))
-      .toThrow(/model.layers.3.mlp.up_proj.weight: value 70000 at \[0, 1\] is outside f16's range/);
-  });
-});
-
-describe.each(['llama2-style', 'llama3-style', 'gpt2-style', 'stories260K'])('%s on WebGPU', (name) => {
-  it('gives the CPU backend\'s greedy tokens and logits (same f16 weights)', async ({ skip }) => {
-    if (!gpu) return skip();
-    const expected = reference(name);
-    const directory = readModelDirectory(name === 'stories260K' ? DEFAULT_MODEL : tinyModelDirectory(name));
-    const generate = async (backend: Backend) => {
-      const model = loadModel(directory, backend, { maxStepTokens: 16 }); // prompts take two or more chunks
-      const cache = model.createCache(expected.prompt_ids.length);
-      let logits: Float32Array = new Float32Array(0);
-      for (let start = 0; start < expected.prompt_ids.length; start += 16) {
-        logits = await model.forward(cache, Int32Array.from(expected.prompt_ids.slice(start, start + 16)), start);
-      }
-      cache.release();
-      const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds);
-      const result = await generator.generate({ promptIds: expected.prompt_ids, maxTokens: expected.greedy_ids.length, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
-      return { logits, ids: result.ids };
-    };
-    const onGpu = await generate(gpu);
-    const onCpu = await generate(new CpuBackend({ matrixPrecision: 'f16' }));
-    expect(onGpu.ids).toEqual(onCpu.ids);
-    // The generator picked those greedy tokens on the GPU; the first agrees with the logits.
-    expect(onGpu.ids[0]).toBe(Array.from(onGpu.logits.keys()).reduce((best, i) => (onGpu.logits[i] > onGpu.logits[best] ? i : best), 0));
-    expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
-    // And against transformers' f32 logits, within what f16 weights allow.
-    const top = expected.top_ids.map((id) => onGpu.logits[id]);
-    expect(maxRelativeError(top, expected.top_logits)).toBeLessThan(2e-2);
   });
 });

@@ -191,9 +191,10 @@ export class WebGpuBackend implements Backend {
   /**
    * Opens a device and compiles every kernel up front, so a shader error shows at start-up.
    * `profile` times every dispatch with timestamp queries (one compute pass each, so slower
-   * overall); `takeProfile()` returns the totals per kernel.
+   * overall); `takeProfile()` returns the totals per kernel. `portable` leaves subgroups and
+   * subgroup matrices off (tests of the fallback kernels).
    */
-  static async create(options: { allowSoftware: boolean; profile?: boolean }): Promise<WebGpuBackend> {
+  static async create(options: { allowSoftware: boolean; profile?: boolean; portable?: boolean }): Promise<WebGpuBackend> {
     const backend = new WebGpuBackend(await openGpu(options));
     await backend.compileKernels();
     if (options.profile) {

@@ -52,7 +52,14 @@ function gpuInstance(): GPU {
 
 const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp-query', 'chromium-experimental-subgroup-matrix' as GPUFeatureName];
 
-export async function openGpu(options: { allowSoftware: boolean }): Promise<Gpu> {
+/** Features the kernels can do without, left off in portable mode to run the fallback paths. */
+const OPTIONAL_FEATURES: GPUFeatureName[] = ['subgroups', 'chromium-experimental-subgroup-matrix' as GPUFeatureName];
+
+/**
+ * `portable` opens the device without subgroups and subgroup matrices even where the adapter has
+ * them, so the kernels for adapters that lack them can be tested on any machine.
+ */
+export async function openGpu(options: { allowSoftware: boolean; portable?: boolean }): Promise<Gpu> {
   const adapter = await gpuInstance().requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new GpuUnavailableError('no WebGPU adapter (no Vulkan driver found: install a GPU driver, or Mesa ≥ 25 for the software adapter)');
   const info = adapter.info;
@@ -60,7 +67,7 @@ export async function openGpu(options: { allowSoftware: boolean }): Promise<Gpu>
   if (isSoftware && !options.allowSoftware) {
     throw new GpuUnavailableError(`only a software WebGPU adapter is available (${info.description || info.device})`);
   }
-  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !(options.portable && OPTIONAL_FEATURES.includes(f)));
   const limits = adapter.limits;
   const device = await adapter.requestDevice({
     requiredFeatures,
