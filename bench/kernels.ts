@@ -2,7 +2,8 @@
 // device in the same run) and prefill GEMM (TFLOP/s against PyTorch's F.linear, run from this
 // command when python3 with torch and a GPU is there). Random weights; prints tables, writes JSON.
 //
-//   npx tsx bench/kernels.ts [--quick] [--out FILE] [--no-torch]
+//   npx tsx bench/kernels.ts [--quick] [--out FILE] [--no-torch] [--portable]
+// --portable measures the kernels for adapters without subgroups or subgroup matrices.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,6 +16,7 @@ const { values } = parseArgs({
   options: {
     quick: { type: 'boolean' },
     'no-torch': { type: 'boolean' },
+    portable: { type: 'boolean' },
     out: { type: 'string', default: 'bench/out/kernels.json' },
   },
   strict: true,
@@ -24,7 +26,7 @@ const { values } = parseArgs({
 const SHAPES: [number, number][] = values.quick ? [[256, 384]] : [[4096, 4096], [4096, 11008], [11008, 4096], [2048, 8192]];
 const GEMM_ROWS = values.quick ? [64] : [1024, 2048];
 
-const backend = await WebGpuBackend.create({ allowSoftware: true });
+const backend = await WebGpuBackend.create({ allowSoftware: true, portable: values.portable });
 const device = backend.gpu.device;
 console.log(`device: ${backend.description}`);
 
