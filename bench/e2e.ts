@@ -1,4 +1,4 @@
-// End-to-end benchmark: batch 1, a prompt of P random tokens, N greedy new tokens, on full-size
+// End-to-end benchmark: batch 1, a prompt of P random tokens, N new tokens, on full-size
 // models with random weights made on the GPU (no download); prefill ms and decode tokens/s, with
 // Hugging Face transformers measured from the same command (bench/hf_e2e.py) when it is there, and
 // the bandwidth floor for decode (weight bytes / copy ceiling).
@@ -13,6 +13,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
 import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+import { GREEDY } from '../engine/sampler.ts';
+import type { SampleParams } from '../kernels/backend.ts';
+import { PREVIOUS_SAMPLE } from '../models/model.ts';
 import { loadRandomModel } from '../models/random.ts';
 
 const { values } = parseArgs({
@@ -51,32 +54,48 @@ for (const name of values.models.split(',')) {
     await model.forward(cache, prompt, 0);
     prefillSamples.push(performance.now() - t0);
   }
-  const decodeSamples: number[] = [];
-  // Greedy decoding as blr generate does it by default: each token is picked on the device.
-  // Where a decode step's time goes (WebGPU): dispatches per step, and the wait for the GPU after
-  // the submit; the rest of the step is JS recording, sampling and the submit itself.
-  const stats = (backend as { lastStep?: { dispatches: number; waitMs: number } }).lastStep;
-  let waitMs = 0;
-  for (let run = 0; run < 3; run++) {
-    let token = await model.forwardGreedy(cache, prompt, 0);
+  // Decoding as blr generate does it: each token sampled on the device, step n + 1 submitted before
+  // step n's id is read (pipelined). Greedy, and top-p sampling with a repetition penalty (the
+  // sampling kernel's cost). `lastStep` (WebGPU) counts the dispatches of a step.
+  const decode = async (params: SampleParams): Promise<number> => {
+    await model.forwardSample(cache, prompt, 0, params);
     const t0 = performance.now();
-    waitMs = 0;
-    for (let i = 0; i < newTokens - 1; i++) {
-      token = await model.forwardGreedy(cache, Int32Array.of(token), promptTokens + i);
-      waitMs += stats?.waitMs ?? 0;
+    let inFlight = model.forwardSample(cache, PREVIOUS_SAMPLE, promptTokens, params);
+    for (let i = 1; i < newTokens - 1; i++) {
+      const next = model.forwardSample(cache, PREVIOUS_SAMPLE, promptTokens + i, params);
+      await inFlight;
+      inFlight = next;
     }
-    decodeSamples.push(((newTokens - 1) * 1000) / (performance.now() - t0));
+    await inFlight;
+    return ((newTokens - 1) * 1000) / (performance.now() - t0);
+  };
+  const greedy: SampleParams = { ...GREEDY, draw: 0 };
+  const sampled: SampleParams = { temperature: 0.8, topK: 0, topP: 0.95, minP: 0, repetitionPenalty: 1.1, draw: 0.5 };
+  const decodeSamples: number[] = [];
+  const sampledSamples: number[] = [];
+  const stats = (backend as { lastStep?: { dispatches: number } }).lastStep;
+  if (!values.profile) {
+    for (let run = 0; run < 3; run++) decodeSamples.push(await decode(greedy));
+    for (let run = 0; run < 3; run++) sampledSamples.push(await decode(sampled));
   }
   if (values.profile && backend instanceof WebGpuBackend) {
+    // One step at a time here: profile mode reads each step's timestamps before the next.
     backend.takeProfile(); // drop what the prefill and warm-up recorded
-    let token = await model.forwardGreedy(cache, prompt, 0);
+    let token = await model.forwardSample(cache, prompt, 0, greedy);
     backend.takeProfile();
-    for (let i = 0; i < newTokens - 1; i++) token = await model.forwardGreedy(cache, Int32Array.of(token), promptTokens + i);
+    const t0 = performance.now();
+    for (let i = 0; i < newTokens - 1; i++) token = await model.forwardSample(cache, Int32Array.of(token), promptTokens + i, greedy);
+    decodeSamples.push(((newTokens - 1) * 1000) / (performance.now() - t0));
     const profile = [...backend.takeProfile()].sort((a, b) => b[1].ms - a[1].ms);
     const steps = newTokens - 1;
     const total = profile.reduce((sum, [, p]) => sum + p.ms, 0) / steps;
     console.log(`  ${name} decode, GPU time per step by kernel (timestamps; sum ${total.toFixed(2)} ms):`);
     for (const [kernel, p] of profile) console.log(`    ${kernel.padEnd(20)} ${(p.calls / steps).toFixed(0).padStart(4)} calls  ${(p.ms / steps).toFixed(3)} ms  ${((1000 * p.ms) / p.calls).toFixed(1)} µs each`);
+    await model.forwardSample(cache, prompt, 0, sampled);
+    backend.takeProfile();
+    await model.forwardSample(cache, Int32Array.of(token), promptTokens, sampled);
+    const sampleKernel = backend.takeProfile().get('sample');
+    if (sampleKernel) console.log(`    sample (top-p 0.95, T 0.8, penalty 1.1): ${sampleKernel.ms.toFixed(3)} ms per step`);
   }
   cache.release();
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -88,7 +107,8 @@ for (const name of values.models.split(',')) {
     loadMs,
     prefillMs: median(prefillSamples),
     decodeTokensPerS: median(decodeSamples),
-    decodeStep: stats ? { dispatches: stats.dispatches, gpuWaitMs: waitMs / (newTokens - 1), totalMs: 1000 / median(decodeSamples) } : undefined,
+    sampledDecodeTokensPerS: sampledSamples.length > 0 ? median(sampledSamples) : undefined,
+    decodeStep: stats ? { dispatches: stats.dispatches, totalMs: 1000 / median(decodeSamples) } : undefined,
   };
   model.dispose();
   backend.dispose();
@@ -99,9 +119,10 @@ for (const name of values.models.split(',')) {
   }
   row.weightBytesF16 = weightBytes;
   results.push(row);
-  console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s (load ${(loadMs / 1000).toFixed(1)} s)`);
-  const step = row.decodeStep as { dispatches: number; gpuWaitMs: number; totalMs: number } | undefined;
-  if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms = ${step.gpuWaitMs.toFixed(2)} ms waiting for the GPU after submit + ${(step.totalMs - step.gpuWaitMs).toFixed(2)} ms recording ${step.dispatches} dispatches, sampling, submitting`);
+  const sampledRate = row.sampledDecodeTokensPerS as number | undefined;
+  console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
+  const step = row.decodeStep as { dispatches: number; totalMs: number } | undefined;
+  if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches`);
 }
 
 console.log(`\nbatch 1, prompt ${promptTokens} tokens, ${newTokens} new tokens; ${results[0]?.backend}`);

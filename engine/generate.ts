@@ -1,7 +1,7 @@
 // One sequence from prompt ids to finished text: chunked prefill into a KV cache, then one decode
 // step per token, sampling, detokenising and stop checks as tokens arrive.
 import type { KVCache } from '../kernels/backend.ts';
-import type { CausalLM } from '../models/model.ts';
+import { PREVIOUS_SAMPLE, type CausalLM } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
 import { IncrementalDetokenizer } from './detokenizer.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
@@ -76,7 +76,6 @@ export class Generator {
     const detokenizer = new IncrementalDetokenizer(this.tokenizer, promptIds);
     const stops = new StopStringMatcher(request.stop ?? []);
     const eos = new Set(request.ignoreEos ? [] : this.eosTokenIds);
-    const history = [...promptIds];
     const ids: number[] = [];
     let text = '';
     const emit = (chunk: string) => {
@@ -84,41 +83,65 @@ export class Generator {
       text += chunk;
       request.onText?.(chunk);
     };
+    if (sampler.penalises) {
+      // The repetition penalty reads which tokens the sequence holds; sampling flags new ones.
+      const flags = new Int32Array(this.model.config.vocabSize);
+      for (const id of promptIds) flags[id] = 1;
+      this.model.backend.uploadIndices(cache.tokenFlags, flags);
+    }
 
+    // Tokens are sampled where the logits are; only ids come back. Decoding is pipelined: step
+    // n + 1 (fed step n's token on the device) is submitted before step n's id is read, so the
+    // CPU's recording overlaps the GPU's work. When step n ends the sequence, step n + 1 was
+    // wasted work on a cache about to be released.
     const prefillStart = performance.now();
-    let logits!: Float32Array;
-    for (let start = 0; start < promptIds.length; start += this.model.maxStepTokens) {
-      const chunk = Int32Array.from(promptIds.slice(start, start + this.model.maxStepTokens));
-      logits = await this.model.forward(cache, chunk, start);
+    const step = this.model.maxStepTokens;
+    const lastChunk = Math.floor((promptIds.length - 1) / step) * step;
+    for (let start = 0; start < lastChunk; start += step) {
+      this.model.prefill(cache, Int32Array.from(promptIds.slice(start, start + step)), start);
       request.signal?.throwIfAborted();
     }
-    const prefillMs = performance.now() - prefillStart;
-
+    let pending: Promise<number> | undefined = this.model.forwardSample(cache, Int32Array.from(promptIds.slice(lastChunk)), lastChunk, sampler.next());
+    let next: Promise<number> | undefined;
+    let first = true;
+    let prefillMs = 0;
+    let decodeStart = 0;
+    let decodeSteps = 0;
     let finishReason: FinishReason = 'length';
     let stoppedByString = false;
-    const decodeStart = performance.now();
-    let decodeSteps = 0;
-    for (;;) {
-      const token = sampler.sample(logits, history);
-      ids.push(token);
-      history.push(token);
-      if (eos.has(token)) {
-        finishReason = 'stop';
-        break;
+    try {
+      while (pending) {
+        // The token that `pending` will give is number ids.length + 1 and sits at this position.
+        const position = promptIds.length + ids.length;
+        const more = ids.length + 1 < maxTokens && position + 1 < capacity;
+        next = more ? this.model.forwardSample(cache, PREVIOUS_SAMPLE, position, sampler.next()) : undefined;
+        next?.catch(() => undefined); // its failure surfaces when it is awaited, below or in the loop
+        const token = await pending;
+        pending = next;
+        if (first) {
+          first = false;
+          prefillMs = performance.now() - prefillStart;
+          decodeStart = performance.now();
+        } else {
+          decodeSteps++;
+        }
+        ids.push(token);
+        if (eos.has(token)) {
+          finishReason = 'stop';
+          break;
+        }
+        const released = stops.push(detokenizer.push(token));
+        emit(released.text);
+        if (released.stopped) {
+          finishReason = 'stop';
+          stoppedByString = true;
+          break;
+        }
+        request.signal?.throwIfAborted();
       }
-      const released = stops.push(detokenizer.push(token));
-      emit(released.text);
-      if (released.stopped) {
-        finishReason = 'stop';
-        stoppedByString = true;
-        break;
-      }
-      // prompt + output never exceeds the context, as with transformers' max_length
-      if (ids.length >= maxTokens || promptIds.length + ids.length >= capacity) break;
-      const position = promptIds.length + ids.length - 1;
-      request.signal?.throwIfAborted();
-      logits = await this.model.forward(cache, Int32Array.of(token), position);
-      decodeSteps++;
+    } finally {
+      // A step still in flight finishes before its cache goes back to the pool.
+      await next?.catch(() => undefined);
     }
     const decodeMs = performance.now() - decodeStart;
     if (!stoppedByString) {

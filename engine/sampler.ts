@@ -1,6 +1,7 @@
-// Next-token choice from logits, in transformers' order: repetition penalty, then greedy if the
-// temperature is 0, else temperature, top-k, top-p, min-p, and a draw from what is left.
-import { argmax } from '../kernels/cpu/ops.ts';
+// Sampling options, and the seeded source of each step's draw. The pick itself happens where the
+// logits are, in the backend's `sample` op (kernels/cpu/sample.ts is the reference), so on a GPU
+// only the chosen id crosses back to the CPU.
+import type { SampleParams } from '../kernels/backend.ts';
 import { Rng } from './rng.ts';
 
 export interface SamplingOptions {
@@ -31,67 +32,7 @@ export function validateSampling(options: SamplingOptions): void {
   if (!Number.isInteger(options.seed) || options.seed < 0 || options.seed > 0xffffffff) fail(`seed must be an integer in [0, 2^32), got ${options.seed}`);
 }
 
-export interface Candidates {
-  ids: Int32Array;
-  /** Probabilities of `ids`, summing to 1, in descending order. */
-  probs: Float64Array;
-}
-
-/** transformers' RepetitionPenaltyLogitsProcessor, in place: divide positive logits, multiply negative. */
-export function applyRepetitionPenalty(logits: Float32Array, history: Iterable<number>, penalty: number): void {
-  if (penalty === 1) return;
-  for (const id of new Set(history)) {
-    if (id < 0 || id >= logits.length) continue;
-    logits[id] = logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty;
-  }
-}
-
-// Tokens this far below the best logit (after temperature) have probability < e^-40 ≈ 4e-18:
-// dropping them before sorting changes no probability visibly and keeps large vocabularies fast.
-const NEGLIGIBLE_LOGIT_GAP = 40;
-
-/** The tokens that survive temperature, top-k, top-p and min-p, with their renormalised probabilities. */
-export function candidateDistribution(logits: Float32Array, options: Omit<SamplingOptions, 'seed' | 'repetitionPenalty'>): Candidates {
-  const inverseTemperature = 1 / options.temperature;
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
-  const floor = max - NEGLIGIBLE_LOGIT_GAP / inverseTemperature;
-  let kept: number[] = [];
-  for (let i = 0; i < logits.length; i++) if (logits[i] >= floor) kept.push(i);
-  kept.sort((a, b) => logits[b] - logits[a] || a - b);
-  if (options.topK > 0 && kept.length > options.topK) kept = kept.slice(0, options.topK);
-
-  const softmax = (ids: number[]): Float64Array => {
-    const top = logits[ids[0]] * inverseTemperature;
-    const probs = new Float64Array(ids.length);
-    let sum = 0;
-    for (let i = 0; i < ids.length; i++) sum += probs[i] = Math.exp(logits[ids[i]] * inverseTemperature - top);
-    for (let i = 0; i < ids.length; i++) probs[i] /= sum;
-    return probs;
-  };
-  let probs = softmax(kept);
-  if (options.topP < 1) {
-    // The smallest prefix whose mass reaches top-p (at least one token).
-    let cumulative = 0;
-    let keep = 0;
-    while (keep < kept.length && cumulative < options.topP) cumulative += probs[keep++];
-    if (keep < kept.length) {
-      kept = kept.slice(0, Math.max(1, keep));
-      probs = softmax(kept);
-    }
-  }
-  if (options.minP > 0) {
-    const threshold = options.minP * probs[0];
-    let keep = 1;
-    while (keep < kept.length && probs[keep] >= threshold) keep++;
-    if (keep < kept.length) {
-      kept = kept.slice(0, keep);
-      probs = softmax(kept);
-    }
-  }
-  return { ids: Int32Array.from(kept), probs };
-}
-
+/** One sequence's sampling: the same seed gives the same draws, step after step. */
 export class Sampler {
   private readonly rng: Rng;
 
@@ -100,17 +41,16 @@ export class Sampler {
     this.rng = new Rng(options.seed);
   }
 
-  /** Picks the next token; `logits` is modified (penalty applied). */
-  sample(logits: Float32Array, history: Iterable<number>): number {
-    applyRepetitionPenalty(logits, history, this.options.repetitionPenalty);
-    if (this.options.temperature === 0) return argmax(logits);
-    const { ids, probs } = candidateDistribution(logits, this.options);
-    const u = this.rng.next();
-    let cumulative = 0;
-    for (let i = 0; i < ids.length; i++) {
-      cumulative += probs[i];
-      if (u < cumulative) return ids[i];
-    }
-    return ids[ids.length - 1];
+  /** Whether the backend must see which tokens the sequence holds. */
+  get penalises(): boolean {
+    return this.options.repetitionPenalty !== 1;
+  }
+
+  /** The next step's parameters; a non-greedy step takes one draw from the generator. */
+  next(): SampleParams {
+    const { temperature, topK, topP, minP, repetitionPenalty } = this.options;
+    // 24 random bits: exactly a float32 in [0, 1), so the CPU and the GPU see the same number.
+    const draw = temperature === 0 ? 0 : (this.rng.nextUint32() >>> 8) / 16777216;
+    return { temperature, topK, topP, minP, repetitionPenalty, draw };
   }
 }

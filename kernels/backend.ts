@@ -12,12 +12,17 @@ export interface Tensor {
   readonly elements: number;
 }
 
-/** Keys and values of one sequence for every layer, room for `capacity` positions. */
+/**
+ * What one sequence keeps on the device: keys and values for every layer, room for `capacity`
+ * positions, and a flag per vocabulary entry for the tokens the sequence holds (the repetition
+ * penalty reads them; `sample` sets them).
+ */
 export interface KVCache {
   readonly layers: number;
   readonly kvHeads: number;
   readonly headDim: number;
   readonly capacity: number;
+  readonly tokenFlags: IndexTensor;
   /** Gives the memory back to the backend's pool; the cache must not be used afterwards. */
   release(): void;
 }
@@ -27,6 +32,23 @@ export interface KVCacheShape {
   kvHeads: number;
   headDim: number;
   capacity: number;
+  vocabSize: number;
+}
+
+/** One sampling step's choices (see kernels/cpu/sample.ts for the reference). */
+export interface SampleParams {
+  /** 0 picks the largest (after the repetition penalty). */
+  temperature: number;
+  /** 0 keeps every token. */
+  topK: number;
+  /** 1 keeps every token. */
+  topP: number;
+  /** 0 keeps every token. */
+  minP: number;
+  /** 1: none; > 1 discourages flagged tokens (transformers' rule). */
+  repetitionPenalty: number;
+  /** This step's uniform draw in [0, 1), a float32 value (the seeded generator lives on the CPU). */
+  draw: number;
 }
 
 export interface AttentionShape {
@@ -64,7 +86,10 @@ export interface Backend {
   /** A scratch tensor, allocated once and reused every step. */
   allocate(elements: number): Tensor;
   createKVCache(shape: KVCacheShape): KVCache;
-  /** Token ids or positions for this step (rows ≤ the tensor's capacity). */
+  /**
+   * Token ids or positions for this step (rows ≤ the tensor's capacity). On a GPU the values land
+   * before any work not yet submitted runs: `flush` first if recorded work must see the old ones.
+   */
   uploadIndices(target: IndexTensor, values: Int32Array): void;
   allocateIndices(elements: number): IndexTensor;
 
@@ -106,10 +131,20 @@ export interface Backend {
 
   /** out[0] = the index of the largest of the first `count` values of `values` (lowest on ties). */
   argmax(out: IndexTensor, values: Tensor, count: number): void;
+  /**
+   * out[0] = the next token drawn from the first `count` logits (not modified). With
+   * `tokenFlags`, flagged tokens get the repetition penalty and the drawn token is flagged.
+   */
+  sample(out: IndexTensor, logits: Tensor, count: number, params: SampleParams, tokenFlags: IndexTensor | null): void;
 
+  /** Starts running what was recorded, without waiting (index uploads after it see it done). */
+  flush(): void;
   /** Runs what was recorded and returns the first `elements` values of the tensor. */
   read(tensor: Tensor, elements: number): Promise<Float32Array>;
-  /** Runs what was recorded and returns the first `elements` values of the index tensor. */
+  /**
+   * Runs what was recorded and returns the first `elements` values of the index tensor. The
+   * next step may be recorded and submitted before the promise settles (pipelined decoding).
+   */
   readIndices(tensor: IndexTensor, elements: number): Promise<Int32Array>;
   dispose(): void;
 }

@@ -4,7 +4,7 @@
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
 import type { ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, DecoderModel, StepBuffers, type WeightReader } from './model.ts';
+import { checkCacheRoom, DecoderModel, StepBuffers, type StepTokens, type WeightReader } from './model.ts';
 
 interface Gpt2Layer {
   norm1: { weight: Tensor; bias: Tensor };
@@ -72,15 +72,15 @@ export class Gpt2Model extends DecoderModel {
     this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: false });
   }
 
-  protected record(cache: KVCache, tokens: Int32Array, startPosition: number): void {
+  protected record(cache: KVCache, tokens: StepTokens, startPosition: number): void {
     const be = this.backend;
     const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, normEps: eps } = this.config;
-    checkCacheRoom(cache, startPosition, tokens.length);
-    const rows = b.indices.set(tokens, startPosition, b.rows);
+    checkCacheRoom(cache, startPosition, tokens);
+    const { rows, tokenIds } = b.indices.set(tokens, startPosition, b.rows);
     const { positions } = b.indices;
 
-    be.gatherRows(b.hidden, this.tokenEmbedding, b.indices.tokens, rows, H);
+    be.gatherRows(b.hidden, this.tokenEmbedding, tokenIds, rows, H);
     be.gatherRows(b.projected, this.positionEmbedding, positions, rows, H);
     be.add(b.hidden, b.hidden, b.projected, rows * H);
     this.layers.forEach((layer, l) => {

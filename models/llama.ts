@@ -4,7 +4,7 @@ import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backen
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, DecoderModel, StepBuffers, WeightReader } from './model.ts';
+import { checkCacheRoom, DecoderModel, StepBuffers, WeightReader, type StepTokens } from './model.ts';
 
 interface LlamaLayer {
   attentionNorm: Tensor;
@@ -78,17 +78,17 @@ export class LlamaModel extends DecoderModel {
     this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: true });
   }
 
-  protected record(cache: KVCache, tokens: Int32Array, startPosition: number): void {
+  protected record(cache: KVCache, tokens: StepTokens, startPosition: number): void {
     const be = this.backend;
     const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, normEps: eps } = this.config;
-    checkCacheRoom(cache, startPosition, tokens.length);
-    const rows = b.indices.set(tokens, startPosition, b.rows);
+    checkCacheRoom(cache, startPosition, tokens);
+    const { rows, tokenIds } = b.indices.set(tokens, startPosition, b.rows);
     const { positions } = b.indices;
 
     // Each RMSNorm travels with the projection that consumes it (fused into the matmul where a
     // kernel can): qkv(norm(hidden)), gateUp(norm(hidden)), lmHead(norm(last hidden)).
-    be.gatherRows(b.hidden, this.embedding, b.indices.tokens, rows, H);
+    be.gatherRows(b.hidden, this.embedding, tokenIds, rows, H);
     this.layers.forEach((layer, l) => {
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
       be.rope(b.q, b.k, positions, this.ropeCos, this.ropeSin, rows, heads, kvHeads, headDim);

@@ -1,9 +1,16 @@
 // What the engine sees of a model, and the pieces Llama and GPT-2 share: shape-checked weight
 // reads and the final norm + LM head on the last row of a step.
-import type { Backend, IndexTensor, KVCache, Tensor } from '../kernels/backend.ts';
+import type { Backend, IndexTensor, KVCache, SampleParams, Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import type { ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
+
+/**
+ * A step's input when it is the token the previous step sampled: it stays on the device, so the
+ * step can be submitted before that token is read back (pipelined decoding).
+ */
+export const PREVIOUS_SAMPLE = Symbol('the previous step\'s sampled token');
+export type StepTokens = Int32Array | typeof PREVIOUS_SAMPLE;
 
 export interface CausalLM {
   readonly config: ModelConfig;
@@ -17,8 +24,14 @@ export interface CausalLM {
    * holds, appends theirs, and returns the logits (vocabSize) of the last token.
    */
   forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array>;
-  /** The same step, returning only the greedy next token: picked on the device, one id read back. */
-  forwardGreedy(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<number>;
+  /** The same step when its logits are not needed (a prompt chunk before the last): submitted, nothing read. */
+  prefill(cache: KVCache, tokens: Int32Array, startPosition: number): void;
+  /**
+   * The same step, then the next token sampled where the logits are; resolves to its id (the only
+   * thing read back). With a repetition penalty, the cache's token flags say which tokens the
+   * sequence holds. The next step may be started before this one's promise settles.
+   */
+  forwardSample(cache: KVCache, tokens: StepTokens, startPosition: number, params: SampleParams): Promise<number>;
   dispose(): void;
 }
 
@@ -31,7 +44,7 @@ export abstract class DecoderModel implements CausalLM {
   protected abstract readonly buffers: StepBuffers;
 
   /** Records the forward pass of one step, up to the last token's logits in buffers.logits. */
-  protected abstract record(cache: KVCache, tokens: Int32Array, startPosition: number): void;
+  protected abstract record(cache: KVCache, tokens: StepTokens, startPosition: number): void;
 
   createCache(capacity: number): KVCache {
     return createSequenceCache(this.backend, this.config, capacity);
@@ -42,10 +55,18 @@ export abstract class DecoderModel implements CausalLM {
     return this.backend.read(this.buffers.logits, this.config.vocabSize);
   }
 
-  async forwardGreedy(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<number> {
+  prefill(cache: KVCache, tokens: Int32Array, startPosition: number): void {
     this.record(cache, tokens, startPosition);
-    this.backend.argmax(this.buffers.sampled, this.buffers.logits, this.config.vocabSize);
-    return (await this.backend.readIndices(this.buffers.sampled, 1))[0];
+    this.backend.flush();
+  }
+
+  forwardSample(cache: KVCache, tokens: StepTokens, startPosition: number, params: SampleParams): Promise<number> {
+    this.record(cache, tokens, startPosition);
+    const flags = params.repetitionPenalty !== 1 ? cache.tokenFlags : null;
+    this.backend.sample(this.buffers.sampled, this.buffers.logits, this.config.vocabSize, params, flags);
+    // Submitted here, synchronously: a step recorded after this call runs after this one.
+    const read = this.backend.readIndices(this.buffers.sampled, 1);
+    return read.then((ids) => ids[0]);
   }
 
   dispose(): void {}
@@ -155,12 +176,13 @@ export class StepBuffers {
   readonly lastHidden: Tensor;
   readonly lastNormed: Tensor;
   readonly logits: Tensor;
-  /** The greedy token, when it is picked on the device. */
+  /** The sampled token, picked on the device; the next decode step can read its id from here. */
   readonly sampled: IndexTensor;
 
   constructor(backend: Backend, config: ModelConfig, readonly rows: number, options: { gatedMlp: boolean }) {
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
-    this.indices = new StepIndices(backend, rows);
+    this.sampled = backend.allocateIndices(1);
+    this.indices = new StepIndices(backend, rows, this.sampled);
     this.hidden = backend.allocate(rows * H);
     this.normed = backend.allocate(rows * H);
     this.q = backend.allocate(rows * heads * headDim);
@@ -173,17 +195,19 @@ export class StepBuffers {
     this.lastHidden = backend.allocate(H);
     this.lastNormed = backend.allocate(H);
     this.logits = backend.allocate(vocabSize);
-    this.sampled = backend.allocateIndices(1);
   }
 }
 
 /** A KV cache for one sequence of up to `capacity` positions (never more than the model knows). */
 export function createSequenceCache(backend: Backend, config: ModelConfig, capacity: number): KVCache {
   const { layers, kvHeads, headDim, maxPositions } = config;
-  return backend.createKVCache({ layers, kvHeads, headDim, capacity: Math.min(capacity, maxPositions) });
+  return backend.createKVCache({ layers, kvHeads, headDim, capacity: Math.min(capacity, maxPositions), vocabSize: config.vocabSize });
 }
 
-/** Per-step index tensors: token ids and positions of each row, and the row whose logits we want. */
+/**
+ * Per-step index tensors: token ids and positions of each row, and the row whose logits we want.
+ * A step fed PREVIOUS_SAMPLE gathers its token from `sampled`, on the device.
+ */
 export class StepIndices {
   readonly tokens: IndexTensor;
   readonly positions: IndexTensor;
@@ -191,26 +215,28 @@ export class StepIndices {
   private readonly positionValues: Int32Array;
   private readonly lastRowValue = new Int32Array(1);
 
-  constructor(private readonly backend: Backend, maxRows: number) {
+  constructor(private readonly backend: Backend, maxRows: number, private readonly sampled: IndexTensor) {
     this.tokens = backend.allocateIndices(maxRows);
     this.positions = backend.allocateIndices(maxRows);
     this.lastRow = backend.allocateIndices(1);
     this.positionValues = new Int32Array(maxRows);
   }
 
-  set(tokens: Int32Array, startPosition: number, maxRows: number): number {
-    const rows = tokens.length;
+  /** Uploads the step's indices; returns its rows and the index tensor holding its token ids. */
+  set(tokens: StepTokens, startPosition: number, maxRows: number): { rows: number; tokenIds: IndexTensor } {
+    const rows = tokens === PREVIOUS_SAMPLE ? 1 : tokens.length;
     if (rows === 0 || rows > maxRows) throw new RangeError(`a step takes 1..${maxRows} tokens, got ${rows}`);
     for (let r = 0; r < rows; r++) this.positionValues[r] = startPosition + r;
-    this.backend.uploadIndices(this.tokens, tokens);
+    if (tokens !== PREVIOUS_SAMPLE) this.backend.uploadIndices(this.tokens, tokens);
     this.backend.uploadIndices(this.positions, this.positionValues.subarray(0, rows));
     this.lastRowValue[0] = rows - 1;
     this.backend.uploadIndices(this.lastRow, this.lastRowValue);
-    return rows;
+    return { rows, tokenIds: tokens === PREVIOUS_SAMPLE ? this.sampled : this.tokens };
   }
 }
 
-export function checkCacheRoom(cache: KVCache, startPosition: number, rows: number): void {
+export function checkCacheRoom(cache: KVCache, startPosition: number, tokens: StepTokens): void {
+  const rows = tokens === PREVIOUS_SAMPLE ? 1 : tokens.length;
   if (startPosition < 0 || startPosition + rows > cache.capacity) {
     throw new RangeError(`positions ${startPosition}..${startPosition + rows - 1} do not fit the KV cache (capacity ${cache.capacity})`);
   }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
-import { applyRepetitionPenalty, candidateDistribution, Sampler, validateSampling, type SamplingOptions } from '../engine/sampler.ts';
+import { Sampler, validateSampling, type SamplingOptions } from '../engine/sampler.ts';
+import { applyRepetitionPenalty, candidateDistribution, sampleToken } from '../kernels/cpu/sample.ts';
 
 const base: SamplingOptions = { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, seed: 42 };
 // probabilities at temperature 1: softmax of log(p) gives back p
@@ -43,15 +44,20 @@ describe('candidateDistribution', () => {
   });
 });
 
-describe('Sampler', () => {
+/** Draws with `sampler`'s next step parameters from `values` (the CPU backend's sample op). */
+function pick(sampler: Sampler, values: Float32Array, flags: Int32Array | null = null): number {
+  return sampleToken(values, values.length, sampler.next(), flags);
+}
+
+describe('Sampler and sampleToken', () => {
   it('is greedy at temperature 0', () => {
-    expect(new Sampler({ ...base, temperature: 0 }).sample(Float32Array.of(1, 5, 3), [])).toBe(1);
+    expect(pick(new Sampler({ ...base, temperature: 0 }), Float32Array.of(1, 5, 3))).toBe(1);
   });
 
   it('gives the same sequence for the same seed and another for another seed', () => {
     const draw = (seed: number) => {
       const sampler = new Sampler({ ...base, seed });
-      return Array.from({ length: 40 }, () => sampler.sample(logits(), []));
+      return Array.from({ length: 40 }, () => pick(sampler, logits()));
     };
     expect(draw(7)).toEqual(draw(7));
     expect(draw(7)).not.toEqual(draw(8));
@@ -61,7 +67,7 @@ describe('Sampler', () => {
     const sampler = new Sampler({ ...base, seed: 3 });
     const counts = new Array(probs.length).fill(0);
     const n = 20000;
-    for (let i = 0; i < n; i++) counts[sampler.sample(logits(), [])]++;
+    for (let i = 0; i < n; i++) counts[pick(sampler, logits())]++;
     // 5 standard deviations of a binomial count
     counts.forEach((count, i) => expect(Math.abs(count / n - probs[i])).toBeLessThan(5 * Math.sqrt((probs[i] * (1 - probs[i])) / n)));
   });
@@ -70,7 +76,7 @@ describe('Sampler', () => {
     const sampler = new Sampler({ ...base, topK: 4, topP: 0.7, seed: 9 });
     // top-k 4 renormalises to 0.44, 0.28, 0.17, 0.11; top-p 0.7 of that keeps tokens 0 and 1
     const seen = new Set<number>();
-    for (let i = 0; i < 2000; i++) seen.add(sampler.sample(logits(), []));
+    for (let i = 0; i < 2000; i++) seen.add(pick(sampler, logits()));
     expect([...seen].sort()).toEqual([0, 1]);
   });
 
@@ -78,7 +84,22 @@ describe('Sampler', () => {
     const l = Float32Array.of(2, -2, 1);
     applyRepetitionPenalty(l, [0, 1, 0], 2);
     expect(Array.from(l)).toEqual([1, -4, 1]);
-    expect(new Sampler({ ...base, temperature: 0, repetitionPenalty: 3 }).sample(Float32Array.of(3, 2), [0])).toBe(1);
+    const flags = Int32Array.of(1, 0);
+    expect(pick(new Sampler({ ...base, temperature: 0, repetitionPenalty: 3 }), Float32Array.of(3, 2), flags)).toBe(1);
+    expect(Array.from(flags)).toEqual([1, 1]); // the picked token is flagged for the next step
+  });
+
+  it('leaves the logits it samples from unchanged, and draws float32 values', () => {
+    const values = Float32Array.of(2, -2, 1);
+    const sampler = new Sampler({ ...base, repetitionPenalty: 2, seed: 5 });
+    pick(sampler, values, Int32Array.of(1, 1, 1));
+    expect(Array.from(values)).toEqual([2, -2, 1]);
+    for (let i = 0; i < 100; i++) {
+      const { draw } = sampler.next();
+      expect(draw).toBe(Math.fround(draw));
+      expect(draw >= 0 && draw < 1).toBe(true);
+    }
+    expect(new Sampler({ ...base, temperature: 0 }).next().draw).toBe(0);
   });
 
   it('rejects out-of-range options', () => {

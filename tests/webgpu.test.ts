@@ -5,9 +5,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { Rng } from '../engine/rng.ts';
 import { GREEDY } from '../engine/sampler.ts';
-import type { Backend } from '../kernels/backend.ts';
+import type { Backend, SampleParams } from '../kernels/backend.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
+import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
@@ -213,7 +214,7 @@ describe.each([
       const q = random(rows * heads * headDim);
       const queryPositions = Int32Array.from({ length: rows }, (_, r) => length - rows + r);
       const [g, c] = await both(async (be) => {
-        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity });
+        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity, vocabSize: 5 });
         const all = be.allocateIndices(length);
         be.uploadIndices(all, Int32Array.from({ length }, (_, i) => i));
         be.writeKV(cache, 1, be.upload(k), be.upload(v), all, length);
@@ -258,6 +259,66 @@ describe.each([
       expect(g[0]).toBe(top);
     });
 
+    // The sampling kernel against the CPU sampler, draw for draw. Sums of probabilities differ in
+    // rounding (f32 on the GPU, f64 on the CPU): a draw within 1e-4 of a boundary between two
+    // neighbouring candidates may fall either side, and then either is right.
+    const samplingCases: [string, Omit<SampleParams, 'draw'>][] = [
+      ['greedy with a repetition penalty', { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1.5 }],
+      ['temperature 1, nothing cut', { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1 }],
+      ['temperature 0.7, top-k 40', { temperature: 0.7, topK: 40, topP: 1, minP: 0, repetitionPenalty: 1 }],
+      ['top-p 0.9', { temperature: 1.3, topK: 0, topP: 0.9, minP: 0, repetitionPenalty: 1 }],
+      ['min-p 0.1', { temperature: 1, topK: 0, topP: 1, minP: 0.1, repetitionPenalty: 1 }],
+      ['top-k 5, top-p 0.8, min-p 0.05 and a penalty', { temperature: 0.9, topK: 5, topP: 0.8, minP: 0.05, repetitionPenalty: 1.3 }],
+    ];
+    it.for<[number, boolean]>([[1, false], [7, false], [300, true], [1000, false], [50257, false], [128256, true]])('sample over %i logits (ties: %s) gives the CPU sampler\'s tokens and flags', async ([count, ties], { skip }) => {
+      if (!gpu) return skip();
+      const draws = count > 10000 ? 3 : 12;
+      // With ties, many logits are equal: the order between them is by id, and cuts fall inside them.
+      const values = random(count, 3).map((v) => (ties ? Math.round(v * 2) / 2 : v));
+      const flags = Int32Array.from({ length: count }, (_, i) => (i % 5 === 0 ? 1 : 0));
+      for (const [label, options] of samplingCases) {
+        for (let d = 0; d < draws; d++) {
+          const params: SampleParams = { ...options, draw: Math.fround((d + 0.5 + rng.next() * 0.5) / (draws + 1)) };
+          const run = async (be: Backend) => {
+            const out = be.allocateIndices(1);
+            const flagTensor = be.allocateIndices(count);
+            be.uploadIndices(flagTensor, flags);
+            be.sample(out, be.upload(values), count, params, flagTensor);
+            return { id: (await be.readIndices(out, 1))[0], flags: await be.readIndices(flagTensor, count) };
+          };
+          const g = await run(gpu);
+          const c = await run(cpu);
+          expect(g.flags[g.id], label).toBe(1);
+          if (g.id === c.id) {
+            expect(Array.from(g.flags), label).toEqual(Array.from(c.flags));
+            continue;
+          }
+          // Only a draw on a boundary between two neighbouring candidates may differ.
+          const penalised = values.map((v, i) => (flags[i] && options.repetitionPenalty !== 1 ? (v > 0 ? v / options.repetitionPenalty : v * options.repetitionPenalty) : v));
+          const { ids, probs } = candidateDistribution(penalised, options);
+          const at = (id: number) => ids.indexOf(id);
+          expect(Math.abs(at(g.id) - at(c.id)), `${label}: GPU ${g.id}, CPU ${c.id}`).toBe(1);
+          const boundary = probs.slice(0, Math.max(at(g.id), at(c.id))).reduce((a, b) => a + b, 0);
+          expect(Math.abs(params.draw - boundary), label).toBeLessThan(1e-4);
+        }
+      }
+    });
+
+    it('sample draws tokens with their probabilities', async ({ skip }) => {
+      if (!gpu) return skip();
+      const probs = [0.4, 0.25, 0.15, 0.1, 0.06, 0.04];
+      const logits = gpu.upload(Float32Array.from(probs, Math.log));
+      const out = gpu.allocateIndices(1);
+      const counts = new Array(probs.length).fill(0);
+      const n = 400;
+      for (let i = 0; i < n; i++) {
+        gpu.sample(out, logits, probs.length, { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, draw: (i + 0.5) / n }, null);
+        counts[(await gpu.readIndices(out, 1))[0]]++;
+      }
+      // Evenly spaced draws: each token's share is its probability, to within one draw.
+      counts.forEach((c, i) => expect(Math.abs(c / n - probs[i])).toBeLessThanOrEqual(1 / n + 1e-9));
+    });
+
     it('rejects weights outside f16 range, naming the tensor', ({ skip }) => {
       if (!gpu) return skip();
       expect(() => gpu!.uploadMatrix(Float32Array.of(1, 70000), 1, 2, 'model.layers.3.mlp.up_proj.weight'))
@@ -265,8 +326,9 @@ describe.each([
     });
   });
 
+  const SAMPLING = { temperature: 0.8, topK: 30, topP: 0.9, minP: 0.02, repetitionPenalty: 1.2, seed: 7 };
   describe.each(['llama2-style', 'llama3-style', 'gpt2-style', 'stories260K'])('%s on WebGPU', (name) => {
-    it('gives the CPU backend\'s greedy tokens and logits (same f16 weights)', async ({ skip }) => {
+    it('gives the CPU backend\'s greedy tokens, logits and seeded samples (same f16 weights)', async ({ skip }) => {
       if (!gpu) return skip();
       const expected = reference(name);
       const directory = readModelDirectory(name === 'stories260K' ? DEFAULT_MODEL : tinyModelDirectory(name));
@@ -280,11 +342,15 @@ describe.each([
         cache.release();
         const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds);
         const result = await generator.generate({ promptIds: expected.prompt_ids, maxTokens: expected.greedy_ids.length, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
-        return { logits, ids: result.ids };
+        // Seeded sampling with every cut and a penalty, decoded pipelined (on the device for WebGPU).
+        const sampled = await generator.generate({ promptIds: expected.prompt_ids, maxTokens: 20, sampling: SAMPLING, ignoreEos: true });
+        return { logits, ids: result.ids, sampled: sampled.ids };
       };
       const onGpu = await generate(gpu);
       const onCpu = await generate(new CpuBackend({ matrixPrecision: 'f16' }));
       expect(onGpu.ids).toEqual(onCpu.ids);
+      expect(onGpu.sampled).toEqual(onCpu.sampled);
+      expect(new Set(onGpu.sampled).size).toBeGreaterThan(1);
       // The generator picked those greedy tokens on the GPU; the first agrees with the logits.
       expect(onGpu.ids[0]).toBe(Array.from(onGpu.logits.keys()).reduce((best, i) => (onGpu.logits[i] > onGpu.logits[best] ? i : best), 0));
       expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);

@@ -1,8 +1,9 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as ops from './ops.ts';
+import { sampleToken } from './sample.ts';
 
 class CpuTensor implements Tensor {
   constructor(readonly data: Float32Array) {}
@@ -25,15 +26,16 @@ class CpuKVCache implements KVCache {
   readonly kvHeads: number;
   readonly headDim: number;
   readonly capacity: number;
+  readonly tokenFlags: CpuIndexTensor;
   constructor(shape: KVCacheShape) {
     ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, capacity: this.capacity } = shape);
+    this.tokenFlags = new CpuIndexTensor(new Int32Array(shape.vocabSize));
     const perLayer = shape.kvHeads * shape.capacity * shape.headDim;
     this.keys = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
     this.values = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
   }
 
   release(): void {} // the garbage collector takes it
-
 }
 
 function data(t: Tensor): Float32Array {
@@ -168,6 +170,12 @@ export class CpuBackend implements Backend {
   argmax(out: IndexTensor, values: Tensor, count: number): void {
     indices(out)[0] = ops.argmax(data(values), count);
   }
+
+  sample(out: IndexTensor, logits: Tensor, count: number, params: SampleParams, tokenFlags: IndexTensor | null): void {
+    indices(out)[0] = sampleToken(data(logits), count, params, tokenFlags ? indices(tokenFlags) : null);
+  }
+
+  flush(): void {} // every op has already run
 
   async read(tensor: Tensor, elements: number): Promise<Float32Array> {
     return data(tensor).slice(0, elements);

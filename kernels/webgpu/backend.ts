@@ -7,7 +7,7 @@
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
 import fs from 'node:fs';
-import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 
@@ -81,6 +81,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
+    sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
     // Tensor cores, where the adapter offers f16 → f32 16 × 16 × 16 subgroup matrices.
@@ -93,7 +94,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
   };
 }
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix' | 'argmax';
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix' | 'argmax' | 'sample';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -127,7 +128,7 @@ class GpuKVCache implements KVCache {
   readonly kvHeads: number;
   readonly headDim: number;
   readonly capacity: number;
-  constructor(shape: KVCacheShape, readonly keys: GPUBuffer[], readonly values: GPUBuffer[], private readonly onRelease: (cache: GpuKVCache) => void) {
+  constructor(shape: KVCacheShape, readonly keys: GPUBuffer[], readonly values: GPUBuffer[], readonly tokenFlags: GpuIndexTensor, private readonly onRelease: (cache: GpuKVCache) => void) {
     ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, capacity: this.capacity } = shape);
   }
   release(): void {
@@ -158,7 +159,8 @@ export class WebGpuBackend implements Backend {
   private slotsUsed = 0;
   private encoder: GPUCommandEncoder | undefined;
   private pass: GPUComputePassEncoder | undefined;
-  private readonly staging = new Map<number, GPUBuffer>();
+  /** Mappable buffers by size; a read takes one not in flight (pipelined steps overlap reads). */
+  private readonly staging = new Map<number, GPUBuffer[]>();
   private readonly kvPool = new Map<number, GPUBuffer[]>();
   private readonly owned: GPUBuffer[] = [];
   private readonly errors: string[] = [];
@@ -167,6 +169,7 @@ export class WebGpuBackend implements Backend {
   private dispatchesSinceRead = 0;
   private profiler: Profiler | undefined;
   private normScratchTensor: GpuTensor | undefined;
+  private sampleScratch: GPUBuffer | undefined;
   private lostReason: string | undefined;
 
   private constructor(readonly gpu: Gpu) {
@@ -311,15 +314,18 @@ export class WebGpuBackend implements Backend {
   }
 
   createKVCache(shape: KVCacheShape): KVCache {
-    const bytes = Math.max(16, shape.kvHeads * shape.capacity * shape.headDim * 4);
-    const take = () => this.kvPool.get(bytes)?.pop() ?? this.createBuffer(bytes, GPUBufferUsage.STORAGE);
-    const keys = Array.from({ length: shape.layers }, take);
-    const values = Array.from({ length: shape.layers }, take);
-    return new GpuKVCache(shape, keys, values, (cache) => {
-      const free = this.kvPool.get(bytes) ?? [];
-      free.push(...cache.keys, ...cache.values);
-      this.kvPool.set(bytes, free);
-    });
+    // Released caches' buffers are pooled by size and handed out again.
+    const take = (bytes: number) => this.kvPool.get(bytes)?.pop() ?? this.createBuffer(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    const give = (buffer: GPUBuffer) => {
+      const free = this.kvPool.get(buffer.size) ?? [];
+      free.push(buffer);
+      this.kvPool.set(buffer.size, free);
+    };
+    const bytes = Math.ceil(Math.max(16, shape.kvHeads * shape.capacity * shape.headDim * 4) / 16) * 16;
+    const keys = Array.from({ length: shape.layers }, () => take(bytes));
+    const values = Array.from({ length: shape.layers }, () => take(bytes));
+    const flags = new GpuIndexTensor(take(Math.ceil(Math.max(16, shape.vocabSize * 4) / 16) * 16), shape.vocabSize);
+    return new GpuKVCache(shape, keys, values, flags, (cache) => [...cache.keys, ...cache.values, cache.tokenFlags.buffer].forEach(give));
   }
 
   // ---- recording ----
@@ -511,6 +517,24 @@ export class WebGpuBackend implements Backend {
     this.dispatch('argmax', [count, 0, 0, 0], [t.buffer, indexTensor(out).buffer], [1]);
   }
 
+  sample(out: IndexTensor, logits: Tensor, count: number, params: SampleParams, tokenFlags: IndexTensor | null): void {
+    if (params.temperature === 0 && !tokenFlags) {
+      this.argmax(out, logits, count);
+      return;
+    }
+    if (!this.sampleScratch || this.sampleScratch.size < count * 4) {
+      this.sampleScratch = this.createBuffer(count * 4, GPUBufferUsage.STORAGE);
+    }
+    const greedy = params.temperature === 0;
+    const flags = (tokenFlags ? 1 : 0) | (greedy ? 2 : 0);
+    this.dispatch('sample', [count, params.topK, flags, { f32: greedy ? 1 : 1 / params.temperature }, { f32: params.topP }, { f32: params.minP }, { f32: params.repetitionPenalty }, { f32: params.draw }],
+      [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer], [1]);
+  }
+
+  flush(): void {
+    if (this.pass || this.slotsUsed > 0) this.submit();
+  }
+
   async read(source: Tensor, elements: number): Promise<Float32Array> {
     const t = tensor(source);
     if (t.isHalfMatrix) throw new GpuError('read takes f32 tensors');
@@ -523,11 +547,9 @@ export class WebGpuBackend implements Backend {
 
   /** Submits what was recorded with a copy of `bytes` of `buffer` at the end, and returns them. */
   private async readBuffer(buffer: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
-    let staging = this.staging.get(bytes);
-    if (!staging) {
-      staging = this.createBuffer(bytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
-      this.staging.set(bytes, staging);
-    }
+    const free = this.staging.get(bytes) ?? [];
+    this.staging.set(bytes, free);
+    const staging = free.pop() ?? this.createBuffer(bytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
     this.submit({ from: buffer, to: staging, bytes });
     this.lastStep.dispatches = this.dispatchesSinceRead;
     this.dispatchesSinceRead = 0;
@@ -540,6 +562,7 @@ export class WebGpuBackend implements Backend {
     }
     const result = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
+    free.push(staging);
     await this.profiler?.collect();
     if (this.errors.length > 0) throw new GpuError(`WebGPU reported: ${this.errors.splice(0).join('; ')}`);
     if (this.lostReason) throw new GpuError(`the GPU device was lost: ${this.lostReason}`);
@@ -595,6 +618,7 @@ class Profiler {
 
   resolve(encoder: GPUCommandEncoder): void {
     if (this.names.length === 0) return;
+    if (this.pending.length > 0) throw new GpuError('profile mode needs each step read before the next is submitted');
     const count = 2 * this.names.length;
     encoder.resolveQuerySet(this.querySet, 0, count, this.resolved, 0);
     encoder.copyBufferToBuffer(this.resolved, 0, this.readable, 0, count * 8);
