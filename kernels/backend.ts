@@ -126,8 +126,9 @@ export interface Backend {
   /**
    * Causal attention: row r (at positions[r]) attends to cache positions 0..positions[r].
    * q and out are rows × heads·headDim; query head h reads kv head h / (heads / kvHeads).
+   * `length` is 1 + the largest position of the rows: a GPU splits long caches over workgroups by it.
    */
-  attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void;
+  attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape, length: number): void;
 
   /** out[0] = the index of the largest of the first `count` values of `values` (lowest on ties). */
   argmax(out: IndexTensor, values: Tensor, count: number): void;

@@ -87,7 +87,7 @@ export class Gpt2Model extends DecoderModel {
       be.layerNorm(b.normed, b.hidden, layer.norm1.weight, layer.norm1.bias, rows, H, eps);
       layer.qkv.forward([b.q, b.k, b.v], b.normed, rows);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
-      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
+      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape, startPosition + rows);
       layer.attentionProjection.forwardAdd(b.hidden, b.attended, rows);
 
       be.layerNorm(b.normed, b.hidden, layer.norm2.weight, layer.norm2.bias, rows, H, eps);

@@ -93,7 +93,7 @@ export class LlamaModel extends DecoderModel {
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
       be.rope(b.q, b.k, positions, this.ropeCos, this.ropeSin, rows, heads, kvHeads, headDim);
       be.writeKV(cache, l, b.k, b.v, positions, rows);
-      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape);
+      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape, startPosition + rows);
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
       layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });

@@ -207,7 +207,9 @@ describe.each([
       { heads: 8, kvHeads: 1, headDim: 64, length: 530, rows: 1 },
       { heads: 4, kvHeads: 2, headDim: 128, length: 257, rows: 3 },
       { heads: 2, kvHeads: 2, headDim: 12, length: 40, rows: 2 },
-    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4), $length positions', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
+      { heads: 2, kvHeads: 1, headDim: 64, length: 2100, rows: 1 },
+      { heads: 3, kvHeads: 3, headDim: 32, length: 1300, rows: 4 },
+    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, split over the cache when long), $length positions, $rows rows', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
       if (!gpu) return skip();
       const capacity = length + 3;
       const k = random(length * kvHeads * headDim), v = random(length * kvHeads * headDim);
@@ -221,7 +223,7 @@ describe.each([
         const positions = be.allocateIndices(rows);
         be.uploadIndices(positions, queryPositions);
         const out = be.allocate(rows * heads * headDim);
-        be.attention(out, be.upload(q), cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) });
+        be.attention(out, be.upload(q), cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }, length);
         const result = await be.read(out, rows * heads * headDim);
         cache.release();
         return result;

@@ -35,6 +35,14 @@ const ARENA_SLOTS = 16384;
  * rows (where its speed matters), smaller ones stay on the f32 kernels.
  */
 const SUBGROUP_MATRIX_MIN_ROWS = 32;
+/** Positions one attention workgroup takes per chunk (wgsl/common/workgroup_reduce.wgsl's REDUCE_SIZE). */
+const ATTENTION_CHUNK = 256;
+/**
+ * Attention splits the cache over more workgroups until there are about this many (decode has one
+ * per head otherwise), each split at least one chunk long.
+ */
+const ATTENTION_TARGET_WORKGROUPS = 256;
+const MAX_ATTENTION_SPLITS = 32;
 
 type Access = 'read' | 'write';
 /** x, W, bias, three outputs (wgsl/common/matmul_common.wgsl), and an input-norm weight. */
@@ -76,7 +84,8 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read'] },
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
     attention: { source: wgsl('attention.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
-    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
+    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
+    attentionCombine: { source: wgsl('attention_combine.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
@@ -93,7 +102,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
       : undefined,
   };
 }
-type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4'
+type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine'
   | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix' | 'argmax' | 'sample';
 
 interface BindGroupNode {
@@ -170,6 +179,7 @@ export class WebGpuBackend implements Backend {
   private profiler: Profiler | undefined;
   private normScratchTensor: GpuTensor | undefined;
   private sampleScratch: GPUBuffer | undefined;
+  private attentionPartials: GPUBuffer | undefined;
   private lostReason: string | undefined;
 
   private constructor(readonly gpu: Gpu) {
@@ -503,11 +513,28 @@ export class WebGpuBackend implements Backend {
       [Math.ceil(c.headDim / 64), c.kvHeads, rows]);
   }
 
-  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void {
+  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape, length: number): void {
     const c = kvCache(kv);
     if (shape.headDim > 256) throw new GpuError(`attention supports head_dim ≤ 256, got ${shape.headDim}`);
-    this.dispatch(shape.headDim % 4 === 0 ? 'attentionVec4' : 'attention', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0],
-      [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer], [shape.heads, rows]);
+    const buffers = [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer];
+    if (shape.headDim % 4 !== 0) {
+      this.dispatch('attention', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], buffers, [shape.heads, rows]);
+      return;
+    }
+    // Flash-decoding: a long cache and few workgroups (decode) is split over more of them.
+    const workgroups = shape.heads * rows;
+    const splits = Math.min(MAX_ATTENTION_SPLITS, Math.ceil(length / ATTENTION_CHUNK), Math.ceil(ATTENTION_TARGET_WORKGROUPS / workgroups));
+    if (splits <= 1) {
+      this.dispatch('attentionVec4', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], [...buffers, this.unusedOutputs[0]], [shape.heads, rows]);
+      return;
+    }
+    const splitLength = Math.ceil(length / splits / ATTENTION_CHUNK) * ATTENTION_CHUNK;
+    const used = Math.ceil(length / splitLength);
+    const bytes = workgroups * used * (shape.headDim / 4 + 1) * 16;
+    if (!this.attentionPartials || this.attentionPartials.size < bytes) this.attentionPartials = this.createBuffer(bytes, GPUBufferUsage.STORAGE);
+    const params = [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, splitLength, used];
+    this.dispatch('attentionVec4', params, [...buffers, this.attentionPartials], [shape.heads, rows, used]);
+    this.dispatch('attentionCombine', params, [this.attentionPartials, tensor(out).buffer], [shape.heads, rows]);
   }
 
   argmax(out: IndexTensor, values: Tensor, count: number): void {

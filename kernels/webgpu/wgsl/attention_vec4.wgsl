@@ -1,6 +1,9 @@
 // Causal grouped-query attention for head_dim a multiple of 4 (every real model): the same
 // algorithm as attention.wgsl — one workgroup per (query head, row), positions in chunks of 256,
-// online softmax — with its two inner loops made parallel and vectorised:
+// online softmax — with its two inner loops made parallel and vectorised, and split over the cache
+// for decoding (flash-decoding): with split_length > 0, workgroup z takes positions
+// [z·split_length, (z + 1)·split_length) and writes its unnormalised partial result with its
+// running max and sum; attention_combine.wgsl merges the splits. The inner loops:
 //   scores: a thread per position reads its key 16 bytes at a time, four loads in flight;
 //   weighted values: all 256 threads work, as (head_dim / 4) column groups × stripes of positions,
 //   each reading 16-byte pieces of value rows (coalesced across a column group), the stripes then
@@ -13,8 +16,8 @@ struct Params {
   head_dim: u32,
   capacity: u32,
   scale: f32,
-  _pad0: u32,
-  _pad1: u32,
+  split_length: u32, // 0: the whole cache in one workgroup, the result written to `out`
+  splits: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -23,6 +26,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> positions: array<i32>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+// Per (row, head, split): head_dim / 4 vec4s of weighted values, then (max, sum, 0, 0).
+@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
 
 const CHUNK: u32 = REDUCE_SIZE; // positions per chunk, one per invocation
 const LOWEST: f32 = -3.0e38;
@@ -36,6 +41,7 @@ var<workgroup> length_shared: u32;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let head = wid.x;
   let r = wid.y;
+  let split = wid.z;
   let kv = head / (params.heads / params.kv_heads);
   let columns = params.head_dim / 4u;          // vec4s per head row
   let q_base = (r * params.heads + head) * columns;
@@ -46,6 +52,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     q_shared[lid] = q[q_base + lid];
   }
   let length = workgroupUniformLoad(&length_shared);
+  var begin = 0u;
+  var end = length;
+  if (params.split_length > 0u) {
+    begin = min(length, split * params.split_length);
+    end = min(length, begin + params.split_length);
+  }
   let kv_base = kv * params.capacity * columns;
   // Weighted-value work split: column group `column`, stripe `stripe` of `stripe_count`.
   let stripe_count = CHUNK / columns;
@@ -55,10 +67,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var running_max = LOWEST;
   var running_sum = 0.0;
   var acc = vec4<f32>(0.0); // output columns, held by threads lid < columns
-  for (var start = 0u; start < length; start += CHUNK) {
+  for (var start = begin; start < end; start += CHUNK) {
     let t = start + lid;
     var score = LOWEST;
-    if (t < length) {
+    if (t < end) {
       let k_base = kv_base + t * columns;
       var s = vec4<f32>(0.0);
       var c = 0u;
@@ -76,7 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let new_max = max(running_max, workgroup_max(score, lid));
     var p = 0.0;
-    if (t < length) {
+    if (t < end) {
       p = exp(score - new_max);
     }
     p_shared[lid] = p;
@@ -87,7 +99,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     var partial = vec4<f32>(0.0);
     if (stripe < stripe_count) {
-      let count = min(CHUNK, length - start);
+      let count = min(CHUNK, end - start);
       for (var j = stripe; j < count; j += stripe_count) {
         partial += p_shared[j] * values[kv_base + (start + j) * columns + column];
       }
@@ -103,7 +115,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier(); // p_shared and stripes are rewritten by the next chunk
   }
+  if (params.split_length == 0u) {
+    if (lid < columns) {
+      out[q_base + lid] = acc / running_sum;
+    }
+    return;
+  }
+  let partial_base = ((r * params.heads + head) * params.splits + split) * (columns + 1u);
   if (lid < columns) {
-    out[q_base + lid] = acc / running_sum;
+    partials[partial_base + lid] = acc;
+  }
+  if (lid == 0u) {
+    partials[partial_base + columns] = vec4<f32>(running_max, running_sum, 0.0, 0.0);
   }
 }
