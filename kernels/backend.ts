@@ -35,6 +35,13 @@ export interface KVCacheShape {
   vocabSize: number;
 }
 
+/** Where rope also stores k (rotated) and v: a layer of a sequence's cache. */
+export interface KVStore {
+  cache: KVCache;
+  layer: number;
+  v: Tensor;
+}
+
 /** One sampling step's choices (see kernels/cpu/sample.ts for the reference). */
 export interface SampleParams {
   /** 0 picks the largest (after the repetition penalty). */
@@ -118,9 +125,10 @@ export interface Backend {
   /**
    * Rotates every head of q (rows × heads·headDim) and k (rows × kvHeads·headDim) in place
    * (rotate_half pairs i, i + headDim/2) by angle position · inverseFrequency[i]. cos/sin tables
-   * are (maxPositions × headDim/2). One dispatch for both on the GPU.
+   * are (maxPositions × headDim/2). One dispatch for both on the GPU. With `store`, the rotated k
+   * rows and the v rows then go into that cache layer as writeKV puts them (in the same dispatch).
    */
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number): void;
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void;
   /** Stores rows of k and v (rows × kvHeads·headDim) at their positions in the cache's layer. */
   writeKV(cache: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void;
   /**

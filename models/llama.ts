@@ -91,8 +91,7 @@ export class LlamaModel extends DecoderModel {
     be.gatherRows(b.hidden, this.embedding, tokenIds, rows, H);
     this.layers.forEach((layer, l) => {
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
-      be.rope(b.q, b.k, positions, this.ropeCos, this.ropeSin, rows, heads, kvHeads, headDim);
-      be.writeKV(cache, l, b.k, b.v, positions, rows);
+      be.rope(b.q, b.k, positions, this.ropeCos, this.ropeSin, rows, heads, kvHeads, headDim, { cache, layer: l, v: b.v });
       be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape, startPosition + rows);
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 

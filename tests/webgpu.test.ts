@@ -231,6 +231,34 @@ describe.each([
       expectClose(g, c);
     });
 
+    it('rope storing k and v into the cache in the same dispatch, read back through attention', async ({ skip }) => {
+      if (!gpu) return skip();
+      const rows = 4, heads = 4, kvHeads = 2, headDim = 12;
+      const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / headDim));
+      const { cos, sin } = ropeTables(inv, 20);
+      const q = random(rows * heads * headDim), k = random(rows * kvHeads * headDim), v = random(rows * kvHeads * headDim);
+      const earlierK = random(5 * kvHeads * headDim), earlierV = random(5 * kvHeads * headDim);
+      const [g, c] = await both(async (be) => {
+        const positions = be.allocateIndices(rows);
+        be.uploadIndices(positions, Int32Array.of(5, 6, 7, 8));
+        // Positions 0..4 hold other keys and values, written the separate way.
+        const before = be.allocateIndices(5);
+        be.uploadIndices(before, Int32Array.of(0, 1, 2, 3, 4));
+        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity: 20, vocabSize: 1 });
+        be.writeKV(cache, 1, be.upload(earlierK), be.upload(earlierV), before, 5);
+        const qt = be.allocate(q.length), kt = be.allocate(k.length);
+        be.add(qt, be.upload(q), be.upload(new Float32Array(q.length)), q.length);
+        be.add(kt, be.upload(k), be.upload(new Float32Array(k.length)), k.length);
+        be.rope(qt, kt, positions, be.upload(cos), be.upload(sin), rows, heads, kvHeads, headDim, { cache, layer: 1, v: be.upload(v) });
+        const out = be.allocate(q.length);
+        be.attention(out, qt, cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 0.3 }, 9);
+        const result = concat(await be.read(out, q.length), await be.read(kt, k.length));
+        cache.release();
+        return result;
+      });
+      expectClose(g, c);
+    });
+
     it('randomMatrix makes the same values as the CPU backend, on the GPU', async ({ skip }) => {
       if (!gpu) return skip();
       const [g, c] = await both(async (be) => {

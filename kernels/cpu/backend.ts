@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, SampleParams, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as ops from './ops.ts';
 import { sampleToken } from './sample.ts';
@@ -151,9 +151,10 @@ export class CpuBackend implements Backend {
     ops.gelu(data(out), data(x), elements);
   }
 
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number): void {
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
     ops.rope(data(q), indices(positions), data(cos), data(sin), rows, heads, headDim);
     ops.rope(data(k), indices(positions), data(cos), data(sin), rows, kvHeads, headDim);
+    if (store) this.writeKV(store.cache, store.layer, k, store.v, positions, rows);
   }
 
   writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void {

@@ -7,7 +7,7 @@
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
 import fs from 'node:fs';
-import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, SampleParams, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 
@@ -35,13 +35,13 @@ const ARENA_SLOTS = 16384;
  * rows (where its speed matters), smaller ones stay on the f32 kernels.
  */
 const SUBGROUP_MATRIX_MIN_ROWS = 32;
-/** Positions one attention workgroup takes per chunk (wgsl/common/workgroup_reduce.wgsl's REDUCE_SIZE). */
-const ATTENTION_CHUNK = 256;
 /**
  * Attention splits the cache over more workgroups until there are about this many (decode has one
- * per head otherwise), each split at least one chunk long.
+ * per head otherwise: too few to keep a GPU's memory system busy), each split at least
+ * ATTENTION_MIN_SPLIT positions long.
  */
 const ATTENTION_TARGET_WORKGROUPS = 256;
+const ATTENTION_MIN_SPLIT = 32;
 const MAX_ATTENTION_SPLITS = 32;
 
 type Access = 'read' | 'write';
@@ -81,7 +81,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     rmsNormVec4: { source: normVec4, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
     layerNormVec4: { source: normVec4, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
-    rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read'] },
+    rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
     attention: { source: wgsl('attention.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
     attentionVec4: { source: wgsl('attention_vec4.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
@@ -501,8 +501,11 @@ export class WebGpuBackend implements Backend {
     this.elementwise(2, out, x, null, elements);
   }
 
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number): void {
-    this.dispatch('rope', [rows, heads, kvHeads, headDim], [tensor(q).buffer, tensor(k).buffer, indexTensor(positions).buffer, tensor(cos).buffer, tensor(sin).buffer],
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
+    const c = store ? kvCache(store.cache) : undefined;
+    const cacheBuffers = c && store ? [tensor(store.v).buffer, c.keys[store.layer], c.values[store.layer]] : [this.dummy, ...this.unusedOutputs];
+    this.dispatch('rope', [rows, heads, kvHeads, headDim, c ? 1 : 0, c?.capacity ?? 0, 0, 0],
+      [tensor(q).buffer, tensor(k).buffer, indexTensor(positions).buffer, tensor(cos).buffer, tensor(sin).buffer, ...cacheBuffers],
       [Math.ceil(headDim / 2 / 64), heads + kvHeads, rows]);
   }
 
@@ -523,12 +526,12 @@ export class WebGpuBackend implements Backend {
     }
     // Flash-decoding: a long cache and few workgroups (decode) is split over more of them.
     const workgroups = shape.heads * rows;
-    const splits = Math.min(MAX_ATTENTION_SPLITS, Math.ceil(length / ATTENTION_CHUNK), Math.ceil(ATTENTION_TARGET_WORKGROUPS / workgroups));
+    const splits = Math.min(MAX_ATTENTION_SPLITS, Math.ceil(length / ATTENTION_MIN_SPLIT), Math.ceil(ATTENTION_TARGET_WORKGROUPS / workgroups));
     if (splits <= 1) {
       this.dispatch('attentionVec4', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], [...buffers, this.unusedOutputs[0]], [shape.heads, rows]);
       return;
     }
-    const splitLength = Math.ceil(length / splits / ATTENTION_CHUNK) * ATTENTION_CHUNK;
+    const splitLength = Math.ceil(length / splits);
     const used = Math.ceil(length / splitLength);
     const bytes = workgroups * used * (shape.headDim / 4 + 1) * 16;
     if (!this.attentionPartials || this.attentionPartials.size < bytes) this.attentionPartials = this.createBuffer(bytes, GPUBufferUsage.STORAGE);
