@@ -52,6 +52,18 @@ interface KernelSpec {
   entryPoint: string;
   /** Bindings 1..n (binding 0 is always the uniform parameters). */
   storage: Access[];
+  /** Values of the module's `override` constants. */
+  constants?: Record<string, number>;
+}
+
+/** Bytes of workgroup memory wgsl/sample.wgsl needs per invocation (ten f32 reduction lanes). */
+const SAMPLE_BYTES_PER_THREAD = 40;
+
+/** The sampling kernel's workgroup: the largest power of two (≤ 1024) the device's limits allow. */
+function sampleThreads(limits: GPUSupportedLimits): number {
+  const most = Math.min(1024, limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX,
+    Math.floor(limits.maxComputeWorkgroupStorageSize / SAMPLE_BYTES_PER_THREAD));
+  return 2 ** Math.floor(Math.log2(most));
 }
 
 const GATHER_F16 = `
@@ -68,7 +80,7 @@ fn load_table(row: u32, column: u32) -> f32 {
 }
 `;
 
-function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSpec>> {
+function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial<Record<KernelName, KernelSpec>> {
   const norm = wgsl('norm.wgsl', 'workgroup_reduce');
   const normVec4 = wgsl('norm_vec4.wgsl', 'workgroup_reduce');
   const matmul = wgsl('matmul.wgsl', 'matmul_common');
@@ -90,7 +102,7 @@ function kernelSpecs(features: GpuFeatures): Partial<Record<KernelName, KernelSp
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
-    sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write'] },
+    sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write'], constants: { THREADS: sampleThreads(limits) } },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
     // Tensor cores, where the adapter offers f16 → f32 16 × 16 × 16 subgroup matrices.
@@ -224,7 +236,7 @@ export class WebGpuBackend implements Backend {
   }
 
   private async compileKernels(): Promise<void> {
-    const specs = kernelSpecs(this.gpu.features);
+    const specs = kernelSpecs(this.gpu.features, this.device.limits);
     const modules = new Map<string, GPUShaderModule>();
     await Promise.all(Object.entries(specs).map(async ([name, spec]) => {
       if (!spec) return;
@@ -251,7 +263,7 @@ export class WebGpuBackend implements Backend {
       const pipeline = await this.device.createComputePipelineAsync({
         label: name,
         layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-        compute: { module, entryPoint: spec.entryPoint },
+        compute: { module, entryPoint: spec.entryPoint, constants: spec.constants },
       });
       this.kernels.set(name as KernelName, { pipeline, layout, bindGroups: { children: new Map() } });
     }));
@@ -552,8 +564,9 @@ export class WebGpuBackend implements Backend {
       this.argmax(out, logits, count);
       return;
     }
-    if (!this.sampleScratch || this.sampleScratch.size < count * 4) {
-      this.sampleScratch = this.createBuffer(count * 4, GPUBufferUsage.STORAGE);
+    const scratchBytes = 2 * Math.ceil(count / 4) * 16; // order keys, then masses
+    if (!this.sampleScratch || this.sampleScratch.size < scratchBytes) {
+      this.sampleScratch = this.createBuffer(scratchBytes, GPUBufferUsage.STORAGE);
     }
     const greedy = params.temperature === 0;
     const flags = (tokenFlags ? 1 : 0) | (greedy ? 2 : 0);

@@ -2,14 +2,19 @@
 // One workgroup. Tokens are ordered best first: larger (penalised) logit first, lower id on ties.
 // The CPU sorts; this kernel never does. Each cut (top-k, top-p, the draw itself) is "the first
 // token in that order where a running total (a count, or probability mass) reaches a goal",
-// found by searching the 32-bit order key of the logit: each pass over the vocabulary sums the
+// found by searching the 32-bit order key of the logit: each step over the vocabulary sums the
 // metric above 7 evenly spaced key thresholds at once, narrowing the key range 8-fold, so about
-// 11 passes find the boundary key; equal logits are then split by id the same way (rare).
-// Steps: penalise flagged tokens and find the largest logit (pass 0); greedy stops there. Otherwise the tokens
-// allowed are those within 40/T of the top (the CPU's cut), then at or before the top-k boundary,
-// then at or before the top-p boundary of what is left, then with probability ≥ min-p × the top's;
-// the draw is the first token whose running mass over the allowed ones exceeds draw × their total.
-// Passes read the penalised logits from `scratch` (512 KB for 128K tokens: L2-resident).
+// 10 passes find the boundary key; equal logits are then split by id the same way (rare).
+// Steps: penalise flagged tokens, take order keys and the largest logit (step 0); greedy stops
+// there. Otherwise each token's probability relative to the top's (its mass) is computed once, and
+// tokens more than 40/T below the top get key 0 (dropped, the CPU's cut). The tokens allowed are
+// then those at or before the top-k boundary, then at or before the top-p boundary of what is left,
+// then with mass ≥ min-p; the draw is the first token whose running mass over the allowed ones
+// exceeds draw × their total.
+// Passes read keys and masses from `scratch` (1 MB for 128K tokens: L2-resident) 16 tokens per
+// invocation per iteration, so one workgroup keeps enough loads in flight. Every step goes through
+// one call of `scan` in a loop driven by a small state machine: shader compilers inline every call,
+// and ten call sites of the step made a shader that took minutes to compile.
 
 struct Params {
   count: u32,
@@ -23,31 +28,47 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> token_flags: array<u32>;
-@group(0) @binding(3) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>;           // padded to whole vec4s
+@group(0) @binding(2) var<storage, read_write> token_flags: array<vec4<u32>>; // padded likewise
+// [0, quads): order keys, four tokens per element; [quads, 2·quads): masses (f32 bits).
+@group(0) @binding(3) var<storage, read_write> scratch: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> result: array<u32>;
 
-const THREADS: u32 = 256u;
-const LANES: u32 = 8u;
+// The largest power of two the adapter's workgroup limits allow (set by the backend).
+override THREADS: u32 = 256u;
+const LANES: u32 = 10u; // 0..7 summed; 8 min-reduced; 9 max-reduced
+const UNROLL: u32 = 4u;
 const NEGLIGIBLE_LOGIT_GAP: f32 = 40.0;
 var<workgroup> partial: array<array<f32, LANES>, THREADS>;
 
-// Larger logit ⇔ larger key (the sign-magnitude float made into an unsigned order).
+// Larger logit ⇔ larger key (the sign-magnitude float made into an unsigned order); 0 is below all.
 fn order_key(value: f32) -> u32 {
   let bits = bitcast<u32>(value);
   return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
 }
 
-// Each lane summed over the workgroup; every invocation gets the totals.
-fn workgroup_sum(lid: u32, values: array<f32, LANES>) -> array<f32, LANES> {
+fn key_value(key: u32) -> f32 {
+  return bitcast<f32>(select(~key, key & 0x7fffffffu, key >= 0x80000000u));
+}
+
+fn empty_lanes() -> array<f32, LANES> {
+  var lanes = array<f32, LANES>();
+  lanes[8] = 3.4e38;
+  lanes[9] = -3.4e38;
+  return lanes;
+}
+
+// Lanes 0..7 summed, 8 min, 9 max over the workgroup; every invocation gets the results.
+fn workgroup_reduce(lid: u32, values: array<f32, LANES>) -> array<f32, LANES> {
   partial[lid] = values;
   workgroupBarrier();
   for (var stride = THREADS / 2u; stride > 0u; stride >>= 1u) {
     if (lid < stride) {
-      for (var j = 0u; j < LANES; j++) {
+      for (var j = 0u; j < 8u; j++) {
         partial[lid][j] += partial[lid + stride][j];
       }
+      partial[lid][8] = min(partial[lid][8], partial[lid + stride][8]);
+      partial[lid][9] = max(partial[lid][9], partial[lid + stride][9]);
     }
     workgroupBarrier();
   }
@@ -56,29 +77,9 @@ fn workgroup_sum(lid: u32, values: array<f32, LANES>) -> array<f32, LANES> {
   return totals;
 }
 
-// Lane 0: the maximum of `high`; lane 1: the minimum of `low`.
-fn workgroup_extremes(lid: u32, high: f32, low: f32) -> vec2<f32> {
-  partial[lid][0] = high;
-  partial[lid][1] = low;
-  workgroupBarrier();
-  for (var stride = THREADS / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      partial[lid][0] = max(partial[lid][0], partial[lid + stride][0]);
-      partial[lid][1] = min(partial[lid][1], partial[lid + stride][1]);
-    }
-    workgroupBarrier();
-  }
-  let totals = workgroupUniformLoad(&partial[0]);
-  workgroupBarrier();
-  return vec2<f32>(totals[0], totals[1]);
-}
-
-// Which tokens are still allowed: within the gap of the top, with probability ≥ min_mass (relative
-// to the top's), and at or before the boundary token (limit_key, limit_index) in the order.
+// Which tokens are still allowed: not dropped (key 0), mass ≥ min_mass, and at or before the
+// boundary token (limit_key, limit_index) in the order.
 struct Allowed {
-  top: f32,
-  top_scaled: f32, // top × inverse temperature
-  floor: f32,
   min_mass: f32,
   limit_key: u32,
   limit_index: u32,
@@ -89,217 +90,317 @@ struct Token {
   index: u32,
 }
 
-// Probability relative to the top token's.
-fn mass(a: Allowed, value: f32) -> f32 {
-  return exp(value * params.inverse_temperature - a.top_scaled);
+// What one step over the tokens computes (lanes as in workgroup_reduce).
+const TOTALS: u32 = 0u;  // 0: allowed tokens, 1: their mass
+const KEYS: u32 = 1u;    // j = 1..7: metric of allowed tokens with key ≥ low + (j << shift)
+const TIES: u32 = 2u;    // 0: metric with key > at, 1: tokens with key == at, 8/9: their lowest/highest id
+const IDS: u32 = 3u;     // j = 1..7: metric of allowed tokens with key == at and id < low + (j << shift)
+const LOWEST: u32 = 4u;  // 8: the smallest allowed value
+const LAST: u32 = 5u;    // 9: the highest id of an allowed token with key == at
+const FIRST: u32 = 6u;   // 8: the lowest id of a token with key == at (no filter: greedy)
+
+struct Pass {
+  kind: u32,
+  use_mass: bool,
+  low: u32,
+  shift: u32,
+  at: u32,
 }
 
-fn is_allowed(a: Allowed, index: u32, value: f32, key: u32, m: f32) -> bool {
-  return value >= a.floor && m >= a.min_mass && (key > a.limit_key || (key == a.limit_key && index <= a.limit_index));
+fn visit(lanes: ptr<function, array<f32, LANES>>, p: Pass, a: Allowed, index: u32, key: u32, m: f32) {
+  if (p.kind == FIRST) {
+    if (key == p.at) {
+      (*lanes)[8] = min((*lanes)[8], f32(index));
+    }
+    return;
+  }
+  let allowed = key != 0u && m >= a.min_mass && (key > a.limit_key || (key == a.limit_key && index <= a.limit_index));
+  if (!allowed) {
+    return;
+  }
+  let v = select(1.0, m, p.use_mass);
+  switch p.kind {
+    case TOTALS: {
+      (*lanes)[0] += 1.0;
+      (*lanes)[1] += m;
+    }
+    case KEYS: {
+      if (key > p.low) {
+        let step = min((key - p.low) >> p.shift, 7u); // key ≥ low + (j << shift) for every j ≤ step
+        for (var j = 1u; j < 8u; j++) {
+          (*lanes)[j] += select(0.0, v, j <= step);
+        }
+      }
+    }
+    case TIES: {
+      if (key > p.at) {
+        (*lanes)[0] += v;
+      } else if (key == p.at) {
+        (*lanes)[1] += 1.0;
+        (*lanes)[8] = min((*lanes)[8], f32(index));
+        (*lanes)[9] = max((*lanes)[9], f32(index));
+      }
+    }
+    case IDS: {
+      if (key == p.at) {
+        for (var j = 1u; j < 8u; j++) {
+          (*lanes)[j] += select(0.0, v, index < p.low + (j << p.shift));
+        }
+      }
+    }
+    case LOWEST: {
+      (*lanes)[8] = min((*lanes)[8], key_value(key));
+    }
+    default: { // LAST
+      if (key == p.at) {
+        (*lanes)[9] = max((*lanes)[9], f32(index));
+      }
+    }
+  }
 }
 
-// The allowed token that comes last in the order: the smallest value, highest id among equals.
-fn last_allowed(lid: u32, a: Allowed) -> Token {
-  var lowest = 3.4e38;
-  for (var i = lid; i < params.count; i += THREADS) {
-    let value = scratch[i];
-    if (is_allowed(a, i, value, order_key(value), mass(a, value))) {
-      lowest = min(lowest, value);
+// One step over every token: UNROLL vec4s of keys and masses loaded before any is used.
+fn scan(lid: u32, p: Pass, a: Allowed) -> array<f32, LANES> {
+  let quads = (params.count + 3u) / 4u;
+  var lanes = empty_lanes();
+  for (var base = lid; base < quads; base += UNROLL * THREADS) {
+    var keys: array<vec4<u32>, UNROLL>;
+    var masses: array<vec4<f32>, UNROLL>;
+    for (var u = 0u; u < UNROLL; u++) {
+      let q = base + u * THREADS;
+      if (q < quads) {
+        keys[u] = scratch[q];
+        masses[u] = bitcast<vec4<f32>>(scratch[quads + q]);
+      }
+    }
+    for (var u = 0u; u < UNROLL; u++) {
+      let q = base + u * THREADS;
+      for (var c = 0u; c < 4u; c++) {
+        let index = q * 4u + c;
+        if (q < quads && index < params.count) {
+          visit(&lanes, p, a, index, keys[u][c], masses[u][c]);
+        }
+      }
     }
   }
-  let smallest = workgroup_extremes(lid, 0.0, lowest).y;
-  var last = -1.0;
-  for (var i = lid; i < params.count; i += THREADS) {
-    let value = scratch[i];
-    if (value == smallest && is_allowed(a, i, value, order_key(value), mass(a, value))) {
-      last = max(last, f32(i));
-    }
-  }
-  return Token(order_key(smallest), u32(workgroup_extremes(lid, last, 0.0).x));
+  return workgroup_reduce(lid, lanes);
 }
 
 fn reaches(total: f32, goal: f32, strict: bool) -> bool {
   return select(total >= goal, total > goal, strict);
 }
 
-// Lane 0: how many allowed tokens; lane 1: their mass.
-fn allowed_totals(lid: u32, a: Allowed) -> array<f32, LANES> {
-  var sums = array<f32, LANES>();
-  for (var i = lid; i < params.count; i += THREADS) {
-    let value = scratch[i];
-    let m = mass(a, value);
-    if (is_allowed(a, i, value, order_key(value), m)) {
-      sums[0] += 1.0;
-      sums[1] += m;
-    }
-  }
-  return workgroup_sum(lid, sums);
+// One step of the key search: the largest key t whose total over allowed keys ≥ t reaches the
+// goal lies in [low, high]; 7 thresholds spaced 1 << shift apart were measured.
+fn shift_for(span: u32) -> u32 {
+  return select(0u, 29u - countLeadingZeros(span), span >= 8u);
 }
 
-// The first allowed token, in the order, at which the running total of the metric (1 per token,
-// or its mass) reaches `goal` (exceeds it when `strict`). The caller makes sure the total over
-// all allowed tokens does.
-fn boundary(lid: u32, a: Allowed, use_mass: bool, goal: f32, strict: bool) -> Token {
-  // The largest key t whose total over allowed keys ≥ t reaches the goal: it lies in [low, high].
-  var low = 0u;
-  var high = order_key(a.top);
-  loop {
-    if (low >= high) { break; }
-    let span = high - low;
-    let shift = select(0u, 29u - countLeadingZeros(span), span >= 8u);
-    var sums = array<f32, LANES>();
-    for (var i = lid; i < params.count; i += THREADS) {
-      let value = scratch[i];
-      let key = order_key(value);
-      let m = mass(a, value);
-      if (key > low && is_allowed(a, i, value, key, m)) {
-        let step = min((key - low) >> shift, LANES - 1u); // key ≥ low + j << shift for every j ≤ step
-        let v = select(1.0, m, use_mass);
-        for (var j = 1u; j < LANES; j++) {
-          sums[j] += select(0.0, v, j <= step);
-        }
-      }
-    }
-    let totals = workgroup_sum(lid, sums);
-    var new_low = low;
-    var new_high = high;
-    for (var j = 1u; j < LANES; j++) {
-      let offset = j << shift;
-      if (offset <= span) {
-        if (reaches(totals[j], goal, strict)) {
-          new_low = low + offset;
-        } else {
-          new_high = min(new_high, low + offset - 1u);
-        }
-      }
-    }
-    low = new_low;
-    high = max(new_high, new_low);
-  }
-  let key = low;
-  // Tokens with exactly that key: how many, the lowest id, and the total of the tokens before them.
-  var before = array<f32, LANES>();
-  var first = f32(params.count);
-  var last = -1.0;
-  for (var i = lid; i < params.count; i += THREADS) {
-    let value = scratch[i];
-    let k = order_key(value);
-    let m = mass(a, value);
-    if (k >= key && is_allowed(a, i, value, k, m)) {
-      if (k == key) {
-        before[1] += 1.0;
-        first = min(first, f32(i));
-        last = max(last, f32(i));
-      } else {
-        before[0] += select(1.0, m, use_mass);
-      }
-    }
-  }
-  let tie = workgroup_sum(lid, before);
-  let ids = workgroup_extremes(lid, last, first);
-  if (tie[1] == 0.0) {
-    // Rounding kept the total short of the goal: the last allowed token in the order.
-    return last_allowed(lid, a);
-  }
-  var found = u32(ids.y);
-  if (tie[1] > 1.0) {
-    // The first id among the tied tokens at which the total reaches the goal: in [first, last].
-    var low_index = found;
-    var high_index = u32(ids.x);
-    loop {
-      if (low_index >= high_index) { break; }
-      let span = high_index - low_index;
-      let shift = select(0u, 29u - countLeadingZeros(span), span >= 8u);
-      var sums = array<f32, LANES>();
-      for (var i = lid; i < params.count; i += THREADS) {
-        let value = scratch[i];
-        let k = order_key(value);
-        let m = mass(a, value);
-        if (k == key && is_allowed(a, i, value, k, m)) {
-          // Lane j counts ids ≤ low_index + (j << shift) - 1.
-          let v = select(1.0, m, use_mass);
-          for (var j = 1u; j < LANES; j++) {
-            sums[j] += select(0.0, v, i < low_index + (j << shift));
-          }
-        }
-      }
-      let totals = workgroup_sum(lid, sums);
-      var new_low = low_index;
-      var new_high = high_index;
-      for (var j = LANES - 1u; j >= 1u; j--) {
-        let offset = j << shift;
-        if (offset <= span) {
-          if (reaches(tie[0] + totals[j], goal, strict)) {
-            new_high = low_index + offset - 1u;
-          } else {
-            new_low = max(new_low, low_index + offset);
-          }
-        }
-      }
-      low_index = new_low;
-      high_index = max(new_high, new_low);
-    }
-    found = low_index;
-  }
-  return Token(key, found);
+// A search for the first allowed token (in the order) where the running total of the metric
+// reaches `goal`: first its key, then, among tokens with that key, its id.
+struct Search {
+  use_mass: bool,
+  goal: f32,
+  strict: bool,
+  low: u32,
+  high: u32,
+  key: u32,
+  before: f32, // the metric of the tokens before those with `key`
 }
+
+// Stages, in the CPU's order; each starts with a TOTALS step over what is allowed so far.
+const STAGE_TOP_K: u32 = 0u;
+const STAGE_TOP_P: u32 = 1u;
+const STAGE_DRAW: u32 = 2u;
+const STAGE_DONE: u32 = 3u;
 
 @compute @workgroup_size(THREADS)
 fn main(@builtin(local_invocation_index) lid: u32) {
-  let penalise = (params.flags & 1u) != 0u;
-  // Pass 0: penalised logits into scratch, and the largest.
+  let flagged = (params.flags & 1u) != 0u;
+  let quads = (params.count + 3u) / 4u;
+  // Pass 0: penalised logits as order keys, and the largest logit.
   var top = -3.4e38;
-  for (var i = lid; i < params.count; i += THREADS) {
-    var value = logits[i];
-    if (penalise && token_flags[i] != 0u) {
-      value = select(value * params.penalty, value / params.penalty, value > 0.0);
+  for (var q = lid; q < quads; q += THREADS) {
+    var values = logits[q];
+    if (flagged && params.penalty != 1.0) {
+      let seen = token_flags[q] != vec4<u32>(0u);
+      values = select(values, select(values * params.penalty, values / params.penalty, values > vec4<f32>(0.0)), seen);
     }
-    scratch[i] = value;
-    top = max(top, value);
-  }
-  storageBarrier();
-  top = workgroup_extremes(lid, top, 0.0).x;
-
-  var picked: u32;
-  if ((params.flags & 2u) != 0u) {
-    var first = f32(params.count);
-    for (var i = lid; i < params.count; i += THREADS) {
-      if (scratch[i] == top) {
-        first = min(first, f32(i));
+    var keys = vec4<u32>(0u);
+    for (var c = 0u; c < 4u; c++) {
+      if (q * 4u + c < params.count) {
+        keys[c] = order_key(values[c]);
+        top = max(top, values[c]);
       }
     }
-    picked = u32(workgroup_extremes(lid, 0.0, first).y);
-  } else {
+    scratch[q] = keys;
+  }
+  storageBarrier();
+  top = workgroup_reduce(lid, array<f32, LANES>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, top))[9];
+  let top_key = order_key(top);
+  let greedy = (params.flags & 2u) != 0u;
+  let floor_key = order_key(top - NEGLIGIBLE_LOGIT_GAP / params.inverse_temperature);
+  if (!greedy) {
+    // Masses, once; tokens below the cut get key 0.
     let top_scaled = top * params.inverse_temperature;
-    var a = Allowed(top, top_scaled, top - NEGLIGIBLE_LOGIT_GAP / params.inverse_temperature, 0.0, 0u, 0xffffffffu);
-    var totals = allowed_totals(lid, a);
-    if (params.top_k > 0u && totals[0] > f32(params.top_k)) {
-      let b = boundary(lid, a, false, f32(params.top_k), false);
-      a.limit_key = b.key;
-      a.limit_index = b.index;
-      totals = allowed_totals(lid, a);
+    for (var q = lid; q < quads; q += THREADS) {
+      var keys = scratch[q];
+      var masses = vec4<f32>(0.0);
+      for (var c = 0u; c < 4u; c++) {
+        if (keys[c] >= floor_key) {
+          masses[c] = exp(key_value(keys[c]) * params.inverse_temperature - top_scaled);
+        } else {
+          keys[c] = 0u;
+        }
+      }
+      scratch[q] = keys;
+      scratch[quads + q] = bitcast<vec4<u32>>(masses);
     }
-    if (params.top_p < 1.0) {
-      let b = boundary(lid, a, true, params.top_p * totals[1], false);
-      a.limit_key = b.key;
-      a.limit_index = b.index;
+    storageBarrier();
+  }
+
+  var a = Allowed(0.0, 0u, 0xffffffffu);
+  var step = Pass(select(TOTALS, FIRST, greedy), false, 0u, 0u, top_key);
+  var stage = STAGE_TOP_K;
+  var s = Search(false, 0.0, false, 0u, 0u, 0u, 0.0);
+  var found = Token(0u, 0u);
+  var picked = 0u;
+  loop {
+    let lanes = scan(lid, step, a);
+    var finished = false; // a search found its token
+    switch step.kind {
+      case FIRST: {
+        picked = u32(lanes[8]);
+        stage = STAGE_DONE;
+      }
+      case TOTALS: {
+        var searching = false;
+        if (stage == STAGE_TOP_K && params.top_k > 0u && lanes[0] > f32(params.top_k)) {
+          s = Search(false, f32(params.top_k), false, 0u, 0u, 0u, 0.0);
+          searching = true;
+        } else if (stage <= STAGE_TOP_P && params.top_p < 1.0) {
+          stage = STAGE_TOP_P;
+          s = Search(true, params.top_p * lanes[1], false, 0u, 0u, 0u, 0.0);
+          searching = true;
+        } else if (stage <= STAGE_TOP_P && params.min_p > 0.0) {
+          // min-p changes what is allowed: count again.
+          stage = STAGE_DRAW;
+          a.min_mass = params.min_p; // the top token's mass is 1
+          step = Pass(TOTALS, false, 0u, 0u, 0u);
+        } else {
+          stage = STAGE_DRAW;
+          let goal = params.draw * lanes[1];
+          if (goal < lanes[1]) {
+            s = Search(true, goal, true, 0u, 0u, 0u, 0.0);
+            searching = true;
+          } else {
+            // Rounding left no token above the draw: the last allowed one, as the CPU takes.
+            step = Pass(LOWEST, false, 0u, 0u, 0u);
+          }
+        }
+        if (searching) {
+          s.low = floor_key;
+          s.high = top_key;
+          if (s.low < s.high) {
+            step = Pass(KEYS, s.use_mass, s.low, shift_for(s.high - s.low), 0u);
+          } else {
+            step = Pass(TIES, s.use_mass, 0u, 0u, s.low);
+          }
+        }
+      }
+      case KEYS: {
+        let span = s.high - s.low;
+        var new_low = s.low;
+        var new_high = s.high;
+        for (var j = 1u; j < 8u; j++) {
+          let offset = j << step.shift;
+          if (offset <= span) {
+            if (reaches(lanes[j], s.goal, s.strict)) {
+              new_low = s.low + offset;
+            } else {
+              new_high = min(new_high, s.low + offset - 1u);
+            }
+          }
+        }
+        s.low = new_low;
+        s.high = max(new_high, new_low);
+        if (s.low < s.high) {
+          step = Pass(KEYS, s.use_mass, s.low, shift_for(s.high - s.low), 0u);
+        } else {
+          s.key = s.low;
+          step = Pass(TIES, s.use_mass, 0u, 0u, s.key);
+        }
+      }
+      case TIES: {
+        if (lanes[1] == 0.0) {
+          // Rounding kept the total short of the goal: the last allowed token in the order.
+          step = Pass(LOWEST, false, 0u, 0u, 0u);
+        } else if (lanes[1] == 1.0 || lanes[8] == lanes[9]) {
+          found = Token(s.key, u32(lanes[8]));
+          finished = true;
+        } else {
+          // Equal logits: the first id among them at which the total reaches the goal.
+          s.before = lanes[0];
+          s.low = u32(lanes[8]);
+          s.high = u32(lanes[9]);
+          step = Pass(IDS, s.use_mass, s.low, shift_for(s.high - s.low), s.key);
+        }
+      }
+      case IDS: {
+        let span = s.high - s.low;
+        var new_low = s.low;
+        var new_high = s.high;
+        for (var j = 7u; j >= 1u; j--) {
+          let offset = j << step.shift;
+          if (offset <= span) {
+            if (reaches(s.before + lanes[j], s.goal, s.strict)) {
+              new_high = s.low + offset - 1u;
+            } else {
+              new_low = max(new_low, s.low + offset);
+            }
+          }
+        }
+        s.low = new_low;
+        s.high = max(new_high, new_low);
+        if (s.low < s.high) {
+          step = Pass(IDS, s.use_mass, s.low, shift_for(s.high - s.low), s.key);
+        } else {
+          found = Token(s.key, s.low);
+          finished = true;
+        }
+      }
+      case LOWEST: {
+        s.key = order_key(lanes[8]);
+        step = Pass(LAST, false, 0u, 0u, s.key);
+      }
+      default: { // LAST
+        found = Token(s.key, u32(lanes[9]));
+        finished = true;
+      }
     }
-    if (params.min_p > 0.0) {
-      a.min_mass = params.min_p; // the top token's mass is 1
+    if (finished) {
+      if (stage == STAGE_DRAW) {
+        picked = found.index;
+        stage = STAGE_DONE;
+      } else {
+        // The cut: tokens after `found` in the order are dropped; count what is left.
+        a.limit_key = found.key;
+        a.limit_index = found.index;
+        if (stage == STAGE_TOP_P && params.min_p > 0.0) {
+          a.min_mass = params.min_p;
+        }
+        stage = select(STAGE_DRAW, STAGE_TOP_P, stage == STAGE_TOP_K);
+        step = Pass(TOTALS, false, 0u, 0u, 0u);
+      }
     }
-    totals = allowed_totals(lid, a);
-    let goal = params.draw * totals[1];
-    if (goal < totals[1]) {
-      picked = boundary(lid, a, true, goal, true).index;
-    } else {
-      // Rounding left no token above the draw: the last allowed one, as the CPU takes.
-      picked = boundary(lid, a, true, totals[1], false).index;
+    if (stage == STAGE_DONE) {
+      break;
     }
   }
   if (lid == 0u) {
     result[0] = picked;
-    if (penalise) {
-      token_flags[picked] = 1u;
+    if (flagged) {
+      token_flags[picked / 4u][picked % 4u] = 1u;
     }
   }
 }
