@@ -17,7 +17,7 @@ const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
  * A kernel's WGSL: its file composed with shared pieces from wgsl/common/ (WGSL has no includes).
  * `enable` and `diagnostic` directives must open a module, so they are hoisted from every part.
  */
-function wgsl(file: string, ...common: ('matmul_common' | 'workgroup_reduce')[]): string {
+function wgsl(file: string, ...common: ('matmul_common' | 'workgroup_reduce' | 'attention_params')[]): string {
   const parts = [...common.map((c) => `common/${c}.wgsl`), file].map((f) => fs.readFileSync(new URL(f, WGSL_DIRECTORY), 'utf8'));
   const directive = /^(enable|diagnostic)\b.*;\s*$/;
   const lines = parts.join('\n').split('\n');
@@ -95,9 +95,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
     rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
     writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
-    attention: { source: wgsl('attention.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
-    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
-    attentionCombine: { source: wgsl('attention_combine.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
+    attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
+    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
+    attentionCombine: { source: wgsl('attention_combine.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'write'] },
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
@@ -185,8 +185,8 @@ export class WebGpuBackend implements Backend {
   private readonly kvPool = new Map<number, GPUBuffer[]>();
   private readonly owned: GPUBuffer[] = [];
   private readonly errors: string[] = [];
-  /** Counters for the last `read` (one step): dispatches recorded, and time spent waiting on the GPU. */
-  readonly lastStep = { dispatches: 0, waitMs: 0 };
+  /** Counters for the last `read` (one step): dispatches recorded. */
+  readonly lastStep = { dispatches: 0 };
   private dispatchesSinceRead = 0;
   private profiler: Profiler | undefined;
   private normScratchTensor: GpuTensor | undefined;
@@ -596,10 +596,8 @@ export class WebGpuBackend implements Backend {
     this.submit({ from: buffer, to: staging, bytes });
     this.lastStep.dispatches = this.dispatchesSinceRead;
     this.dispatchesSinceRead = 0;
-    const waitStart = performance.now();
     try {
       await staging.mapAsync(GPUMapMode.READ);
-      this.lastStep.waitMs = performance.now() - waitStart;
     } catch (error) {
       throw new GpuError(`reading results failed: ${this.lostReason ?? (this.errors.join('; ') || (error as Error).message)}`);
     }

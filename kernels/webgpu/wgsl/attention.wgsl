@@ -2,18 +2,6 @@
 // positions are taken in chunks of 256, one per thread, with an online softmax (running max and
 // sum rescale earlier chunks), so any context length works with fixed workgroup memory.
 
-struct Params {
-  rows: u32,
-  heads: u32,
-  kv_heads: u32,
-  head_dim: u32,
-  capacity: u32,
-  scale: f32,
-  _pad0: u32,
-  _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> keys: array<f32>;
 @group(0) @binding(3) var<storage, read> values: array<f32>;

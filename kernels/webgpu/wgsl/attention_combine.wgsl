@@ -3,18 +3,6 @@
 // weighted values and sum scaled by exp(max_s - max), where max is the largest over the splits
 // (an empty split has max -3e38 and contributes nothing).
 
-struct Params {
-  rows: u32,
-  heads: u32,
-  kv_heads: u32,
-  head_dim: u32,
-  capacity: u32,
-  scale: f32,
-  split_length: u32,
-  splits: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
 

@@ -9,18 +9,6 @@
 //   each reading 16-byte pieces of value rows (coalesced across a column group), the stripes then
 //   summed in workgroup memory.
 
-struct Params {
-  rows: u32,
-  heads: u32,
-  kv_heads: u32,
-  head_dim: u32,
-  capacity: u32,
-  scale: f32,
-  split_length: u32, // 0: the whole cache in one workgroup, the result written to `out`
-  splits: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
