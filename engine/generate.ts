@@ -90,10 +90,12 @@ export class Generator {
       this.model.backend.uploadIndices(cache.tokenFlags, flags);
     }
 
-    // Tokens are sampled where the logits are; only ids come back. Decoding is pipelined: step
-    // n + 1 (fed step n's token on the device) is submitted before step n's id is read, so the
-    // CPU's recording overlaps the GPU's work. When step n ends the sequence, step n + 1 was
-    // wasted work on a cache about to be released.
+    // Tokens are sampled where the logits are; only ids come back. On a GPU decoding is pipelined:
+    // step n + 1 (fed step n's token on the device) is submitted before step n's id is read, so the
+    // CPU's recording overlaps the GPU's work; when step n ends the sequence, step n + 1 was wasted
+    // work on a cache about to be released. The CPU backend runs a step as it is recorded, so
+    // there each step waits for the previous token to be checked.
+    const pipelined = this.model.backend.name !== 'cpu';
     const prefillStart = performance.now();
     const step = this.model.maxStepTokens;
     const lastChunk = Math.floor((promptIds.length - 1) / step) * step;
@@ -114,10 +116,12 @@ export class Generator {
         // The token that `pending` will give is number ids.length + 1 and sits at this position.
         const position = promptIds.length + ids.length;
         const more = ids.length + 1 < maxTokens && position + 1 < capacity;
-        next = more ? this.model.forwardSample(cache, PREVIOUS_SAMPLE, position, sampler.next()) : undefined;
-        next?.catch(() => undefined); // its failure surfaces when it is awaited, below or in the loop
+        const submitNext = () => (more ? this.model.forwardSample(cache, PREVIOUS_SAMPLE, position, sampler.next()) : undefined);
+        if (pipelined) {
+          next = submitNext();
+          next?.catch(() => undefined); // its failure surfaces when it is awaited, in the loop
+        }
         const token = await pending;
-        pending = next;
         if (first) {
           first = false;
           prefillMs = performance.now() - prefillStart;
@@ -138,6 +142,7 @@ export class Generator {
           break;
         }
         request.signal?.throwIfAborted();
+        pending = pipelined ? next : submitNext();
       }
     } finally {
       // A step still in flight finishes before its cache goes back to the pool.
