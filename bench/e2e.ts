@@ -5,8 +5,8 @@
 //
 //   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--prompt 128] [--new 128]
 //                        [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf] [--profile] [--out FILE]
-// --profile times every WebGPU dispatch of the decode steps (one pass each, so the tok/s it prints
-// are lower) and prints the GPU time per kernel per step.
+// --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
+// the tok/s it prints are lower) and prints the GPU time per kernel.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -36,6 +36,14 @@ const newTokens = Number(values.new);
 if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or cpu, got ${values.backend}`);
 
 const results = [];
+/** A profile's kernels, slowest first, per step over `steps` steps. */
+function printProfile(title: string, profile: Map<string, { calls: number; ms: number }>, steps: number): void {
+  const rows = [...profile].sort((a, b) => b[1].ms - a[1].ms);
+  const total = rows.reduce((sum, [, p]) => sum + p.ms, 0) / steps;
+  console.log(`  ${title} (timestamps; sum ${total.toFixed(2)} ms):`);
+  for (const [kernel, p] of rows) console.log(`    ${kernel.padEnd(20)} ${(p.calls / steps).toFixed(0).padStart(4)} calls  ${(p.ms / steps).toFixed(3)} ms  ${((1000 * p.ms) / p.calls).toFixed(1)} µs each`);
+}
+
 for (const name of values.models.split(',')) {
   const configPath = path.join('bench', 'configs', `${name}.json`);
   const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
@@ -80,17 +88,15 @@ for (const name of values.models.split(',')) {
   }
   if (values.profile && backend instanceof WebGpuBackend) {
     // One step at a time here: profile mode reads each step's timestamps before the next.
-    backend.takeProfile(); // drop what the prefill and warm-up recorded
+    backend.takeProfile(); // drop what the warm-up recorded
+    await model.forward(cache, prompt, 0);
+    printProfile(`${name} prefill (${promptTokens} tokens), GPU time by kernel`, backend.takeProfile(), 1);
     let token = await model.forwardSample(cache, prompt, 0, greedy);
     backend.takeProfile();
     const t0 = performance.now();
     for (let i = 0; i < newTokens - 1; i++) token = await model.forwardSample(cache, Int32Array.of(token), promptTokens + i, greedy);
     decodeSamples.push(((newTokens - 1) * 1000) / (performance.now() - t0));
-    const profile = [...backend.takeProfile()].sort((a, b) => b[1].ms - a[1].ms);
-    const steps = newTokens - 1;
-    const total = profile.reduce((sum, [, p]) => sum + p.ms, 0) / steps;
-    console.log(`  ${name} decode, GPU time per step by kernel (timestamps; sum ${total.toFixed(2)} ms):`);
-    for (const [kernel, p] of profile) console.log(`    ${kernel.padEnd(20)} ${(p.calls / steps).toFixed(0).padStart(4)} calls  ${(p.ms / steps).toFixed(3)} ms  ${((1000 * p.ms) / p.calls).toFixed(1)} µs each`);
+    printProfile(`${name} decode, GPU time per step by kernel`, backend.takeProfile(), newTokens - 1);
     await model.forwardSample(cache, prompt, 0, sampled);
     backend.takeProfile();
     await model.forwardSample(cache, Int32Array.of(token), promptTokens, sampled);

@@ -24,7 +24,7 @@ const { values } = parseArgs({
 
 // (in, out): Llama-2-7B q/o and up/down, Llama-3.2-1B up.
 const SHAPES: [number, number][] = values.quick ? [[256, 384]] : [[4096, 4096], [4096, 11008], [11008, 4096], [2048, 8192]];
-const GEMM_ROWS = values.quick ? [64] : [1024, 2048];
+const GEMM_ROWS = values.quick ? [64] : [128, 1024, 2048];
 
 const backend = await WebGpuBackend.create({ allowSoftware: true, portable: values.portable });
 const device = backend.gpu.device;

@@ -87,11 +87,13 @@ describe.each([
           return be.read(out, rows * outFeatures);
         });
         // Sums of `inFeatures` terms in another order: the tolerance grows with √inFeatures.
-        expectClose(g, c, (tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5) * Math.max(1, Math.sqrt(inFeatures) / 8));
+        // f32 sums in another order: rounding grows with the length of the dot products.
+      expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8) : Math.max(1e-5, inFeatures * 6e-8));
       }
     });
 
-    it.for<[number, number, number]>([[32, 64, 64], [64, 4096, 96], [130, 200, 131], [257, 72, 70], [40, 67, 33], [300, 136, 260]])('tensor-core matmul rows=%i in=%i out=%i where the adapter has subgroup matrices', async ([rows, inFeatures, outFeatures], { skip }) => {
+    // K split 8 ways (64 × 4096) and 2 ways with x read as scalars (40 × 1030).
+    it.for<[number, number, number]>([[32, 64, 64], [64, 4096, 96], [130, 200, 131], [257, 72, 70], [40, 67, 33], [300, 136, 260], [40, 1030, 50]])('tensor-core matmul rows=%i in=%i out=%i where the adapter has subgroup matrices', async ([rows, inFeatures, outFeatures], { skip }) => {
       if (!gpu?.gpu.features.subgroupMatrixF16) return skip();
       // That kernel rounds activations to f16: the oracle gets x rounded too.
       const x = random(rows * inFeatures).map((v) => halfToFloat(floatToHalf(v)));
@@ -106,7 +108,7 @@ describe.each([
       expectClose(g, c, TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8));
     });
 
-    it.for<[number, number]>([[1, 16], [1, 13], [3, 64], [6, 40], [40, 64]])('matmulSplit rows=%i in=%i writes three projections in one dispatch', async ([rows, inFeatures], { skip }) => {
+    it.for<[number, number]>([[1, 16], [1, 13], [3, 64], [6, 40], [40, 64], [40, 1030]])('matmulSplit rows=%i in=%i writes three projections in one dispatch', async ([rows, inFeatures], { skip }) => {
       if (!gpu) return skip();
       const widths = [9, 4, 12];
       const total = 25;
@@ -120,7 +122,8 @@ describe.each([
         for (const [i, o] of outs.entries()) results.push(await be.read(o, rows * widths[i]));
         return concat(...results);
       });
-      expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE : 1e-5);
+      // f32 sums in another order: rounding grows with the length of the dot products.
+      expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8) : Math.max(1e-5, inFeatures * 6e-8));
     });
 
     it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64]])('matmul of RMSNorm(x) rows=%i in=%i (fused into the subgroup GEMV where it can be)', async ([rows, inFeatures], { skip }) => {

@@ -6,24 +6,11 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import fs from 'node:fs';
 import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
-
-const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
-
-/**
- * A kernel's WGSL: its file composed with shared pieces from wgsl/common/ (WGSL has no includes).
- * `enable` and `diagnostic` directives must open a module, so they are hoisted from every part.
- */
-function wgsl(file: string, ...common: ('matmul_common' | 'workgroup_reduce' | 'attention_params')[]): string {
-  const parts = [...common.map((c) => `common/${c}.wgsl`), file].map((f) => fs.readFileSync(new URL(f, WGSL_DIRECTORY), 'utf8'));
-  const directive = /^(enable|diagnostic)\b.*;\s*$/;
-  const lines = parts.join('\n').split('\n');
-  const directives = [...new Set(lines.filter((l) => directive.test(l)))];
-  return [...directives, ...lines.filter((l) => !directive.test(l))].join('\n');
-}
+import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmTile } from './gemm_subgroup_matrix.ts';
+import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
 
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
@@ -35,6 +22,19 @@ const ARENA_SLOTS = 16384;
  * rows (where its speed matters), smaller ones stay on the f32 kernels.
  */
 const SUBGROUP_MATRIX_MIN_ROWS = 32;
+/**
+ * Tensor-core tiles, in order of preference; the first that fits the device's workgroup memory is
+ * used. bench/gemm-sweep.ts chose the first on an H200 (bench/RESULTS.md): at 2048 tokens it is
+ * within 1% of the best wider tile, and at 128 tokens it splits K to fill the GPU.
+ */
+const GEMM_TILES: GemmTile[] = [
+  { subgroupsM: 2, subgroupsN: 4, blocksM: 4, blocksN: 2, depth: 64, stages: 1 }, // 128 × 128
+  { subgroupsM: 2, subgroupsN: 2, blocksM: 2, blocksN: 2, depth: 32, stages: 2 }, // 64 × 64, for 32 KiB of workgroup memory
+];
+/** Split K (up to MAX_GEMM_SPLITS ways, each ≥ GEMM_MIN_SPLIT_STEPS steps) until about this many workgroups. */
+const GEMM_TARGET_WORKGROUPS = 160;
+const MAX_GEMM_SPLITS = 8;
+const GEMM_MIN_SPLIT_STEPS = 8;
 /**
  * Attention splits the cache over more workgroups until there are about this many (decode has one
  * per head otherwise: too few to keep a GPU's memory system busy), each split at least
@@ -104,18 +104,39 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write'], constants: { THREADS: sampleThreads(limits) } },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
+    ...tensorCoreSpecs(features, limits),
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
-    // Tensor cores, where the adapter offers f16 → f32 16 × 16 × 16 subgroup matrices.
-    gemmSubgroupMatrix: features.subgroupMatrixF16
-      ? { source: wgsl('gemm_subgroup_matrix.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS }
-      : undefined,
     gemvSubgroup: features.subgroups
       ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS }
       : undefined,
   };
 }
+/** The tensor-core tile for this device, where it has f16 → f32 16 × 16 × 16 subgroup matrices. */
+function tensorCoreTile(features: GpuFeatures, limits: GPUSupportedLimits): GemmTile | undefined {
+  if (!features.subgroupMatrixF16) return undefined;
+  const fits = (tile: GemmTile) => gemmTileWorkgroupBytes(tile) <= limits.maxComputeWorkgroupStorageSize
+    && gemmTileThreads(tile) <= Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
+  return GEMM_TILES.find(fits);
+}
+
+/** x, W, bias, three outputs, and split-K partial sums (written). */
+const GEMM_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'write', 'write'];
+
+function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial<Record<KernelName, KernelSpec>> {
+  const tile = tensorCoreTile(features, limits);
+  if (!tile) return {};
+  const spec = (input: 'vec4' | 'f32'): KernelSpec => ({
+    source: composeWgsl([...commonWgsl('matmul_common'), gemmSubgroupMatrixSource(tile, input)]), entryPoint: 'main', storage: GEMM_BINDINGS,
+  });
+  return {
+    gemmTensor: spec('vec4'),
+    gemmTensorScalarX: spec('f32'),
+    gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
+  };
+}
+
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmSubgroupMatrix' | 'randomMatrix' | 'argmax' | 'sample';
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmTensor' | 'gemmTensorScalarX' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -172,7 +193,9 @@ export class WebGpuBackend implements Backend {
   private readonly dynamicOffset = new Uint32Array(1);
   private currentPipeline: GPUComputePipeline | undefined;
   private readonly dummy: GPUBuffer;
-  private readonly unusedOutputs: [GPUBuffer, GPUBuffer];
+  private readonly unusedOutputs: [GPUBuffer, GPUBuffer, GPUBuffer];
+  private readonly gemmTile: GemmTile | undefined;
+  private gemmPartials: GPUBuffer | undefined;
   private readonly arena: GPUBuffer;
   private readonly arenaWords: Uint32Array;
   private readonly arenaFloats: Float32Array;
@@ -209,8 +232,9 @@ export class WebGpuBackend implements Backend {
     this.arenaWords = new Uint32Array(cpuArena);
     this.arenaFloats = new Float32Array(cpuArena);
     this.dummy = this.createBuffer(16, GPUBufferUsage.STORAGE);
-    // Two distinct buffers: one buffer may not fill two writable bindings of a dispatch.
-    this.unusedOutputs = [this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE)];
+    // Distinct buffers: one buffer may not fill two writable bindings of a dispatch.
+    this.unusedOutputs = [this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE)];
+    this.gemmTile = tensorCoreTile(gpu.features, this.device.limits);
   }
 
   /**
@@ -452,7 +476,7 @@ export class WebGpuBackend implements Backend {
 
   /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
   matmulRoundsActivations(rows: number): boolean {
-    return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmSubgroupMatrix');
+    return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmTensor');
   }
 
   matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, inputNorm?: InputNorm): void {
@@ -483,13 +507,35 @@ export class WebGpuBackend implements Backend {
     const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (inputNorm ? 4 : 0);
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: inputNorm?.eps ?? 0 }];
     if (this.matmulRoundsActivations(rows)) {
-      // This kernel takes the weight stride in halves.
+      // These kernels take the weight stride in halves, and a buffer for split-K sums in place of
+      // the norm weight.
       params[3] = w.rowStrideHalves;
-      this.dispatch('gemmSubgroupMatrix', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
+      buffers[6] = this.unusedOutputs[2];
+      this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
     else if (decodeSubgroup) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
+  }
+
+  private recordTensorCoreMatmul(params: (number | { f32: number })[], buffers: GPUBuffer[], rows: number, inFeatures: number, outFeatures: number): void {
+    const tile = this.gemmTile!;
+    const grid: [number, number, number] = [Math.ceil(outFeatures / gemmTileColumns(tile)), Math.ceil(rows / gemmTileRows(tile)), 1];
+    const steps = Math.ceil(inFeatures / tile.depth);
+    while (grid[2] < MAX_GEMM_SPLITS && grid[0] * grid[1] * grid[2] * 2 <= GEMM_TARGET_WORKGROUPS && steps / (grid[2] * 2) >= GEMM_MIN_SPLIT_STEPS) grid[2] *= 2;
+    const splits = grid[2];
+    if (splits > 1) {
+      const bytes = splits * rows * outFeatures * 4;
+      if (!this.gemmPartials || this.gemmPartials.size < bytes) this.gemmPartials = this.createBuffer(bytes, GPUBufferUsage.STORAGE);
+      buffers[6] = this.gemmPartials;
+      params[4] = (params[4] as number) | (splits << 8);
+    }
+    this.dispatch(inFeatures % 4 === 0 ? 'gemmTensor' : 'gemmTensorScalarX', params, buffers, grid);
+    if (splits > 1) {
+      const groups = Math.ceil((rows * outFeatures) / 256);
+      const x = Math.min(groups, 65535);
+      this.dispatch('gemmCombine', params, [this.dummy, this.dummy, ...buffers.slice(2)], [x, Math.ceil(groups / x)]);
+    }
   }
 
   private elementwise(op: number, out: Tensor, a: Tensor, b: Tensor | null, elements: number): void {
@@ -515,7 +561,7 @@ export class WebGpuBackend implements Backend {
 
   rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
     const c = store ? kvCache(store.cache) : undefined;
-    const cacheBuffers = c && store ? [tensor(store.v).buffer, c.keys[store.layer], c.values[store.layer]] : [this.dummy, ...this.unusedOutputs];
+    const cacheBuffers = c && store ? [tensor(store.v).buffer, c.keys[store.layer], c.values[store.layer]] : [this.dummy, this.unusedOutputs[0], this.unusedOutputs[1]];
     this.dispatch('rope', [rows, heads, kvHeads, headDim, c ? 1 : 0, c?.capacity ?? 0, 0, 0],
       [tensor(q).buffer, tensor(k).buffer, indexTensor(positions).buffer, tensor(cos).buffer, tensor(sin).buffer, ...cacheBuffers],
       [Math.ceil(headDim / 2 / 64), heads + kvHeads, rows]);

@@ -4,9 +4,12 @@ import { create, globals } from 'webgpu';
 
 /**
  * On NVIDIA's Vulkan driver, Dawn hides shader-f16 unless told it may enable it, and subgroup
- * matrices are behind allow_unsafe_apis (see ../shared/ANCHORS.md §4).
+ * matrices are behind allow_unsafe_apis (see ../shared/ANCHORS.md §4). disable_robustness drops
+ * the index clamping Dawn adds to every array access: our kernels bound their own accesses (and
+ * their tests run on awkward sizes), and the clamps cost the tensor-core GEMM 40% of its speed
+ * (bench/RESULTS.md). BLR_DAWN_TOGGLES adds toggles (comma-separated) for experiments.
  */
-export const DAWN_TOGGLES = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+export const DAWN_TOGGLES = [`enable-dawn-features=${['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'disable_robustness', ...(process.env.BLR_DAWN_TOGGLES?.split(',').filter(Boolean) ?? [])].join(',')}`];
 
 export class GpuUnavailableError extends Error {
   constructor(message: string) {

@@ -1,0 +1,227 @@
+// The tensor-core GEMM (prefill): out (rows × out_features) = x · Wᵀ + bias, through subgroup
+// matrices (f16 × f16 → f32, 16 × 16 × 16). WGSL cannot index a list of matrices by a loop
+// variable, so this function writes the kernel for one tile shape, its loops unrolled: a
+// workgroup of subgroupsM × subgroupsN subgroups of 32 makes a (subgroupsM · blocksM · 16) ×
+// (subgroupsN · blocksN · 16) output tile, each subgroup blocksM × blocksN result matrices.
+//
+// Per `depth`-deep step of K, x (f32, rounded to f16) and W (f16, row-major out × in, so Wᵀ is a
+// column-major right matrix) are staged in workgroup memory with rows padded by 8 halves (16
+// bytes: the 16-byte row pieces that matrix loads read land in distinct banks). With two stages the
+// next step's tiles are fetched into registers while this step's are multiplied, then written to
+// the other stage: one barrier a step. Results pass through a 16 × 16 scratch per subgroup so ragged
+// edges are bounds-checked and the shared epilogue (bias, residual, split outputs) applies.
+//
+// Split K: with a grid z of n > 1, workgroup z takes the z-th of n runs of K steps and writes its
+// raw sums to `partials` (n × rows × out_features), which wgsl/gemm_combine.wgsl adds up and
+// passes through the epilogue. Small prefill chunks have too few output tiles to fill a GPU.
+//
+// x comes as f32 read one value at a time ('f32'), as vec4<f32> ('vec4': in_features a multiple
+// of 4) or as f16 eight at a time ('f16': in_features a multiple of 8); weight rows
+// padded to 8 halves (the backend's layout; padding is zero), whose stride the kernel takes in halves.
+
+export interface GemmTile {
+  subgroupsM: number;
+  subgroupsN: number;
+  blocksM: number;
+  blocksN: number;
+  /** K per staged step: 32 or 64. */
+  depth: number;
+  /** 2: double-buffered workgroup memory; 1: single buffer, two barriers a step. */
+  stages: 1 | 2;
+}
+
+const SUBGROUP = 32;
+const PAD_HALVES = 8;
+
+export function gemmTileRows(tile: GemmTile): number {
+  return tile.subgroupsM * tile.blocksM * 16;
+}
+
+export function gemmTileColumns(tile: GemmTile): number {
+  return tile.subgroupsN * tile.blocksN * 16;
+}
+
+export function gemmTileThreads(tile: GemmTile): number {
+  return tile.subgroupsM * tile.subgroupsN * SUBGROUP;
+}
+
+/** Workgroup memory the kernel declares, in bytes. */
+export function gemmTileWorkgroupBytes(tile: GemmTile): number {
+  const stride = tile.depth + PAD_HALVES;
+  return tile.stages * (gemmTileRows(tile) + gemmTileColumns(tile)) * stride * 2 + tile.subgroupsM * tile.subgroupsN * 256 * 4;
+}
+
+export function gemmTileName(tile: GemmTile): string {
+  return `${gemmTileRows(tile)}x${gemmTileColumns(tile)} (${tile.subgroupsM}x${tile.subgroupsN} subgroups of ${tile.blocksM}x${tile.blocksN}) k${tile.depth} s${tile.stages}`;
+}
+
+/** The kernel's WGSL (to be composed after wgsl/common/matmul_common.wgsl). */
+export type GemmInput = 'f32' | 'vec4' | 'f16';
+
+export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): string {
+  const xPerLoad = input === 'f16' ? 8 : 4;
+  const xRegister = input === 'f16' ? 'vec4<u32>' : 'vec4<f32>';
+  const { subgroupsM, subgroupsN, blocksM, blocksN, depth, stages } = tile;
+  const tileRows = gemmTileRows(tile);
+  const tileColumns = gemmTileColumns(tile);
+  const threads = gemmTileThreads(tile);
+  const stride = depth + PAD_HALVES;
+  const xLoads = (tileRows * depth) / xPerLoad / threads;
+  const wLoads = (tileColumns * depth) / 8 / threads;
+  if (!Number.isInteger(xLoads) || !Number.isInteger(wLoads) || xLoads < 1 || wLoads < 1) {
+    throw new RangeError(`tile ${gemmTileName(tile)}: its ${threads} threads cannot share the staging loads evenly`);
+  }
+  const xStage = tileRows * stride;
+  const wStage = tileColumns * stride;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const blocks = range(blocksM).flatMap((i) => range(blocksN).map((j) => [i, j] as const));
+  const lines: string[] = [];
+  const emit = (...l: string[]) => lines.push(...l);
+
+  // Fetch step t's tiles into registers; stash them into stage s of workgroup memory.
+  const fetch = (indent: string, t: string) => [
+    ...range(xLoads).map((i) => `${indent}xr${i} = load_x(row0 + (lid + ${i * threads}u) / ${depth / xPerLoad}u, ${t} * ${depth}u + ((lid + ${i * threads}u) % ${depth / xPerLoad}u) * ${xPerLoad}u);`),
+    ...range(wLoads).map((i) => `${indent}wr${i} = load_w(col0 + (lid + ${i * threads}u) / ${depth / 8}u, ${t} * ${depth}u + ((lid + ${i * threads}u) % ${depth / 8}u) * 8u);`),
+  ];
+  const stash = (indent: string, stage: string) => [
+    ...range(xLoads).map((i) => `${indent}stash_x(${stage} * ${xStage}u + ((lid + ${i * threads}u) / ${depth / xPerLoad}u) * ${stride}u + ((lid + ${i * threads}u) % ${depth / xPerLoad}u) * ${xPerLoad}u, xr${i});`),
+    ...range(wLoads).map((i) => `${indent}stash_w(${stage} * ${wStage}u + ((lid + ${i * threads}u) / ${depth / 8}u) * ${stride}u + ((lid + ${i * threads}u) % ${depth / 8}u) * 8u, wr${i});`),
+  ];
+  const multiply = (indent: string, stage: string) => range(depth / 16).flatMap((kk) => [
+    ...range(blocksM).map((i) => `${indent}let a${i}_${kk} = subgroupMatrixLoad<Left, row_major>(&x_tile, ${stage} * ${xStage}u + (sg_row + ${i * 16}u) * ${stride}u + ${kk * 16}u, ${stride}u);`),
+    ...range(blocksN).map((j) => `${indent}let b${j}_${kk} = subgroupMatrixLoad<Right, col_major>(&w_tile, ${stage} * ${wStage}u + (sg_col + ${j * 16}u) * ${stride}u + ${kk * 16}u, ${stride}u);`),
+    ...blocks.map(([i, j]) => `${indent}acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}_${kk}, b${j}_${kk}, acc${i}_${j});`),
+  ]);
+
+  emit(
+    `// Generated by kernels/webgpu/gemm_subgroup_matrix.ts: tile ${gemmTileName(tile)}, x as ${input}.`,
+    'enable f16;',
+    'enable subgroups;',
+    'enable chromium_experimental_subgroup_matrix;',
+    '',
+    `@group(0) @binding(1) var<storage, read> x: array<${{ f32: 'f32', vec4: 'vec4<f32>', f16: 'vec4<u32>' }[input]}>;`,
+    '@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;',
+    '@group(0) @binding(7) var<storage, read_write> partials: array<f32>;',
+    '',
+    `var<workgroup> x_tile: array<f16, ${stages * xStage}>;`,
+    `var<workgroup> w_tile: array<f16, ${stages * wStage}>;`,
+    `var<workgroup> scratch: array<f32, ${subgroupsM * subgroupsN * 256}>;`,
+    '',
+    'alias Left = subgroup_matrix_left<f16, 16, 16>;',
+    'alias Right = subgroup_matrix_right<f16, 16, 16>;',
+    'alias Result = subgroup_matrix_result<f32, 16, 16>;',
+    '',
+    ...(input === 'f16'
+      ? [
+        '// Eight activations of row r from column k (a multiple of 8); zeros past the edges.',
+        'fn load_x(r: u32, k: u32) -> vec4<u32> {',
+        '  if (r >= params.rows || k >= params.in_features) { return vec4<u32>(0u); }',
+        '  return x[(r * params.in_features + k) / 8u];',
+        '}',
+        '',
+        'fn stash_x(at: u32, v: vec4<u32>) {',
+        '  for (var c = 0u; c < 4u; c++) {',
+        '    let pair = bitcast<vec2<f16>>(v[c]);',
+        '    x_tile[at + 2u * c] = pair.x;',
+        '    x_tile[at + 2u * c + 1u] = pair.y;',
+        '  }',
+        '}',
+      ]
+      : [
+        '// Four activations of row r from column k (a multiple of 4); zeros past the edges.',
+        'fn load_x(r: u32, k: u32) -> vec4<f32> {',
+        '  if (r >= params.rows) { return vec4<f32>(0.0); }',
+        ...(input === 'vec4'
+          ? ['  if (k >= params.in_features) { return vec4<f32>(0.0); }', '  return x[(r * params.in_features + k) / 4u];']
+          : ['  var v = vec4<f32>(0.0);', '  for (var c = 0u; c < 4u; c++) {', '    if (k + c < params.in_features) { v[c] = x[r * params.in_features + k + c]; }', '  }', '  return v;']),
+        '}',
+        '',
+        'fn stash_x(at: u32, v: vec4<f32>) {',
+        '  let h = vec4<f16>(v);',
+        '  x_tile[at] = h.x;',
+        '  x_tile[at + 1u] = h.y;',
+        '  x_tile[at + 2u] = h.z;',
+        '  x_tile[at + 3u] = h.w;',
+        '}',
+      ]),
+    '',
+    '// Eight weights of output feature o from column k (a multiple of 8); zeros past the edges.',
+    'fn load_w(o: u32, k: u32) -> vec4<u32> {',
+    '  if (o >= params.out_features || k >= params.w_stride) { return vec4<u32>(0u); }',
+    '  return w[(o * params.w_stride + k) / 8u];',
+    '}',
+    '',
+    'fn stash_w(at: u32, v: vec4<u32>) {',
+    '  for (var c = 0u; c < 4u; c++) {',
+    '    let pair = bitcast<vec2<f16>>(v[c]);',
+    '    w_tile[at + 2u * c] = pair.x;',
+    '    w_tile[at + 2u * c + 1u] = pair.y;',
+    '  }',
+    '}',
+    '',
+    `@compute @workgroup_size(${threads})`,
+    'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) lid: u32,',
+    '        @builtin(subgroup_id) subgroup: u32, @builtin(subgroup_invocation_id) lane: u32) {',
+    `  let row0 = wid.y * ${tileRows}u;`,
+    `  let col0 = wid.x * ${tileColumns}u;`,
+    `  let sg_row = (subgroup / ${subgroupsN}u) * ${blocksM * 16}u;`,
+    `  let sg_col = (subgroup % ${subgroupsN}u) * ${blocksN * 16}u;`,
+    ...blocks.map(([i, j]) => `  var acc${i}_${j} = Result();`),
+    ...range(xLoads).map((i) => `  var xr${i}: ${xRegister};`),
+    ...range(wLoads).map((i) => `  var wr${i}: vec4<u32>;`),
+    `  let all_steps = (params.in_features + ${depth - 1}u) / ${depth}u;`,
+    '  let per_split = (all_steps + groups.z - 1u) / groups.z;',
+    '  let first = min(wid.z * per_split, all_steps);',
+    '  let steps = min(first + per_split, all_steps);',
+    ...fetch('  ', 'first'),
+    ...stash('  ', '0u'),
+    '  workgroupBarrier();',
+    '  for (var t = first; t < steps; t++) {',
+    '    let more = t + 1u < steps;',
+    '    if (more) {',
+    ...fetch('      ', '(t + 1u)'),
+    '    }',
+  );
+  if (stages === 2) {
+    emit(
+      '    let stage = (t - first) % 2u;',
+      ...multiply('    ', 'stage'),
+      '    if (more) {',
+      ...stash('      ', '(1u - stage)'),
+      '    }',
+      '    workgroupBarrier();',
+    );
+  } else {
+    emit(
+      ...multiply('    ', '0u'),
+      '    workgroupBarrier();',
+      '    if (more) {',
+      ...stash('      ', '0u'),
+      '    }',
+      '    workgroupBarrier();',
+    );
+  }
+  emit('  }');
+  // Epilogue: one result matrix at a time through this subgroup's scratch.
+  for (const [i, j] of blocks) {
+    emit(
+      `  subgroupMatrixStore<row_major>(&scratch, subgroup * 256u, acc${i}_${j}, 16u);`,
+      '  workgroupBarrier();',
+      '  for (var e = 0u; e < 8u; e++) {',
+      '    let index = lane + 32u * e;',
+      `    let r = row0 + sg_row + ${i * 16}u + index / 16u;`,
+      `    let o = col0 + sg_col + ${j * 16}u + index % 16u;`,
+      '    if (r < params.rows && o < params.out_features) {',
+      '      if (groups.z == 1u) {',
+      '        store(r, o, scratch[subgroup * 256u + index]);',
+      '      } else {',
+      '        partials[(wid.z * params.rows + r) * params.out_features + o] = scratch[subgroup * 256u + index];',
+      '      }',
+      '    }',
+      '  }',
+      '  workgroupBarrier();',
+    );
+  }
+  emit('}', '');
+  return lines.join('\n');
+}
