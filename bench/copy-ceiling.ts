@@ -1,6 +1,6 @@
 // The memory-bandwidth ceiling benchmarks compare against: a WGSL copy kernel (16-byte loads and
 // stores, grid-stride loop) over two buffers as large as the device binds (≤ 256 MiB), in GB/s
-// counting bytes read and written.
+// counting bytes read and written; the best of five timed samples.
 
 export async function copyCeilingGBs(device: GPUDevice): Promise<number> {
   const bytes = Math.min(256 * 2 ** 20, device.limits.maxStorageBufferBindingSize & ~0xffff);
@@ -25,9 +25,14 @@ export async function copyCeilingGBs(device: GPUDevice): Promise<number> {
     await device.queue.onSubmittedWorkDone();
   };
   await run(3);
-  const t0 = performance.now();
-  await run(20);
-  const ms = (performance.now() - t0) / 20;
+  // The best of five samples: a ceiling is the rate the device sustains when nothing disturbs it
+  // (single samples on the H200 ranged 3.2–3.8 TB/s).
+  let ms = Infinity;
+  for (let sample = 0; sample < 5; sample++) {
+    const t0 = performance.now();
+    await run(20);
+    ms = Math.min(ms, (performance.now() - t0) / 20);
+  }
   a.destroy();
   b.destroy();
   return (2 * bytes) / ms / 1e6;

@@ -41,7 +41,7 @@ for (const [subgroupsM, subgroupsN] of [[2, 2], [4, 2], [2, 4], [4, 1], [1, 4]])
           continue;
         }
         if (values.quick && !QUICK.includes(gemmTileName(tile))) continue;
-        tiles.push(tile);
+        tiles.push(tile, { ...tile, loopK: true });
       }
     }
   }

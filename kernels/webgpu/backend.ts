@@ -9,7 +9,7 @@
 import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
-import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmTile } from './gemm_subgroup_matrix.ts';
+import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
 import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
 
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
@@ -28,8 +28,8 @@ const SUBGROUP_MATRIX_MIN_ROWS = 32;
  * within 1% of the best wider tile, and at 128 tokens it splits K to fill the GPU.
  */
 const GEMM_TILES: GemmTile[] = [
-  { subgroupsM: 2, subgroupsN: 4, blocksM: 4, blocksN: 2, depth: 64, stages: 1 }, // 128 × 128
-  { subgroupsM: 2, subgroupsN: 2, blocksM: 2, blocksN: 2, depth: 32, stages: 2 }, // 64 × 64, for 32 KiB of workgroup memory
+  { subgroupsM: 2, subgroupsN: 4, blocksM: 4, blocksN: 2, depth: 64, stages: 1, loopK: true }, // 128 × 128
+  { subgroupsM: 2, subgroupsN: 2, blocksM: 2, blocksN: 2, depth: 32, stages: 2, loopK: true }, // 64 × 64, for 32 KiB of workgroup memory
 ];
 /** Split K (up to MAX_GEMM_SPLITS ways, each ≥ GEMM_MIN_SPLIT_STEPS steps) until about this many workgroups. */
 const GEMM_TARGET_WORKGROUPS = 160;
@@ -104,10 +104,14 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write'], constants: { THREADS: sampleThreads(limits) } },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
+    toHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     ...tensorCoreSpecs(features, limits),
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
     gemvSubgroup: features.subgroups
       ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS }
+      : undefined,
+    gemvSubgroupNormed: features.subgroups
+      ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { NORMED: 1 } }
       : undefined,
   };
 }
@@ -125,18 +129,19 @@ const GEMM_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'writ
 function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial<Record<KernelName, KernelSpec>> {
   const tile = tensorCoreTile(features, limits);
   if (!tile) return {};
-  const spec = (input: 'vec4' | 'f32'): KernelSpec => ({
+  const spec = (input: GemmInput): KernelSpec => ({
     source: composeWgsl([...commonWgsl('matmul_common'), gemmSubgroupMatrixSource(tile, input)]), entryPoint: 'main', storage: GEMM_BINDINGS,
   });
   return {
-    gemmTensor: spec('vec4'),
+    gemmTensor: spec('f16'),
+    gemmTensorVec4X: spec('vec4'),
     gemmTensorScalarX: spec('f32'),
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
   };
 }
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemm' | 'gemmTensor' | 'gemmTensorScalarX' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemvSubgroupNormed' | 'gemm' | 'toHalf' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -196,6 +201,7 @@ export class WebGpuBackend implements Backend {
   private readonly unusedOutputs: [GPUBuffer, GPUBuffer, GPUBuffer];
   private readonly gemmTile: GemmTile | undefined;
   private gemmPartials: GPUBuffer | undefined;
+  private halfScratch: GPUBuffer | undefined;
   private readonly arena: GPUBuffer;
   private readonly arenaWords: Uint32Array;
   private readonly arenaFloats: Float32Array;
@@ -513,7 +519,7 @@ export class WebGpuBackend implements Backend {
       buffers[6] = this.unusedOutputs[2];
       this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
-    else if (decodeSubgroup) this.dispatch('gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
+    else if (decodeSubgroup) this.dispatch(inputNorm ? 'gemvSubgroupNormed' : 'gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
   }
@@ -530,7 +536,16 @@ export class WebGpuBackend implements Backend {
       buffers[6] = this.gemmPartials;
       params[4] = (params[4] as number) | (splits << 8);
     }
-    this.dispatch(inFeatures % 4 === 0 ? 'gemmTensor' : 'gemmTensorScalarX', params, buffers, grid);
+    if (inFeatures % 8 === 0) {
+      // x goes to f16 first (see wgsl/to_half.wgsl).
+      const vectors = (rows * inFeatures) / 4;
+      if (!this.halfScratch || this.halfScratch.size < vectors * 8) this.halfScratch = this.createBuffer(vectors * 8, GPUBufferUsage.STORAGE);
+      const groups = Math.ceil(vectors / 256);
+      const gridX = Math.min(groups, 65535);
+      this.dispatch('toHalf', [vectors, gridX * 256], [buffers[0], this.halfScratch], [gridX, Math.ceil(groups / gridX)]);
+      buffers[0] = this.halfScratch;
+      this.dispatch('gemmTensor', params, buffers, grid);
+    } else this.dispatch(inFeatures % 4 === 0 ? 'gemmTensorVec4X' : 'gemmTensorScalarX', params, buffers, grid);
     if (splits > 1) {
       const groups = Math.ceil((rows * outFeatures) / 256);
       const x = Math.min(groups, 65535);

@@ -11,8 +11,12 @@ diagnostic(off, subgroup_uniformity);
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
-// With flags bit 2 the input is RMSNorm(x) · norm_weight: each workgroup finds its row's 1/rms
-// (one more pass over x, from cache) and scales x as it loads it, so the norm needs no dispatch.
+// NORMED (a second pipeline, for flags bit 2): the input is RMSNorm(x) · norm_weight. Since
+// RMSNorm(x) = x · s with one scale s per row, the loop sums w · (x ⊙ norm_weight) and, from the
+// same x loads, x · x; each group of subgroups covers all of K, so the group's sum of squares gives
+// s at the end. The weights start streaming at once (no pass over x first), and neither pipeline
+// carries the other's code.
+override NORMED: bool = false;
 @group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;
 var<workgroup> norm_partial: array<f32, 64>;
 
@@ -41,41 +45,29 @@ fn main(
   let last = params.out_features - 1u;
   let w0 = min(first, last) * params.w_stride;
   let w1 = min(first + 1u, last) * params.w_stride;
-  let normed = (params.flags & 4u) != 0u;
-  var scale = 1.0;
-  if (normed) {
-    var sum_squares = 0.0;
-    for (var c = lid; c < chunks * 2u; c += WORKGROUP) {
-      let v = x[x_base + c];
-      sum_squares += dot(v, v);
-    }
-    let subgroup_sum = subgroupAdd(sum_squares);
-    if (lane == 0u) {
-      norm_partial[subgroup] = subgroup_sum;
-    }
-    workgroupBarrier();
-    var total = 0.0;
-    for (var i = 0u; i < subgroups; i++) {
-      total += norm_partial[i];
-    }
-    scale = inverseSqrt(total / f32(params.in_features) + params.norm_eps);
-  }
   var acc = vec2<f32>(0.0);
+  var sum_squares = 0.0;
   for (var c = part * subgroup_size + lane; c < chunks; c += subgroup_size * split) {
     var low = x[x_base + 2u * c];
     var high = x[x_base + 2u * c + 1u];
-    if (normed) {
-      low *= scale * norm_weight[2u * c];
-      high *= scale * norm_weight[2u * c + 1u];
+    if (NORMED) {
+      sum_squares += dot(low, low) + dot(high, high);
+      low *= norm_weight[2u * c];
+      high *= norm_weight[2u * c + 1u];
     }
     let p0 = w[w0 + c];
     let p1 = w[w1 + c];
     acc += vec2<f32>(dot8(p0, low, high), dot8(p1, low, high));
   }
   let total = subgroupAdd(acc);
+  var squares = 0.0;
+  if (NORMED) {
+    squares = subgroupAdd(sum_squares);
+  }
   if (lane == 0u) {
     partial[subgroup * ROWS_PER_GROUP] = total.x;
     partial[subgroup * ROWS_PER_GROUP + 1u] = total.y;
+    norm_partial[subgroup] = squares;
   }
   workgroupBarrier();
   if (lid < OUTPUTS_PER_WORKGROUP) {
@@ -84,8 +76,13 @@ fn main(
     let o = wid.x * OUTPUTS_PER_WORKGROUP + lid;
     if (o < params.out_features) {
       var sum = 0.0;
+      var squares_total = 0.0;
       for (var p = 0u; p < split; p++) {
         sum += partial[(g * split + p) * ROWS_PER_GROUP + j];
+        squares_total += norm_partial[g * split + p];
+      }
+      if (NORMED) {
+        sum *= inverseSqrt(squares_total / f32(params.in_features) + params.norm_eps);
       }
       store(r, o, sum);
     }
