@@ -211,7 +211,12 @@ describe.each([
       { heads: 2, kvHeads: 2, headDim: 12, length: 40, rows: 2 },
       { heads: 2, kvHeads: 1, headDim: 64, length: 2100, rows: 1 },
       { heads: 3, kvHeads: 3, headDim: 32, length: 1300, rows: 4 },
-    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, split over the cache when long), $length positions, $rows rows', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
+      // Prefill (16+ rows, head_dim ≤ 128): blocks of 16 rows, rows of one block at different lengths.
+      { heads: 4, kvHeads: 2, headDim: 128, length: 40, rows: 37 },
+      { heads: 3, kvHeads: 1, headDim: 64, length: 300, rows: 17 },
+      { heads: 2, kvHeads: 2, headDim: 44, length: 20, rows: 20 },
+      { heads: 2, kvHeads: 1, headDim: 136, length: 18, rows: 18 },
+    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, split over the cache when long, blocks of rows for prefill), $length positions, $rows rows', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
       if (!gpu) return skip();
       const capacity = length + 3;
       const k = random(length * kvHeads * headDim), v = random(length * kvHeads * headDim);

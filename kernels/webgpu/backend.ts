@@ -43,6 +43,10 @@ const GEMM_MIN_SPLIT_STEPS = 8;
 const ATTENTION_TARGET_WORKGROUPS = 256;
 const ATTENTION_MIN_SPLIT = 32;
 const MAX_ATTENTION_SPLITS = 32;
+/** wgsl/attention_prefill.wgsl: rows per workgroup, largest head_dim, workgroup memory it declares. */
+const ATTENTION_PREFILL_QUERIES = 16;
+const ATTENTION_PREFILL_MAX_HEAD_DIM = 128;
+const ATTENTION_PREFILL_WORKGROUP_BYTES = 26_436;
 
 type Access = 'read' | 'write';
 /** x, W, bias, three outputs (wgsl/common/matmul_common.wgsl), and an input-norm weight. */
@@ -98,6 +102,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
     attentionVec4: { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
     attentionCombine: { source: wgsl('attention_combine.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'write'] },
+    attentionPrefill: limits.maxComputeWorkgroupStorageSize >= ATTENTION_PREFILL_WORKGROUP_BYTES
+      ? { source: wgsl('attention_prefill.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] }
+      : undefined,
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
@@ -140,7 +147,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
   };
 }
 
-type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine'
+type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
   | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemvSubgroupNormed' | 'gemm' | 'toHalf' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
 
 interface BindGroupNode {
@@ -595,6 +602,12 @@ export class WebGpuBackend implements Backend {
     const buffers = [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer];
     if (shape.headDim % 4 !== 0) {
       this.dispatch('attention', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], buffers, [shape.heads, rows]);
+      return;
+    }
+    if (rows >= ATTENTION_PREFILL_QUERIES && shape.headDim <= ATTENTION_PREFILL_MAX_HEAD_DIM && this.kernels.has('attentionPrefill')) {
+      // Prefill: blocks of query rows share each staged key and value.
+      this.dispatch('attentionPrefill', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], buffers,
+        [shape.heads, Math.ceil(rows / ATTENTION_PREFILL_QUERIES)]);
       return;
     }
     // Flash-decoding: a long cache and few workgroups (decode) is split over more of them.
