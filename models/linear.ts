@@ -2,7 +2,7 @@
 // gets, and the model never asks.
 import type { Backend, InputNorm, Tensor } from '../kernels/backend.ts';
 
-export type LinearMethod = 'dense';
+export type LinearMethod = 'dense' | 'lowrank';
 
 export interface LinearLayer {
   readonly method: LinearMethod;
@@ -39,6 +39,49 @@ export class DenseLinear implements LinearLayer {
 
   forwardAdd(out: Tensor, x: Tensor, rows: number): void {
     this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, true);
+  }
+}
+
+/**
+ * y = (x Vᵀ) Uᵀ + b with V (rank × inFeatures) and U (outFeatures × rank): two matmuls through a
+ * rows × rank intermediate allocated once for up to `maxRows` rows. A fused norm goes into the
+ * first matmul, bias and residual into the second.
+ */
+export class LowRankLinear implements LinearLayer {
+  readonly method = 'lowrank' as const;
+  readonly parameters: number;
+  private readonly intermediate: Tensor;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly v: Tensor,
+    private readonly u: Tensor,
+    private readonly bias: Tensor | null,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    readonly rank: number,
+    private readonly maxRows: number,
+  ) {
+    if (v.elements < rank * inFeatures || u.elements < outFeatures * rank) {
+      throw new RangeError(`low-rank factors of ${v.elements} and ${u.elements} values; ${inFeatures}→${outFeatures} at rank ${rank} needs ${rank * inFeatures} and ${outFeatures * rank}`);
+    }
+    this.parameters = rank * (inFeatures + outFeatures) + (bias ? outFeatures : 0);
+    this.intermediate = backend.allocate(maxRows * rank);
+  }
+
+  private project(x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    if (rows > this.maxRows) throw new RangeError(`low-rank layer sized for ${this.maxRows} rows, given ${rows}`);
+    this.backend.matmul(this.intermediate, x, this.v, null, rows, this.inFeatures, this.rank, false, inputNorm);
+  }
+
+  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    this.project(x, rows, inputNorm);
+    this.backend.matmul(out, this.intermediate, this.u, this.bias, rows, this.rank, this.outFeatures);
+  }
+
+  forwardAdd(out: Tensor, x: Tensor, rows: number): void {
+    this.project(x, rows);
+    this.backend.matmul(out, this.intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, true);
   }
 }
 

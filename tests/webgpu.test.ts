@@ -10,6 +10,7 @@ import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+import { LowRankLinear } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
@@ -134,6 +135,21 @@ describe.each([
         return be.read(out, rows * 7);
       });
       expectClose(gpuOut, cpuOut, 2e-5);
+    });
+
+    it.for<[number]>([[1], [3], [9]])('LowRankLinear rows=%i: two matmuls through its rank-wide intermediate, with bias and residual', async ([rows], { skip }) => {
+      if (!gpu) return skip();
+      const v = random(6 * 40), u = random(33 * 6), bias = random(33), x = random(rows * 40), residual = random(rows * 33);
+      const [g, c] = await both(async (be) => {
+        const layer = new LowRankLinear(be, be.uploadMatrix(v, 6, 40, 'v'), be.uploadMatrix(u, 33, 6, 'u'), be.upload(bias), 40, 33, 6, 9);
+        const out = be.allocate(rows * 33);
+        layer.forward(out, be.upload(x), rows);
+        const sum = be.allocate(rows * 33);
+        be.add(sum, be.upload(residual), be.upload(new Float32Array(rows * 33)), rows * 33);
+        layer.forwardAdd(sum, be.upload(x), rows);
+        return concat(await be.read(out, rows * 33), await be.read(sum, rows * 33));
+      });
+      expectClose(g, c);
     });
 
     it('gatherRows from an f16 matrix and from an f32 tensor', async ({ skip }) => {
