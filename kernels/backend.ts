@@ -67,6 +67,14 @@ export interface AttentionShape {
 }
 
 /** A matmul whose input is RMSNorm(x) · weight (the norm fused where a kernel can). */
+/** A block low-rank layer's sizes: `blocks` blocks of inFeatures/blocks inputs and outFeatures/blocks outputs, rank `rank`. */
+export interface BlockShape {
+  inFeatures: number;
+  outFeatures: number;
+  rank: number;
+  blocks: number;
+}
+
 export interface InputNorm {
   weight: Tensor;
   eps: number;
@@ -116,6 +124,20 @@ export interface Backend {
    * receives rows × widths[i]. One dispatch on the GPU instead of one per projection.
    */
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void;
+  /**
+   * Steps 1 and 2 of a Monarch or BLAST layer (kernels/cpu/blr.ts `blockProject`): z (blocks ×
+   * rows × rank) from x (rows × inFeatures, or RMSNorm(x) · weight with `inputNorm`), the factor
+   * ((blocks·rank) × (inFeatures / blocks), from uploadMatrix) and, for BLAST, the coupling
+   * (blocks × blocks × rank, f32); a null coupling applies the Monarch permutation instead.
+   */
+  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void;
+  /**
+   * Step 3 (kernels/cpu/blr.ts `blockExpand`): out (rows × outFeatures) = each block's z_a ·
+   * factor_aᵀ (factor: (blocks·outFeatures/blocks) × rank) + bias, output p of block a at
+   * feature a·(outFeatures/blocks) + p, or p·blocks + a when `strided` (Monarch); `accumulate`
+   * adds to out instead (a residual connection).
+   */
+  blockExpand(out: Tensor, z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean): void;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */

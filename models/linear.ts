@@ -1,8 +1,8 @@
 // One interface for every linear layer; the checkpoint decides which implementation a projection
 // gets, and the model never asks.
-import type { Backend, InputNorm, Tensor } from '../kernels/backend.ts';
+import type { Backend, BlockShape, InputNorm, Tensor } from '../kernels/backend.ts';
 
-export type LinearMethod = 'dense' | 'lowrank';
+export type LinearMethod = 'dense' | 'lowrank' | 'monarch' | 'blast';
 
 export interface LinearLayer {
   readonly method: LinearMethod;
@@ -82,6 +82,59 @@ export class LowRankLinear implements LinearLayer {
   forwardAdd(out: Tensor, x: Tensor, rows: number): void {
     this.project(x, rows);
     this.backend.matmul(out, this.intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, true);
+  }
+}
+
+/**
+ * Monarch and BLAST (../shared/ANCHORS.md §1): `blockProject` makes each output block's rank-wide
+ * input z (b × rows × r, allocated once for up to `maxRows` rows) from x and the inner factor
+ * (Monarch w1 / BLAST V, (b·r) × (in/b)) — through the Monarch permutation, or mixed by BLAST's
+ * coupling S (b × b × r) — then `blockExpand` multiplies it by the outer factor (Monarch w2 /
+ * BLAST U, (b·out/b) × r), writing Monarch's outputs strided and BLAST's in contiguous blocks.
+ */
+export class BlockLowRankLinear implements LinearLayer {
+  readonly parameters: number;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  private readonly z: Tensor;
+
+  constructor(
+    private readonly backend: Backend,
+    readonly method: 'monarch' | 'blast',
+    private readonly inner: Tensor,
+    private readonly outer: Tensor,
+    private readonly coupling: Tensor | null,
+    private readonly bias: Tensor | null,
+    readonly shape: BlockShape,
+    private readonly maxRows: number,
+  ) {
+    const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+    if (i % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) {
+      throw new RangeError(`${method} layer ${i}→${o} with ${b} blocks of rank ${r}: features${method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
+    }
+    if ((method === 'blast') !== (coupling !== null)) throw new RangeError(`${method} layer: a coupling S is ${method === 'blast' ? 'required' : 'not used'}`);
+    if (inner.elements < r * i || outer.elements < o * r || (coupling && coupling.elements < b * b * r)) {
+      throw new RangeError(`${method} layer ${i}→${o}, ${b} blocks of rank ${r}: factors of ${inner.elements}, ${outer.elements}${coupling ? ` and ${coupling.elements}` : ''} values are too small`);
+    }
+    this.inFeatures = i;
+    this.outFeatures = o;
+    this.parameters = r * (i + o) + (coupling ? b * b * r : 0) + (bias ? o : 0);
+    this.z = backend.allocate(b * maxRows * r);
+  }
+
+  private project(x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    if (rows > this.maxRows) throw new RangeError(`${this.method} layer sized for ${this.maxRows} rows, given ${rows}`);
+    this.backend.blockProject(this.z, x, this.inner, this.coupling, rows, this.shape, inputNorm);
+  }
+
+  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    this.project(x, rows, inputNorm);
+    this.backend.blockExpand(out, this.z, this.outer, this.bias, rows, this.shape, this.method === 'monarch');
+  }
+
+  forwardAdd(out: Tensor, x: Tensor, rows: number): void {
+    this.project(x, rows);
+    this.backend.blockExpand(out, this.z, this.outer, this.bias, rows, this.shape, this.method === 'monarch', true);
   }
 }
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { blrForward, blrParameters, blrToDense, checkBlrFactors, monarchSource, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
-import { LowRankLinear } from '../models/linear.ts';
+import { BlockLowRankLinear, LowRankLinear } from '../models/linear.ts';
 
 const rng = new Rng(99);
 const random = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
@@ -171,5 +171,47 @@ describe('LowRankLinear on the CPU backend', () => {
     expect(maxRelativeError(await backend.read(accumulated, 3 * 23), withBias(blrForward(factors, shape, x, 3), residual))).toBeLessThan(1e-5);
 
     expect(() => layer.forward(out, backend.upload(random(5 * 19)), 5)).toThrow(/sized for 4 rows, given 5/);
+  });
+});
+
+describe('BlockLowRankLinear (Monarch, BLAST) on the CPU backend', () => {
+  it.for<['monarch' | 'blast', BlrShape]>([
+    ['monarch', { inFeatures: 15, outFeatures: 21, rank: 9, blocks: 3 }],
+    ['blast', { inFeatures: 27, outFeatures: 15, rank: 5, blocks: 3 }],
+  ])('%s %o: forward (with bias, of RMSNorm(x)) and forwardAdd match the reference', async ([method, shape]) => {
+    const backend = new CpuBackend();
+    const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+    const factors = randomFactors(method, shape);
+    const [inner, outer] = factors.method === 'monarch' ? [factors.w1, factors.w2] : factors.method === 'blast' ? [factors.v, factors.u] : [];
+    const coupling = factors.method === 'blast' ? backend.upload(factors.s) : null;
+    const bias = random(o), x = random(2 * i), norm = random(i), residual = random(2 * o);
+    const layer = new BlockLowRankLinear(backend, method, backend.uploadMatrix(inner!, b * r, i / b), backend.uploadMatrix(outer!, o, r), coupling, backend.upload(bias), shape, 2);
+    expect(layer.parameters).toBe(blrParameters(shape, method) + o);
+    const expected = (input: Float32Array, add?: Float32Array) => blrForward(factors, shape, input, 2).map((value, k) => value + bias[k % o] + (add ? add[k] : 0));
+
+    const out = backend.allocate(2 * o);
+    layer.forward(out, backend.upload(x), 2);
+    expect(maxRelativeError(await backend.read(out, 2 * o), expected(x))).toBeLessThan(1e-5);
+
+    const normed = x.slice();
+    for (let row = 0; row < 2; row++) {
+      let squares = 0;
+      for (let k = 0; k < i; k++) squares += x[row * i + k] ** 2;
+      for (let k = 0; k < i; k++) normed[row * i + k] = x[row * i + k] / Math.sqrt(squares / i + 1e-6) * norm[k];
+    }
+    layer.forward(out, backend.upload(x), 2, { weight: backend.upload(norm), eps: 1e-6 });
+    expect(maxRelativeError(await backend.read(out, 2 * o), expected(normed))).toBeLessThan(1e-5);
+
+    const accumulated = backend.upload(residual.slice()); // the CPU backend keeps the array it is given
+    layer.forwardAdd(accumulated, backend.upload(x), 2);
+    expect(maxRelativeError(await backend.read(accumulated, 2 * o), expected(x, residual))).toBeLessThan(1e-5);
+  });
+
+  it('refuses shapes its method cannot hold', () => {
+    const backend = new CpuBackend();
+    const m = backend.allocate(1000);
+    expect(() => new BlockLowRankLinear(backend, 'monarch', m, m, null, null, { inFeatures: 12, outFeatures: 12, rank: 5, blocks: 3 }, 1)).toThrow(/rank must be multiples of the blocks/);
+    expect(() => new BlockLowRankLinear(backend, 'blast', m, m, null, null, { inFeatures: 12, outFeatures: 12, rank: 5, blocks: 3 }, 1)).toThrow(/coupling S is required/);
+    expect(() => new BlockLowRankLinear(backend, 'blast', m, backend.allocate(10), m, null, { inFeatures: 12, outFeatures: 12, rank: 5, blocks: 3 }, 1)).toThrow(/too small/);
   });
 });

@@ -5,12 +5,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { Rng } from '../engine/rng.ts';
 import { GREEDY } from '../engine/sampler.ts';
-import type { Backend, SampleParams } from '../kernels/backend.ts';
+import type { Backend, BlockShape, SampleParams } from '../kernels/backend.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
-import { LowRankLinear } from '../models/linear.ts';
+import { BlockLowRankLinear, LowRankLinear } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
@@ -148,6 +148,30 @@ describe.each([
         be.add(sum, be.upload(residual), be.upload(new Float32Array(rows * 33)), rows * 33);
         layer.forwardAdd(sum, be.upload(x), rows);
         return concat(await be.read(out, rows * 33), await be.read(sum, rows * 33));
+      });
+      expectClose(g, c);
+    });
+
+    it.for<['monarch' | 'blast', BlockShape, number]>([
+      ['monarch', { inFeatures: 15, outFeatures: 21, rank: 9, blocks: 3 }, 1],
+      ['monarch', { inFeatures: 64, outFeatures: 40, rank: 16, blocks: 4 }, 5],
+      ['blast', { inFeatures: 27, outFeatures: 15, rank: 5, blocks: 3 }, 2],
+      ['blast', { inFeatures: 32, outFeatures: 48, rank: 70, blocks: 16 }, 1],
+      ['blast', { inFeatures: 18, outFeatures: 6, rank: 3, blocks: 1 }, 9],
+    ])('%s layer %o over %i rows: blockProject and blockExpand, with bias, norm and residual', async ([method, shape, rows], { skip }) => {
+      if (!gpu) return skip();
+      const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+      const inner = random(b * r * (i / b)), outer = random(o * r), coupling = random(b * b * r), bias = random(o);
+      const x = random(rows * i), norm = random(i), residual = random(rows * o);
+      const [g, c] = await both(async (be) => {
+        const layer = new BlockLowRankLinear(be, method, be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'),
+          method === 'blast' ? be.upload(coupling) : null, be.upload(bias), shape, 9);
+        const out = be.allocate(rows * o);
+        layer.forward(out, be.upload(x), rows, { weight: be.upload(norm), eps: 1e-5 });
+        const sum = be.allocate(rows * o);
+        be.add(sum, be.upload(residual), be.upload(new Float32Array(rows * o)), rows * o);
+        layer.forwardAdd(sum, be.upload(x), rows);
+        return concat(await be.read(out, rows * o), await be.read(sum, rows * o));
       });
       expectClose(g, c);
     });

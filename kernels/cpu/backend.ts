@@ -1,7 +1,8 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
+import * as blr from './blr.ts';
 import * as ops from './ops.ts';
 import { sampleToken } from './sample.ts';
 
@@ -137,6 +138,14 @@ export class CpuBackend implements Backend {
         b ? b.subarray(first, first + width) : null, rows, inFeatures, width);
       first += width;
     });
+  }
+
+  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void {
+    blr.blockProject(data(z), this.input(x, rows, shape.inFeatures, inputNorm), data(factor), coupling ? data(coupling) : null, rows, shape);
+  }
+
+  blockExpand(out: Tensor, z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
+    blr.blockExpand(data(out), data(z), data(factor), bias ? data(bias) : null, rows, shape, strided, accumulate);
   }
 
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void {

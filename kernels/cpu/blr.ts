@@ -7,14 +7,10 @@
 //   low-rank: V (r, i), U (o, r)                         y = (x Vᵀ) Uᵀ
 //   Monarch:  w1 (b, r, i/b), w2 (b, o/b, r)             block matmul, permutation, block matmul
 //   BLAST:    U (b, o/b, r), V (b, r, i/b), S (b, b, r)  y_a = Σ_c U_a diag(s_ac) V_c x_c
+import type { BlockShape } from '../backend.ts';
 
-export interface BlrShape {
-  inFeatures: number;
-  outFeatures: number;
-  rank: number;
-  /** 1 for low-rank. */
-  blocks: number;
-}
+/** Sizes (inFeatures, outFeatures, rank, blocks: 1 for low-rank), as the backends take them. */
+export type BlrShape = BlockShape;
 
 export interface LowRankFactors {
   method: 'lowrank';
@@ -92,7 +88,60 @@ export function monarchSource(q: number, block: number, rank: number, blocks: nu
   return { block: Math.floor(flat / rank), channel: flat % rank };
 }
 
-/** y = layer(x), step by step (see the header), in float64, rounded to f32 at the end. */
+/**
+ * Steps 1 and 2 of a Monarch or BLAST layer: z (b × rows × r) for each output block a —
+ *   BLAST (coupling s, (b, b, r)): z_a = Σ_c s_ac ⊙ (x_c · factor_cᵀ)
+ *   Monarch (coupling null):     z_a[:, q] = (x_j · factor_jᵀ)[:, channel], (j, channel) = monarchSource(q, a)
+ * factor: (b, r, i/b). Sums in float64.
+ */
+export function blockProject(z: Float32Array, x: ArrayLike<number>, factor: ArrayLike<number>, coupling: ArrayLike<number> | null, rows: number, shape: BlrShape): void {
+  const { inFeatures: i, rank: r, blocks: b } = shape;
+  const ib = i / b;
+  const t = Array.from({ length: b }, (_, j) => {
+    const tj = new Float64Array(rows * r);
+    multiplyTransposed(tj, x, j * ib, i, factor, j * r * ib, rows, ib, r);
+    return tj;
+  });
+  for (let a = 0; a < b; a++) {
+    for (let n = 0; n < rows; n++) {
+      for (let q = 0; q < r; q++) {
+        let value = 0;
+        if (coupling) {
+          for (let c = 0; c < b; c++) value += coupling[(a * b + c) * r + q] * t[c][n * r + q];
+        } else {
+          const source = monarchSource(q, a, r, b);
+          value = t[source.block][n * r + source.channel];
+        }
+        z[(a * rows + n) * r + q] = value;
+      }
+    }
+  }
+}
+
+/**
+ * Step 3: y[:, feature(a, p)] (+)= z_a · factor_aᵀ (+ bias), factor (b, o/b, r); the feature of
+ * output p of block a is a·(o/b) + p (BLAST: contiguous blocks) or p·b + a (Monarch: strided).
+ */
+export function blockExpand(
+  y: Float32Array, z: ArrayLike<number>, factor: ArrayLike<number>, bias: ArrayLike<number> | null, rows: number, shape: BlrShape,
+  strided: boolean, accumulate: boolean,
+): void {
+  const { outFeatures: o, rank: r, blocks: b } = shape;
+  const ob = o / b;
+  const ya = new Float64Array(rows * ob);
+  for (let a = 0; a < b; a++) {
+    multiplyTransposed(ya, z, a * rows * r, r, factor, a * ob * r, rows, r, ob);
+    for (let n = 0; n < rows; n++) {
+      for (let p = 0; p < ob; p++) {
+        const feature = strided ? p * b + a : a * ob + p;
+        const value = ya[n * ob + p] + (bias ? bias[feature] : 0);
+        y[n * o + feature] = accumulate ? y[n * o + feature] + value : value;
+      }
+    }
+  }
+}
+
+/** y = layer(x), step by step (see the header), in float64, rounded to f32 between steps. */
 export function blrForward(factors: BlrFactors, shape: BlrShape, x: Float32Array, rows: number): Float32Array {
   checkBlrFactors(factors, shape);
   const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
@@ -105,40 +154,13 @@ export function blrForward(factors: BlrFactors, shape: BlrShape, x: Float32Array
     y.set(out);
     return y;
   }
-  const ib = i / b;
-  const ob = o / b;
-  // Step 1 (both methods): per input block j, t_j = x_j · (factor j)ᵀ → (b, rows, r).
-  const inner = factors.method === 'monarch' ? factors.w1 : factors.v;
-  const t = Array.from({ length: b }, (_, j) => {
-    const tj = new Float64Array(rows * r);
-    multiplyTransposed(tj, x, j * ib, i, inner, j * r * ib, rows, ib, r);
-    return tj;
-  });
-  const outer = factors.method === 'monarch' ? factors.w2 : factors.u;
-  const z = new Float64Array(rows * r);
-  const ya = new Float64Array(rows * ob);
-  for (let a = 0; a < b; a++) {
-    // Step 2: the r channels output block a reads.
-    for (let n = 0; n < rows; n++) {
-      for (let q = 0; q < r; q++) {
-        if (factors.method === 'monarch') {
-          const source = monarchSource(q, a, r, b);
-          z[n * r + q] = t[source.block][n * r + source.channel];
-        } else {
-          let sum = 0;
-          for (let c = 0; c < b; c++) sum += factors.s[(a * b + c) * r + q] * t[c][n * r + q];
-          z[n * r + q] = sum;
-        }
-      }
-    }
-    // Step 3: y_a = z · (factor a)ᵀ. Monarch's outputs are strided (feature s·b + a); BLAST's contiguous.
-    multiplyTransposed(ya, z, 0, r, outer, a * ob * r, rows, r, ob);
-    for (let n = 0; n < rows; n++) {
-      for (let s = 0; s < ob; s++) {
-        const feature = factors.method === 'monarch' ? s * b + a : a * ob + s;
-        y[n * o + feature] = ya[n * ob + s];
-      }
-    }
+  const z = new Float32Array(b * rows * r);
+  if (factors.method === 'monarch') {
+    blockProject(z, x, factors.w1, null, rows, shape);
+    blockExpand(y, z, factors.w2, null, rows, shape, true, false);
+  } else {
+    blockProject(z, x, factors.v, factors.s, rows, shape);
+    blockExpand(y, z, factors.u, null, rows, shape, false, false);
   }
   return y;
 }

@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import type { AttentionShape, Backend, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -43,6 +43,8 @@ const GEMM_MIN_SPLIT_STEPS = 8;
 const ATTENTION_TARGET_WORKGROUPS = 256;
 const ATTENTION_MIN_SPLIT = 32;
 const MAX_ATTENTION_SPLITS = 32;
+/** wgsl/block_project.wgsl keeps one accumulator per output block in registers for BLAST. */
+const BLOCK_PROJECT_MAX_BLOCKS = 16;
 /** wgsl/attention_prefill.wgsl: rows per workgroup, largest head_dim, workgroup memory it declares. */
 const ATTENTION_PREFILL_QUERIES = 16;
 const ATTENTION_PREFILL_MAX_HEAD_DIM = 128;
@@ -112,6 +114,8 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write'], constants: { THREADS: sampleThreads(limits) } },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     toHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
+    blockProject: { source: wgsl('block_project.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
+    blockExpand: { source: wgsl('block_expand.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     ...tensorCoreSpecs(features, limits),
     // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
     gemvSubgroup: features.subgroups
@@ -148,7 +152,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
 }
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemvSubgroupNormed' | 'gemm' | 'toHalf' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
+  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemvSubgroupNormed' | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -558,6 +562,28 @@ export class WebGpuBackend implements Backend {
       const x = Math.min(groups, 65535);
       this.dispatch('gemmCombine', params, [this.dummy, this.dummy, ...buffers.slice(2)], [x, Math.ceil(groups / x)]);
     }
+  }
+
+  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void {
+    const f = tensor(factor);
+    if (!f.isHalfMatrix) throw new GpuError('blockProject needs a factor from uploadMatrix');
+    if (coupling && shape.blocks > BLOCK_PROJECT_MAX_BLOCKS) throw new GpuError(`BLAST layers on the GPU take up to ${BLOCK_PROJECT_MAX_BLOCKS} blocks, got ${shape.blocks}`);
+    if (inputNorm) {
+      const normed = this.normScratch(rows * shape.inFeatures);
+      this.rmsNorm(normed, x, inputNorm.weight, rows, shape.inFeatures, inputNorm.eps);
+      x = normed;
+    }
+    this.dispatch('blockProject', [rows, shape.inFeatures, shape.rank, shape.blocks, f.rowStrideHalves / 2, coupling ? 0 : 1, 0, 0],
+      [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer],
+      [Math.ceil(shape.rank / 64), rows, coupling ? 1 : shape.blocks]);
+  }
+
+  blockExpand(out: Tensor, z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
+    const f = tensor(factor);
+    if (!f.isHalfMatrix) throw new GpuError('blockExpand needs a factor from uploadMatrix');
+    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (strided ? 4 : 0);
+    this.dispatch('blockExpand', [rows, shape.outFeatures, shape.rank, shape.blocks, f.rowStrideHalves / 2, flags, 0, 0],
+      [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer], [Math.ceil(shape.outFeatures / 64), rows]);
   }
 
   private elementwise(op: number, out: Tensor, a: Tensor, b: Tensor | null, elements: number): void {
