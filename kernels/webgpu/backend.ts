@@ -24,8 +24,8 @@ const ARENA_SLOTS = 16384;
 const SUBGROUP_MATRIX_MIN_ROWS = 32;
 /**
  * Tensor-core tiles, in order of preference; the first that fits the device's workgroup memory is
- * used. bench/gemm-sweep.ts chose the first on an H200 (bench/RESULTS.md): at 2048 tokens it is
- * within 1% of the best wider tile, and at 128 tokens it splits K to fill the GPU.
+ * used. bench/gemm-sweep.ts chose the first on an H200 (bench/RESULTS.md): the fastest variant at
+ * 2048 tokens, and at 128 tokens with K split to fill the GPU.
  */
 const GEMM_TILES: GemmTile[] = [
   { subgroupsM: 2, subgroupsN: 4, blocksM: 4, blocksN: 2, depth: 64, stages: 1, loopK: true }, // 128 × 128

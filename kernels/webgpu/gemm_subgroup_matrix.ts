@@ -1,15 +1,17 @@
 // The tensor-core GEMM (prefill): out (rows × out_features) = x · Wᵀ + bias, through subgroup
 // matrices (f16 × f16 → f32, 16 × 16 × 16). WGSL cannot index a list of matrices by a loop
-// variable, so this function writes the kernel for one tile shape, its loops unrolled: a
+// variable, so this function writes the kernel for one tile shape, a statement per matrix: a
 // workgroup of subgroupsM × subgroupsN subgroups of 32 makes a (subgroupsM · blocksM · 16) ×
 // (subgroupsN · blocksN · 16) output tile, each subgroup blocksM × blocksN result matrices.
 //
-// Per `depth`-deep step of K, x (f32, rounded to f16) and W (f16, row-major out × in, so Wᵀ is a
-// column-major right matrix) are staged in workgroup memory with rows padded by 8 halves (16
-// bytes: the 16-byte row pieces that matrix loads read land in distinct banks). With two stages the
-// next step's tiles are fetched into registers while this step's are multiplied, then written to
-// the other stage: one barrier a step. Results pass through a 16 × 16 scratch per subgroup so ragged
-// edges are bounds-checked and the shared epilogue (bias, residual, split outputs) applies.
+// Per `depth`-deep step of K, x (rounded to f16 if it comes as f32) and W (f16, row-major out × in,
+// so Wᵀ is a column-major right matrix) are staged in workgroup memory with rows padded by 8 halves
+// (16 bytes: the 16-byte row pieces that matrix loads read land in distinct banks). The next
+// step's tiles are fetched into registers while this step's are multiplied; with one stage they
+// are then stashed in place (two barriers a step), with two into the other stage (one barrier).
+// The step's 16-deep slices are multiplied unrolled, or in a loop (`loopK`: fewer live registers,
+// which the H200 rewarded with 1.4x). Results pass through a 16 × 16 scratch per subgroup so
+// ragged edges are bounds-checked and the shared epilogue (bias, residual, split outputs) applies.
 //
 // Split K: with a grid z of n > 1, workgroup z takes the z-th of n runs of K steps and writes its
 // raw sums to `partials` (n × rows × out_features), which wgsl/gemm_combine.wgsl adds up and
