@@ -10,6 +10,25 @@ export interface RopeScaling {
   originalMaxPositions: number;
 }
 
+/** A projection stored in block low-rank form (kernels/cpu/blr.ts): method, rank, blocks. */
+export interface CompressedLayer {
+  method: 'lowrank' | 'monarch' | 'blast';
+  rank: number;
+  /** 1 for low-rank. */
+  blocks: number;
+}
+
+/**
+ * Which projections a checkpoint stores in block low-rank form. Ours (config key `blr_layers`):
+ * module name → layer, e.g. "model.layers.0.self_attn.q_proj": {"method": "blast", "rank": 64,
+ * "blocks": 4}. The BLAST authors' (model_type "blast_llama"): every projection named in
+ * target_modules (last name component, e.g. "q_proj") of the layers in `indices` (all when absent)
+ * is BLAST with blast_rank (one, or per projection name) and blast_num_blocks.
+ */
+export type Compression =
+  | { format: 'blr'; modules: Record<string, CompressedLayer> }
+  | { format: 'blast'; targets: string[]; rank: number | Record<string, number>; blocks: number; layers: number[] | null };
+
 export interface ModelConfig {
   architecture: Architecture;
   vocabSize: number;
@@ -27,6 +46,59 @@ export interface ModelConfig {
   ropeScaling: RopeScaling;
   attentionBias: boolean;
   mlpBias: boolean;
+  /** Null for a dense checkpoint. */
+  compression: Compression | null;
+}
+
+/** The block low-rank form of module `name` (e.g. "model.layers.3.mlp.up_proj"), or undefined if dense. */
+export function compressedLayer(config: ModelConfig, name: string): CompressedLayer | undefined {
+  const c = config.compression;
+  if (!c) return undefined;
+  if (c.format === 'blr') return c.modules[name];
+  const projection = name.slice(name.lastIndexOf('.') + 1);
+  const layer = /\.layers\.(\d+)\./.exec(name);
+  if (!c.targets.includes(projection) || (c.layers && (!layer || !c.layers.includes(Number(layer[1]))))) return undefined;
+  const rank = typeof c.rank === 'number' ? c.rank : c.rank[projection];
+  return rank === undefined ? undefined : { method: 'blast', rank, blocks: c.blocks };
+}
+
+function positiveInteger(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value > 0;
+}
+
+function parseCompression(raw: Json, source: string): Compression | null {
+  if (raw.model_type === 'blast_llama') {
+    const targets = raw.target_modules;
+    if (!Array.isArray(targets) || !targets.every((t) => typeof t === 'string')) throw new ConfigError(`${source}: "target_modules" must be a list of projection names`);
+    const rank = raw.blast_rank;
+    if (!positiveInteger(rank) && !(rank && typeof rank === 'object' && !Array.isArray(rank) && Object.values(rank).every(positiveInteger))) {
+      throw new ConfigError(`${source}: "blast_rank" must be a positive integer or an object of them per projection name, found ${JSON.stringify(rank)}`);
+    }
+    const blocks = [raw.blast_num_blocks].flat();
+    if (blocks.length < 1 || blocks.length > 2 || !blocks.every(positiveInteger)) {
+      throw new ConfigError(`${source}: "blast_num_blocks" must be a positive integer, [b] or [b_out, b_in], found ${JSON.stringify(raw.blast_num_blocks)}`);
+    }
+    if (blocks.length === 2 && blocks[0] !== blocks[1]) {
+      throw new ConfigError(`${source}: "blast_num_blocks" ${JSON.stringify(raw.blast_num_blocks)}: different output and input block counts are not supported yet`);
+    }
+    const layers = raw.indices;
+    if (layers != null && (!Array.isArray(layers) || !layers.every((l) => Number.isInteger(l) && l >= 0))) {
+      throw new ConfigError(`${source}: "indices" must be a list of layer numbers`);
+    }
+    return { format: 'blast', targets: targets as string[], rank: rank as number | Record<string, number>, blocks: blocks[0] as number, layers: (layers as number[] | null) ?? null };
+  }
+  if (raw.blr_layers == null) return null;
+  const modules = raw.blr_layers;
+  if (typeof modules !== 'object' || Array.isArray(modules)) throw new ConfigError(`${source}: "blr_layers" must map module names to {method, rank, blocks}`);
+  const parsed: Record<string, CompressedLayer> = {};
+  for (const [name, spec] of Object.entries(modules as Json)) {
+    const { method, rank, blocks = 1 } = (spec ?? {}) as Json;
+    if ((method !== 'lowrank' && method !== 'monarch' && method !== 'blast') || !positiveInteger(rank) || !positiveInteger(blocks) || (method === 'lowrank' && blocks !== 1)) {
+      throw new ConfigError(`${source}: blr_layers["${name}"] must be {"method": "lowrank" | "monarch" | "blast", "rank": r, "blocks": b} (low-rank: one block), found ${JSON.stringify(spec)}`);
+    }
+    parsed[name] = { method, rank, blocks };
+  }
+  return { format: 'blr', modules: parsed };
 }
 
 export class ConfigError extends Error {
@@ -52,7 +124,7 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
     if (typeof value !== 'number' || !Number.isFinite(value)) throw new ConfigError(`${source}: "${key}" must be a number`);
     return value;
   };
-  if (modelType === 'llama' || modelType === 'mistral') {
+  if (modelType === 'llama' || modelType === 'mistral' || modelType === 'blast_llama') {
     const hiddenSize = integer('hidden_size');
     const heads = integer('num_attention_heads');
     const kvHeads = integer('num_key_value_heads', heads);
@@ -75,6 +147,7 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
       ropeScaling: parseRopeScaling(raw.rope_scaling, source),
       attentionBias: raw.attention_bias === true,
       mlpBias: raw.mlp_bias === true,
+      compression: parseCompression(raw, source),
     };
   }
   if (modelType === 'gpt2') {
@@ -103,9 +176,10 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
       ropeScaling: parseRopeScaling(undefined, source),
       attentionBias: true,
       mlpBias: true,
+      compression: parseCompression(raw, source),
     };
   }
-  throw new ConfigError(`${source}: model_type "${String(modelType)}" is not supported (supported: llama, gpt2)`);
+  throw new ConfigError(`${source}: model_type "${String(modelType)}" is not supported (supported: llama, blast_llama, gpt2)`);
 }
 
 function parseRopeScaling(raw: unknown, source: string): RopeScaling {

@@ -138,11 +138,31 @@ export class BlockLowRankLinear implements LinearLayer {
   }
 }
 
+/** Several projections of the same input (q, k, v; gate, up), each written to its own tensor. */
+export interface LinearGroup {
+  readonly parameters: number;
+  /** outs[i] = projection i of x, or of RMSNorm(x) · norm weight. */
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void;
+}
+
+/** Projections that cannot share one matrix (any of them in block low-rank form): one layer each. */
+export class SeparateLinears implements LinearGroup {
+  readonly parameters: number;
+
+  constructor(readonly layers: LinearLayer[]) {
+    this.parameters = layers.reduce((sum, layer) => sum + layer.parameters, 0);
+  }
+
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    this.layers.forEach((layer, i) => layer.forward(outs[i], x, rows, inputNorm));
+  }
+}
+
 /**
  * Several dense projections of the same input (q, k, v; gate, up) kept as one matrix of
  * concatenated rows, so one matmul writes every projection's tensor.
  */
-export class ConcatenatedLinear {
+export class ConcatenatedLinear implements LinearGroup {
   readonly parameters: number;
 
   constructor(

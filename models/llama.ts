@@ -3,17 +3,17 @@
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
-import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
+import { DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
 import { checkCacheRoom, DecoderModel, StepBuffers, WeightReader, type StepTokens } from './model.ts';
 
 interface LlamaLayer {
   attentionNorm: Tensor;
   /** q, k and v projections as one matmul. */
-  qkv: ConcatenatedLinear;
+  qkv: LinearGroup;
   o: LinearLayer;
   mlpNorm: Tensor;
   /** gate and up projections as one matmul. */
-  gateUp: ConcatenatedLinear;
+  gateUp: LinearGroup;
   down: LinearLayer;
 }
 
@@ -57,10 +57,10 @@ export class LlamaModel extends DecoderModel {
       const n = llamaNames.layer(l);
       return {
         attentionNorm: weights.upload(n.attentionNorm, [H]),
-        qkv: weights.linearConcat([n.q, n.k, n.v], H, [qWidth, kvWidth, kvWidth], bias),
+        qkv: weights.linearGroup([n.q, n.k, n.v], H, [qWidth, kvWidth, kvWidth], bias),
         o: weights.linear(n.o, qWidth, H, bias),
         mlpNorm: weights.upload(n.mlpNorm, [H]),
-        gateUp: weights.linearConcat([n.gate, n.up], H, [I, I], config.mlpBias),
+        gateUp: weights.linearGroup([n.gate, n.up], H, [I, I], config.mlpBias),
         down: weights.linear(n.down, I, H, config.mlpBias),
       };
     });

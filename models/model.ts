@@ -2,8 +2,8 @@
 // reads and the final norm + LM head on the last row of a step.
 import type { Backend, IndexTensor, KVCache, SampleParams, Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
-import type { ModelConfig } from './config.ts';
-import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
+import { compressedLayer, type ModelConfig } from './config.ts';
+import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, type LinearGroup, type LinearLayer } from './linear.ts';
 
 /**
  * A step's input when it is the token the previous step sampled: it stays on the device, so the
@@ -92,6 +92,8 @@ export class WeightReader {
     readonly source: TensorSource,
     readonly backend: Backend,
     private readonly onProgress?: (loadedBytes: number, totalBytes: number) => void,
+    /** Block low-rank projections: the checkpoint's config, and the rows a step may hold (their scratch). */
+    private readonly compressed?: { config: ModelConfig; maxRows: number },
   ) {
     this.totalBytes = source.names().reduce((sum, name) => sum + source.info(name).byteLength, 0);
   }
@@ -130,6 +132,17 @@ export class WeightReader {
   }
 
   /**
+   * Projections of one input (`prefixes`): as one matrix of their concatenated rows when all are
+   * dense (one matmul then computes all of them), else one layer each.
+   */
+  linearGroup(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): LinearGroup {
+    if (prefixes.some((p) => this.compressed && compressedLayer(this.compressed.config, p))) {
+      return new SeparateLinears(prefixes.map((p, i) => this.linear(p, inFeatures, widths[i], withBias)));
+    }
+    return this.linearConcat(prefixes, inFeatures, widths, withBias);
+  }
+
+  /**
    * Projections of one input (`prefixes`, each (width × inFeatures)) as one matrix of their
    * concatenated rows: one matmul then computes all of them.
    */
@@ -148,11 +161,37 @@ export class WeightReader {
     return new ConcatenatedLinear(this.backend, weight, bias, inFeatures, widths);
   }
 
-  /** A linear layer from `prefix.weight` (outFeatures × inFeatures) and optional `prefix.bias`. */
+  /**
+   * A linear layer: dense from `prefix.weight` (outFeatures × inFeatures), or in the block
+   * low-rank form the config gives it — low-rank `prefix.U` (out, r) and `.V` (r, in); Monarch
+   * `.W1` (b, r, in/b) and `.W2` (b, out/b, r); BLAST `.B` = U (b, out/b, r), `.C` = V (b, r, in/b)
+   * and `.D` = S (b, b, r) — plus an optional `prefix.bias`.
+   */
   linear(prefix: string, inFeatures: number, outFeatures: number, withBias: boolean): LinearLayer {
-    const weight = this.upload(`${prefix}.weight`, [outFeatures, inFeatures]);
-    const bias = withBias ? this.upload(`${prefix}.bias`, [outFeatures]) : null;
-    return new DenseLinear(this.backend, weight, bias, inFeatures, outFeatures);
+    const spec = this.compressed && compressedLayer(this.compressed.config, prefix);
+    const bias = () => (withBias ? this.upload(`${prefix}.bias`, [outFeatures]) : null);
+    if (!spec) return new DenseLinear(this.backend, this.upload(`${prefix}.weight`, [outFeatures, inFeatures]), bias(), inFeatures, outFeatures);
+    const { method, rank: r, blocks: b } = spec;
+    if (inFeatures % b !== 0 || outFeatures % b !== 0 || (method === 'monarch' && r % b !== 0)) {
+      throw new CheckpointError(`${this.source.location}: ${prefix} is ${method} with ${b} blocks of rank ${r}, which does not divide its ${inFeatures}→${outFeatures} shape`);
+    }
+    const maxRows = this.compressed!.maxRows;
+    const matrix = (name: string, shape: number[], rows: number, columns: number) => this.backend.uploadMatrix(this.read(`${prefix}.${name}`, shape), rows, columns, `${prefix}.${name}`);
+    if (method === 'lowrank') {
+      const v = matrix('V', [r, inFeatures], r, inFeatures);
+      const u = matrix('U', [outFeatures, r], outFeatures, r);
+      return new LowRankLinear(this.backend, v, u, bias(), inFeatures, outFeatures, r, maxRows);
+    }
+    const shape = { inFeatures, outFeatures, rank: r, blocks: b };
+    if (method === 'monarch') {
+      const w1 = matrix('W1', [b, r, inFeatures / b], b * r, inFeatures / b);
+      const w2 = matrix('W2', [b, outFeatures / b, r], outFeatures, r);
+      return new BlockLowRankLinear(this.backend, 'monarch', w1, w2, null, bias(), shape, maxRows);
+    }
+    const u = matrix('B', [b, outFeatures / b, r], outFeatures, r);
+    const v = matrix('C', [b, r, inFeatures / b], b * r, inFeatures / b);
+    const s = this.backend.upload(this.read(`${prefix}.D`, [b, b, r]));
+    return new BlockLowRankLinear(this.backend, 'blast', v, u, s, bias(), shape, maxRows);
   }
 }
 

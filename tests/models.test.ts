@@ -95,7 +95,7 @@ describe('loading bad checkpoints', () => {
 
   it('says which config field is unsupported', () => {
     const dir = brokenCopy((_, config) => { config.model_type = 'mamba'; });
-    expect(() => load(dir)).toThrow(/config.json: model_type "mamba" is not supported \(supported: llama, gpt2\)/);
+    expect(() => load(dir)).toThrow(/config.json: model_type "mamba" is not supported \(supported: llama, blast_llama, gpt2\)/);
     const scaling = brokenCopy((_, config) => { config.rope_scaling = { rope_type: 'yarn', factor: 2 }; });
     expect(() => load(scaling)).toThrow(/rope_scaling type "yarn" is not supported/);
   });

@@ -1,0 +1,154 @@
+// Block low-rank checkpoints, end to end: a tiny Llama whose projections are stored as low-rank,
+// Monarch and BLAST factors — in our format (config blr_layers) and in the BLAST authors' Hugging
+// Face format (model_type blast_llama) — gives the logits of its dense twin, whose weights are the
+// factors' dense equivalents (kernels/cpu/blr.ts toDense). And bad ones are refused by name.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Rng } from '../engine/rng.ts';
+import { CpuBackend } from '../kernels/cpu/backend.ts';
+import { blrToDense, type BlrFactors } from '../kernels/cpu/blr.ts';
+import { parseModelConfig } from '../models/config.ts';
+import { loadModel } from '../models/load.ts';
+import { tensorPlan } from '../models/random.ts';
+import type { ModelDirectory } from '../weights/model-directory.ts';
+import { ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
+import { fromFloat32 } from '../weights/dtypes.ts';
+
+const rng = new Rng(2024);
+const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => scale * rng.normal());
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'blr-checkpoint-'));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const BASE = {
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 96, hidden_size: 32, intermediate_size: 48,
+  num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64,
+  rms_norm_eps: 1e-5, rope_theta: 10000, hidden_act: 'silu', tie_word_embeddings: false,
+};
+
+interface Replacement {
+  module: string;
+  factors: BlrFactors;
+  /** Tensor names (after the module name) and shapes of the factors, as the format stores them. */
+  tensors: [string, number[], Float32Array][];
+  rank: number;
+  blocks: number;
+}
+
+/** Random factors for `module` (out × in) in `method` form, and the tensors our format stores. */
+function replacement(module: string, method: BlrFactors['method'], inFeatures: number, outFeatures: number, rank: number, blocks: number): Replacement {
+  const scale = 1 / Math.sqrt(Math.sqrt(inFeatures * rank));
+  const b = blocks;
+  if (method === 'lowrank') {
+    const v = random(rank * inFeatures, scale), u = random(outFeatures * rank, scale);
+    return { module, rank, blocks, factors: { method, v, u }, tensors: [['V', [rank, inFeatures], v], ['U', [outFeatures, rank], u]] };
+  }
+  if (method === 'monarch') {
+    const w1 = random(rank * inFeatures, scale), w2 = random(outFeatures * rank, scale);
+    return { module, rank, blocks, factors: { method, w1, w2 }, tensors: [['W1', [b, rank, inFeatures / b], w1], ['W2', [b, outFeatures / b, rank], w2]] };
+  }
+  const u = random(outFeatures * rank, scale), v = random(rank * inFeatures, scale), s = random(b * b * rank, 1);
+  return { module, rank, blocks, factors: { method, u, v, s }, tensors: [['B', [b, outFeatures / b, rank], u], ['C', [b, rank, inFeatures / b], v], ['D', [b, b, rank], s]] };
+}
+
+/** Writes a checkpoint: the dense plan, with each replaced module's weight as factors (or, for the twin, as its dense equivalent). */
+function writeCheckpoint(name: string, config: Record<string, unknown>, replacements: Replacement[], dense: Map<string, Float32Array>, twin: boolean): string {
+  const directory = path.join(root, name);
+  fs.mkdirSync(directory, { recursive: true });
+  const tensors: TensorToWrite[] = [];
+  for (const { name: tensor, shape } of tensorPlan(BASE)) {
+    const replaced = replacements.find((r) => `${r.module}.weight` === tensor);
+    if (!replaced) {
+      tensors.push({ name: tensor, dtype: 'F32', shape, data: fromFloat32(dense.get(tensor)!, 'F32') });
+    } else if (twin) {
+      const shapeOf = { inFeatures: shape[1], outFeatures: shape[0], rank: replaced.rank, blocks: replaced.blocks };
+      tensors.push({ name: tensor, dtype: 'F32', shape, data: fromFloat32(blrToDense(replaced.factors, shapeOf), 'F32') });
+    } else {
+      for (const [suffix, factorShape, values] of replaced.tensors) tensors.push({ name: `${replaced.module}.${suffix}`, dtype: 'F32', shape: factorShape, data: fromFloat32(values, 'F32') });
+    }
+  }
+  writeSafetensors(path.join(directory, 'model.safetensors'), tensors);
+  fs.writeFileSync(path.join(directory, 'config.json'), JSON.stringify(config));
+  return directory;
+}
+
+function load(directory: string) {
+  const config = JSON.parse(fs.readFileSync(path.join(directory, 'config.json'), 'utf8'));
+  const modelDirectory = { path: directory, config, openTensors: () => ShardedSafetensors.openDirectory(directory) } as unknown as ModelDirectory;
+  return loadModel(modelDirectory, new CpuBackend(), { maxStepTokens: 8 });
+}
+
+async function logits(directory: string): Promise<{ logits: Float32Array[]; parameters: number }> {
+  const model = load(directory);
+  const cache = model.createCache(12);
+  const prompt = Int32Array.of(5, 17, 3, 90, 41, 8, 8, 60, 2, 33); // two chunks of up to 8 rows
+  const first = Float32Array.from(await model.forward(cache, prompt.subarray(0, 8), 0));
+  const second = Float32Array.from(await model.forward(cache, prompt.subarray(8), 8));
+  return { logits: [first, second], parameters: model.parameters };
+}
+
+function denseWeights(): Map<string, Float32Array> {
+  return new Map(tensorPlan(BASE).map(({ name, shape, kind }) => {
+    const count = shape.reduce((a, b) => a * b, 1);
+    return [name, kind === 'norm' ? Float32Array.from({ length: count }, () => 1 + 0.1 * rng.normal()) : random(count, kind === 'matrix' ? 1 / Math.sqrt(shape[1]) : 0.5)];
+  }));
+}
+
+function expectSameLogits(a: Float32Array[], b: Float32Array[]): void {
+  for (const [step, values] of a.entries()) {
+    let worst = 0;
+    for (let k = 0; k < values.length; k++) worst = Math.max(worst, Math.abs(values[k] - b[step][k]) / Math.max(1, Math.abs(b[step][k])));
+    expect(worst).toBeLessThan(1e-4);
+  }
+}
+
+describe('block low-rank checkpoints', () => {
+  it('our format (blr_layers: low-rank, Monarch and BLAST projections) gives its dense twin\'s logits', async () => {
+    const dense = denseWeights();
+    const l0 = 'model.layers.0', l1 = 'model.layers.1';
+    const replacements = [
+      replacement(`${l0}.self_attn.q_proj`, 'lowrank', 32, 32, 5, 1),
+      replacement(`${l0}.self_attn.k_proj`, 'monarch', 32, 16, 4, 2),
+      replacement(`${l0}.self_attn.o_proj`, 'monarch', 32, 32, 8, 4),
+      replacement(`${l0}.mlp.gate_proj`, 'blast', 32, 48, 6, 4),
+      replacement(`${l1}.mlp.down_proj`, 'blast', 48, 32, 7, 2),
+    ];
+    const blrLayers = Object.fromEntries(replacements.map((r) => [r.module, { method: r.factors.method, rank: r.rank, blocks: r.blocks }]));
+    const compressed = await logits(writeCheckpoint('ours', { ...BASE, blr_layers: blrLayers }, replacements, dense, false));
+    const twin = await logits(writeCheckpoint('ours-twin', BASE, replacements, dense, true));
+    expectSameLogits(compressed.logits, twin.logits);
+    expect(compressed.parameters).toBeLessThan(twin.parameters);
+  });
+
+  it('the BLAST authors\' format (blast_llama: target_modules, blast_rank per projection, blocks, indices) gives its dense twin\'s logits', async () => {
+    const dense = denseWeights();
+    const l1 = 'model.layers.1';
+    const replacements = [
+      replacement(`${l1}.self_attn.q_proj`, 'blast', 32, 32, 6, 4),
+      replacement(`${l1}.self_attn.v_proj`, 'blast', 32, 16, 3, 4),
+      replacement(`${l1}.mlp.up_proj`, 'blast', 32, 48, 8, 4),
+      replacement(`${l1}.mlp.down_proj`, 'blast', 48, 32, 8, 4),
+    ];
+    const config = {
+      ...BASE, model_type: 'blast_llama', target_modules: ['q_proj', 'v_proj', 'up_proj', 'down_proj'],
+      blast_rank: { q_proj: 6, v_proj: 3, up_proj: 8, down_proj: 8 }, blast_num_blocks: [4, 4], indices: [1],
+    };
+    const compressed = await logits(writeCheckpoint('blast', config, replacements, dense, false));
+    const twin = await logits(writeCheckpoint('blast-twin', BASE, replacements, dense, true));
+    expectSameLogits(compressed.logits, twin.logits);
+  });
+
+  it('refuses a factor of the wrong shape, naming the file and tensor, and configs it cannot honour', () => {
+    const dense = denseWeights();
+    const module = 'model.layers.0.mlp.up_proj';
+    const good = replacement(module, 'blast', 32, 48, 6, 4);
+    const bad = { ...good, tensors: good.tensors.map(([name, shape, values]) => [name, name === 'D' ? [4, 4, 5] : shape, name === 'D' ? values.subarray(0, 80) : values] as [string, number[], Float32Array]) };
+    const directory = writeCheckpoint('bad-shape', { ...BASE, blr_layers: { [module]: { method: 'blast', rank: 6, blocks: 4 } } }, [bad], dense, false);
+    expect(() => load(directory)).toThrow(/model\.safetensors: tensor "model\.layers\.0\.mlp\.up_proj\.D" has shape \[4,4,5\] but the config implies \[4,4,6\]/);
+    expect(() => parseModelConfig({ ...BASE, model_type: 'blast_llama', target_modules: ['q_proj'], blast_rank: 8, blast_num_blocks: [4, 2] })).toThrow(/different output and input block counts/);
+    expect(() => parseModelConfig({ ...BASE, blr_layers: { [module]: { method: 'lowrank', rank: 4, blocks: 2 } } })).toThrow(/low-rank: one block/);
+    const indivisible = writeCheckpoint('indivisible', { ...BASE, blr_layers: { [module]: { method: 'monarch', rank: 6, blocks: 4 } } }, [], dense, false);
+    expect(() => load(indivisible)).toThrow(/up_proj is monarch with 4 blocks of rank 6/);
+  });
+});
