@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { UsageError } from './args.ts';
 import { CONVERT_HELP, runConvert } from './convert.ts';
 import { GENERATE_HELP, runGenerate } from './generate.ts';
+import { ROOFLINE_HELP, runRoofline } from './roofline.ts';
 
 const HELP = `Usage: blr <command> [options]
 
@@ -12,6 +13,7 @@ An inference engine for dense and block low-rank Llama and GPT-2 models.
 Commands:
   generate [PROMPT]      continue a prompt and stream the text (default model: stories260K)
   convert INPUT OUTDIR   llama2.c or GGUF checkpoint → Hugging Face model directory
+  roofline --model M     bytes, FLOPs and roofline time of block low-rank layers (table, SVG)
 
 Run 'blr <command> --help' for a command's options.
 `;
@@ -19,6 +21,7 @@ Run 'blr <command> --help' for a command's options.
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; help: string }> = {
   generate: { run: runGenerate, help: GENERATE_HELP },
   convert: { run: runConvert, help: CONVERT_HELP },
+  roofline: { run: runRoofline, help: ROOFLINE_HELP },
 };
 
 function version(): string {

@@ -5,7 +5,9 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { blrForward, blrParameters, blrToDense, checkBlrFactors, monarchSource, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
+import { parseModelConfig } from '../models/config.ts';
 import { BlockLowRankLinear, LowRankLinear } from '../models/linear.ts';
+import { configLayers, DEVICES, layerCost, rooflinePoint } from '../models/roofline.ts';
 
 const rng = new Rng(99);
 const random = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
@@ -213,5 +215,41 @@ describe('BlockLowRankLinear (Monarch, BLAST) on the CPU backend', () => {
     expect(() => new BlockLowRankLinear(backend, 'monarch', m, m, null, null, { inFeatures: 12, outFeatures: 12, rank: 5, blocks: 3 }, 1)).toThrow(/rank must be multiples of the blocks/);
     expect(() => new BlockLowRankLinear(backend, 'blast', m, m, null, null, { inFeatures: 12, outFeatures: 12, rank: 5, blocks: 3 }, 1)).toThrow(/coupling S is required/);
     expect(() => new BlockLowRankLinear(backend, 'blast', m, backend.allocate(10), m, null, { inFeatures: 12, outFeatures: 12, rank: 5, blocks: 3 }, 1)).toThrow(/too small/);
+  });
+});
+
+describe('roofline model (blr roofline)', () => {
+  const layer = (method: 'lowrank' | 'monarch' | 'blast', blocks: number) => ({ name: 'q', inFeatures: 4096, outFeatures: 4096, count: 1, method, rank: 1024, blocks });
+
+  it('counts bytes as passes over x, the factors, the intermediates and y, 2 bytes each', () => {
+    const [i, o, r, b, N] = [4096, 4096, 1024, 16, 128];
+    expect(layerCost(layer('blast', b), N, 'dense')).toEqual({ bytes: 2 * (N * i + i * o + N * o), flops: 2 * N * i * o });
+    const blast = r * (i + o + b * b);
+    expect(layerCost(layer('blast', b), N, 'fused')).toEqual({ bytes: 2 * (N * i + blast + 2 * b * N * r + N * o), flops: 2 * N * blast });
+    expect(layerCost(layer('blast', b), N, 'pytorch').bytes).toBe(2 * (N * i + blast + 4 * b * N * r + N * o));
+    expect(layerCost(layer('monarch', b), N, 'pytorch').bytes).toBe(2 * (N * i + r * (i + o) + 4 * b * N * r + 3 * N * o));
+    expect(layerCost(layer('monarch', b), N, 'fused').bytes).toBe(2 * (N * i + r * (i + o) + 2 * b * N * r + N * o));
+    expect(layerCost(layer('lowrank', 1), N, 'fused').bytes).toBe(2 * (N * i + r * (i + o) + N * o));
+    expect(layerCost(layer('lowrank', 1), N, 'pytorch').bytes).toBe(2 * (N * i + r * (i + o) + 2 * N * r + N * o));
+  });
+
+  it('is memory-bound at one token and puts dense 4096² at 1024 tokens under the H200\'s compute roof', () => {
+    const one = rooflinePoint(layer('blast', 16), 1, 'fused', DEVICES.h200);
+    expect(one.bound).toBe('memory');
+    expect(one.microseconds).toBeCloseTo(one.bytes / 4.8e12 * 1e6, 6); // 4.8 TB/s
+    const dense = rooflinePoint(layer('blast', 16), 1024, 'dense', DEVICES.h200);
+    expect(dense.bound).toBe('compute');
+    expect(dense.microseconds).toBeCloseTo((2 * 1024 * 4096 * 4096) / 989.4e12 * 1e6, 6);
+  });
+
+  it('groups the block low-rank projections of a checkpoint by form, counting them', () => {
+    const config = parseModelConfig({
+      model_type: 'blast_llama', vocab_size: 10, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 3, num_attention_heads: 4,
+      target_modules: ['q_proj', 'down_proj'], blast_rank: { q_proj: 8, down_proj: 16 }, blast_num_blocks: 4, indices: [0, 2],
+    });
+    expect(configLayers(config)).toEqual([
+      { name: 'q_proj', inFeatures: 64, outFeatures: 64, count: 2, method: 'blast', rank: 8, blocks: 4 },
+      { name: 'down_proj', inFeatures: 128, outFeatures: 64, count: 2, method: 'blast', rank: 16, blocks: 4 },
+    ]);
   });
 });

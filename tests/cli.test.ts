@@ -101,3 +101,31 @@ describe('blr convert', () => {
     expect(run.stderr).toMatch(/expected INPUT and OUTDIR/);
   });
 });
+
+describe('blr roofline', () => {
+  it('prints each layer at each token count for dense, PyTorch-style and fused BLR, the model totals, and an SVG', () => {
+    const svg = path.join(tempDirectory('blr-roofline-'), 'gpt2-roofline.svg');
+    const run = blr(['roofline', '--model', 'gpt2', '--device', 'a40', '--tokens', '1,1024', '--svg', svg]);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(/^gpt2 on a40 \(696 GB\/s, 149\.7 TFLOP\/s/);
+    // c_fc 768 → 3072 as Monarch (b 4, r 192) at N = 1: dense reads 2(768 + 768·3072 + 3072) bytes.
+    expect(run.stdout).toContain('| mlp.c_fc | 768 → 3072 | monarch b4 r192 | 12 | 1 | dense | 4.73 |');
+    for (const method of ['lowrank', 'monarch', 'blast']) expect(run.stdout).toMatch(new RegExp(`\\| ${method} \\| 1024 \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+ \\| [\\d.]+x \\|`));
+    const plot = fs.readFileSync(svg, 'utf8');
+    expect(plot).toMatch(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    expect(plot.match(/<circle /g)!.length).toBe(3 * 3 * 2 * 3 + 3); // layers × methods × N × variants, plus the legend
+  });
+
+  it('takes a measured device, and refuses what it cannot use', () => {
+    const json = blr(['roofline', '--model', 'llama-3.2-1b', '--method', 'blast', '--bandwidth', '3800', '--peak', '700', '--tokens', '16', '--json']);
+    expect(json.status).toBe(0);
+    const points = JSON.parse(json.stdout).points as { layer: string; variant: string; bound: string }[];
+    expect(points.map((p) => `${p.layer}/${p.variant}`)).toContain('gate/fused');
+    expect(points.every((p) => p.bound === 'memory')).toBe(true);
+    expect(blr(['roofline', '--model', 'gpt2', '--device', 'tpu']).stderr).toMatch(/unknown --device "tpu"/);
+    expect(blr(['roofline', '--model', 'gpt2', '--bandwidth', '100']).status).toBe(2);
+    const dense = blr(['roofline', '--model', DEFAULT_MODEL]);
+    expect(dense.status).toBe(1);
+    expect(dense.stderr).toMatch(/no projection is stored in block low-rank form/);
+  });
+});
