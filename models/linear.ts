@@ -43,14 +43,35 @@ export class DenseLinear implements LinearLayer {
 }
 
 /**
+ * The intermediate that block low-rank layers write between their two steps, shared by every
+ * layer of a model (they run one after another): layers reserve their size when built, and the
+ * first forward allocates the largest once.
+ */
+export class SharedScratch {
+  private reserved = 0;
+  private tensor: Tensor | undefined;
+
+  constructor(private readonly backend: Backend) {}
+
+  reserve(elements: number): void {
+    this.reserved = Math.max(this.reserved, elements);
+  }
+
+  get(elements: number): Tensor {
+    this.reserve(elements);
+    if (!this.tensor || this.tensor.elements < this.reserved) this.tensor = this.backend.allocate(this.reserved);
+    return this.tensor;
+  }
+}
+
+/**
  * y = (x Vᵀ) Uᵀ + b with V (rank × inFeatures) and U (outFeatures × rank): two matmuls through a
- * rows × rank intermediate allocated once for up to `maxRows` rows. A fused norm goes into the
+ * rows × rank intermediate (in `scratch`, for up to `maxRows` rows). A fused norm goes into the
  * first matmul, bias and residual into the second.
  */
 export class LowRankLinear implements LinearLayer {
   readonly method = 'lowrank' as const;
   readonly parameters: number;
-  private readonly intermediate: Tensor;
 
   constructor(
     private readonly backend: Backend,
@@ -61,33 +82,36 @@ export class LowRankLinear implements LinearLayer {
     readonly outFeatures: number,
     readonly rank: number,
     private readonly maxRows: number,
+    private readonly scratch = new SharedScratch(backend),
   ) {
     if (v.elements < rank * inFeatures || u.elements < outFeatures * rank) {
       throw new RangeError(`low-rank factors of ${v.elements} and ${u.elements} values; ${inFeatures}→${outFeatures} at rank ${rank} needs ${rank * inFeatures} and ${outFeatures * rank}`);
     }
     this.parameters = rank * (inFeatures + outFeatures) + (bias ? outFeatures : 0);
-    this.intermediate = backend.allocate(maxRows * rank);
+    scratch.reserve(maxRows * rank);
   }
 
-  private project(x: Tensor, rows: number, inputNorm?: InputNorm): void {
+  private project(x: Tensor, rows: number, inputNorm?: InputNorm): Tensor {
     if (rows > this.maxRows) throw new RangeError(`low-rank layer sized for ${this.maxRows} rows, given ${rows}`);
-    this.backend.matmul(this.intermediate, x, this.v, null, rows, this.inFeatures, this.rank, false, inputNorm);
+    const intermediate = this.scratch.get(this.maxRows * this.rank);
+    this.backend.matmul(intermediate, x, this.v, null, rows, this.inFeatures, this.rank, false, inputNorm);
+    return intermediate;
   }
 
   forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
-    this.project(x, rows, inputNorm);
-    this.backend.matmul(out, this.intermediate, this.u, this.bias, rows, this.rank, this.outFeatures);
+    const intermediate = this.project(x, rows, inputNorm);
+    this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures);
   }
 
   forwardAdd(out: Tensor, x: Tensor, rows: number): void {
-    this.project(x, rows);
-    this.backend.matmul(out, this.intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, true);
+    const intermediate = this.project(x, rows);
+    this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, true);
   }
 }
 
 /**
  * Monarch and BLAST (../shared/ANCHORS.md §1): `blockProject` makes each output block's rank-wide
- * input z (b × rows × r, allocated once for up to `maxRows` rows) from x and the inner factor
+ * input z (b × rows × r, in `scratch`, for up to `maxRows` rows) from x and the inner factor
  * (Monarch w1 / BLAST V, (b·r) × (in/b)) — through the Monarch permutation, or mixed by BLAST's
  * coupling S (b × b × r) — then `blockExpand` multiplies it by the outer factor (Monarch w2 /
  * BLAST U, (b·out/b) × r), writing Monarch's outputs strided and BLAST's in contiguous blocks.
@@ -96,7 +120,6 @@ export class BlockLowRankLinear implements LinearLayer {
   readonly parameters: number;
   readonly inFeatures: number;
   readonly outFeatures: number;
-  private readonly z: Tensor;
 
   constructor(
     private readonly backend: Backend,
@@ -107,6 +130,7 @@ export class BlockLowRankLinear implements LinearLayer {
     private readonly bias: Tensor | null,
     readonly shape: BlockShape,
     private readonly maxRows: number,
+    private readonly scratch = new SharedScratch(backend),
   ) {
     const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
     if (i % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) {
@@ -119,22 +143,24 @@ export class BlockLowRankLinear implements LinearLayer {
     this.inFeatures = i;
     this.outFeatures = o;
     this.parameters = r * (i + o) + (coupling ? b * b * r : 0) + (bias ? o : 0);
-    this.z = backend.allocate(b * maxRows * r);
+    scratch.reserve(b * maxRows * r);
   }
 
-  private project(x: Tensor, rows: number, inputNorm?: InputNorm): void {
+  private project(x: Tensor, rows: number, inputNorm?: InputNorm): Tensor {
     if (rows > this.maxRows) throw new RangeError(`${this.method} layer sized for ${this.maxRows} rows, given ${rows}`);
-    this.backend.blockProject(this.z, x, this.inner, this.coupling, rows, this.shape, inputNorm);
+    const z = this.scratch.get(this.shape.blocks * this.maxRows * this.shape.rank);
+    this.backend.blockProject(z, x, this.inner, this.coupling, rows, this.shape, inputNorm);
+    return z;
   }
 
   forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
-    this.project(x, rows, inputNorm);
-    this.backend.blockExpand(out, this.z, this.outer, this.bias, rows, this.shape, this.method === 'monarch');
+    const z = this.project(x, rows, inputNorm);
+    this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch');
   }
 
   forwardAdd(out: Tensor, x: Tensor, rows: number): void {
-    this.project(x, rows);
-    this.backend.blockExpand(out, this.z, this.outer, this.bias, rows, this.shape, this.method === 'monarch', true);
+    const z = this.project(x, rows);
+    this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch', true);
   }
 }
 

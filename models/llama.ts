@@ -8,11 +8,11 @@ import { checkCacheRoom, DecoderModel, StepBuffers, WeightReader, type StepToken
 
 interface LlamaLayer {
   attentionNorm: Tensor;
-  /** q, k and v projections as one matmul. */
+  /** q, k and v projections: one matmul when all three are dense. */
   qkv: LinearGroup;
   o: LinearLayer;
   mlpNorm: Tensor;
-  /** gate and up projections as one matmul. */
+  /** gate and up projections: one matmul when both are dense. */
   gateUp: LinearGroup;
   down: LinearLayer;
 }

@@ -3,7 +3,7 @@
 import type { Backend, IndexTensor, KVCache, SampleParams, Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
-import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, type LinearGroup, type LinearLayer } from './linear.ts';
+import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, type LinearGroup, type LinearLayer } from './linear.ts';
 
 /**
  * A step's input when it is the token the previous step sampled: it stays on the device, so the
@@ -86,6 +86,8 @@ function makesMatricesOnDevice(source: TensorSource): source is DeviceTensorSour
 export class WeightReader {
   parameters = 0;
   private loadedBytes = 0;
+  /** The intermediate every block low-rank layer of the model writes, one buffer for all. */
+  private readonly scratch: SharedScratch;
   private readonly totalBytes: number;
 
   constructor(
@@ -96,6 +98,7 @@ export class WeightReader {
     private readonly compressed?: { config: ModelConfig; maxRows: number },
   ) {
     this.totalBytes = source.names().reduce((sum, name) => sum + source.info(name).byteLength, 0);
+    this.scratch = new SharedScratch(backend);
   }
 
   has(name: string): boolean {
@@ -180,18 +183,18 @@ export class WeightReader {
     if (method === 'lowrank') {
       const v = matrix('V', [r, inFeatures], r, inFeatures);
       const u = matrix('U', [outFeatures, r], outFeatures, r);
-      return new LowRankLinear(this.backend, v, u, bias(), inFeatures, outFeatures, r, maxRows);
+      return new LowRankLinear(this.backend, v, u, bias(), inFeatures, outFeatures, r, maxRows, this.scratch);
     }
     const shape = { inFeatures, outFeatures, rank: r, blocks: b };
     if (method === 'monarch') {
       const w1 = matrix('W1', [b, r, inFeatures / b], b * r, inFeatures / b);
       const w2 = matrix('W2', [b, outFeatures / b, r], outFeatures, r);
-      return new BlockLowRankLinear(this.backend, 'monarch', w1, w2, null, bias(), shape, maxRows);
+      return new BlockLowRankLinear(this.backend, 'monarch', w1, w2, null, bias(), shape, maxRows, this.scratch);
     }
     const u = matrix('B', [b, outFeatures / b, r], outFeatures, r);
     const v = matrix('C', [b, r, inFeatures / b], b * r, inFeatures / b);
     const s = this.backend.upload(this.read(`${prefix}.D`, [b, b, r]));
-    return new BlockLowRankLinear(this.backend, 'blast', v, u, s, bias(), shape, maxRows);
+    return new BlockLowRankLinear(this.backend, 'blast', v, u, s, bias(), shape, maxRows, this.scratch);
   }
 }
 

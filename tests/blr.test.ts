@@ -6,7 +6,7 @@ import { Rng } from '../engine/rng.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { blrForward, blrParameters, blrToDense, checkBlrFactors, monarchSource, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
 import { parseModelConfig } from '../models/config.ts';
-import { BlockLowRankLinear, LowRankLinear } from '../models/linear.ts';
+import { BlockLowRankLinear, LowRankLinear, SharedScratch } from '../models/linear.ts';
 import { configLayers, DEVICES, layerCost, rooflinePoint } from '../models/roofline.ts';
 
 const rng = new Rng(99);
@@ -251,5 +251,18 @@ describe('roofline model (blr roofline)', () => {
       { name: 'q_proj', inFeatures: 64, outFeatures: 64, count: 2, method: 'blast', rank: 8, blocks: 4 },
       { name: 'down_proj', inFeatures: 128, outFeatures: 64, count: 2, method: 'blast', rank: 16, blocks: 4 },
     ]);
+  });
+});
+
+describe('SharedScratch', () => {
+  it('gives every layer one buffer, as large as the largest reservation', () => {
+    const backend = new CpuBackend();
+    const scratch = new SharedScratch(backend);
+    scratch.reserve(10);
+    scratch.reserve(40);
+    const first = scratch.get(10);
+    expect(first.elements).toBe(40);
+    expect(scratch.get(40)).toBe(first);
+    expect(scratch.get(50).elements).toBe(50);
   });
 });
