@@ -2,6 +2,7 @@
 // on stderr and a non-zero exit (2 for usage errors, 1 for everything else).
 import fs from 'node:fs';
 import { UsageError } from './args.ts';
+import { COMPRESS_HELP, runCompress } from './compress.ts';
 import { CONVERT_HELP, runConvert } from './convert.ts';
 import { GENERATE_HELP, runGenerate } from './generate.ts';
 import { ROOFLINE_HELP, runRoofline } from './roofline.ts';
@@ -13,6 +14,7 @@ An inference engine for dense and block low-rank Llama and GPT-2 models.
 Commands:
   generate [PROMPT]      continue a prompt and stream the text (default model: stories260K)
   convert INPUT OUTDIR   llama2.c or GGUF checkpoint → Hugging Face model directory
+  compress IN OUT        dense Llama checkpoint → low-rank, Monarch or BLAST
   roofline --model M     bytes, FLOPs and roofline time of block low-rank layers (table, SVG)
 
 Run 'blr <command> --help' for a command's options.
@@ -21,6 +23,7 @@ Run 'blr <command> --help' for a command's options.
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; help: string }> = {
   generate: { run: runGenerate, help: GENERATE_HELP },
   convert: { run: runConvert, help: CONVERT_HELP },
+  compress: { run: runCompress, help: COMPRESS_HELP },
   roofline: { run: runRoofline, help: ROOFLINE_HELP },
 };
 

@@ -1,0 +1,110 @@
+// Dense → block low-rank factorisations (models/factorize.ts) and `blr compress` on a real model.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../engine/rng.ts';
+import { blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
+import { rankForRatio } from '../models/compress.ts';
+import { compressBlast, compressLowRank, compressMonarch, relativeError } from '../models/factorize.ts';
+import { ShardedSafetensors } from '../weights/safetensors.ts';
+import { DEFAULT_MODEL, ROOT, tempDirectory } from './helpers.ts';
+
+const rng = new Rng(77);
+const random = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
+
+describe('factorisations', () => {
+  it('low-rank recovers a matrix of that rank, and truncates a general one to its best approximation', () => {
+    const shape = { inFeatures: 20, outFeatures: 30, rank: 5, blocks: 1 };
+    const exact = blrToDense({ method: 'lowrank', v: random(100), u: random(150) }, shape);
+    expect(relativeError(exact, blrToDense(compressLowRank(exact, shape), shape))).toBeLessThan(1e-6);
+    // W = Q1 diag(σ) Q2ᵀ with σ = 10, 9, …, 1: the best rank-3 error is √(Σ_{t>3} σ²) / √(Σ σ²).
+    const q1 = orthonormal(30, 10), q2 = orthonormal(20, 10);
+    const sigma = Array.from({ length: 10 }, (_, t) => 10 - t);
+    const w = new Float32Array(30 * 20);
+    for (let a = 0; a < 30; a++) for (let b = 0; b < 20; b++) for (let t = 0; t < 10; t++) w[a * 20 + b] += q1[a][t] * sigma[t] * q2[b][t];
+    const best = Math.sqrt(sigma.slice(3).reduce((s, x) => s + x * x, 0) / sigma.reduce((s, x) => s + x * x, 0));
+    const three = { inFeatures: 20, outFeatures: 30, rank: 3, blocks: 1 };
+    expect(relativeError(w, blrToDense(compressLowRank(w, three), three))).toBeCloseTo(best, 5);
+  });
+
+  it('Monarch recovers a Monarch matrix', () => {
+    const shape = { inFeatures: 24, outFeatures: 16, rank: 8, blocks: 4 };
+    const w = blrToDense({ method: 'monarch', w1: random(8 * 24), w2: random(16 * 8) }, shape);
+    expect(relativeError(w, blrToDense(compressMonarch(w, shape), shape))).toBeLessThan(1e-6);
+  });
+
+  it('BLAST descends from the low-rank start: below the low-rank error on a BLAST matrix, never above it', () => {
+    const shape: BlrShape = { inFeatures: 16, outFeatures: 24, rank: 4, blocks: 2 };
+    const w = blrToDense({ method: 'blast', u: random(24 * 4), v: random(4 * 16), s: random(16) }, shape);
+    const lowRank = relativeError(w, blrToDense(compressLowRank(w, { ...shape, blocks: 1 }), { ...shape, blocks: 1 }));
+    const errors: number[] = [];
+    const factors = compressBlast(w, shape, { iterations: 60, onIteration: (_, error) => errors.push(error) });
+    const final = relativeError(w, blrToDense(factors, shape));
+    expect(errors).toHaveLength(60);
+    expect(final).toBeCloseTo(errors.at(-1)!, 4);
+    expect(final).toBeLessThan(0.5 * lowRank);
+    expect(Math.max(...errors)).toBeLessThanOrEqual(lowRank * 1.001);
+  });
+
+  it('turns a ratio into a rank each method can hold', () => {
+    expect(rankForRatio('blast', 0.5, 4096, 4096, 16)).toBe(Math.floor((0.5 * 4096 * 4096) / (8192 + 256)));
+    expect(rankForRatio('monarch', 0.5, 4096, 4096, 16) % 16).toBe(0);
+    expect(rankForRatio('lowrank', 0.5, 64, 172, 1)).toBe(Math.floor((0.5 * 64 * 172) / 236));
+    expect(() => rankForRatio('monarch', 0.01, 64, 64, 16)).toThrow(/leaves no rank/);
+  });
+});
+
+/** n × k with orthonormal columns (Gram–Schmidt on random vectors). */
+function orthonormal(n: number, k: number): number[][] {
+  const columns: number[][] = [];
+  while (columns.length < k) {
+    const v = Array.from({ length: n }, () => rng.normal());
+    for (const c of columns) {
+      const dot = c.reduce((s, x, i) => s + x * v[i], 0);
+      c.forEach((x, i) => { v[i] -= dot * x; });
+    }
+    const norm = Math.hypot(...v);
+    columns.push(v.map((x) => x / norm));
+  }
+  return Array.from({ length: n }, (_, i) => columns.map((c) => c[i]));
+}
+
+describe('blr compress', () => {
+  const BLR = path.join(ROOT, 'cli', 'blr.mjs');
+  const blr = (args: string[]) => spawnSync(process.execPath, [BLR, ...args], { encoding: 'utf8', timeout: 120_000 });
+
+  it('compresses the chosen projections of stories260K, reporting errors that the written factors reproduce, and the result generates', () => {
+    const out = path.join(tempDirectory('blr-compress-'), 'monarch');
+    const run = blr(['compress', DEFAULT_MODEL, out, '--method', 'monarch', '--blocks', '2', '--rank', '16', '--layers', 'q,up']);
+    expect(run.status).toBe(0);
+    const lines = run.stderr.trim().split('\n');
+    expect(lines).toHaveLength(10); // 5 layers × (q, up)
+    expect(run.stdout).toMatch(/10 projections as monarch, [\d.]+ → [\d.]+ MB \([\d.]+%\), relative error mean [\d.]+, worst [\d.]+/);
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+    expect(config.blr_layers['model.layers.0.mlp.up_proj']).toEqual({ method: 'monarch', rank: 16, blocks: 2 });
+    // The reported error of layer 3's up_proj, recomputed from the files.
+    const line = lines.find((l) => l.includes('model.layers.3.mlp.up_proj'))!;
+    const reported = Number(/relative error ([\d.]+)/.exec(line)![1]);
+    const original = ShardedSafetensors.openDirectory(DEFAULT_MODEL);
+    const written = ShardedSafetensors.openDirectory(out);
+    const shape = { inFeatures: 64, outFeatures: 172, rank: 16, blocks: 2 };
+    const factors: BlrFactors = { method: 'monarch', w1: written.readFloat32('model.layers.3.mlp.up_proj.W1'), w2: written.readFloat32('model.layers.3.mlp.up_proj.W2') };
+    expect(relativeError(original.readFloat32('model.layers.3.mlp.up_proj.weight'), blrToDense(factors, shape))).toBeCloseTo(reported, 3);
+    expect(written.has('model.layers.3.mlp.up_proj.weight')).toBe(false);
+    expect(written.has('model.layers.3.mlp.down_proj.weight')).toBe(true);
+    original.close();
+    written.close();
+    const generated = blr(['generate', 'Once upon a time', '--model', out, '--max-tokens', '8']);
+    expect(generated.status).toBe(0);
+    expect(generated.stderr).toMatch(/loaded in/);
+  });
+
+  it('refuses options it cannot honour', () => {
+    const out = path.join(tempDirectory('blr-compress-'), 'x');
+    expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'tucker', '--rank', '4']).status).toBe(2);
+    expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'blast', '--blocks', '4']).stderr).toMatch(/give --rank or --ratio/);
+    expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'monarch', '--blocks', '3', '--rank', '6', '--layers', 'q']).stderr).toMatch(/multiples of the blocks/);
+    expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'lowrank', '--rank', '4', '--layers', 'qkv']).stderr).toMatch(/unknown projection "qkv"/);
+  });
+});
