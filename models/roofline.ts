@@ -7,6 +7,7 @@
 //
 // Bytes count each pass over an array of elements at 2 bytes (bf16/f16): x (N·i) read, factors
 // read once, intermediates of b·N·r elements written and read as each design does, y (N·o) written.
+import { presetOptions, type Projection } from './compress.ts';
 import { compressedLayer, type CompressedLayer, type ModelConfig } from './config.ts';
 
 export interface DeviceSpec {
@@ -81,32 +82,34 @@ export function rooflinePoint(layer: RooflineLayer, tokens: number, variant: Var
 export const PRESETS = ['llama-2-7b', 'llama-3.2-1b', 'gpt2'] as const;
 export type Preset = (typeof PRESETS)[number];
 
+/** Llama shapes of the named models: hidden, intermediate and k/v widths, layers. */
+const LLAMA_SHAPES = {
+  'llama-2-7b': { hidden: 4096, intermediate: 11008, kvWidth: 4096, layers: 32 },
+  'llama-3.2-1b': { hidden: 2048, intermediate: 8192, kvWidth: 512, layers: 16 },
+} as const;
+
 export function presetLayers(preset: Preset, method: BlrMethod): RooflineLayer[] {
-  const layer = (name: string, inFeatures: number, outFeatures: number, count: number, blocks: number, rank: number): RooflineLayer =>
-    ({ name, inFeatures, outFeatures, count, method, rank, blocks: method === 'lowrank' ? 1 : blocks });
-  if (preset === 'llama-2-7b') {
-    const attentionRank = 1024;
-    const mlpRank = method === 'monarch' ? 1536 : 1488;
-    return [
-      layer('q/k/v/o', 4096, 4096, 4 * 32, 16, attentionRank),
-      layer('gate/up', 4096, 11008, 2 * 32, 16, mlpRank),
-      layer('down', 11008, 4096, 32, 16, mlpRank),
-    ];
+  if (preset === 'gpt2') {
+    const blocks = method === 'lowrank' ? 1 : method === 'monarch' ? 4 : 6;
+    const layer = (name: string, inFeatures: number, outFeatures: number): RooflineLayer => ({ name, inFeatures, outFeatures, count: 12, method, rank: 192, blocks });
+    return [layer('attn.c_attn', 768, 2304), layer('mlp.c_fc', 768, 3072), layer('mlp.c_proj', 3072, 768)];
   }
-  if (preset === 'llama-3.2-1b') {
-    return [
-      layer('q/o', 2048, 2048, 2 * 16, 16, 256),
-      layer('gate', 2048, 8192, 16, 16, 512),
-      layer('up', 2048, 8192, 16, 16, 768),
-      layer('down', 8192, 2048, 16, 16, 768),
-    ];
+  // The blocks, ranks and projections `blr compress --preset` uses; projections of one shape and rank grouped.
+  const { hidden: H, intermediate: I, kvWidth, layers } = LLAMA_SHAPES[preset];
+  const { blocks, rank, projections } = presetOptions(preset, method);
+  const shapes: Record<Projection, [number, number]> = { q: [H, H], k: [H, kvWidth], v: [H, kvWidth], o: [H, H], gate: [H, I], up: [H, I], down: [I, H] };
+  const groups = new Map<string, RooflineLayer>();
+  for (const projection of projections) {
+    const [inFeatures, outFeatures] = shapes[projection];
+    const r = typeof rank === 'number' ? rank : rank![projection]!;
+    const key = `${inFeatures}/${outFeatures}/${r}`;
+    const group = groups.get(key);
+    if (group) {
+      group.name += `/${projection}`;
+      group.count += layers;
+    } else groups.set(key, { name: projection, inFeatures, outFeatures, count: layers, method, rank: r, blocks: method === 'lowrank' ? 1 : blocks });
   }
-  const blocks = method === 'monarch' ? 4 : 6;
-  return [
-    layer('attn.c_attn', 768, 2304, 12, blocks, 192),
-    layer('mlp.c_fc', 768, 3072, 12, blocks, 192),
-    layer('mlp.c_proj', 3072, 768, 12, blocks, 192),
-  ];
+  return [...groups.values()];
 }
 
 /** The block low-rank projections of a Llama checkpoint's config, grouped by projection and form. */
