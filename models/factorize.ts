@@ -62,8 +62,12 @@ function symmetricEigen(s: Matrix): { values: Float64Array; vectors: Matrix } {
   for (let i = 0; i < n; i++) v.data[i * n + i] = 1;
   for (let sweep = 0; sweep < 60; sweep++) {
     let off = 0;
-    for (let p = 0; p < n; p++) for (let q = p + 1; q < n; q++) off += a[p * n + q] ** 2;
-    if (off < 1e-26) break;
+    let diagonal = 0;
+    for (let p = 0; p < n; p++) {
+      diagonal += a[p * n + p] ** 2;
+      for (let q = p + 1; q < n; q++) off += a[p * n + q] ** 2;
+    }
+    if (off <= 1e-30 * diagonal || off === 0) break;
     for (let p = 0; p < n; p++) {
       for (let q = p + 1; q < n; q++) {
         const apq = a[p * n + q];
