@@ -1,6 +1,7 @@
 // Every WGSL kernel against the CPU backend (whose ops are checked against float64 math in
 // ops.test.ts) on random inputs of awkward sizes, then whole models: WebGPU against the CPU
 // backend with the same f16-rounded weights. Runs on lavapipe in CI.
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { Rng } from '../engine/rng.ts';
@@ -10,12 +11,13 @@ import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+import { compressCheckpoint, PROJECTIONS } from '../models/compress.ts';
 import { BlockLowRankLinear, LowRankLinear } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
 import { gpuForTests } from './gpu.ts';
-import { DEFAULT_MODEL, maxRelativeError, reference, tinyModelDirectory } from './helpers.ts';
+import { DEFAULT_MODEL, maxRelativeError, reference, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
 /** The backend under test: set by each variant's beforeAll (describe blocks run in order). */
 let gpu: WebGpuBackend | undefined;
@@ -401,6 +403,30 @@ describe.each([
       expect(() => gpu!.uploadMatrix(Float32Array.of(1, 70000), 1, 2, 'model.layers.3.mlp.up_proj.weight'))
         .toThrow(/model.layers.3.mlp.up_proj.weight: value 70000 at \[0, 1\] is outside f16's range/);
     });
+  });
+
+  // stories260K with every projection in block low-rank form (as `blr compress` writes it): the
+  // WebGPU backend runs it (two prefill chunks, then decode steps) as the CPU backend does.
+  it.for(['lowrank', 'monarch', 'blast'] as const)('stories260K compressed to %s gives the CPU backend\'s logits and greedy tokens', async (method, { skip }) => {
+    if (!gpu) return skip();
+    const directory = path.join(tempDirectory('blr-webgpu-'), method);
+    await compressCheckpoint(DEFAULT_MODEL, directory, { method, blocks: 4, ratio: 0.6, projections: [...PROJECTIONS], iterations: 3 });
+    const model = readModelDirectory(directory);
+    const prompt = model.tokenizer.encode('Once upon a time, a little dog found a big red ball in the park.');
+    const run = async (backend: Backend) => {
+      const lm = loadModel(model, backend, { maxStepTokens: 16 });
+      const generator = new Generator(lm, model.tokenizer, model.eosTokenIds);
+      const cache = lm.createCache(prompt.length);
+      let logits = new Float32Array(0);
+      for (let start = 0; start < prompt.length; start += 16) logits = Float32Array.from(await lm.forward(cache, Int32Array.from(prompt.slice(start, start + 16)), start));
+      cache.release();
+      const result = await generator.generate({ promptIds: prompt, maxTokens: 12, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
+      return { logits, ids: result.ids };
+    };
+    const onGpu = await run(gpu);
+    const onCpu = await run(new CpuBackend({ matrixPrecision: 'f16' }));
+    expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
+    expect(onGpu.ids).toEqual(onCpu.ids);
   });
 
   const SAMPLING = { temperature: 0.8, topK: 30, topP: 0.9, minP: 0.02, repetitionPenalty: 1.2, seed: 7 };
