@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { floatToBfloat16, floatToHalf, fromFloat32, halfToFloat, toFloat32 } from '../weights/dtypes.ts';
+import { floatToBfloat16, floatToHalf, fromFloat32, halfToFloat, halvesFrom, toFloat32 } from '../weights/dtypes.ts';
 import { CheckpointError, SafetensorsFile, ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { tempDirectory } from './helpers.ts';
 
@@ -20,6 +20,23 @@ function rawFile(directory: string, header: unknown, dataBytes: number, headerLe
 }
 
 describe('dtypes', () => {
+  it('halvesFrom converts as floatToHalf does, and stops at the first value beyond ±65504 or NaN', () => {
+    const edges = [0, -0, 1, -1, 65504, -65504, 65503.99, 6.103515625e-5, 6.1e-5, 5.960464477539063e-8, 1e-9, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 0.1, 2049, 2050.5];
+    let seed = 12345;
+    const random = Array.from({ length: 20000 }, () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return ((seed / 4294967296) - 0.5) * 10 ** ((seed % 13) - 8);
+    });
+    const values = Float32Array.from([...edges, ...random]);
+    const out = new Uint16Array(values.length + 3);
+    expect(halvesFrom(values, 0, out, 3, values.length)).toBe(-1);
+    for (let k = 0; k < values.length; k++) expect(out[k + 3]).toBe(floatToHalf(values[k]));
+    const bad = Float32Array.of(1, 2, 65505, 4);
+    expect(halvesFrom(bad, 0, new Uint16Array(4), 0, 4)).toBe(2);
+    expect(halvesFrom(Float32Array.of(0, Number.NaN), 0, new Uint16Array(2), 0, 2)).toBe(1);
+    expect(halvesFrom(Float32Array.of(-Infinity), 0, new Uint16Array(1), 0, 1)).toBe(0);
+  });
+
   it('converts half and bfloat16 exactly where representable and rounds to nearest even', () => {
     for (const value of [0, 1, -2, 0.5, 65504, 6.103515625e-5, 5.960464477539063e-8, -0.333251953125]) {
       expect(halfToFloat(floatToHalf(value))).toBe(value);

@@ -66,6 +66,33 @@ export function floatToHalf(value: number): number {
   return sign | half;
 }
 
+/** Bits of the largest finite f16, 65504, as an f32. */
+const F16_MAX_AS_F32_BITS = 0x477fe000;
+
+/**
+ * f32 → f16 bits, as floatToHalf, for `count` values from values[from] into out[to]: the normal
+ * range inline (a weight matrix converts ~2x faster than value by value). Returns the index (into
+ * `values`) of the first value beyond ±65504 or NaN, which is not converted, or -1.
+ */
+export function halvesFrom(values: Float32Array, from: number, out: Uint16Array, to: number, count: number): number {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let k = 0; k < count; k++) {
+    const x = bits[from + k];
+    if ((x & 0x7fffffff) > F16_MAX_AS_F32_BITS) return from + k;
+    const e = ((x >>> 23) & 0xff) - 112;
+    if (e > 0) {
+      const mantissa = x & 0x7fffff;
+      let half = (e << 10) | (mantissa >>> 13);
+      const rest = mantissa & 0x1fff;
+      if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+      out[to + k] = ((x >>> 16) & 0x8000) | half;
+    } else {
+      out[to + k] = floatToHalf(values[from + k]); // zeros and f16 subnormals
+    }
+  }
+  return -1;
+}
+
 /** f32 → bf16 bits, round to nearest even (what torch does when casting). */
 export function floatToBfloat16(value: number): number {
   scratchFloat[0] = value;

@@ -7,7 +7,7 @@
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
 import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
-import { floatToHalf } from '../../weights/dtypes.ts';
+import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
 import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
@@ -338,12 +338,9 @@ export class WebGpuBackend implements Backend {
     }
     const halves = new Uint16Array(rows * stride);
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < columns; c++) {
-        const v = values[r * columns + c];
-        if (!(Math.abs(v) <= F16_MAX)) {
-          throw new RangeError(`${name}: value ${v} at [${r}, ${c}] is outside f16's range (±${F16_MAX}); this backend stores weights in f16`);
-        }
-        halves[r * stride + c] = floatToHalf(v);
+      const bad = halvesFrom(values, r * columns, halves, r * stride, columns);
+      if (bad >= 0) {
+        throw new RangeError(`${name}: value ${values[bad]} at [${r}, ${bad - r * columns}] is outside f16's range (±${F16_MAX}); this backend stores weights in f16`);
       }
     }
     const buffer = this.createBuffer(halves.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
