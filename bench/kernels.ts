@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { Rng } from '../engine/rng.ts';
 import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { copyCeilingGBs } from './copy-ceiling.ts';
+import { timePerCallUs } from './timing.ts';
 
 const { values } = parseArgs({
   options: {
@@ -29,31 +30,6 @@ const GEMM_ROWS = values.quick ? [64] : [128, 1024, 2048];
 const backend = await WebGpuBackend.create({ allowSoftware: true, portable: values.portable });
 const device = backend.gpu.device;
 console.log(`device: ${backend.description}`);
-
-/** Wall time per call of `record` (which records one dispatch), over enough calls for ≥ 20 ms. */
-async function timePerCallUs(record: () => void, sync: () => Promise<unknown>): Promise<number> {
-  record();
-  await sync();
-  let calls = 4;
-  for (;;) {
-    const start = performance.now();
-    for (let i = 0; i < calls; i++) record();
-    await sync();
-    const ms = performance.now() - start;
-    if (ms >= 20 || calls >= 4096) {
-      const samples: number[] = [];
-      for (let repeat = 0; repeat < 5; repeat++) {
-        const t0 = performance.now();
-        for (let i = 0; i < calls; i++) record();
-        await sync();
-        samples.push(((performance.now() - t0) * 1000) / calls);
-      }
-      samples.sort((a, b) => a - b);
-      return samples[2];
-    }
-    calls *= 4;
-  }
-}
 
 const rng = new Rng(7);
 function randomMatrix(rows: number, columns: number): Float32Array {

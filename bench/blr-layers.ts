@@ -1,0 +1,115 @@
+// Block low-rank layers at the paper's configurations (../shared/ANCHORS.md §1) on this engine's
+// backend: each method's layer (models/linear.ts) and our dense layer at N tokens, random weights,
+// checked once against the float64 reference (kernels/cpu/blr.ts), then timed; with PyTorch's
+// dense F.linear and its block low-rank layers (bench/torch_blr.py) from the same command when
+// python3 with torch and a GPU is there. Prints a table, writes JSON.
+//
+//   npx tsx bench/blr-layers.ts [--quick] [--no-torch] [--backend webgpu|cpu] [--out FILE]
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Rng } from '../engine/rng.ts';
+import type { Backend } from '../kernels/backend.ts';
+import { blrForward, type BlrFactors } from '../kernels/cpu/blr.ts';
+import { createBackend, isBackendKind } from '../kernels/select.ts';
+import { BlockLowRankLinear, DenseLinear, LowRankLinear, type LinearLayer } from '../models/linear.ts';
+import { presetLayers, type RooflineLayer } from '../models/roofline.ts';
+import { timePerCallUs } from './timing.ts';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean' },
+    'no-torch': { type: 'boolean' },
+    backend: { type: 'string', default: 'webgpu' },
+    out: { type: 'string', default: 'bench/out/blr-layers.json' },
+  },
+  strict: true,
+});
+if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or cpu, got ${values.backend}`);
+const backend: Backend = await createBackend(values.backend);
+console.log(`backend: ${backend.description}`);
+
+// Llama-2-7B q (4096²) and up (4096 → 11008), Llama-3.2-1B up (2048 → 8192), GPT2-S c_fc (768 → 3072).
+const layers: RooflineLayer[] = values.quick
+  ? [{ name: 'small', inFeatures: 96, outFeatures: 160, count: 1, method: 'blast', rank: 32, blocks: 4 }].flatMap((l) => (['lowrank', 'monarch', 'blast'] as const).map((method) => ({ ...l, method, blocks: method === 'lowrank' ? 1 : l.blocks })))
+  : (['lowrank', 'monarch', 'blast'] as const).flatMap((method) => [
+    ...presetLayers('llama-2-7b', method).filter((l) => l.name === 'q/k/v/o' || l.name === 'gate/up'),
+    ...presetLayers('llama-3.2-1b', method).filter((l) => l.name === 'up'),
+    ...presetLayers('gpt2', method).filter((l) => l.name === 'mlp.c_fc'),
+  ]);
+const TOKENS = values.quick ? [1, 16] : [1, 16, 128, 1024, 2048];
+const MAX_ROWS = Math.max(...TOKENS);
+
+const rng = new Rng(11);
+const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => scale * rng.normal());
+
+function makeFactors(layer: RooflineLayer): BlrFactors {
+  const { inFeatures: i, outFeatures: o, rank: r, blocks: b, method } = layer;
+  const inner = 1 / Math.sqrt(method === 'lowrank' ? i : i / b), outer = 1 / Math.sqrt(r);
+  if (method === 'lowrank') return { method, v: random(r * i, inner), u: random(o * r, outer) };
+  if (method === 'monarch') return { method, w1: random(r * i, inner), w2: random(o * r, outer) };
+  return { method, u: random(o * r, outer), v: random(r * i, inner), s: random(b * b * r, 1) };
+}
+
+function makeLayer(layer: RooflineLayer, factors: BlrFactors): LinearLayer {
+  const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = layer;
+  const name = `${layer.name} ${layer.method}`;
+  if (factors.method === 'lowrank') return new LowRankLinear(backend, backend.uploadMatrix(factors.v, r, i, name), backend.uploadMatrix(factors.u, o, r, name), null, i, o, r, MAX_ROWS);
+  if (factors.method === 'monarch') return new BlockLowRankLinear(backend, 'monarch', backend.uploadMatrix(factors.w1, b * r, i / b, name), backend.uploadMatrix(factors.w2, o, r, name), null, null, layer, MAX_ROWS);
+  return new BlockLowRankLinear(backend, 'blast', backend.uploadMatrix(factors.v, b * r, i / b, name), backend.uploadMatrix(factors.u, o, r, name), backend.upload(factors.s), null, layer, MAX_ROWS);
+}
+
+interface Row { layer: string; method: string; in: number; out: number; rank: number; blocks: number; rows: number; us: number; denseUs: number; error: number; torch?: { dense_us: number; blr_us: number; blr_compiled_us?: number } }
+const results: Row[] = [];
+const denseTimes = new Map<string, number>();
+for (const layer of layers) {
+  const factors = makeFactors(layer);
+  const blr = makeLayer(layer, factors);
+  const dense = new DenseLinear(backend, backend.randomMatrix(layer.outFeatures, layer.inFeatures, 1 / Math.sqrt(layer.inFeatures), 3, 'dense'), null, layer.inFeatures, layer.outFeatures);
+  const x = random(MAX_ROWS * layer.inFeatures, 1);
+  const xt = backend.upload(x);
+  const out = backend.allocate(MAX_ROWS * layer.outFeatures);
+  // Correct first: 3 rows against the float64 reference (f16 weights on the GPU: a loose bound).
+  blr.forward(out, xt, 3);
+  const got = await backend.read(out, 3 * layer.outFeatures);
+  const expected = blrForward(factors, layer, x.subarray(0, 3 * layer.inFeatures), 3);
+  let error = 0, scale = 0;
+  for (let k = 0; k < expected.length; k++) {
+    error = Math.max(error, Math.abs(got[k] - expected[k]));
+    scale = Math.max(scale, Math.abs(expected[k]));
+  }
+  error /= scale;
+  if (!(error < 1e-2)) throw new Error(`${layer.name} ${layer.method}: relative error ${error} against the reference`);
+  for (const rows of TOKENS) {
+    const us = await timePerCallUs(() => blr.forward(out, xt, rows), () => backend.read(out, 1));
+    const key = `${layer.inFeatures}/${layer.outFeatures}/${rows}`;
+    if (!denseTimes.has(key)) denseTimes.set(key, await timePerCallUs(() => dense.forward(out, xt, rows), () => backend.read(out, 1)));
+    results.push({ layer: layer.name, method: layer.method, in: layer.inFeatures, out: layer.outFeatures, rank: layer.rank, blocks: layer.blocks, rows, us, denseUs: denseTimes.get(key)!, error });
+  }
+}
+
+let torchInfo: { device: string; torch: string } | undefined;
+if (!values['no-torch']) {
+  const cases = results.map((r) => [r.method, r.in, r.out, r.rank, r.blocks, r.rows]);
+  const run = spawnSync('python3', [path.join('bench', 'torch_blr.py'), JSON.stringify(cases)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (run.status === 0) {
+    const parsed = JSON.parse(run.stdout.trim().split('\n').at(-1)!);
+    torchInfo = { device: parsed.device, torch: parsed.torch };
+    results.forEach((r, k) => { r.torch = parsed.results[k]; });
+  } else {
+    console.log(`(no PyTorch baseline: ${(run.stderr || run.error?.message || '').trim().split('\n').at(-1)})`);
+  }
+}
+
+console.log('\n| layer | method | N | ours µs | our dense µs | PyTorch dense µs | PyTorch BLR µs | PyTorch dense / ours | PyTorch BLR / ours |');
+console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const r of results) {
+  const t = r.torch;
+  const best = t ? Math.min(t.blr_us, t.blr_compiled_us ?? Infinity) : undefined;
+  console.log(`| ${r.layer} ${r.in}→${r.out} | ${r.method} b${r.blocks} r${r.rank} | ${r.rows} | ${r.us.toFixed(1)} | ${r.denseUs.toFixed(1)} | ${t ? t.dense_us.toFixed(1) : '–'} | ${best !== undefined ? best.toFixed(1) : '–'} | ${t ? (t.dense_us / r.us).toFixed(2) : '–'} | ${best !== undefined ? (best / r.us).toFixed(2) : '–'} |`);
+}
+fs.mkdirSync(path.dirname(values.out), { recursive: true });
+fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), benchmark: 'blr-layers', backend: backend.description, torch: torchInfo, results }, null, 2) + '\n');
+console.log(`\nwrote ${values.out}`);
+process.exit(0);
