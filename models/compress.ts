@@ -8,14 +8,15 @@ import { DTYPE_BYTES, fromFloat32 } from '../weights/dtypes.ts';
 import { CheckpointError, ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { parseModelConfig, type CompressedLayer } from './config.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from './factorize.ts';
+import { llamaNames } from './llama.ts';
 
 export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 export type Projection = (typeof PROJECTIONS)[number];
 
-const MODULE: Record<Projection, string> = {
-  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
-  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
-};
+/** (in, out) of each Llama projection, from the model's widths (q and o are heads · head_dim wide). */
+export function projectionShapes(hidden: number, intermediate: number, qWidth: number, kvWidth: number): Record<Projection, [number, number]> {
+  return { q: [hidden, qWidth], k: [hidden, kvWidth], v: [hidden, kvWidth], o: [qWidth, hidden], gate: [hidden, intermediate], up: [hidden, intermediate], down: [intermediate, hidden] };
+}
 
 export interface CompressOptions {
   method: CompressedLayer['method'];
@@ -60,9 +61,7 @@ export async function compressCheckpoint(input: string, output: string, options:
   const source = ShardedSafetensors.openDirectory(input);
   try {
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
-    const shapes: Record<Projection, [number, number]> = {
-      q: [H, heads * headDim], k: [H, kvHeads * headDim], v: [H, kvHeads * headDim], o: [heads * headDim, H], gate: [H, I], up: [H, I], down: [I, H],
-    };
+    const shapes = projectionShapes(H, I, heads * headDim, kvHeads * headDim);
     const modules = new Map<string, { projection: Projection; shape: BlrShape }>();
     for (let l = 0; l < config.layers; l++) {
       for (const projection of options.projections) {
@@ -73,7 +72,7 @@ export async function compressCheckpoint(input: string, output: string, options:
         if (inFeatures % blocks !== 0 || outFeatures % blocks !== 0 || (options.method === 'monarch' && rank % blocks !== 0)) {
           throw new RangeError(`${projection} (${inFeatures}→${outFeatures}) cannot be ${options.method} with ${blocks} blocks of rank ${rank}: features${options.method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
         }
-        modules.set(`model.layers.${l}.${MODULE[projection]}`, { projection, shape });
+        modules.set(llamaNames.layer(l)[projection], { projection, shape });
       }
     }
 

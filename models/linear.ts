@@ -171,16 +171,32 @@ export interface LinearGroup {
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void;
 }
 
-/** Projections that cannot share one matrix (any of them in block low-rank form): one layer each. */
+/**
+ * Projections that cannot share one matrix (any of them in block low-rank form): one layer each.
+ * A norm on their input runs once, into `normed` (shared by the model's groups, up to `maxRows`
+ * rows), rather than once per projection.
+ */
 export class SeparateLinears implements LinearGroup {
   readonly parameters: number;
 
-  constructor(readonly layers: LinearLayer[]) {
+  constructor(
+    private readonly backend: Backend,
+    readonly layers: LinearLayer[],
+    private readonly inFeatures: number,
+    private readonly maxRows: number,
+    private readonly normed = new SharedScratch(backend),
+  ) {
     this.parameters = layers.reduce((sum, layer) => sum + layer.parameters, 0);
+    normed.reserve(maxRows * inFeatures);
   }
 
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
-    this.layers.forEach((layer, i) => layer.forward(outs[i], x, rows, inputNorm));
+    let input = x;
+    if (inputNorm) {
+      input = this.normed.get(this.maxRows * this.inFeatures);
+      this.backend.rmsNorm(input, x, inputNorm.weight, rows, this.inFeatures, inputNorm.eps);
+    }
+    this.layers.forEach((layer, i) => layer.forward(outs[i], input, rows));
   }
 }
 

@@ -88,6 +88,8 @@ export class WeightReader {
   private loadedBytes = 0;
   /** The intermediate every block low-rank layer of the model writes, one buffer for all. */
   private readonly scratch: SharedScratch;
+  /** The normalised input of every group of separate projections, one buffer for all. */
+  private readonly normed: SharedScratch;
   private readonly totalBytes: number;
 
   constructor(
@@ -99,6 +101,7 @@ export class WeightReader {
   ) {
     this.totalBytes = source.names().reduce((sum, name) => sum + source.info(name).byteLength, 0);
     this.scratch = new SharedScratch(backend);
+    this.normed = new SharedScratch(backend);
   }
 
   has(name: string): boolean {
@@ -140,7 +143,8 @@ export class WeightReader {
    */
   linearGroup(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): LinearGroup {
     if (prefixes.some((p) => this.compressed && compressedLayer(this.compressed.config, p))) {
-      return new SeparateLinears(prefixes.map((p, i) => this.linear(p, inFeatures, widths[i], withBias)));
+      const layers = prefixes.map((p, i) => this.linear(p, inFeatures, widths[i], withBias));
+      return new SeparateLinears(this.backend, layers, inFeatures, this.compressed!.maxRows, this.normed);
     }
     return this.linearConcat(prefixes, inFeatures, widths, withBias);
   }

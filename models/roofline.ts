@@ -7,8 +7,9 @@
 //
 // Bytes count each pass over an array of elements at 2 bytes (bf16/f16): x (N·i) read, factors
 // read once, intermediates of b·N·r elements written and read as each design does, y (N·o) written.
-import { presetOptions, type Projection } from './compress.ts';
+import { presetOptions, projectionShapes, PROJECTIONS } from './compress.ts';
 import { compressedLayer, type CompressedLayer, type ModelConfig } from './config.ts';
+import { llamaNames } from './llama.ts';
 
 export interface DeviceSpec {
   bandwidthGBs: number;
@@ -97,7 +98,7 @@ export function presetLayers(preset: Preset, method: BlrMethod): RooflineLayer[]
   // The blocks, ranks and projections `blr compress --preset` uses; projections of one shape and rank grouped.
   const { hidden: H, intermediate: I, kvWidth, layers } = LLAMA_SHAPES[preset];
   const { blocks, rank, projections } = presetOptions(preset, method);
-  const shapes: Record<Projection, [number, number]> = { q: [H, H], k: [H, kvWidth], v: [H, kvWidth], o: [H, H], gate: [H, I], up: [H, I], down: [I, H] };
+  const shapes = projectionShapes(H, I, H, kvWidth);
   const groups = new Map<string, RooflineLayer>();
   for (const projection of projections) {
     const [inFeatures, outFeatures] = shapes[projection];
@@ -115,19 +116,18 @@ export function presetLayers(preset: Preset, method: BlrMethod): RooflineLayer[]
 /** The block low-rank projections of a Llama checkpoint's config, grouped by projection and form. */
 export function configLayers(config: ModelConfig): RooflineLayer[] {
   const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
-  const shapes: [string, string, number, number][] = [
-    ['q_proj', 'self_attn', H, heads * headDim], ['k_proj', 'self_attn', H, kvHeads * headDim], ['v_proj', 'self_attn', H, kvHeads * headDim],
-    ['o_proj', 'self_attn', heads * headDim, H], ['gate_proj', 'mlp', H, I], ['up_proj', 'mlp', H, I], ['down_proj', 'mlp', I, H],
-  ];
+  const shapes = projectionShapes(H, I, heads * headDim, kvHeads * headDim);
   const groups = new Map<string, RooflineLayer>();
   for (let l = 0; l < config.layers; l++) {
-    for (const [name, block, inFeatures, outFeatures] of shapes) {
-      const spec = compressedLayer(config, `model.layers.${l}.${block}.${name}`);
+    for (const projection of PROJECTIONS) {
+      const module = llamaNames.layer(l)[projection];
+      const spec = compressedLayer(config, module);
       if (!spec) continue;
+      const name = module.slice(module.lastIndexOf('.') + 1);
       const key = `${name}/${spec.method}/${spec.rank}/${spec.blocks}`;
       const group = groups.get(key);
       if (group) group.count++;
-      else groups.set(key, { name, inFeatures, outFeatures, count: 1, ...spec });
+      else groups.set(key, { name, inFeatures: shapes[projection][0], outFeatures: shapes[projection][1], count: 1, ...spec });
     }
   }
   return [...groups.values()];

@@ -15,6 +15,7 @@ import { tensorPlan } from '../models/random.ts';
 import type { ModelDirectory } from '../weights/model-directory.ts';
 import { ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { fromFloat32 } from '../weights/dtypes.ts';
+import { maxRelativeError } from './helpers.ts';
 
 const rng = new Rng(2024);
 const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => scale * rng.normal());
@@ -96,11 +97,7 @@ function denseWeights(): Map<string, Float32Array> {
 }
 
 function expectSameLogits(a: Float32Array[], b: Float32Array[]): void {
-  for (const [step, values] of a.entries()) {
-    let worst = 0;
-    for (let k = 0; k < values.length; k++) worst = Math.max(worst, Math.abs(values[k] - b[step][k]) / Math.max(1, Math.abs(b[step][k])));
-    expect(worst).toBeLessThan(1e-4);
-  }
+  for (const [step, values] of a.entries()) expect(maxRelativeError(values, b[step])).toBeLessThan(1e-4);
 }
 
 describe('block low-rank checkpoints', () => {

@@ -4,10 +4,12 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
+import * as ops from '../kernels/cpu/ops.ts';
 import { blrForward, blrParameters, blrToDense, checkBlrFactors, monarchSource, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { BlockLowRankLinear, LowRankLinear, SharedScratch } from '../models/linear.ts';
 import { configLayers, DEVICES, layerCost, rooflinePoint } from '../models/roofline.ts';
+import { maxRelativeError } from './helpers.ts';
 
 const rng = new Rng(99);
 const random = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
@@ -22,12 +24,6 @@ function denseForward(w: Float32Array, x: Float32Array, rows: number, inFeatures
     }
   }
   return y;
-}
-
-function maxRelativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let worst = 0;
-  for (let k = 0; k < expected.length; k++) worst = Math.max(worst, Math.abs(actual[k] - expected[k]) / Math.max(1, Math.abs(expected[k])));
-  return worst;
 }
 
 function randomFactors(method: BlrFactors['method'], shape: BlrShape): BlrFactors {
@@ -158,13 +154,8 @@ describe('LowRankLinear on the CPU backend', () => {
     layer.forward(out, backend.upload(x), 3);
     expect(maxRelativeError(await backend.read(out, 3 * 23), withBias(blrForward(factors, shape, x, 3)))).toBeLessThan(1e-5);
 
-    const normed = new Float32Array(3 * 19);
-    for (let r = 0; r < 3; r++) {
-      let squares = 0;
-      for (let i = 0; i < 19; i++) squares += x[r * 19 + i] ** 2;
-      const scale = 1 / Math.sqrt(squares / 19 + 1e-5);
-      for (let i = 0; i < 19; i++) normed[r * 19 + i] = x[r * 19 + i] * scale * norm[i];
-    }
+    const normed = new Float32Array(3 * 19); // RMSNorm(x) · norm, as tests/ops.test.ts checks it against float64
+    ops.rmsNorm(normed, x, norm, 3, 19, 1e-5);
     layer.forward(out, backend.upload(x), 3, { weight: backend.upload(norm), eps: 1e-5 });
     expect(maxRelativeError(await backend.read(out, 3 * 23), withBias(blrForward(factors, shape, normed, 3)))).toBeLessThan(1e-5);
 
@@ -195,12 +186,8 @@ describe('BlockLowRankLinear (Monarch, BLAST) on the CPU backend', () => {
     layer.forward(out, backend.upload(x), 2);
     expect(maxRelativeError(await backend.read(out, 2 * o), expected(x))).toBeLessThan(1e-5);
 
-    const normed = x.slice();
-    for (let row = 0; row < 2; row++) {
-      let squares = 0;
-      for (let k = 0; k < i; k++) squares += x[row * i + k] ** 2;
-      for (let k = 0; k < i; k++) normed[row * i + k] = x[row * i + k] / Math.sqrt(squares / i + 1e-6) * norm[k];
-    }
+    const normed = new Float32Array(2 * i);
+    ops.rmsNorm(normed, x, norm, 2, i, 1e-6);
     layer.forward(out, backend.upload(x), 2, { weight: backend.upload(norm), eps: 1e-6 });
     expect(maxRelativeError(await backend.read(out, 2 * o), expected(normed))).toBeLessThan(1e-5);
 

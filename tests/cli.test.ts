@@ -1,16 +1,10 @@
 // The blr command as a user runs it: a subprocess, its stdout, stderr and exit code.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MODEL, reference, ROOT, STORIES_SOURCES, tempDirectory } from './helpers.ts';
+import { DEFAULT_MODEL, reference, runBlr, STORIES_SOURCES, tempDirectory } from './helpers.ts';
 
-const BLR = path.join(ROOT, 'cli', 'blr.mjs');
-
-function blr(args: string[], input?: string) {
-  const result = spawnSync(process.execPath, [BLR, ...args], { input, encoding: 'utf8', timeout: 60_000 });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const blr = runBlr;
 
 describe('blr generate', () => {
   const expected = reference('stories260K');

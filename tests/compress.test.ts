@@ -1,14 +1,13 @@
 // Dense → block low-rank factorisations (models/factorize.ts) and `blr compress` on a real model.
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
 import { blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
 import { rankForRatio } from '../models/compress.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from '../models/factorize.ts';
 import { ShardedSafetensors } from '../weights/safetensors.ts';
-import { DEFAULT_MODEL, ROOT, tempDirectory } from './helpers.ts';
+import { DEFAULT_MODEL, runBlr, tempDirectory } from './helpers.ts';
 
 const rng = new Rng(77);
 const random = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
@@ -71,8 +70,7 @@ function orthonormal(n: number, k: number): number[][] {
 }
 
 describe('blr compress', () => {
-  const BLR = path.join(ROOT, 'cli', 'blr.mjs');
-  const blr = (args: string[]) => spawnSync(process.execPath, [BLR, ...args], { encoding: 'utf8', timeout: 120_000 });
+  const blr = runBlr;
 
   it('compresses the chosen projections of stories260K, reporting errors that the written factors reproduce, and the result generates', () => {
     const out = path.join(tempDirectory('blr-compress-'), 'monarch');

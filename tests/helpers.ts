@@ -1,4 +1,5 @@
 // Shared test plumbing: fixture paths, temp directories, reference outputs, tiny models.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,4 +49,10 @@ export function maxRelativeError(actual: ArrayLike<number>, expected: ArrayLike<
     worst = Math.max(worst, Math.abs(actual[i] - expected[i]) / Math.max(1, Math.abs(expected[i])));
   }
   return worst;
+}
+
+/** Runs the blr command as a user does: a subprocess, its exit status, stdout and stderr. */
+export function runBlr(args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [path.join(ROOT, 'cli', 'blr.mjs'), ...args], { input, encoding: 'utf8', timeout: 120_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }

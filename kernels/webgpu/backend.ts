@@ -518,7 +518,7 @@ export class WebGpuBackend implements Backend {
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy,
       tensor(outs[0]).buffer, outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1]];
     buffers.push(inputNorm ? tensor(inputNorm.weight).buffer : this.dummy);
-    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (inputNorm ? 4 : 0);
+    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: inputNorm?.eps ?? 0 }];
     if (this.matmulRoundsActivations(rows)) {
       // These kernels take the weight stride in halves, and a buffer for split-K sums in place of

@@ -7,10 +7,10 @@ struct Params {
   in_features: u32,
   out_features: u32,
   w_stride: u32, // weight row stride: vec4<u32> (8 halves) units, or halves for the tensor-core kernel
-  flags: u32,    // bit 0: add bias; bit 1: accumulate into the output; bit 2: RMSNorm the input (fused kernels)
+  flags: u32,    // bit 0: add bias; bit 1: accumulate into the output (RMSNorm: the normed GEMV pipeline)
   width0: u32,   // output features that go to out0; the next width1 go to out1, the rest to out2
   width1: u32,
-  norm_eps: f32, // with flags bit 2
+  norm_eps: f32, // for the normed GEMV pipeline (wgsl/gemv_subgroup.wgsl NORMED)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
