@@ -2,16 +2,18 @@
 // backend: each method's layer (models/linear.ts) and our dense layer at N tokens, random weights,
 // checked once against the float64 reference (kernels/cpu/blr.ts), then timed; with PyTorch's
 // dense F.linear and its block low-rank layers (bench/torch_blr.py) from the same command when
-// python3 with torch and a GPU is there. Prints a table, writes JSON.
+// python3 with torch and a GPU is there. Weights stream from memory on both sides (copies used in
+// turn, more bytes than L2 holds); our calls are submitted in batches while the next are recorded
+// (bench/timing.ts), as PyTorch's launches run asynchronously. Prints a table, writes JSON.
 //
-//   npx tsx bench/blr-layers.ts [--quick] [--no-torch] [--backend webgpu|cpu] [--out FILE]
+//   npx tsx bench/blr-layers.ts [--quick] [--tokens 1,16,128,1024,2048] [--no-torch] [--backend webgpu|cpu] [--out FILE]
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Rng } from '../engine/rng.ts';
 import type { Backend } from '../kernels/backend.ts';
-import { blrForward, type BlrFactors } from '../kernels/cpu/blr.ts';
+import { blrForward, blrParameters, type BlrFactors } from '../kernels/cpu/blr.ts';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
 import { BlockLowRankLinear, DenseLinear, LowRankLinear, type LinearLayer } from '../models/linear.ts';
 import { presetLayers, type RooflineLayer } from '../models/roofline.ts';
@@ -20,6 +22,7 @@ import { timePerCallUs } from './timing.ts';
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean' },
+    tokens: { type: 'string' },
     'no-torch': { type: 'boolean' },
     backend: { type: 'string', default: 'webgpu' },
     out: { type: 'string', default: 'bench/out/blr-layers.json' },
@@ -38,7 +41,8 @@ const layers: RooflineLayer[] = values.quick
     ...presetLayers('llama-3.2-1b', method).filter((l) => l.name === 'up'),
     ...presetLayers('gpt2', method).filter((l) => l.name === 'mlp.c_fc'),
   ]);
-const TOKENS = values.quick ? [1, 16] : [1, 16, 128, 1024, 2048];
+const TOKENS = values.tokens ? values.tokens.split(',').map(Number) : values.quick ? [1, 16] : [1, 16, 128, 1024, 2048];
+if (!TOKENS.every((n) => Number.isInteger(n) && n >= 1)) throw new Error(`--tokens takes a list of token counts, got ${values.tokens}`);
 const MAX_ROWS = Math.max(...TOKENS);
 
 const rng = new Rng(11);
@@ -52,21 +56,33 @@ function makeFactors(layer: RooflineLayer): BlrFactors {
   return { method, u: random(o * r, outer), v: random(r * i, inner), s: random(b * b * r, 1) };
 }
 
-function makeLayer(layer: RooflineLayer, factors: BlrFactors): LinearLayer {
+type Matrix = (rows: number, columns: number, values: Float32Array, scale: number) => ReturnType<Backend['upload']>;
+
+/** The layer from `matrix` (uploads given values, or makes random ones of that scale on the device). */
+function makeLayer(layer: RooflineLayer, factors: BlrFactors, matrix: Matrix): LinearLayer {
   const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = layer;
-  const name = `${layer.name} ${layer.method}`;
-  if (factors.method === 'lowrank') return new LowRankLinear(backend, backend.uploadMatrix(factors.v, r, i, name), backend.uploadMatrix(factors.u, o, r, name), null, i, o, r, MAX_ROWS);
-  if (factors.method === 'monarch') return new BlockLowRankLinear(backend, 'monarch', backend.uploadMatrix(factors.w1, b * r, i / b, name), backend.uploadMatrix(factors.w2, o, r, name), null, null, layer, MAX_ROWS);
-  return new BlockLowRankLinear(backend, 'blast', backend.uploadMatrix(factors.v, b * r, i / b, name), backend.uploadMatrix(factors.u, o, r, name), backend.upload(factors.s), null, layer, MAX_ROWS);
+  const inner = 1 / Math.sqrt(factors.method === 'lowrank' ? i : i / b), outer = 1 / Math.sqrt(r);
+  if (factors.method === 'lowrank') return new LowRankLinear(backend, matrix(r, i, factors.v, inner), matrix(o, r, factors.u, outer), null, i, o, r, MAX_ROWS);
+  if (factors.method === 'monarch') return new BlockLowRankLinear(backend, 'monarch', matrix(b * r, i / b, factors.w1, inner), matrix(o, r, factors.w2, outer), null, null, layer, MAX_ROWS);
+  return new BlockLowRankLinear(backend, 'blast', matrix(b * r, i / b, factors.v, inner), matrix(o, r, factors.u, outer), backend.upload(factors.s), null, layer, MAX_ROWS);
 }
+
+// Every call reads its weights from memory, as decode does: layers (and dense matrices) come in
+// enough copies, used in turn, to exceed the GPU's L2 (50 MB on an H100/H200) twice over.
+const STREAM_BYTES = 128e6;
+const copiesFor = (bytes: number) => Math.min(64, Math.max(2, Math.ceil(STREAM_BYTES / bytes)));
 
 interface Row { layer: string; method: string; in: number; out: number; rank: number; blocks: number; rows: number; us: number; denseUs: number; error: number; torch?: { dense_us: number; blr_us: number; blr_compiled_us?: number } }
 const results: Row[] = [];
 const denseTimes = new Map<string, number>();
 for (const layer of layers) {
   const factors = makeFactors(layer);
-  const blr = makeLayer(layer, factors);
-  const dense = new DenseLinear(backend, backend.randomMatrix(layer.outFeatures, layer.inFeatures, 1 / Math.sqrt(layer.inFeatures), 3, 'dense'), null, layer.inFeatures, layer.outFeatures);
+  const name = `${layer.name} ${layer.method}`;
+  const blr = makeLayer(layer, factors, (rows, columns, values) => backend.uploadMatrix(values, rows, columns, name));
+  const blrCopies = [blr, ...Array.from({ length: copiesFor(2 * blrParameters(layer, layer.method)) - 1 }, (_, k) =>
+    makeLayer(layer, factors, (rows, columns, _values, scale) => backend.randomMatrix(rows, columns, scale, 100 + k, name)))];
+  const denseCopies = Array.from({ length: copiesFor(2 * layer.inFeatures * layer.outFeatures) }, (_, k) =>
+    new DenseLinear(backend, backend.randomMatrix(layer.outFeatures, layer.inFeatures, 1 / Math.sqrt(layer.inFeatures), 3 + k, 'dense'), null, layer.inFeatures, layer.outFeatures));
   const x = random(MAX_ROWS * layer.inFeatures, 1);
   const xt = backend.upload(x);
   const out = backend.allocate(MAX_ROWS * layer.outFeatures);
@@ -82,9 +98,11 @@ for (const layer of layers) {
   error /= scale;
   if (!(error < 1e-2)) throw new Error(`${layer.name} ${layer.method}: relative error ${error} against the reference`);
   for (const rows of TOKENS) {
-    const us = await timePerCallUs(() => blr.forward(out, xt, rows), () => backend.read(out, 1));
+    let call = 0;
+    const sync = () => backend.read(out, 1), flush = () => backend.flush();
+    const us = await timePerCallUs(() => blrCopies[call++ % blrCopies.length].forward(out, xt, rows), sync, flush);
     const key = `${layer.inFeatures}/${layer.outFeatures}/${rows}`;
-    if (!denseTimes.has(key)) denseTimes.set(key, await timePerCallUs(() => dense.forward(out, xt, rows), () => backend.read(out, 1)));
+    if (!denseTimes.has(key)) denseTimes.set(key, await timePerCallUs(() => denseCopies[call++ % denseCopies.length].forward(out, xt, rows), sync, flush));
     results.push({ layer: layer.name, method: layer.method, in: layer.inFeatures, out: layer.outFeatures, rank: layer.rank, blocks: layer.blocks, rows, us, denseUs: denseTimes.get(key)!, error });
   }
 }

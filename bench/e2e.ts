@@ -3,8 +3,11 @@
 // Hugging Face transformers measured from the same command (bench/hf_e2e.py) when it is there, and
 // the bandwidth floor for decode (weight bytes / copy ceiling).
 //
-//   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--prompt 128] [--new 128]
-//                        [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf] [--profile] [--out FILE]
+//   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--variants dense,lowrank,monarch,blast]
+//                        [--prompt 128] [--new 128] [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf]
+//                        [--profile] [--out FILE]
+// --variants: the dense model and/or its block low-rank versions at the paper's configurations
+// (models/compress.ts presets; Llama models only), random factors made on the GPU.
 // --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
 // the tok/s it prints are lower) and prints the GPU time per kernel.
 import { spawnSync } from 'node:child_process';
@@ -17,10 +20,16 @@ import { GREEDY } from '../engine/sampler.ts';
 import type { SampleParams } from '../kernels/backend.ts';
 import { PREVIOUS_SAMPLE } from '../models/model.ts';
 import { loadRandomModel } from '../models/random.ts';
+import { parseModelConfig } from '../models/config.ts';
+import { blrLayersConfig, COMPRESS_PRESETS, planCompression, presetOptions, type CompressPreset } from '../models/compress.ts';
+
+const COMPRESS_METHODS = ['lowrank', 'monarch', 'blast'] as const;
+type CompressMethod = (typeof COMPRESS_METHODS)[number];
 
 const { values } = parseArgs({
   options: {
     models: { type: 'string', default: 'llama-3.2-1b,llama-2-7b,gpt2' },
+    variants: { type: 'string', default: 'dense' },
     prompt: { type: 'string', default: '128' },
     new: { type: 'string', default: '128' },
     backend: { type: 'string', default: 'webgpu' },
@@ -44,9 +53,21 @@ function printProfile(title: string, profile: Map<string, { calls: number; ms: n
   for (const [kernel, p] of rows) console.log(`    ${kernel.padEnd(20)} ${(p.calls / steps).toFixed(0).padStart(4)} calls  ${(p.ms / steps).toFixed(3)} ms  ${((1000 * p.ms) / p.calls).toFixed(1)} µs each`);
 }
 
-for (const name of values.models.split(',')) {
-  const configPath = path.join('bench', 'configs', `${name}.json`);
-  const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
+const variants = values.variants.split(',');
+for (const variant of variants) {
+  if (variant !== 'dense' && !(COMPRESS_METHODS as readonly string[]).includes(variant)) throw new Error(`--variants takes dense, ${COMPRESS_METHODS.join(', ')}; got ${variant}`);
+}
+const runs = values.models.split(',').flatMap((model) => variants.map((variant) => ({ model, variant })))
+  .filter(({ model, variant }) => variant === 'dense' || (COMPRESS_PRESETS as readonly string[]).includes(model));
+
+for (const { model: modelName, variant } of runs) {
+  const configPath = path.join('bench', 'configs', `${modelName}.json`);
+  const denseConfig = JSON.parse(fs.readFileSync(configPath, 'utf8'));
+  const name = variant === 'dense' ? modelName : `${modelName} ${variant}`;
+  const config = variant === 'dense' ? denseConfig : {
+    ...denseConfig,
+    blr_layers: blrLayersConfig(planCompression(parseModelConfig(denseConfig, configPath), { method: variant as CompressMethod, ...presetOptions(modelName as CompressPreset, variant as CompressMethod) }), variant as CompressMethod),
+  };
   const backend = values.profile ? await WebGpuBackend.create({ allowSoftware: true, profile: true }) : await createBackend(values.backend);
   const loadStart = performance.now();
   const model = loadRandomModel(config, backend, { seed: 1, maxStepTokens: promptTokens });
@@ -118,7 +139,7 @@ for (const name of values.models.split(',')) {
   };
   model.dispose();
   backend.dispose();
-  if (!values['no-hf'] && values.backend === 'webgpu') {
+  if (!values['no-hf'] && values.backend === 'webgpu' && variant === 'dense') {
     const hf = spawnSync('python3', [path.join('bench', 'hf_e2e.py'), configPath, '--prompt', String(promptTokens), '--new', String(newTokens), '--modes', values['hf-modes']], { encoding: 'utf8' });
     if (hf.status === 0) row.hf = JSON.parse(hf.stdout.trim().split('\n').at(-1)!);
     else console.log(`(no transformers baseline for ${name}: ${(hf.stderr || hf.error?.message || '').trim().split('\n').at(-1)})`);
@@ -132,12 +153,12 @@ for (const name of values.models.split(',')) {
 }
 
 console.log(`\nbatch 1, prompt ${promptTokens} tokens, ${newTokens} new tokens; ${results[0]?.backend}`);
-console.log('| model | params | prefill ms | decode tok/s | HF eager prefill ms | HF eager tok/s | HF static prefill ms | HF static tok/s |');
-console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| model | params | weights GB (f16) | prefill ms | decode tok/s | HF eager prefill ms | HF eager tok/s | HF static prefill ms | HF static tok/s |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of results) {
   const hf = (r.hf as { results?: Record<string, { prefill_ms: number; decode_tokens_per_s: number }> } | undefined)?.results ?? {};
   const cell = (mode: string, key: 'prefill_ms' | 'decode_tokens_per_s') => hf[mode]?.[key]?.toFixed(key === 'prefill_ms' ? 2 : 1) ?? '–';
-  console.log(`| ${r.model} | ${((r.parameters as number) / 1e9).toFixed(2)}B | ${(r.prefillMs as number).toFixed(2)} | ${(r.decodeTokensPerS as number).toFixed(1)} | ${cell('eager', 'prefill_ms')} | ${cell('eager', 'decode_tokens_per_s')} | ${cell('static', 'prefill_ms')} | ${cell('static', 'decode_tokens_per_s')} |`);
+  console.log(`| ${r.model} | ${((r.parameters as number) / 1e9).toFixed(2)}B | ${((r.weightBytesF16 as number) / 1e9).toFixed(2)} | ${(r.prefillMs as number).toFixed(2)} | ${(r.decodeTokensPerS as number).toFixed(1)} | ${cell('eager', 'prefill_ms')} | ${cell('eager', 'decode_tokens_per_s')} | ${cell('static', 'prefill_ms')} | ${cell('static', 'decode_tokens_per_s')} |`);
 }
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), benchmark: 'e2e', promptTokens, newTokens, results }, null, 2) + '\n');

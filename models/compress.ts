@@ -6,7 +6,7 @@ import path from 'node:path';
 import { blrParameters, blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
 import { DTYPE_BYTES, fromFloat32 } from '../weights/dtypes.ts';
 import { CheckpointError, ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
-import { parseModelConfig, type CompressedLayer } from './config.ts';
+import { parseModelConfig, type CompressedLayer, type ModelConfig } from './config.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from './factorize.ts';
 import { llamaNames } from './llama.ts';
 
@@ -49,6 +49,32 @@ export function rankForRatio(method: CompressedLayer['method'], ratio: number, i
   return rank;
 }
 
+/** Each projection the options replace (by module name), with its shape; checks that the blocks divide it. */
+export function planCompression(config: ModelConfig, options: Pick<CompressOptions, 'method' | 'blocks' | 'rank' | 'ratio' | 'projections'>): Map<string, { projection: Projection; shape: BlrShape }> {
+  const blocks = options.method === 'lowrank' ? 1 : options.blocks;
+  const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
+  const shapes = projectionShapes(H, I, heads * headDim, kvHeads * headDim);
+  const modules = new Map<string, { projection: Projection; shape: BlrShape }>();
+  for (let l = 0; l < config.layers; l++) {
+    for (const projection of options.projections) {
+      const [inFeatures, outFeatures] = shapes[projection];
+      const explicit = typeof options.rank === 'number' ? options.rank : options.rank?.[projection];
+      const rank = explicit ?? rankForRatio(options.method, options.ratio ?? 0.5, inFeatures, outFeatures, blocks);
+      const shape = { inFeatures, outFeatures, rank, blocks };
+      if (inFeatures % blocks !== 0 || outFeatures % blocks !== 0 || (options.method === 'monarch' && rank % blocks !== 0)) {
+        throw new RangeError(`${projection} (${inFeatures}→${outFeatures}) cannot be ${options.method} with ${blocks} blocks of rank ${rank}: features${options.method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
+      }
+      modules.set(llamaNames.layer(l)[projection], { projection, shape });
+    }
+  }
+  return modules;
+}
+
+/** config.json's `blr_layers` (models/config.ts) for planned projections. */
+export function blrLayersConfig(modules: Map<string, { shape: BlrShape }>, method: CompressedLayer['method']): Record<string, CompressedLayer> {
+  return Object.fromEntries([...modules].map(([module, { shape }]) => [module, { method, rank: shape.rank, blocks: shape.blocks }]));
+}
+
 export async function compressCheckpoint(input: string, output: string, options: CompressOptions): Promise<CompressedProjection[]> {
   const progress = options.onProgress ?? (() => {});
   const configPath = path.join(input, 'config.json');
@@ -57,24 +83,9 @@ export async function compressCheckpoint(input: string, output: string, options:
   const config = parseModelConfig(rawConfig, configPath);
   if (config.architecture !== 'llama') throw new CheckpointError(`${configPath}: blr compress takes Llama checkpoints so far`);
   if (config.compression) throw new CheckpointError(`${configPath}: already block low-rank`);
-  const blocks = options.method === 'lowrank' ? 1 : options.blocks;
   const source = ShardedSafetensors.openDirectory(input);
   try {
-    const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
-    const shapes = projectionShapes(H, I, heads * headDim, kvHeads * headDim);
-    const modules = new Map<string, { projection: Projection; shape: BlrShape }>();
-    for (let l = 0; l < config.layers; l++) {
-      for (const projection of options.projections) {
-        const [inFeatures, outFeatures] = shapes[projection];
-        const explicit = typeof options.rank === 'number' ? options.rank : options.rank?.[projection];
-        const rank = explicit ?? rankForRatio(options.method, options.ratio ?? 0.5, inFeatures, outFeatures, blocks);
-        const shape = { inFeatures, outFeatures, rank, blocks };
-        if (inFeatures % blocks !== 0 || outFeatures % blocks !== 0 || (options.method === 'monarch' && rank % blocks !== 0)) {
-          throw new RangeError(`${projection} (${inFeatures}→${outFeatures}) cannot be ${options.method} with ${blocks} blocks of rank ${rank}: features${options.method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
-        }
-        modules.set(llamaNames.layer(l)[projection], { projection, shape });
-      }
-    }
+    const modules = planCompression(config, options);
 
     const results: CompressedProjection[] = [];
     const tensors: TensorToWrite[] = [];
@@ -128,8 +139,7 @@ export async function compressCheckpoint(input: string, output: string, options:
 
     fs.mkdirSync(output, { recursive: true });
     writeSafetensors(path.join(output, 'model.safetensors'), tensors, { format: 'pt' });
-    const blrLayers = Object.fromEntries([...modules].map(([module, { shape }]) => [module, { method: options.method, rank: shape.rank, blocks: shape.blocks }]));
-    fs.writeFileSync(path.join(output, 'config.json'), `${JSON.stringify({ ...rawConfig, blr_layers: blrLayers }, null, 2)}\n`);
+    fs.writeFileSync(path.join(output, 'config.json'), `${JSON.stringify({ ...rawConfig, blr_layers: blrLayersConfig(modules, options.method) }, null, 2)}\n`);
     for (const file of ['tokenizer.json', 'tokenizer.json.gz', 'tokenizer_config.json', 'generation_config.json']) {
       if (fs.existsSync(path.join(input, file))) fs.copyFileSync(path.join(input, file), path.join(output, file));
     }

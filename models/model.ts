@@ -183,7 +183,13 @@ export class WeightReader {
       throw new CheckpointError(`${this.source.location}: ${prefix} is ${method} with ${b} blocks of rank ${r}, which does not divide its ${inFeatures}→${outFeatures} shape`);
     }
     const maxRows = this.compressed!.maxRows;
-    const matrix = (name: string, shape: number[], rows: number, columns: number) => this.backend.uploadMatrix(this.read(`${prefix}.${name}`, shape), rows, columns, `${prefix}.${name}`);
+    const matrix = (name: string, shape: number[], rows: number, columns: number) => {
+      const full = `${prefix}.${name}`;
+      if (!makesMatricesOnDevice(this.source)) return this.backend.uploadMatrix(this.read(full, shape), rows, columns, full);
+      this.checkShape(full, shape);
+      this.parameters += rows * columns;
+      return this.source.createMatrix(this.backend, full);
+    };
     if (method === 'lowrank') {
       const v = matrix('V', [r, inFeatures], r, inFeatures);
       const u = matrix('U', [outFeatures, r], outFeatures, r);

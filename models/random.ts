@@ -4,12 +4,12 @@
 import type { Backend, Tensor } from '../kernels/backend.ts';
 import { randomNormalMatrix } from '../kernels/cpu/ops.ts';
 import { CheckpointError, elementCount, type TensorInfo } from '../weights/safetensors.ts';
-import { parseModelConfig } from './config.ts';
+import { compressedLayer, parseModelConfig } from './config.ts';
 import { Gpt2Model } from './gpt2.ts';
 import { LlamaModel } from './llama.ts';
 import { WeightReader, type CausalLM, type DeviceTensorSource } from './model.ts';
 
-export type TensorKind = 'matrix' | 'embedding' | 'norm' | 'bias';
+export type TensorKind = 'matrix' | 'embedding' | 'norm' | 'bias' | 'coupling';
 
 export interface PlannedTensor {
   name: string;
@@ -17,8 +17,26 @@ export interface PlannedTensor {
   kind: TensorKind;
 }
 
-/** Every tensor a Hugging Face checkpoint of this config holds, in checkpoint order. */
+/**
+ * Every tensor a checkpoint of this config holds, in checkpoint order: a Hugging Face one, with the
+ * projections the config names in block low-rank form (models/config.ts) as their factors.
+ */
 export function tensorPlan(config: Record<string, unknown>): PlannedTensor[] {
+  const parsed = parseModelConfig(config, 'random model config');
+  return densePlan(config).flatMap((t) => {
+    const prefix = t.name.endsWith('.weight') ? t.name.slice(0, -'.weight'.length) : '';
+    const layer = prefix ? compressedLayer(parsed, prefix) : undefined;
+    if (!layer) return [t];
+    const [o, i] = t.shape;
+    const { method, rank: r, blocks: b } = layer;
+    const factor = (suffix: string, shape: number[], kind: TensorKind = 'matrix') => ({ name: `${prefix}.${suffix}`, shape, kind });
+    if (method === 'lowrank') return [factor('U', [o, r]), factor('V', [r, i])];
+    if (method === 'monarch') return [factor('W1', [b, r, i / b]), factor('W2', [b, o / b, r])];
+    return [factor('B', [b, o / b, r]), factor('C', [b, r, i / b]), factor('D', [b, b, r], 'coupling')];
+  });
+}
+
+function densePlan(config: Record<string, unknown>): PlannedTensor[] {
   const c = config as Record<string, number>;
   if (config.model_type === 'gpt2') {
     const H = c.n_embd;
@@ -67,13 +85,13 @@ export function tensorPlan(config: Record<string, unknown>): PlannedTensor[] {
 }
 
 /**
- * The spread of a random tensor: matrices 1/√fan-in (Conv1D weights are in × out, Llama's out × in),
- * embeddings 0.5, norm weights near 1, biases small. Logits then come out O(1–10), so greedy
- * decoding is not a string of near-ties.
+ * The spread of a random tensor: matrices 1/√fan-in (Conv1D weights are in × out, Llama's out × in,
+ * block low-rank factors (…, in)), embeddings 0.5, norm weights near 1, biases small, BLAST
+ * couplings 1. Logits then come out O(1–10), so greedy decoding is not a string of near-ties.
  */
 export function randomScale(kind: TensorKind, shape: number[], conv1d: boolean): number {
-  if (kind === 'matrix') return 1 / Math.sqrt(conv1d ? shape[0] : shape[1]);
-  return kind === 'embedding' ? 0.5 : kind === 'norm' ? 0.1 : 0.05;
+  if (kind === 'matrix') return 1 / Math.sqrt(conv1d ? shape[0] : shape[shape.length - 1]);
+  return kind === 'embedding' ? 0.5 : kind === 'norm' ? 0.1 : kind === 'coupling' ? 1 : 0.05;
 }
 
 export class RandomTensorSource implements DeviceTensorSource {
@@ -118,9 +136,11 @@ export class RandomTensorSource implements DeviceTensorSource {
     return new Uint8Array(this.readFloat32(name).buffer);
   }
 
-  createMatrix(backend: Backend, name: string, rows = this.planned(name).shape[0]): Tensor {
+  /** A matrix of the tensor's last dimension as columns (a 3-d factor's blocks stacked as rows). */
+  createMatrix(backend: Backend, name: string, rows?: number): Tensor {
     const t = this.planned(name);
-    return backend.randomMatrix(rows, t.shape[1], randomScale(t.kind, t.shape, this.conv1d), t.seed, name);
+    const columns = t.shape[t.shape.length - 1];
+    return backend.randomMatrix(rows ?? elementCount(t.shape) / columns, columns, randomScale(t.kind, t.shape, this.conv1d), t.seed, name);
   }
 
   close(): void {}
@@ -128,8 +148,8 @@ export class RandomTensorSource implements DeviceTensorSource {
 
 export function loadRandomModel(hfConfig: Record<string, unknown>, backend: Backend, options: { seed?: number; maxStepTokens?: number } = {}): CausalLM {
   const config = parseModelConfig(hfConfig, 'random model config');
-  const weights = new WeightReader(new RandomTensorSource(hfConfig, options.seed ?? 0), backend);
   const maxStepTokens = Math.min(options.maxStepTokens ?? 256, config.maxPositions);
+  const weights = new WeightReader(new RandomTensorSource(hfConfig, options.seed ?? 0), backend, undefined, { config, maxRows: maxStepTokens });
   return config.architecture === 'llama'
     ? new LlamaModel(config, weights, backend, maxStepTokens)
     : new Gpt2Model(config, weights, backend, maxStepTokens);

@@ -11,7 +11,7 @@ import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { blrToDense, type BlrFactors } from '../kernels/cpu/blr.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { loadModel } from '../models/load.ts';
-import { tensorPlan } from '../models/random.ts';
+import { loadRandomModel, tensorPlan } from '../models/random.ts';
 import type { ModelDirectory } from '../weights/model-directory.ts';
 import { ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { fromFloat32 } from '../weights/dtypes.ts';
@@ -147,5 +147,31 @@ describe('block low-rank checkpoints', () => {
     expect(() => parseModelConfig({ ...BASE, blr_layers: { [module]: { method: 'lowrank', rank: 4, blocks: 2 } } })).toThrow(/low-rank: one block/);
     const indivisible = writeCheckpoint('indivisible', { ...BASE, blr_layers: { [module]: { method: 'monarch', rank: 6, blocks: 4 } } }, [], dense, false);
     expect(() => load(indivisible)).toThrow(/up_proj is monarch with 4 blocks of rank 6/);
+  });
+
+  it('random models (benchmarks) plan and build the factors a blr_layers config names', async () => {
+    const blrLayers = {
+      'model.layers.0.self_attn.q_proj': { method: 'lowrank', rank: 5, blocks: 1 },
+      'model.layers.0.mlp.up_proj': { method: 'monarch', rank: 8, blocks: 4 },
+      'model.layers.1.mlp.down_proj': { method: 'blast', rank: 6, blocks: 2 },
+    };
+    const config = { ...BASE, blr_layers: blrLayers };
+    const plan = new Map(tensorPlan(config).map((t) => [t.name, t.shape]));
+    expect(plan.has('model.layers.0.self_attn.q_proj.weight')).toBe(false);
+    expect(plan.get('model.layers.0.self_attn.q_proj.U')).toEqual([32, 5]);
+    expect(plan.get('model.layers.0.self_attn.q_proj.V')).toEqual([5, 32]);
+    expect(plan.get('model.layers.0.mlp.up_proj.W1')).toEqual([4, 8, 8]);
+    expect(plan.get('model.layers.0.mlp.up_proj.W2')).toEqual([4, 12, 8]);
+    expect(plan.get('model.layers.1.mlp.down_proj.B')).toEqual([2, 16, 6]);
+    expect(plan.get('model.layers.1.mlp.down_proj.C')).toEqual([2, 6, 24]);
+    expect(plan.get('model.layers.1.mlp.down_proj.D')).toEqual([2, 2, 6]);
+    expect(plan.get('model.layers.1.mlp.down_proj.weight')).toBeUndefined();
+    const planned = [...plan.values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0);
+    const model = loadRandomModel(config, new CpuBackend(), { maxStepTokens: 4 });
+    expect(model.parameters).toBe(planned);
+    const dense = loadRandomModel(BASE, new CpuBackend(), { maxStepTokens: 4 });
+    expect(model.parameters).toBeLessThan(dense.parameters);
+    const out = await model.forward(model.createCache(8), Int32Array.of(1, 2, 3), 0);
+    expect(out.every(Number.isFinite)).toBe(true);
   });
 });

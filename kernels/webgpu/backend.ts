@@ -15,7 +15,7 @@ import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
 const F16_MAX = 65504;
-const PARAM_BYTES = 32;
+const PARAM_BYTES = 64;
 const ARENA_SLOTS = 16384;
 /**
  * The tensor-core GEMM rounds activations to f16; it takes prefill chunks of at least this many
@@ -43,8 +43,6 @@ const GEMM_MIN_SPLIT_STEPS = 8;
 const ATTENTION_TARGET_WORKGROUPS = 256;
 const ATTENTION_MIN_SPLIT = 32;
 const MAX_ATTENTION_SPLITS = 32;
-/** wgsl/block_project.wgsl keeps one accumulator per output block in registers for BLAST. */
-const BLOCK_PROJECT_MAX_BLOCKS = 16;
 /** wgsl/attention_prefill.wgsl: rows per workgroup, largest head_dim, workgroup memory it declares. */
 const ATTENTION_PREFILL_QUERIES = 16;
 const ATTENTION_PREFILL_MAX_HEAD_DIM = 128;
@@ -117,15 +115,25 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     blockProject: { source: wgsl('block_project.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     blockExpand: { source: wgsl('block_expand.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     ...tensorCoreSpecs(features, limits),
-    // Only where the adapter has subgroups; elsewhere gemvAligned does the same job.
-    gemvSubgroup: features.subgroups
-      ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS }
-      : undefined,
-    gemvSubgroupNormed: features.subgroups
-      ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { NORMED: 1 } }
-      : undefined,
+    // Only where the adapter has subgroups; elsewhere gemvAligned and gemm do the same jobs.
+    ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
+      features.subgroups ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0 } } : undefined]))),
+    ...Object.fromEntries(GEMV_BATCHES.map((batch) => [blockGemvName(batch),
+      features.subgroups ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'], constants: { BATCH: batch } } : undefined])),
   };
 }
+
+/** Rows of x per workgroup of the subgroup GEMV's pipelines (wgsl/gemv_subgroup.wgsl BATCH). */
+const GEMV_BATCHES = [1, 4, 16] as const;
+type GemvBatch = (typeof GEMV_BATCHES)[number];
+const gemvSubgroupName = (batch: GemvBatch, kind: 'plain' | 'normed' | 'blocked') => `gemvSubgroup${batch}${kind === 'plain' ? '' : kind === 'normed' ? 'Normed' : 'Blocked'}` as const;
+const blockGemvName = (batch: GemvBatch) => `blockGemv${batch}` as const;
+/** Factor rows per workgroup of wgsl/block_gemv.wgsl (its MAX_GROUP_ROWS): steps 1–2, and step 3; BLAST blocks it takes (MAX_COUPLING / its rows). */
+const BLOCK_GEMV_GROUP_ROWS = 32;
+const BLOCK_GEMV_MAX_BLAST_BLOCKS = 32;
+const BLOCK_GEMV_EXPAND_ROWS = 32;
+/** The smallest batch that takes `rows` rows in one workgroup, or the largest. */
+const gemvBatch = (rows: number): GemvBatch => GEMV_BATCHES.find((b) => b >= rows) ?? GEMV_BATCHES[GEMV_BATCHES.length - 1];
 /** The tensor-core tile for this device, where it has f16 → f32 16 × 16 × 16 subgroup matrices. */
 function tensorCoreTile(features: GpuFeatures, limits: GPUSupportedLimits): GemmTile | undefined {
   if (!features.subgroupMatrixF16) return undefined;
@@ -147,12 +155,14 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
     gemmTensor: spec('f16'),
     gemmTensorVec4X: spec('vec4'),
     gemmTensorScalarX: spec('f32'),
+    gemmTensorBlocks: { source: composeWgsl([...commonWgsl('block_gemm_common'), gemmSubgroupMatrixSource(tile, 'vec4', 'blocks')]), entryPoint: 'main', storage: GEMM_BINDINGS },
+    blastCouple: { source: wgsl('blast_couple.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
   };
 }
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
-  | 'gemv' | 'gemvAligned' | 'gemvSubgroup' | 'gemvSubgroupNormed' | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -213,6 +223,8 @@ export class WebGpuBackend implements Backend {
   private readonly gemmTile: GemmTile | undefined;
   private gemmPartials: GPUBuffer | undefined;
   private halfScratch: GPUBuffer | undefined;
+  /** BLAST's per-block products between the tensor-core GEMM and the coupling kernel. */
+  private blockScratch: GPUBuffer | undefined;
   private readonly arena: GPUBuffer;
   private readonly arenaWords: Uint32Array;
   private readonly arenaFloats: Float32Array;
@@ -502,7 +514,8 @@ export class WebGpuBackend implements Backend {
   }
 
   private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, inputNorm?: InputNorm): void {
-    const decodeSubgroup = rows <= 4 && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup');
+    // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
+    const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
     if (inputNorm && !decodeSubgroup) {
       // Only the subgroup GEMV normalises its own input; elsewhere the norm runs first.
       const normed = this.normScratch(rows * inFeatures);
@@ -526,8 +539,10 @@ export class WebGpuBackend implements Backend {
       params[3] = w.rowStrideHalves;
       buffers[6] = this.unusedOutputs[2];
       this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures);
+    } else if (decodeSubgroup) {
+      const batch = gemvBatch(rows);
+      this.dispatch(gemvSubgroupName(batch, inputNorm ? 'normed' : 'plain'), params, buffers, [Math.ceil(outFeatures / 4), Math.ceil(rows / batch)]);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
-    else if (decodeSubgroup) this.dispatch(inputNorm ? 'gemvSubgroupNormed' : 'gemvSubgroup', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
   }
@@ -564,23 +579,81 @@ export class WebGpuBackend implements Backend {
   blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void {
     const f = tensor(factor);
     if (!f.isHalfMatrix) throw new GpuError('blockProject needs a factor from uploadMatrix');
-    if (coupling && shape.blocks > BLOCK_PROJECT_MAX_BLOCKS) throw new GpuError(`BLAST layers on the GPU take up to ${BLOCK_PROJECT_MAX_BLOCKS} blocks, got ${shape.blocks}`);
+    const { inFeatures: i, rank: r, blocks: b } = shape;
+    const subgroupPath = this.kernels.has('blockGemv1') && (i / b) % 8 === 0 && (!coupling || b <= BLOCK_GEMV_MAX_BLAST_BLOCKS);
     if (inputNorm) {
-      const normed = this.normScratch(rows * shape.inFeatures);
-      this.rmsNorm(normed, x, inputNorm.weight, rows, shape.inFeatures, inputNorm.eps);
+      const normed = this.normScratch(rows * i);
+      this.rmsNorm(normed, x, inputNorm.weight, rows, i, inputNorm.eps);
       x = normed;
     }
-    this.dispatch('blockProject', [rows, shape.inFeatures, shape.rank, shape.blocks, f.rowStrideHalves / 2, coupling ? 0 : 1, 0, 0],
-      [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer],
-      [Math.ceil(shape.rank / 64), rows, coupling ? 1 : shape.blocks]);
+    const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
+    if (this.blockTensorCores(rows, i / b, i)) {
+      // Tensor cores: one GEMM per input block in one dispatch; BLAST's products y go through a
+      // scratch buffer to the coupling kernel, Monarch's straight to their permuted places in z.
+      let target = buffers[3];
+      if (coupling) {
+        const bytes = b * rows * r * 4;
+        if (!this.blockScratch || this.blockScratch.size < bytes) this.blockScratch = this.createBuffer(bytes, GPUBufferUsage.STORAGE);
+        target = this.blockScratch;
+      }
+      this.recordBlockGemm(rows, i / b, b * r, r, f, 0, coupling ? 0 : 1, i / b, i, r, b, [buffers[0], f.buffer, this.dummy, target]);
+      if (coupling) {
+        const groups = Math.ceil((rows * r) / 256);
+        const gridX = Math.min(groups, 65535);
+        this.dispatch('blastCouple', [rows, r, b, gridX * 256], [target, buffers[2], buffers[3]], [gridX, Math.ceil(groups / gridX)]);
+      }
+      return;
+    }
+    if (subgroupPath) {
+      const batch = gemvBatch(rows);
+      const channels = coupling ? Math.max(1, Math.floor(BLOCK_GEMV_GROUP_ROWS / b)) : 0;
+      const groupRows = coupling ? channels * b : BLOCK_GEMV_GROUP_ROWS;
+      const groups = coupling ? Math.ceil(r / channels) : Math.ceil((b * r) / groupRows);
+      this.dispatch(blockGemvName(batch), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, 0, groupRows, channels, 0, i],
+        buffers, [groups, Math.ceil(rows / batch)]);
+      return;
+    }
+    this.dispatch('blockProject', [rows, i, r, b, f.rowStrideHalves / 2, coupling ? 0 : 1, 0, 0], buffers, [Math.ceil(r / 64), rows, coupling ? 1 : b]);
   }
 
   blockExpand(out: Tensor, z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
     const f = tensor(factor);
     if (!f.isHalfMatrix) throw new GpuError('blockExpand needs a factor from uploadMatrix');
-    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (strided ? 4 : 0);
-    this.dispatch('blockExpand', [rows, shape.outFeatures, shape.rank, shape.blocks, f.rowStrideHalves / 2, flags, 0, 0],
-      [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer], [Math.ceil(shape.outFeatures / 64), rows]);
+    const { outFeatures: o, rank: r, blocks: b } = shape;
+    const buffers = [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
+    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
+    if (this.blockTensorCores(rows, r, r)) {
+      this.recordBlockGemm(rows, r, o, o / b, f, flags, strided ? 3 : 2, rows * r, r, r, b, buffers);
+      return;
+    }
+    if (this.kernels.has('gemvSubgroup1Blocked') && r % 8 === 0 && (o / b) % 2 === 0) {
+      // The subgroup GEMV, each output block reading its block of z.
+      const batch = gemvBatch(rows);
+      this.dispatch(gemvSubgroupName(batch, 'blocked'), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, flags, o, 0, { f32: 0 }, o / b, b, strided ? 1 : 0],
+        [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], this.dummy], [Math.ceil(o / 4), Math.ceil(rows / batch)]);
+      return;
+    }
+    if (this.kernels.has('blockGemv1') && r % 8 === 0) {
+      const batch = gemvBatch(rows);
+      this.dispatch(blockGemvName(batch), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, strided ? 3 : 2, flags, BLOCK_GEMV_EXPAND_ROWS, 0, o / b, 0],
+        buffers, [Math.ceil(o / BLOCK_GEMV_EXPAND_ROWS), Math.ceil(rows / batch)]);
+      return;
+    }
+    this.dispatch('blockExpand', [rows, o, r, b, f.rowStrideHalves / 2, flags | (strided ? 4 : 0), 0, 0], buffers, [Math.ceil(o / 64), rows]);
+  }
+
+  /** Whether block GEMMs over this many rows run on tensor cores (they read x as vec4: K and its row stride multiples of 4). */
+  private blockTensorCores(rows: number, k: number, xRow: number): boolean {
+    return this.matmulRoundsActivations(rows) && this.kernels.has('gemmTensorBlocks') && k % 4 === 0 && xRow % 4 === 0;
+  }
+
+  /** One tensor-core GEMM per block (wgsl/common/block_gemm_common.wgsl has the parameters). */
+  private recordBlockGemm(rows: number, k: number, factorRows: number, blockOut: number, f: GpuTensor, flags: number, mode: number,
+    xBlock: number, xRow: number, rank: number, blocks: number, buffers: GPUBuffer[]): void {
+    const tile = this.gemmTile!;
+    const tilesPerBlock = Math.ceil(blockOut / gemmTileColumns(tile));
+    this.dispatch('gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags, mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks],
+      [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], this.unusedOutputs[2]], [blocks * tilesPerBlock, Math.ceil(rows / gemmTileRows(tile))]);
   }
 
   private elementwise(op: number, out: Tensor, a: Tensor, b: Tensor | null, elements: number): void {

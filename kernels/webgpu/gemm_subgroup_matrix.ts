@@ -20,6 +20,11 @@
 // x comes as f32 read one value at a time ('f32'), as vec4<f32> ('vec4': in_features a multiple
 // of 4) or as f16 eight at a time ('f16': in_features a multiple of 8); weight rows
 // padded to 8 halves (the backend's layout; padding is zero), whose stride the kernel takes in halves.
+//
+// Layout 'blocks' (block low-rank layers, x as 'vec4'; composed after wgsl/common/block_gemm_common.wgsl,
+// which defines its parameters and its `store`): a batch of independent GEMMs, one per block. The
+// grid's x covers every block's column tiles (params.tiles_per_block each); block k multiplies
+// the x rows at offset k · x_block (row stride x_row) by the factor's rows k · block_out onwards.
 
 export interface GemmTile {
   subgroupsM: number;
@@ -62,7 +67,12 @@ export function gemmTileName(tile: GemmTile): string {
 /** The kernel's WGSL (to be composed after wgsl/common/matmul_common.wgsl). */
 export type GemmInput = 'f32' | 'vec4' | 'f16';
 
-export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): string {
+export type GemmLayout = 'dense' | 'blocks';
+
+export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput, layout: GemmLayout = 'dense'): string {
+  if (layout === 'blocks' && input !== 'vec4') throw new RangeError('the block GEMM reads x as vec4');
+  const blocks = layout === 'blocks';
+  const columnEnd = blocks ? 'col_end' : 'params.out_features';
   const xPerLoad = input === 'f16' ? 8 : 4;
   const xRegister = input === 'f16' ? 'vec4<u32>' : 'vec4<f32>';
   const { subgroupsM, subgroupsN, blocksM, blocksN, depth, stages } = tile;
@@ -78,7 +88,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
   const xStage = tileRows * stride;
   const wStage = tileColumns * stride;
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  const blocks = range(blocksM).flatMap((i) => range(blocksN).map((j) => [i, j] as const));
+  const matrices = range(blocksM).flatMap((i) => range(blocksN).map((j) => [i, j] as const));
   const lines: string[] = [];
   const emit = (...l: string[]) => lines.push(...l);
 
@@ -96,13 +106,13 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
       `${indent}for (var kk = 0u; kk < ${depth}u; kk += 16u) {`,
       ...range(blocksM).map((i) => `${indent}  let a${i} = subgroupMatrixLoad<Left, row_major>(&x_tile, ${stage} * ${xStage}u + (sg_row + ${i * 16}u) * ${stride}u + kk, ${stride}u);`),
       ...range(blocksN).map((j) => `${indent}  let b${j} = subgroupMatrixLoad<Right, col_major>(&w_tile, ${stage} * ${wStage}u + (sg_col + ${j * 16}u) * ${stride}u + kk, ${stride}u);`),
-      ...blocks.map(([i, j]) => `${indent}  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`),
+      ...matrices.map(([i, j]) => `${indent}  acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, acc${i}_${j});`),
       `${indent}}`,
     ]
     : range(depth / 16).flatMap((kk) => [
       ...range(blocksM).map((i) => `${indent}let a${i}_${kk} = subgroupMatrixLoad<Left, row_major>(&x_tile, ${stage} * ${xStage}u + (sg_row + ${i * 16}u) * ${stride}u + ${kk * 16}u, ${stride}u);`),
       ...range(blocksN).map((j) => `${indent}let b${j}_${kk} = subgroupMatrixLoad<Right, col_major>(&w_tile, ${stage} * ${wStage}u + (sg_col + ${j * 16}u) * ${stride}u + ${kk * 16}u, ${stride}u);`),
-      ...blocks.map(([i, j]) => `${indent}acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}_${kk}, b${j}_${kk}, acc${i}_${j});`),
+      ...matrices.map(([i, j]) => `${indent}acc${i}_${j} = subgroupMatrixMultiplyAccumulate(a${i}_${kk}, b${j}_${kk}, acc${i}_${j});`),
     ]);
 
   emit(
@@ -123,6 +133,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
     'alias Right = subgroup_matrix_right<f16, 16, 16>;',
     'alias Result = subgroup_matrix_result<f32, 16, 16>;',
     '',
+    ...(blocks ? ['// This workgroup\'s block: where its x rows start, and the end of its factor rows.', 'var<private> x_origin: u32;', 'var<private> col_end: u32;', ''] : []),
     ...(input === 'f16'
       ? [
         '// Eight activations of row r from column k (a multiple of 8); zeros past the edges.',
@@ -144,7 +155,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
         'fn load_x(r: u32, k: u32) -> vec4<f32> {',
         '  if (r >= params.rows) { return vec4<f32>(0.0); }',
         ...(input === 'vec4'
-          ? ['  if (k >= params.in_features) { return vec4<f32>(0.0); }', '  return x[(r * params.in_features + k) / 4u];']
+          ? ['  if (k >= params.in_features) { return vec4<f32>(0.0); }', blocks ? '  return x[(x_origin + r * params.x_row + k) / 4u];' : '  return x[(r * params.in_features + k) / 4u];']
           : ['  var v = vec4<f32>(0.0);', '  for (var c = 0u; c < 4u; c++) {', '    if (k + c < params.in_features) { v[c] = x[r * params.in_features + k + c]; }', '  }', '  return v;']),
         '}',
         '',
@@ -159,7 +170,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
     '',
     '// Eight weights of output feature o from column k (a multiple of 8); zeros past the edges.',
     'fn load_w(o: u32, k: u32) -> vec4<u32> {',
-    '  if (o >= params.out_features || k >= params.w_stride) { return vec4<u32>(0u); }',
+    `  if (o >= ${columnEnd} || k >= params.w_stride) { return vec4<u32>(0u); }`,
     '  return w[(o * params.w_stride + k) / 8u];',
     '}',
     '',
@@ -175,10 +186,18 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
     'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) lid: u32,',
     '        @builtin(subgroup_id) subgroup: u32, @builtin(subgroup_invocation_id) lane: u32) {',
     `  let row0 = wid.y * ${tileRows}u;`,
-    `  let col0 = wid.x * ${tileColumns}u;`,
+    ...(blocks
+      ? [
+        '  block = wid.x / params.tiles_per_block;',
+        '  let block_start = block * params.block_out;',
+        `  let col0 = block_start + (wid.x % params.tiles_per_block) * ${tileColumns}u;`,
+        '  col_end = min(block_start + params.block_out, params.out_features);',
+        '  x_origin = block * params.x_block;',
+      ]
+      : [`  let col0 = wid.x * ${tileColumns}u;`]),
     `  let sg_row = (subgroup / ${subgroupsN}u) * ${blocksM * 16}u;`,
     `  let sg_col = (subgroup % ${subgroupsN}u) * ${blocksN * 16}u;`,
-    ...blocks.map(([i, j]) => `  var acc${i}_${j} = Result();`),
+    ...matrices.map(([i, j]) => `  var acc${i}_${j} = Result();`),
     ...range(xLoads).map((i) => `  var xr${i}: ${xRegister};`),
     ...range(wLoads).map((i) => `  var wr${i}: vec4<u32>;`),
     `  let all_steps = (params.in_features + ${depth - 1}u) / ${depth}u;`,
@@ -215,7 +234,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
   }
   emit('  }');
   // Epilogue: one result matrix at a time through this subgroup's scratch.
-  for (const [i, j] of blocks) {
+  for (const [i, j] of matrices) {
     emit(
       `  subgroupMatrixStore<row_major>(&scratch, subgroup * 256u, acc${i}_${j}, 16u);`,
       '  workgroupBarrier();',
@@ -223,7 +242,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput): stri
       '    let index = lane + 32u * e;',
       `    let r = row0 + sg_row + ${i * 16}u + index / 16u;`,
       `    let o = col0 + sg_col + ${j * 16}u + index % 16u;`,
-      '    if (r < params.rows && o < params.out_features) {',
+      `    if (r < params.rows && o < ${columnEnd}) {`,
       '      if (groups.z == 1u) {',
       '        store(r, o, scratch[subgroup * 256u + index]);',
       '      } else {',

@@ -4,7 +4,8 @@
 //   BLAST (mode 0): one invocation per (channel q, row n) computes x_c · factor_c[q] for every
 //     input block c and adds coupling[a][c][q] times it into a register accumulator for every
 //     output block a, so the b × rows × rank intermediate Y never reaches memory and z is written
-//     once (the paper's partial fusion). Up to MAX_BLOCKS blocks.
+//     once (the paper's partial fusion), MAX_BLOCKS output blocks at a time (more blocks than
+//     that redo the products once per MAX_BLOCKS).
 //   Monarch (mode 1): one invocation per (channel q, row n, output block a) computes the one
 //     input-block channel that the Monarch permutation sends to (a, q), written straight to its
 //     permuted place.
@@ -62,18 +63,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     z[(a * params.rows + n) * r + q] = block_dot(n, source, source * r + flat % r);
     return;
   }
-  var acc: array<f32, MAX_BLOCKS>;
-  for (var c = 0u; c < b; c++) {
-    let y = block_dot(n, c, c * r + q);
+  for (var a0 = 0u; a0 < b; a0 += MAX_BLOCKS) {
+    var acc: array<f32, MAX_BLOCKS>;
     for (var a = 0u; a < MAX_BLOCKS; a++) {
-      if (a < b) {
-        acc[a] += coupling[(a * b + c) * r + q] * y;
+      acc[a] = 0.0;
+    }
+    for (var c = 0u; c < b; c++) {
+      let y = block_dot(n, c, c * r + q);
+      for (var a = 0u; a < MAX_BLOCKS; a++) {
+        if (a0 + a < b) {
+          acc[a] += coupling[((a0 + a) * b + c) * r + q] * y;
+        }
       }
     }
-  }
-  for (var a = 0u; a < MAX_BLOCKS; a++) {
-    if (a < b) {
-      z[(a * params.rows + n) * r + q] = acc[a];
+    for (var a = 0u; a < MAX_BLOCKS; a++) {
+      if (a0 + a < b) {
+        z[((a0 + a) * params.rows + n) * r + q] = acc[a];
+      }
     }
   }
 }

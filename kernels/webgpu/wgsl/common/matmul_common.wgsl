@@ -11,6 +11,10 @@ struct Params {
   width0: u32,   // output features that go to out0; the next width1 go to out1, the rest to out2
   width1: u32,
   norm_eps: f32, // for the normed GEMV pipeline (wgsl/gemv_subgroup.wgsl NORMED)
+  // For the blocked GEMV pipeline (wgsl/gemv_subgroup.wgsl BLOCKED, a block low-rank layer's last step):
+  per_block: u32, // output features per block; block k's rows read x's block k (x is blocks × rows × in)
+  blocks: u32,
+  strided: u32,   // 1: block k's output p is feature p · blocks + k (Monarch)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
