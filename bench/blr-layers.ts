@@ -6,7 +6,10 @@
 // turn, more bytes than L2 holds); our calls are submitted in batches while the next are recorded
 // (bench/timing.ts), as PyTorch's launches run asynchronously. Prints a table, writes JSON.
 //
-//   npx tsx bench/blr-layers.ts [--quick] [--tokens 1,16,128,1024,2048] [--no-torch] [--backend webgpu|cpu] [--out FILE]
+//   npx tsx bench/blr-layers.ts [--quick] [--tokens 1,16,128,1024,2048] [--layers q/k/v/o,gate/up,up,mlp.c_fc]
+//                               [--no-torch] [--backend webgpu|cpu] [--profile] [--out FILE]
+// --profile (WebGPU) prints each kernel's GPU time per call instead (timestamp queries), ours and
+// our dense layer's, and no table.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,6 +18,7 @@ import { Rng } from '../engine/rng.ts';
 import type { Backend } from '../kernels/backend.ts';
 import { blrForward, blrParameters, type BlrFactors } from '../kernels/cpu/blr.ts';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
+import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { BlockLowRankLinear, DenseLinear, LowRankLinear, type LinearLayer } from '../models/linear.ts';
 import { presetLayers, type RooflineLayer } from '../models/roofline.ts';
 import { timePerCallUs } from './timing.ts';
@@ -23,15 +27,22 @@ const { values } = parseArgs({
   options: {
     quick: { type: 'boolean' },
     tokens: { type: 'string' },
+    layers: { type: 'string' },
+    profile: { type: 'boolean' },
     'no-torch': { type: 'boolean' },
     backend: { type: 'string', default: 'webgpu' },
     out: { type: 'string', default: 'bench/out/blr-layers.json' },
   },
   strict: true,
 });
-if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or cpu, got ${values.backend}`);
-const backend: Backend = await createBackend(values.backend);
-console.log(`backend: ${backend.description}`);
+const backendKind = values.backend;
+if (!isBackendKind(backendKind)) throw new Error(`--backend must be webgpu or cpu, got ${backendKind}`);
+// A fresh backend for each layer, disposed after it: nothing one layer allocated is still around
+// for the next (on the H200 kernels measured later in one long-lived backend ran up to 3x slower).
+const openBackend = async (): Promise<Backend> => (values.profile ? WebGpuBackend.create({ allowSoftware: true, profile: true }) : createBackend(backendKind));
+let backend: Backend = await openBackend();
+const description = backend.description;
+console.log(`backend: ${description}`);
 
 // Llama-2-7B q (4096²) and up (4096 → 11008), Llama-3.2-1B up (2048 → 8192), GPT2-S c_fc (768 → 3072).
 const layers: RooflineLayer[] = values.quick
@@ -41,9 +52,11 @@ const layers: RooflineLayer[] = values.quick
     ...presetLayers('llama-3.2-1b', method).filter((l) => l.name === 'up'),
     ...presetLayers('gpt2', method).filter((l) => l.name === 'mlp.c_fc'),
   ]);
+const layerNames = values.layers?.split(',');
+if (layerNames) layers.splice(0, layers.length, ...layers.filter((l) => layerNames.includes(l.name)));
 const TOKENS = values.tokens ? values.tokens.split(',').map(Number) : values.quick ? [1, 16] : [1, 16, 128, 1024, 2048];
 if (!TOKENS.every((n) => Number.isInteger(n) && n >= 1)) throw new Error(`--tokens takes a list of token counts, got ${values.tokens}`);
-const MAX_ROWS = Math.max(...TOKENS);
+const MAX_ROWS = Math.max(3, ...TOKENS); // 3: the rows checked against the reference
 
 const rng = new Rng(11);
 const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => scale * rng.normal());
@@ -75,7 +88,11 @@ const copiesFor = (bytes: number) => Math.min(64, Math.max(2, Math.ceil(STREAM_B
 interface Row { layer: string; method: string; in: number; out: number; rank: number; blocks: number; rows: number; us: number; denseUs: number; error: number; torch?: { dense_us: number; blr_us: number; blr_compiled_us?: number } }
 const results: Row[] = [];
 const denseTimes = new Map<string, number>();
-for (const layer of layers) {
+for (const [index, layer] of layers.entries()) {
+  if (index > 0) {
+    backend.dispose();
+    backend = await openBackend();
+  }
   const factors = makeFactors(layer);
   const name = `${layer.name} ${layer.method}`;
   const blr = makeLayer(layer, factors, (rows, columns, values) => backend.uploadMatrix(values, rows, columns, name));
@@ -99,6 +116,18 @@ for (const layer of layers) {
   if (!(error < 1e-2)) throw new Error(`${layer.name} ${layer.method}: relative error ${error} against the reference`);
   for (const rows of TOKENS) {
     let call = 0;
+    if (backend instanceof WebGpuBackend && values.profile) {
+      // Each kernel's GPU time per call over 16 calls (copies in turn), instead of wall times.
+      backend.takeProfile();
+      for (let k = 0; k < 16; k++) blrCopies[call++ % blrCopies.length].forward(out, xt, rows);
+      await backend.read(out, 1);
+      const kernels = [...backend.takeProfile()].map(([kernel, p]) => `${kernel} ${((1000 * p.ms) / p.calls).toFixed(1)} µs × ${p.calls / 16}`);
+      for (let k = 0; k < 16; k++) denseCopies[call++ % denseCopies.length].forward(out, xt, rows);
+      await backend.read(out, 1);
+      const dense = [...backend.takeProfile()].map(([kernel, p]) => `${kernel} ${((1000 * p.ms) / p.calls).toFixed(1)} µs`);
+      console.log(`${layer.name} ${layer.method} b${layer.blocks} r${layer.rank} N=${rows}: ${kernels.join(', ')}; dense: ${dense.join(', ')}`);
+      continue;
+    }
     const sync = () => backend.read(out, 1), flush = () => backend.flush();
     const us = await timePerCallUs(() => blrCopies[call++ % blrCopies.length].forward(out, xt, rows), sync, flush);
     const key = `${layer.inFeatures}/${layer.outFeatures}/${rows}`;
@@ -107,6 +136,7 @@ for (const layer of layers) {
   }
 }
 
+if (values.profile) process.exit(0);
 let torchInfo: { device: string; torch: string } | undefined;
 if (!values['no-torch']) {
   const cases = results.map((r) => [r.method, r.in, r.out, r.rank, r.blocks, r.rows]);
@@ -128,6 +158,6 @@ for (const r of results) {
   console.log(`| ${r.layer} ${r.in}→${r.out} | ${r.method} b${r.blocks} r${r.rank} | ${r.rows} | ${r.us.toFixed(1)} | ${r.denseUs.toFixed(1)} | ${t ? t.dense_us.toFixed(1) : '–'} | ${best !== undefined ? best.toFixed(1) : '–'} | ${t ? (t.dense_us / r.us).toFixed(2) : '–'} | ${best !== undefined ? (best / r.us).toFixed(2) : '–'} |`);
 }
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
-fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), benchmark: 'blr-layers', backend: backend.description, torch: torchInfo, results }, null, 2) + '\n');
+fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), benchmark: 'blr-layers', backend: description, torch: torchInfo, results }, null, 2) + '\n');
 console.log(`\nwrote ${values.out}`);
 process.exit(0);
