@@ -56,12 +56,13 @@ async function time(label: string, source: string, params: number[], groups: num
 const base = wgsl('block_gemv.wgsl');
 const wStride = width / 8;
 // params: rows, width, factor_rows, w_stride, rank, blocks, mode, flags, group_rows, channels, per_block, x_stride
-for (const groupRows of [16, 32]) {
+for (const groupRows of [16, 32, 64]) {
   const src = base.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, groupRows)}u;`);
   await time(`monarch group ${groupRows}`, src, [1, width, rowsW, wStride, r, b, 1, 0, groupRows, 0, 0, i], Math.ceil(rowsW / groupRows));
 }
-for (const channels of [1, 2]) {
-  await time(`blast channels ${channels}`, base, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
+for (const channels of [1, 2, 4]) {
+  const src = base.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, channels * b)}u;`);
+  await time(`blast channels ${channels}`, src, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
 }
 // Without the emit (stores), without the subgroupAdd: what the loads alone cost.
 await time('monarch, no stores', base.replace('emit(first + k, rows[k], n, b, total[k]);', 'if (total[k] == 12345.0) { emit(first + k, rows[k], n, b, total[k]); }'), [1, width, rowsW, wStride, r, b, 1, 0, 32, 0, 0, i], rowsW / 32);

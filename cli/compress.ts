@@ -1,11 +1,11 @@
-// blr compress IN OUT: a dense Llama checkpoint → block low-rank (low-rank, Monarch or BLAST).
-import { COMPRESS_PRESETS, compressCheckpoint, presetOptions, PROJECTIONS, type CompressOptions, type CompressPreset, type Projection } from '../models/compress.ts';
+// blr compress IN OUT: a dense Llama or GPT-2 checkpoint → block low-rank (low-rank, Monarch or BLAST).
+import { COMPRESS_PRESETS, compressCheckpoint, GPT2_PROJECTIONS, presetOptions, PROJECTIONS, type CompressOptions, type CompressPreset, type Projection } from '../models/compress.ts';
 import { numberOption, parseCommandLine, UsageError } from './args.ts';
 
 export const COMPRESS_HELP = `Usage: blr compress IN OUT --method lowrank|monarch|blast (--preset NAME | --blocks B (--rank R | --ratio X)) [options]
 
-Factorises the chosen projections of a dense Llama checkpoint directory IN into block low-rank
-form and writes OUT in blr's format (README: config blr_layers, factor tensors), tokenizer
+Factorises the chosen projections of a dense Llama or GPT-2 checkpoint directory IN into block
+low-rank form and writes OUT in blr's format (README: config blr_layers, factor tensors), tokenizer
 files copied. Low-rank: truncated SVD. Monarch: truncated SVD of each sub-block (rank r/b).
 BLAST: preconditioned gradient descent from the low-rank start. Prints each projection's
 relative Frobenius error and size as it goes (stderr), then the totals.
@@ -16,7 +16,8 @@ Options:
   --blocks B           blocks (Monarch, BLAST; low-rank has one)
   --rank R             rank of every chosen projection
   --ratio X            instead of --rank: keep X of each projection's parameters (0 < X < 1)
-  --layers LIST        projections, comma-separated: ${PROJECTIONS.join(',')} (default: all)
+  --layers LIST        projections, comma-separated (default: all): ${PROJECTIONS.join(',')} for Llama,
+                       ${GPT2_PROJECTIONS.join(',')} for GPT-2 (c_proj: the MLP's; attn.c_proj: the attention's)
   --iterations N       BLAST gradient-descent iterations (default 300)
   -h, --help           show this help
 `;
@@ -48,15 +49,16 @@ export async function runCompress(args: string[]): Promise<void> {
     options = { method, ...presetOptions(values.preset as CompressPreset, method) };
   } else {
     if ((values.rank === undefined) === (values.ratio === undefined)) throw new UsageError('give --rank or --ratio (or --preset)', 'compress');
-    const projections = (values.layers ?? PROJECTIONS.join(',')).split(',').map((p) => p.trim());
-    const unknown = projections.find((p) => !(PROJECTIONS as readonly string[]).includes(p));
-    if (unknown !== undefined) throw new UsageError(`--layers: unknown projection "${unknown}" (known: ${PROJECTIONS.join(', ')})`, 'compress');
+    const projections = values.layers?.split(',').map((p) => p.trim());
+    const known: readonly string[] = [...PROJECTIONS, ...GPT2_PROJECTIONS];
+    const unknown = projections?.find((p) => !known.includes(p));
+    if (unknown !== undefined) throw new UsageError(`--layers: unknown projection "${unknown}" (known: ${PROJECTIONS.join(', ')} for Llama; ${GPT2_PROJECTIONS.join(', ')} for GPT-2)`, 'compress');
     options = {
       method,
       blocks: method === 'lowrank' ? 1 : numberOption('blocks', values.blocks, Number.NaN, { integer: true, min: 1 }),
       rank: values.rank === undefined ? undefined : numberOption('rank', values.rank, 0, { integer: true, min: 1 }),
       ratio: values.ratio === undefined ? undefined : numberOption('ratio', values.ratio, 0, { min: 1e-6, max: 1 }),
-      projections: projections as Projection[],
+      projections: projections as Projection[] | undefined,
     };
     if (Number.isNaN(options.blocks)) throw new UsageError(`--blocks is required for ${method}`, 'compress');
   }

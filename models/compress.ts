@@ -1,6 +1,7 @@
-// A dense Llama checkpoint → a block low-rank one in our format (README: config blr_layers; factor
-// tensors U/V, W1/W2 or B/C/D), one projection at a time: each is factorised when the writer
-// reaches its first factor, so memory holds one projection's weights and factors at a time.
+// A dense Llama or GPT-2 checkpoint → a block low-rank one in our format (README: config
+// blr_layers; factor tensors U/V, W1/W2 or B/C/D of the (out × in) weight — GPT-2's Conv1D
+// (in × out) weights are transposed first), one projection at a time: each is factorised when the
+// writer reaches its first factor, so memory holds one projection's weights and factors at a time.
 import fs from 'node:fs';
 import path from 'node:path';
 import { blrParameters, blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
@@ -8,13 +9,23 @@ import { DTYPE_BYTES, fromFloat32 } from '../weights/dtypes.ts';
 import { CheckpointError, ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { parseModelConfig, type CompressedLayer, type ModelConfig } from './config.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from './factorize.ts';
+import { gpt2Names } from './gpt2.ts';
 import { llamaNames } from './llama.ts';
 
 export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
-export type Projection = (typeof PROJECTIONS)[number];
+export type LlamaProjection = (typeof PROJECTIONS)[number];
+/** GPT-2's: c_proj is the MLP's output projection (as the paper names it), attn.c_proj the attention's. */
+export const GPT2_PROJECTIONS = ['c_attn', 'attn.c_proj', 'c_fc', 'c_proj'] as const;
+export type Gpt2Projection = (typeof GPT2_PROJECTIONS)[number];
+export type Projection = LlamaProjection | Gpt2Projection;
+
+/** (in, out) of each GPT-2 projection. */
+function gpt2Shapes(hidden: number, intermediate: number): Record<Gpt2Projection, [number, number]> {
+  return { c_attn: [hidden, 3 * hidden], 'attn.c_proj': [hidden, hidden], c_fc: [hidden, intermediate], c_proj: [intermediate, hidden] };
+}
 
 /** (in, out) of each Llama projection, from the model's widths (q and o are heads · head_dim wide). */
-export function projectionShapes(hidden: number, intermediate: number, qWidth: number, kvWidth: number): Record<Projection, [number, number]> {
+export function projectionShapes(hidden: number, intermediate: number, qWidth: number, kvWidth: number): Record<LlamaProjection, [number, number]> {
   return { q: [hidden, qWidth], k: [hidden, kvWidth], v: [hidden, kvWidth], o: [qWidth, hidden], gate: [hidden, intermediate], up: [hidden, intermediate], down: [intermediate, hidden] };
 }
 
@@ -26,7 +37,8 @@ export interface CompressOptions {
   rank?: number | Partial<Record<Projection, number>>;
   /** Parameters kept, as a fraction of the dense projection's: r = ratio · i · o / (i + o [+ b²]). */
   ratio?: number;
-  projections: Projection[];
+  /** Which projections; all of the architecture's when absent. */
+  projections?: Projection[];
   /** BLAST's gradient-descent iterations. */
   iterations?: number;
   onProgress?: (message: string) => void;
@@ -49,22 +61,36 @@ export function rankForRatio(method: CompressedLayer['method'], ratio: number, i
   return rank;
 }
 
-/** Each projection the options replace (by module name), with its shape; checks that the blocks divide it. */
-export function planCompression(config: ModelConfig, options: Pick<CompressOptions, 'method' | 'blocks' | 'rank' | 'ratio' | 'projections'>): Map<string, { projection: Projection; shape: BlrShape }> {
+/**
+ * Each projection the options replace (by module name), with its shape; checks that the
+ * projections exist in the architecture and that the blocks divide them. `gpt2Prefix`: GPT-2
+ * module names' prefix in the checkpoint ("transformer." or "").
+ */
+export function planCompression(config: ModelConfig, options: Pick<CompressOptions, 'method' | 'blocks' | 'rank' | 'ratio' | 'projections'>, gpt2Prefix = ''): Map<string, { projection: Projection; shape: BlrShape }> {
   const blocks = options.method === 'lowrank' ? 1 : options.blocks;
   const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
-  const shapes = projectionShapes(H, I, heads * headDim, kvHeads * headDim);
+  const gpt2 = config.architecture === 'gpt2';
+  const known: readonly Projection[] = gpt2 ? GPT2_PROJECTIONS : PROJECTIONS;
+  const shapes: Partial<Record<Projection, [number, number]>> = gpt2 ? gpt2Shapes(H, I) : projectionShapes(H, I, heads * headDim, kvHeads * headDim);
+  const projections = options.projections ?? [...known];
+  const unknown = projections.find((p) => !known.includes(p));
+  if (unknown !== undefined) throw new RangeError(`unknown projection "${unknown}" for a ${config.architecture} checkpoint (known: ${known.join(', ')})`);
+  const moduleName = (l: number, projection: Projection): string => {
+    if (!gpt2) return llamaNames.layer(l)[projection as LlamaProjection];
+    const n = gpt2Names(gpt2Prefix).layer(l);
+    return { c_attn: n.attention, 'attn.c_proj': n.attentionProjection, c_fc: n.fc, c_proj: n.mlpProjection }[projection as Gpt2Projection];
+  };
   const modules = new Map<string, { projection: Projection; shape: BlrShape }>();
   for (let l = 0; l < config.layers; l++) {
-    for (const projection of options.projections) {
-      const [inFeatures, outFeatures] = shapes[projection];
+    for (const projection of projections) {
+      const [inFeatures, outFeatures] = shapes[projection]!;
       const explicit = typeof options.rank === 'number' ? options.rank : options.rank?.[projection];
       const rank = explicit ?? rankForRatio(options.method, options.ratio ?? 0.5, inFeatures, outFeatures, blocks);
       const shape = { inFeatures, outFeatures, rank, blocks };
       if (inFeatures % blocks !== 0 || outFeatures % blocks !== 0 || (options.method === 'monarch' && rank % blocks !== 0)) {
         throw new RangeError(`${projection} (${inFeatures}→${outFeatures}) cannot be ${options.method} with ${blocks} blocks of rank ${rank}: features${options.method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
       }
-      modules.set(llamaNames.layer(l)[projection], { projection, shape });
+      modules.set(moduleName(l, projection), { projection, shape });
     }
   }
   return modules;
@@ -81,11 +107,11 @@ export async function compressCheckpoint(input: string, output: string, options:
   if (!fs.existsSync(configPath)) throw new CheckpointError(`${input}: no config.json`);
   const rawConfig = JSON.parse(fs.readFileSync(configPath, 'utf8')) as Record<string, unknown>;
   const config = parseModelConfig(rawConfig, configPath);
-  if (config.architecture !== 'llama') throw new CheckpointError(`${configPath}: blr compress takes Llama checkpoints so far`);
   if (config.compression) throw new CheckpointError(`${configPath}: already block low-rank`);
   const source = ShardedSafetensors.openDirectory(input);
   try {
-    const modules = planCompression(config, options);
+    const conv1d = config.architecture === 'gpt2';
+    const modules = planCompression(config, options, source.has('transformer.wte.weight') ? 'transformer.' : '');
 
     const results: CompressedProjection[] = [];
     const tensors: TensorToWrite[] = [];
@@ -99,8 +125,9 @@ export async function compressCheckpoint(input: string, output: string, options:
       }
       const prefix = name.slice(0, -'.weight'.length);
       const { shape } = module;
-      if (info.shape.join(',') !== `${shape.outFeatures},${shape.inFeatures}`) {
-        throw new CheckpointError(`${info.file}: tensor "${name}" has shape [${info.shape}] but the config implies [${shape.outFeatures},${shape.inFeatures}]`);
+      const stored = conv1d ? [shape.inFeatures, shape.outFeatures] : [shape.outFeatures, shape.inFeatures];
+      if (info.shape.join(',') !== stored.join(',')) {
+        throw new CheckpointError(`${info.file}: tensor "${name}" has shape [${info.shape}] but the config implies [${stored}]`);
       }
       // Factors keep the checkpoint's 16-bit type (f32 otherwise).
       const factorDtype = info.dtype === 'F16' || info.dtype === 'BF16' ? info.dtype : 'F32';
@@ -108,7 +135,7 @@ export async function compressCheckpoint(input: string, output: string, options:
       let factors: BlrFactors | undefined;
       const factorise = (): BlrFactors => {
         if (factors) return factors;
-        const weight = source.readFloat32(name);
+        const weight = conv1d ? transpose(source.readFloat32(name), shape.inFeatures, shape.outFeatures) : source.readFloat32(name);
         const started = performance.now();
         factors = options.method === 'lowrank' ? compressLowRank(weight, shape)
           : options.method === 'monarch' ? compressMonarch(weight, shape)
@@ -149,8 +176,8 @@ export async function compressCheckpoint(input: string, output: string, options:
   }
 }
 
-/** The paper's configurations (../shared/ANCHORS.md §1) for the Llama models: projections, blocks, ranks. */
-export const COMPRESS_PRESETS = ['llama-2-7b', 'llama-3.2-1b'] as const;
+/** The paper's configurations (../shared/ANCHORS.md §1) for Llama-2-7B, Llama-3.2-1B and GPT2-S: projections, blocks, ranks. */
+export const COMPRESS_PRESETS = ['llama-2-7b', 'llama-3.2-1b', 'gpt2'] as const;
 export type CompressPreset = (typeof COMPRESS_PRESETS)[number];
 
 export function presetOptions(preset: CompressPreset, method: CompressedLayer['method']): Pick<CompressOptions, 'blocks' | 'rank' | 'projections'> {
@@ -158,5 +185,15 @@ export function presetOptions(preset: CompressPreset, method: CompressedLayer['m
     const mlp = method === 'monarch' ? 1536 : 1488;
     return { blocks: 16, projections: [...PROJECTIONS], rank: { q: 1024, k: 1024, v: 1024, o: 1024, gate: mlp, up: mlp, down: mlp } };
   }
+  if (preset === 'gpt2') return { blocks: method === 'monarch' ? 4 : 6, projections: ['c_attn', 'c_fc', 'c_proj'], rank: 192 };
   return { blocks: 16, projections: ['q', 'o', 'gate', 'up', 'down'], rank: { q: 256, o: 256, gate: 512, up: 768, down: 768 } };
+}
+
+/** A row-major (rows × columns) matrix's transpose. */
+export function transpose(values: Float32Array, rows: number, columns: number): Float32Array {
+  const out = new Float32Array(values.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < columns; c++) out[c * rows + r] = values[r * columns + c];
+  }
+  return out;
 }

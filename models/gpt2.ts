@@ -3,13 +3,13 @@
 // transpose them once at load, and split the fused c_attn into q, k and v.
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
 import type { ModelConfig } from './config.ts';
-import { ConcatenatedLinear, DenseLinear, type LinearLayer } from './linear.ts';
+import { ConcatenatedLinear, DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
 import { checkCacheRoom, DecoderModel, StepBuffers, type StepTokens, type WeightReader } from './model.ts';
 
 interface Gpt2Layer {
   norm1: { weight: Tensor; bias: Tensor };
-  /** c_attn: q, k and v in one matrix, one matmul. */
-  qkv: ConcatenatedLinear;
+  /** c_attn: q, k and v in one matrix, one matmul (or one block low-rank layer, its output split three ways). */
+  qkv: LinearGroup;
   attentionProjection: LinearLayer;
   norm2: { weight: Tensor; bias: Tensor };
   fc: LinearLayer;
@@ -104,11 +104,17 @@ export class Gpt2Model extends DecoderModel {
 /**
  * A Conv1D weight (inFeatures × Σ widths) and bias, transposed once to (Σ widths × inFeatures):
  * one dense layer, or for several widths (c_attn's q, k, v) one matrix whose rows split by width.
+ * A projection the checkpoint stores in block low-rank form (its factors already out × in) is
+ * that layer, its output split by width where there are several.
  */
 function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: [number]): LinearLayer;
-function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: number[]): ConcatenatedLinear;
-function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: number[]): LinearLayer | ConcatenatedLinear {
+function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: number[]): LinearGroup;
+function conv1d(weights: WeightReader, prefix: string, inFeatures: number, widths: number[]): LinearLayer | LinearGroup {
   const total = widths.reduce((a, b) => a + b, 0);
+  if (weights.isCompressed(prefix)) {
+    const layer = weights.linear(prefix, inFeatures, total, true);
+    return widths.length === 1 ? layer : weights.splitOutputs(layer, widths);
+  }
   const weight = weights.read(`${prefix}.weight`, [inFeatures, total]);
   const transposed = new Float32Array(total * inFeatures);
   for (let o = 0; o < total; o++) {

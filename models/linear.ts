@@ -1,6 +1,6 @@
 // One interface for every linear layer; the checkpoint decides which implementation a projection
 // gets, and the model never asks.
-import type { Backend, BlockShape, InputNorm, Tensor } from '../kernels/backend.ts';
+import type { Backend, BlockShape, IndexTensor, InputNorm, Tensor } from '../kernels/backend.ts';
 
 export type LinearMethod = 'dense' | 'lowrank' | 'monarch' | 'blast';
 
@@ -197,6 +197,42 @@ export class SeparateLinears implements LinearGroup {
       this.backend.rmsNorm(input, x, inputNorm.weight, rows, this.inFeatures, inputNorm.eps);
     }
     this.layers.forEach((layer, i) => layer.forward(outs[i], input, rows));
+  }
+}
+
+/**
+ * One layer whose output features are several projections side by side, each `width` wide (GPT-2's
+ * c_attn in block low-rank form: q | k | v): the layer writes `scratch` (up to `maxRows` rows), and
+ * each projection's columns go to its tensor by gatherRows — the scratch's rows of k · width
+ * values seen as k rows of width each, projection i's being rows i, k + i, 2k + i, …
+ */
+export class SplitOutputs implements LinearGroup {
+  readonly parameters: number;
+  private readonly indices: IndexTensor[];
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly layer: LinearLayer,
+    private readonly width: number,
+    private readonly parts: number,
+    private readonly maxRows: number,
+    private readonly scratch = new SharedScratch(backend),
+  ) {
+    if (layer.outFeatures !== width * parts) throw new RangeError(`a layer of ${layer.outFeatures} outputs does not split into ${parts} of ${width}`);
+    this.parameters = layer.parameters;
+    scratch.reserve(maxRows * layer.outFeatures);
+    this.indices = Array.from({ length: parts }, (_, i) => {
+      const indices = backend.allocateIndices(maxRows);
+      backend.uploadIndices(indices, Int32Array.from({ length: maxRows }, (_, r) => r * parts + i));
+      return indices;
+    });
+  }
+
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    if (rows > this.maxRows) throw new RangeError(`split layer sized for ${this.maxRows} rows, given ${rows}`);
+    const all = this.scratch.get(this.maxRows * this.layer.outFeatures);
+    this.layer.forward(all, x, rows, inputNorm);
+    this.indices.forEach((indices, i) => this.backend.gatherRows(outs[i], all, indices, rows, this.width));
   }
 }
 

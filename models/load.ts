@@ -1,7 +1,6 @@
 // A model directory + a backend → a ready CausalLM.
 import type { Backend } from '../kernels/backend.ts';
 import type { ModelDirectory } from '../weights/model-directory.ts';
-import { CheckpointError } from '../weights/safetensors.ts';
 import { parseModelConfig } from './config.ts';
 import { Gpt2Model } from './gpt2.ts';
 import { LlamaModel } from './llama.ts';
@@ -19,9 +18,6 @@ export function loadModel(directory: ModelDirectory, backend: Backend, options: 
   const maxStepTokens = Math.min(options.maxStepTokens ?? 256, config.maxPositions);
   const source = directory.openTensors();
   try {
-    if (config.compression && config.architecture !== 'llama') {
-      throw new CheckpointError(`${directory.path}/config.json: block low-rank layers are supported in Llama checkpoints only so far`);
-    }
     const weights = new WeightReader(source, backend, options.onProgress, { config, maxRows: maxStepTokens });
     return config.architecture === 'llama'
       ? new LlamaModel(config, weights, backend, maxStepTokens)

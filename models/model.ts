@@ -3,7 +3,7 @@
 import type { Backend, IndexTensor, KVCache, SampleParams, Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
-import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, type LinearGroup, type LinearLayer } from './linear.ts';
+import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, type LinearGroup, type LinearLayer } from './linear.ts';
 
 /**
  * A step's input when it is the token the previous step sampled: it stays on the device, so the
@@ -90,6 +90,8 @@ export class WeightReader {
   private readonly scratch: SharedScratch;
   /** The normalised input of every group of separate projections, one buffer for all. */
   private readonly normed: SharedScratch;
+  /** The joined outputs of every split layer (SplitOutputs), one buffer for all. */
+  private readonly split: SharedScratch;
   private readonly totalBytes: number;
 
   constructor(
@@ -102,10 +104,22 @@ export class WeightReader {
     this.totalBytes = source.names().reduce((sum, name) => sum + source.info(name).byteLength, 0);
     this.scratch = new SharedScratch(backend);
     this.normed = new SharedScratch(backend);
+    this.split = new SharedScratch(backend);
   }
 
   has(name: string): boolean {
     return this.source.has(name);
+  }
+
+  /** Whether the checkpoint stores module `prefix` in block low-rank form. */
+  isCompressed(prefix: string): boolean {
+    return this.compressed !== undefined && compressedLayer(this.compressed.config, prefix) !== undefined;
+  }
+
+  /** `layer`'s outputs as `widths.length` projections of equal width (SplitOutputs). */
+  splitOutputs(layer: LinearLayer, widths: number[]): LinearGroup {
+    if (widths.some((w) => w !== widths[0])) throw new CheckpointError(`${this.source.location}: a block low-rank layer splits into projections of one width only, not ${widths.join(', ')}`);
+    return new SplitOutputs(this.backend, layer, widths[0], widths.length, this.compressed?.maxRows ?? 1, this.split);
   }
 
   private checkShape(name: string, shape: number[]): void {

@@ -9,7 +9,7 @@ import { Gpt2Model } from './gpt2.ts';
 import { LlamaModel } from './llama.ts';
 import { WeightReader, type CausalLM, type DeviceTensorSource } from './model.ts';
 
-export type TensorKind = 'matrix' | 'embedding' | 'norm' | 'bias' | 'coupling';
+export type TensorKind = 'matrix' | 'factor' | 'embedding' | 'norm' | 'bias' | 'coupling';
 
 export interface PlannedTensor {
   name: string;
@@ -27,9 +27,10 @@ export function tensorPlan(config: Record<string, unknown>): PlannedTensor[] {
     const prefix = t.name.endsWith('.weight') ? t.name.slice(0, -'.weight'.length) : '';
     const layer = prefix ? compressedLayer(parsed, prefix) : undefined;
     if (!layer) return [t];
-    const [o, i] = t.shape;
+    // GPT-2's Conv1D weights are (in × out); factors describe the (out × in) weight either way.
+    const [o, i] = parsed.architecture === 'gpt2' ? [t.shape[1], t.shape[0]] : t.shape;
     const { method, rank: r, blocks: b } = layer;
-    const factor = (suffix: string, shape: number[], kind: TensorKind = 'matrix') => ({ name: `${prefix}.${suffix}`, shape, kind });
+    const factor = (suffix: string, shape: number[], kind: TensorKind = 'factor') => ({ name: `${prefix}.${suffix}`, shape, kind });
     if (method === 'lowrank') return [factor('U', [o, r]), factor('V', [r, i])];
     if (method === 'monarch') return [factor('W1', [b, r, i / b]), factor('W2', [b, o / b, r])];
     return [factor('B', [b, o / b, r]), factor('C', [b, r, i / b]), factor('D', [b, b, r], 'coupling')];
@@ -86,11 +87,12 @@ function densePlan(config: Record<string, unknown>): PlannedTensor[] {
 
 /**
  * The spread of a random tensor: matrices 1/√fan-in (Conv1D weights are in × out, Llama's out × in,
- * block low-rank factors (…, in)), embeddings 0.5, norm weights near 1, biases small, BLAST
- * couplings 1. Logits then come out O(1–10), so greedy decoding is not a string of near-ties.
+ * block low-rank factors (…, in) for both), embeddings 0.5, norm weights near 1, biases small,
+ * BLAST couplings 1. Logits then come out O(1–10), so greedy decoding is not a string of near-ties.
  */
 export function randomScale(kind: TensorKind, shape: number[], conv1d: boolean): number {
-  if (kind === 'matrix') return 1 / Math.sqrt(conv1d ? shape[0] : shape[shape.length - 1]);
+  if (kind === 'matrix') return 1 / Math.sqrt(conv1d ? shape[0] : shape[1]);
+  if (kind === 'factor') return 1 / Math.sqrt(shape[shape.length - 1]);
   return kind === 'embedding' ? 0.5 : kind === 'norm' ? 0.1 : kind === 'coupling' ? 1 : 0.05;
 }
 

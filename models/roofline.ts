@@ -7,7 +7,7 @@
 //
 // Bytes count each pass over an array of elements at 2 bytes (bf16/f16): x (N·i) read, factors
 // read once, intermediates of b·N·r elements written and read as each design does, y (N·o) written.
-import { presetOptions, projectionShapes, PROJECTIONS } from './compress.ts';
+import { presetOptions, projectionShapes, PROJECTIONS, type Projection } from './compress.ts';
 import { compressedLayer, type CompressedLayer, type ModelConfig } from './config.ts';
 import { llamaNames } from './llama.ts';
 
@@ -91,17 +91,19 @@ const LLAMA_SHAPES = {
 
 export function presetLayers(preset: Preset, method: BlrMethod): RooflineLayer[] {
   if (preset === 'gpt2') {
-    const blocks = method === 'lowrank' ? 1 : method === 'monarch' ? 4 : 6;
-    const layer = (name: string, inFeatures: number, outFeatures: number): RooflineLayer => ({ name, inFeatures, outFeatures, count: 12, method, rank: 192, blocks });
+    const options = presetOptions(preset, method);
+    const blocks = method === 'lowrank' ? 1 : options.blocks;
+    const rank = options.rank as number;
+    const layer = (name: string, inFeatures: number, outFeatures: number): RooflineLayer => ({ name, inFeatures, outFeatures, count: 12, method, rank, blocks });
     return [layer('attn.c_attn', 768, 2304), layer('mlp.c_fc', 768, 3072), layer('mlp.c_proj', 3072, 768)];
   }
   // The blocks, ranks and projections `blr compress --preset` uses; projections of one shape and rank grouped.
   const { hidden: H, intermediate: I, kvWidth, layers } = LLAMA_SHAPES[preset];
-  const { blocks, rank, projections } = presetOptions(preset, method);
-  const shapes = projectionShapes(H, I, H, kvWidth);
+  const { blocks, rank, projections = PROJECTIONS } = presetOptions(preset, method);
+  const shapes: Partial<Record<Projection, [number, number]>> = projectionShapes(H, I, H, kvWidth);
   const groups = new Map<string, RooflineLayer>();
   for (const projection of projections) {
-    const [inFeatures, outFeatures] = shapes[projection];
+    const [inFeatures, outFeatures] = shapes[projection]!;
     const r = typeof rank === 'number' ? rank : rank![projection]!;
     const key = `${inFeatures}/${outFeatures}/${r}`;
     const group = groups.get(key);

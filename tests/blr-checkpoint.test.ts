@@ -12,10 +12,11 @@ import { blrToDense, type BlrFactors } from '../kernels/cpu/blr.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { loadModel } from '../models/load.ts';
 import { loadRandomModel, tensorPlan } from '../models/random.ts';
+import { compressCheckpoint, GPT2_PROJECTIONS, transpose } from '../models/compress.ts';
 import type { ModelDirectory } from '../weights/model-directory.ts';
 import { ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { fromFloat32 } from '../weights/dtypes.ts';
-import { maxRelativeError } from './helpers.ts';
+import { maxRelativeError, tinyModelDirectory } from './helpers.ts';
 
 const rng = new Rng(2024);
 const random = (n: number, scale: number) => Float32Array.from({ length: n }, () => scale * rng.normal());
@@ -173,5 +174,37 @@ describe('block low-rank checkpoints', () => {
     expect(model.parameters).toBeLessThan(dense.parameters);
     const out = await model.forward(model.createCache(8), Int32Array.of(1, 2, 3), 0);
     expect(out.every(Number.isFinite)).toBe(true);
+  });
+
+  it.for(['monarch', 'blast'] as const)('a GPT-2 checkpoint compressed to %s (c_attn split into q, k, v) gives its dense twin\'s logits', async (method) => {
+    const input = tinyModelDirectory('gpt2-style');
+    const compressed = path.join(root, `gpt2-${method}`);
+    const modules = await compressCheckpoint(input, compressed, { method, blocks: 4, rank: 8, projections: [...GPT2_PROJECTIONS], iterations: 3 });
+    // The twin: the same checkpoint, each compressed module's Conv1D weight (in × out) the transpose of its factors' dense equivalent.
+    const twin = path.join(root, `gpt2-${method}-twin`);
+    fs.mkdirSync(twin, { recursive: true });
+    const source = ShardedSafetensors.openDirectory(compressed);
+    const byModule = new Map(modules.map((m) => [m.module, m.shape]));
+    const tensors: TensorToWrite[] = [];
+    for (const name of source.names()) {
+      const module = name.slice(0, name.lastIndexOf('.'));
+      const suffix = name.slice(name.lastIndexOf('.') + 1);
+      const shape = byModule.get(module);
+      if (!shape || suffix === 'bias') {
+        tensors.push({ name, dtype: 'F32', shape: source.info(name).shape, data: fromFloat32(source.readFloat32(name), 'F32') });
+      } else if (suffix === 'B' || suffix === 'W1') {
+        const f = (suffix: string) => source.readFloat32(`${module}.${suffix}`);
+        const factors: BlrFactors = method === 'monarch' ? { method, w1: f('W1'), w2: f('W2') } : { method, u: f('B'), v: f('C'), s: f('D') };
+        tensors.push({ name: `${module}.weight`, dtype: 'F32', shape: [shape.inFeatures, shape.outFeatures], data: fromFloat32(transpose(blrToDense(factors, shape), shape.outFeatures, shape.inFeatures), 'F32') });
+      }
+    }
+    source.close();
+    writeSafetensors(path.join(twin, 'model.safetensors'), tensors);
+    const config = JSON.parse(fs.readFileSync(path.join(compressed, 'config.json'), 'utf8'));
+    delete config.blr_layers;
+    fs.writeFileSync(path.join(twin, 'config.json'), JSON.stringify(config));
+    const a = await logits(compressed), b = await logits(twin);
+    expectSameLogits(a.logits, b.logits);
+    expect(a.parameters).toBeLessThan(b.parameters);
   });
 });

@@ -4,10 +4,10 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
 import { blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
-import { rankForRatio } from '../models/compress.ts';
+import { rankForRatio, transpose } from '../models/compress.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from '../models/factorize.ts';
 import { ShardedSafetensors } from '../weights/safetensors.ts';
-import { DEFAULT_MODEL, runBlr, tempDirectory } from './helpers.ts';
+import { DEFAULT_MODEL, runBlr, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
 const rng = new Rng(77);
 const random = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
@@ -98,11 +98,36 @@ describe('blr compress', () => {
     expect(generated.stderr).toMatch(/loaded in/);
   });
 
+  it('compresses a GPT-2 checkpoint (Conv1D weights, in × out): factors of the transposed weight, and the result generates', () => {
+    const input = tinyModelDirectory('gpt2-style');
+    const out = path.join(tempDirectory('blr-compress-'), 'gpt2-blast');
+    const run = blr(['compress', input, out, '--method', 'blast', '--blocks', '2', '--rank', '8', '--layers', 'c_attn,c_proj', '--iterations', '20']);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(/4 projections as blast/); // 2 layers × (c_attn, mlp c_proj)
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+    expect(Object.keys(config.blr_layers).sort()).toEqual(['h.0.attn.c_attn', 'h.0.mlp.c_proj', 'h.1.attn.c_attn', 'h.1.mlp.c_proj']);
+    const line = run.stderr.split('\n').find((l) => l.includes('h.1.attn.c_attn'))!;
+    const reported = Number(/relative error ([\d.]+)/.exec(line)![1]);
+    const original = ShardedSafetensors.openDirectory(input);
+    const written = ShardedSafetensors.openDirectory(out);
+    const shape = { inFeatures: 64, outFeatures: 192, rank: 8, blocks: 2 };
+    const factors: BlrFactors = { method: 'blast', u: written.readFloat32('h.1.attn.c_attn.B'), v: written.readFloat32('h.1.attn.c_attn.C'), s: written.readFloat32('h.1.attn.c_attn.D') };
+    expect(relativeError(transpose(original.readFloat32('h.1.attn.c_attn.weight'), 64, 192), blrToDense(factors, shape))).toBeCloseTo(reported, 3);
+    expect(written.has('h.1.attn.c_attn.weight')).toBe(false);
+    expect(written.has('h.1.attn.c_attn.bias')).toBe(true);
+    expect(written.has('h.1.attn.c_proj.weight')).toBe(true);
+    original.close();
+    written.close();
+    const generated = blr(['generate', 'Hello, my dog', '--model', out, '--max-tokens', '6']);
+    expect(generated.status).toBe(0);
+  });
+
   it('refuses options it cannot honour', () => {
     const out = path.join(tempDirectory('blr-compress-'), 'x');
     expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'tucker', '--rank', '4']).status).toBe(2);
     expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'blast', '--blocks', '4']).stderr).toMatch(/give --rank or --ratio/);
     expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'monarch', '--blocks', '3', '--rank', '6', '--layers', 'q']).stderr).toMatch(/multiples of the blocks/);
     expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'lowrank', '--rank', '4', '--layers', 'qkv']).stderr).toMatch(/unknown projection "qkv"/);
+    expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'lowrank', '--rank', '4', '--layers', 'c_fc']).stderr).toMatch(/unknown projection "c_fc" for a llama checkpoint/);
   });
 });

@@ -11,7 +11,7 @@ import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
-import { compressCheckpoint, PROJECTIONS } from '../models/compress.ts';
+import { compressCheckpoint, GPT2_PROJECTIONS, PROJECTIONS } from '../models/compress.ts';
 import { BlockLowRankLinear, LowRankLinear } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
@@ -446,12 +446,14 @@ describe.each([
     });
   });
 
-  // stories260K with every projection in block low-rank form (as `blr compress` writes it): the
-  // WebGPU backend runs it (two prefill chunks, then decode steps) as the CPU backend does.
-  it.for(['lowrank', 'monarch', 'blast'] as const)('stories260K compressed to %s gives the CPU backend\'s logits and greedy tokens', async (method, { skip }) => {
+  // stories260K and the tiny GPT-2 with every projection in block low-rank form (as `blr compress`
+  // writes it): the WebGPU backend runs them (two prefill chunks, then decode steps) as the CPU
+  // backend does. GPT-2's c_attn is one block low-rank layer split into q, k and v.
+  it.for([['stories260K', 'lowrank'], ['stories260K', 'monarch'], ['stories260K', 'blast'], ['gpt2-style', 'monarch'], ['gpt2-style', 'blast']] as const)('%s compressed to %s gives the CPU backend\'s logits and greedy tokens', async ([name, method], { skip }) => {
     if (!gpu) return skip();
-    const directory = path.join(tempDirectory('blr-webgpu-'), method);
-    await compressCheckpoint(DEFAULT_MODEL, directory, { method, blocks: 4, ratio: 0.6, projections: [...PROJECTIONS], iterations: 3 });
+    const directory = path.join(tempDirectory('blr-webgpu-'), `${name}-${method}`);
+    const gpt2 = name === 'gpt2-style';
+    await compressCheckpoint(gpt2 ? tinyModelDirectory(name) : DEFAULT_MODEL, directory, { method, blocks: 4, ratio: 0.6, projections: gpt2 ? [...GPT2_PROJECTIONS] : [...PROJECTIONS], iterations: 3 });
     const model = readModelDirectory(directory);
     const prompt = model.tokenizer.encode('Once upon a time, a little dog found a big red ball in the park.');
     const run = async (backend: Backend) => {
