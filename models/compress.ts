@@ -61,37 +61,50 @@ export function rankForRatio(method: CompressedLayer['method'], ratio: number, i
   return rank;
 }
 
+/** A projection of one layer: its module name in the checkpoint and its (in, out). */
+export interface ProjectionModule {
+  projection: Projection;
+  module: string;
+  inFeatures: number;
+  outFeatures: number;
+}
+
 /**
- * Each projection the options replace (by module name), with its shape; checks that the
- * projections exist in the architecture and that the blocks divide them. `gpt2Prefix`: GPT-2
- * module names' prefix in the checkpoint ("transformer." or "").
+ * Every layer's `projections` (all of the architecture's when absent) by module name, checking
+ * that they exist in the architecture. `gpt2Prefix`: GPT-2 module names' prefix in the checkpoint
+ * ("transformer." or "").
  */
-export function planCompression(config: ModelConfig, options: Pick<CompressOptions, 'method' | 'blocks' | 'rank' | 'ratio' | 'projections'>, gpt2Prefix = ''): Map<string, { projection: Projection; shape: BlrShape }> {
-  const blocks = options.method === 'lowrank' ? 1 : options.blocks;
+export function projectionModules(config: ModelConfig, projections?: Projection[], gpt2Prefix = ''): ProjectionModule[] {
   const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
   const gpt2 = config.architecture === 'gpt2';
   const known: readonly Projection[] = gpt2 ? GPT2_PROJECTIONS : PROJECTIONS;
   const shapes: Partial<Record<Projection, [number, number]>> = gpt2 ? gpt2Shapes(H, I) : projectionShapes(H, I, heads * headDim, kvHeads * headDim);
-  const projections = options.projections ?? [...known];
-  const unknown = projections.find((p) => !known.includes(p));
+  const chosen = projections ?? [...known];
+  const unknown = chosen.find((p) => !known.includes(p));
   if (unknown !== undefined) throw new RangeError(`unknown projection "${unknown}" for a ${config.architecture} checkpoint (known: ${known.join(', ')})`);
   const moduleName = (l: number, projection: Projection): string => {
     if (!gpt2) return llamaNames.layer(l)[projection as LlamaProjection];
     const n = gpt2Names(gpt2Prefix).layer(l);
     return { c_attn: n.attention, 'attn.c_proj': n.attentionProjection, c_fc: n.fc, c_proj: n.mlpProjection }[projection as Gpt2Projection];
   };
+  return Array.from({ length: config.layers }, (_, l) => chosen.map((projection) => {
+    const [inFeatures, outFeatures] = shapes[projection]!;
+    return { projection, module: moduleName(l, projection), inFeatures, outFeatures };
+  })).flat();
+}
+
+/** Each projection the options replace (by module name), with its shape; checks that the blocks divide it. */
+export function planCompression(config: ModelConfig, options: Pick<CompressOptions, 'method' | 'blocks' | 'rank' | 'ratio' | 'projections'>, gpt2Prefix = ''): Map<string, { projection: Projection; shape: BlrShape }> {
+  const blocks = options.method === 'lowrank' ? 1 : options.blocks;
   const modules = new Map<string, { projection: Projection; shape: BlrShape }>();
-  for (let l = 0; l < config.layers; l++) {
-    for (const projection of projections) {
-      const [inFeatures, outFeatures] = shapes[projection]!;
-      const explicit = typeof options.rank === 'number' ? options.rank : options.rank?.[projection];
-      const rank = explicit ?? rankForRatio(options.method, options.ratio ?? 0.5, inFeatures, outFeatures, blocks);
-      const shape = { inFeatures, outFeatures, rank, blocks };
-      if (inFeatures % blocks !== 0 || outFeatures % blocks !== 0 || (options.method === 'monarch' && rank % blocks !== 0)) {
-        throw new RangeError(`${projection} (${inFeatures}→${outFeatures}) cannot be ${options.method} with ${blocks} blocks of rank ${rank}: features${options.method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
-      }
-      modules.set(moduleName(l, projection), { projection, shape });
+  for (const { projection, module, inFeatures, outFeatures } of projectionModules(config, options.projections, gpt2Prefix)) {
+    const explicit = typeof options.rank === 'number' ? options.rank : options.rank?.[projection];
+    const rank = explicit ?? rankForRatio(options.method, options.ratio ?? 0.5, inFeatures, outFeatures, blocks);
+    const shape = { inFeatures, outFeatures, rank, blocks };
+    if (inFeatures % blocks !== 0 || outFeatures % blocks !== 0 || (options.method === 'monarch' && rank % blocks !== 0)) {
+      throw new RangeError(`${projection} (${inFeatures}→${outFeatures}) cannot be ${options.method} with ${blocks} blocks of rank ${rank}: features${options.method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
     }
+    modules.set(module, { projection, shape });
   }
   return modules;
 }

@@ -7,9 +7,8 @@
 //
 // Bytes count each pass over an array of elements at 2 bytes (bf16/f16): x (N·i) read, factors
 // read once, intermediates of b·N·r elements written and read as each design does, y (N·o) written.
-import { presetOptions, projectionShapes, PROJECTIONS, type Projection } from './compress.ts';
+import { presetOptions, projectionModules, projectionShapes, PROJECTIONS, type Projection } from './compress.ts';
 import { compressedLayer, type CompressedLayer, type ModelConfig } from './config.ts';
-import { llamaNames } from './llama.ts';
 
 export interface DeviceSpec {
   bandwidthGBs: number;
@@ -117,20 +116,19 @@ export function presetLayers(preset: Preset, method: BlrMethod): RooflineLayer[]
 
 /** The block low-rank projections of a Llama checkpoint's config, grouped by projection and form. */
 export function configLayers(config: ModelConfig): RooflineLayer[] {
-  const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
-  const shapes = projectionShapes(H, I, heads * headDim, kvHeads * headDim);
   const groups = new Map<string, RooflineLayer>();
-  for (let l = 0; l < config.layers; l++) {
-    for (const projection of PROJECTIONS) {
-      const module = llamaNames.layer(l)[projection];
-      const spec = compressedLayer(config, module);
-      if (!spec) continue;
-      const name = module.slice(module.lastIndexOf('.') + 1);
-      const key = `${name}/${spec.method}/${spec.rank}/${spec.blocks}`;
-      const group = groups.get(key);
-      if (group) group.count++;
-      else groups.set(key, { name, inFeatures: shapes[projection][0], outFeatures: shapes[projection][1], count: 1, ...spec });
-    }
+  // GPT-2 module names come with or without the "transformer." prefix.
+  const modules = config.architecture === 'gpt2'
+    ? [...projectionModules(config, undefined, ''), ...projectionModules(config, undefined, 'transformer.')]
+    : projectionModules(config);
+  for (const { projection, module, inFeatures, outFeatures } of modules) {
+    const spec = compressedLayer(config, module);
+    if (!spec) continue;
+    const name = config.architecture === 'gpt2' ? projection : module.slice(module.lastIndexOf('.') + 1);
+    const key = `${name}/${spec.method}/${spec.rank}/${spec.blocks}`;
+    const group = groups.get(key);
+    if (group) group.count++;
+    else groups.set(key, { name, inFeatures, outFeatures, count: 1, ...spec });
   }
   return [...groups.values()];
 }

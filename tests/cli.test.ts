@@ -2,7 +2,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MODEL, reference, runBlr, STORIES_SOURCES, tempDirectory } from './helpers.ts';
+import { compressCheckpoint } from '../models/compress.ts';
+import { DEFAULT_MODEL, reference, runBlr, STORIES_SOURCES, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
 const blr = runBlr;
 
@@ -121,5 +122,14 @@ describe('blr roofline', () => {
     const dense = blr(['roofline', '--model', DEFAULT_MODEL]);
     expect(dense.status).toBe(1);
     expect(dense.stderr).toMatch(/no projection is stored in block low-rank form/);
+  });
+
+  it('reads the block low-rank projections of a GPT-2 checkpoint directory', async () => {
+    const directory = path.join(tempDirectory('blr-roofline-'), 'gpt2-monarch');
+    await compressCheckpoint(tinyModelDirectory('gpt2-style'), directory, { method: 'monarch', blocks: 4, rank: 8, projections: ['c_attn', 'c_proj'], iterations: 1 });
+    const run = blr(['roofline', '--model', directory, '--device', 'h200', '--tokens', '1']);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain('| c_attn | 64 → 192 | monarch b4 r8 | 2 | 1 | dense |');
+    expect(run.stdout).toContain('| c_proj | 256 → 64 | monarch b4 r8 | 2 | 1 | dense |');
   });
 });
