@@ -7,7 +7,7 @@
 //                        [--prompt 128] [--new 128] [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf]
 //                        [--profile] [--out FILE]
 // --variants: the dense model and/or its block low-rank versions at the paper's configurations
-// (models/compress.ts presets; Llama models only), random factors made on the GPU.
+// (models/compress.ts presets), random factors made where the backend keeps its data.
 // --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
 // the tok/s it prints are lower) and prints the GPU time per kernel.
 import { spawnSync } from 'node:child_process';
