@@ -69,5 +69,9 @@ export async function runCompress(args: string[]): Promise<void> {
   const compressed = results.reduce((sum, r) => sum + r.bytes, 0);
   const worst = results.reduce((max, r) => Math.max(max, r.error), 0);
   const mean = results.reduce((sum, r) => sum + r.error, 0) / Math.max(results.length, 1);
+  const larger = results.filter((r) => r.bytes >= r.denseBytes);
+  if (larger.length > 0) {
+    process.stderr.write(`blr compress: warning: ${larger.length} of ${results.length} projections are no smaller than their dense weights (e.g. ${larger[0].module}, rank ${larger[0].shape.rank}: ${(larger[0].bytes / 1e6).toFixed(2)} MB against ${(larger[0].denseBytes / 1e6).toFixed(2)} MB); a lower --rank or a --ratio below 1 compresses\n`);
+  }
   process.stdout.write(`${output}: ${results.length} projections as ${method}, ${(dense / 1e6).toFixed(2)} → ${(compressed / 1e6).toFixed(2)} MB (${((100 * compressed) / dense).toFixed(1)}%), relative error mean ${mean.toFixed(4)}, worst ${worst.toFixed(4)}\n`);
 }

@@ -120,6 +120,10 @@ describe('blr compress', () => {
     written.close();
     const generated = blr(['generate', 'Hello, my dog', '--model', out, '--max-tokens', '6']);
     expect(generated.status).toBe(0);
+    // A rank too high for the model: written, with a warning that nothing got smaller.
+    const larger = blr(['compress', input, path.join(tempDirectory('blr-compress-'), 'gpt2-larger'), '--method', 'lowrank', '--rank', '64', '--layers', 'c_fc']);
+    expect(larger.status).toBe(0);
+    expect(larger.stderr).toMatch(/warning: 2 of 2 projections are no smaller than their dense weights \(e\.g\. h\.0\.mlp\.c_fc, rank 64/);
   });
 
   it('refuses options it cannot honour', () => {
