@@ -73,6 +73,12 @@ export interface BlockShape {
   outFeatures: number;
   rank: number;
   blocks: number;
+  /**
+   * Layers of this shape stacked (q|k|v, gate|up: projections of the same input), 1 when absent:
+   * the factors hold each layer's rows in turn, the coupling each one's blocks × blocks × rank
+   * values, z each one's blocks × rows × rank values.
+   */
+  layers?: number;
 }
 
 export interface InputNorm {
@@ -135,9 +141,10 @@ export interface Backend {
    * Step 3 (kernels/cpu/blr.ts `blockExpand`): out (rows × outFeatures) = each block's z_a ·
    * factor_aᵀ (factor: (blocks·outFeatures/blocks) × rank) + bias, output p of block a at
    * feature a·(outFeatures/blocks) + p, or p·blocks + a when `strided` (Monarch); `accumulate`
-   * adds to out instead (a residual connection).
+   * adds to out instead (a residual connection). Stacked layers (shape.layers > 1) write one tensor
+   * each, `out` being that many (up to 3), without bias or residual.
    */
-  blockExpand(out: Tensor, z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean): void;
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean): void;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */

@@ -164,6 +164,48 @@ export class BlockLowRankLinear implements LinearLayer {
   }
 }
 
+/**
+ * Monarch or BLAST projections of one input and one shape (q, k, v; gate, up) stacked: their
+ * factors (and couplings) held one after another, so that on a GPU one dispatch makes every
+ * layer's z and one more every layer's output (backend ops with shape.layers), fewer and larger
+ * dispatches than a pair per projection.
+ */
+export class StackedBlockLinears implements LinearGroup {
+  readonly parameters: number;
+  private readonly shape: BlockShape;
+
+  constructor(
+    private readonly backend: Backend,
+    readonly method: 'monarch' | 'blast',
+    private readonly inner: Tensor,
+    private readonly outer: Tensor,
+    private readonly coupling: Tensor | null,
+    shape: BlockShape,
+    readonly layers: number,
+    private readonly maxRows: number,
+    private readonly scratch = new SharedScratch(backend),
+  ) {
+    const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+    if (layers < 1 || layers > 3) throw new RangeError(`1 to 3 stacked layers, not ${layers}`);
+    if (i % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) throw new RangeError(`${method} layers ${i}→${o} with ${b} blocks of rank ${r}: features${method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
+    if ((method === 'blast') !== (coupling !== null)) throw new RangeError(`${method} layers: a coupling S is ${method === 'blast' ? 'required' : 'not used'}`);
+    if (inner.elements < layers * r * i || outer.elements < layers * o * r || (coupling && coupling.elements < layers * b * b * r)) {
+      throw new RangeError(`${layers} stacked ${method} layers ${i}→${o}, ${b} blocks of rank ${r}: the factors are too small`);
+    }
+    this.shape = { ...shape, layers };
+    this.parameters = layers * (r * (i + o) + (coupling ? b * b * r : 0));
+    scratch.reserve(layers * b * maxRows * r);
+  }
+
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    if (rows > this.maxRows) throw new RangeError(`${this.method} layers sized for ${this.maxRows} rows, given ${rows}`);
+    if (outs.length !== this.layers) throw new RangeError(`${this.layers} stacked layers write ${this.layers} outputs, given ${outs.length}`);
+    const z = this.scratch.get(this.layers * this.shape.blocks * this.maxRows * this.shape.rank);
+    this.backend.blockProject(z, x, this.inner, this.coupling, rows, this.shape, inputNorm);
+    this.backend.blockExpand(outs, z, this.outer, null, rows, this.shape, this.method === 'monarch');
+  }
+}
+
 /** Several projections of the same input (q, k, v; gate, up), each written to its own tensor. */
 export interface LinearGroup {
   readonly parameters: number;

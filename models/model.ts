@@ -3,7 +3,7 @@
 import type { Backend, IndexTensor, KVCache, SampleParams, Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
-import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, type LinearGroup, type LinearLayer } from './linear.ts';
+import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, StackedBlockLinears, type LinearGroup, type LinearLayer } from './linear.ts';
 
 /**
  * A step's input when it is the token the previous step sampled: it stays on the device, so the
@@ -156,11 +156,48 @@ export class WeightReader {
    * dense (one matmul then computes all of them), else one layer each.
    */
   linearGroup(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): LinearGroup {
+    const stacked = this.stackedBlocks(prefixes, inFeatures, widths, withBias);
+    if (stacked) return stacked;
     if (prefixes.some((p) => this.compressed && compressedLayer(this.compressed.config, p))) {
       const layers = prefixes.map((p, i) => this.linear(p, inFeatures, widths[i], withBias));
       return new SeparateLinears(this.backend, layers, inFeatures, this.compressed!.maxRows, this.normed);
     }
     return this.linearConcat(prefixes, inFeatures, widths, withBias);
+  }
+
+  /**
+   * Monarch or BLAST projections of one input that share their method, shape, rank and blocks
+   * (and have no bias), stacked into one group (StackedBlockLinears); undefined otherwise.
+   */
+  private stackedBlocks(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): StackedBlockLinears | undefined {
+    if (!this.compressed || withBias || prefixes.length < 2 || prefixes.length > 3 || widths.some((w) => w !== widths[0])) return undefined;
+    const specs = prefixes.map((p) => compressedLayer(this.compressed!.config, p));
+    const first = specs[0];
+    if (!first || first.method === 'lowrank' || specs.some((s) => !s || s.method !== first.method || s.rank !== first.rank || s.blocks !== first.blocks)) return undefined;
+    const { method, rank: r, blocks: b } = first;
+    const o = widths[0];
+    if (inFeatures % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) return undefined; // linear() explains
+    const L = prefixes.length;
+    // Each layer's factor, checked against its shape, then all of them as one matrix of their rows.
+    const stack = (suffix: string, shape: number[], columns: number): Tensor => {
+      const names = prefixes.map((p) => `${p}.${suffix}`);
+      const rows = (L * shape.reduce((a, c) => a * c, 1)) / columns;
+      if (makesMatricesOnDevice(this.source)) {
+        names.forEach((name) => this.checkShape(name, shape));
+        this.parameters += rows * columns;
+        return this.source.createMatrix(this.backend, names[0], rows);
+      }
+      return this.backend.uploadMatrix(concatenate(names.map((name) => this.read(name, shape))), rows, columns, `${names.join('+')}`);
+    };
+    const shape = { inFeatures, outFeatures: o, rank: r, blocks: b };
+    const maxRows = this.compressed.maxRows;
+    if (method === 'monarch') {
+      return new StackedBlockLinears(this.backend, method, stack('W1', [b, r, inFeatures / b], inFeatures / b), stack('W2', [b, o / b, r], r), null, shape, L, maxRows, this.scratch);
+    }
+    const inner = stack('C', [b, r, inFeatures / b], inFeatures / b);
+    const outer = stack('B', [b, o / b, r], r);
+    const coupling = this.backend.upload(concatenate(prefixes.map((p) => this.read(`${p}.D`, [b, b, r]))));
+    return new StackedBlockLinears(this.backend, method, inner, outer, coupling, shape, L, maxRows, this.scratch);
   }
 
   /**

@@ -11,6 +11,8 @@ import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { blrToDense, type BlrFactors } from '../kernels/cpu/blr.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { loadModel } from '../models/load.ts';
+import { StackedBlockLinears } from '../models/linear.ts';
+import { WeightReader } from '../models/model.ts';
 import { loadRandomModel, tensorPlan } from '../models/random.ts';
 import { compressCheckpoint, GPT2_PROJECTIONS, transpose } from '../models/compress.ts';
 import type { ModelDirectory } from '../weights/model-directory.ts';
@@ -117,6 +119,27 @@ describe('block low-rank checkpoints', () => {
     const twin = await logits(writeCheckpoint('ours-twin', BASE, replacements, dense, true));
     expectSameLogits(compressed.logits, twin.logits);
     expect(compressed.parameters).toBeLessThan(twin.parameters);
+  });
+
+  it('projections of one input, method and shape are stacked (gate|up as BLAST; q|k|v with q dense stays separate) and give the dense twin\'s logits', async () => {
+    const dense = denseWeights();
+    const l0 = 'model.layers.0', l1 = 'model.layers.1';
+    const replacements = [
+      replacement(`${l0}.mlp.gate_proj`, 'blast', 32, 48, 6, 4),
+      replacement(`${l0}.mlp.up_proj`, 'blast', 32, 48, 6, 4),
+      replacement(`${l1}.self_attn.k_proj`, 'monarch', 32, 16, 8, 4),
+      replacement(`${l1}.self_attn.v_proj`, 'monarch', 32, 16, 8, 4),
+    ];
+    const blrLayers = Object.fromEntries(replacements.map((r) => [r.module, { method: r.factors.method, rank: r.rank, blocks: r.blocks }]));
+    const directory = writeCheckpoint('stacked', { ...BASE, blr_layers: blrLayers }, replacements, dense, false);
+    const compressed = await logits(directory);
+    const twin = await logits(writeCheckpoint('stacked-twin', BASE, replacements, dense, true));
+    expectSameLogits(compressed.logits, twin.logits);
+    // The loader stacks them: one group of two for gate|up.
+    const config = parseModelConfig({ ...BASE, blr_layers: blrLayers });
+    const reader = new WeightReader(ShardedSafetensors.openDirectory(directory), new CpuBackend(), undefined, { config, maxRows: 4 });
+    expect(reader.linearGroup([`${l0}.mlp.gate_proj`, `${l0}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(StackedBlockLinears);
+    expect(reader.linearGroup([`${l1}.self_attn.q_proj`, `${l1}.self_attn.k_proj`, `${l1}.self_attn.v_proj`], 32, [32, 16, 16], false)).not.toBeInstanceOf(StackedBlockLinears);
   });
 
   it('the BLAST authors\' format (blast_llama: target_modules, blast_rank per projection, blocks, indices) gives its dense twin\'s logits', async () => {

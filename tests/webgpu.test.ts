@@ -12,7 +12,7 @@ import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { compressCheckpoint, GPT2_PROJECTIONS, PROJECTIONS } from '../models/compress.ts';
-import { BlockLowRankLinear, LowRankLinear } from '../models/linear.ts';
+import { BlockLowRankLinear, LowRankLinear, StackedBlockLinears } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
@@ -217,6 +217,38 @@ describe.each([
       const scale = c.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       const worst = g.reduce((m, v, k) => Math.max(m, Math.abs(v - c[k])), 0);
       expect(worst / scale).toBeLessThan(2e-3);
+    });
+
+    // Stacked layers (q|k|v, gate|up): one project and one expand dispatch for all on the subgroup
+    // path, a dispatch per layer elsewhere (tensor cores from 32 rows, the portable kernels, and
+    // the block_gemv expansion for odd outputs per block).
+    it.for<['monarch' | 'blast', BlockShape, number, number]>([
+      ['blast', { inFeatures: 96, outFeatures: 40, rank: 24, blocks: 4 }, 3, 1],
+      ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 2, 5],
+      ['blast', { inFeatures: 128, outFeatures: 48, rank: 40, blocks: 16 }, 2, 17],
+      ['monarch', { inFeatures: 64, outFeatures: 36, rank: 24, blocks: 4 }, 3, 2],
+      ['blast', { inFeatures: 96, outFeatures: 40, rank: 24, blocks: 4 }, 3, 40],
+      ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 2, 33],
+    ])('%s layers %o stacked %i deep over %i rows give each layer\'s own outputs', async ([method, shape, layers, rows], { skip }) => {
+      if (!gpu) return skip();
+      const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+      const inner = random(layers * b * r * (i / b)), outer = random(layers * o * r), coupling = random(layers * b * b * r);
+      const x = random(rows * i), norm = random(i);
+      // x and z go to f16 where tensor cores take the rows (as in the tensor-core layer test).
+      const tensorCores = gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16;
+      const [g, c] = await both(async (be) => {
+        const group = new StackedBlockLinears(be, method, be.uploadMatrix(inner, layers * b * r, i / b, 'inner'), be.uploadMatrix(outer, layers * o, r, 'outer'),
+          method === 'blast' ? be.upload(coupling) : null, shape, layers, rows);
+        const outs = Array.from({ length: layers }, () => be.allocate(rows * o));
+        group.forward(outs, be.upload(x), rows, { weight: be.upload(norm), eps: 1e-5 });
+        const results: Float32Array[] = [];
+        for (const out of outs) results.push(await be.read(out, rows * o));
+        return concat(...results);
+      });
+      if (tensorCores) {
+        const scale = c.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        expect(g.reduce((m, v, k) => Math.max(m, Math.abs(v - c[k])), 0) / scale).toBeLessThan(2e-3);
+      } else expectClose(g, c, 2e-5 * Math.max(1, Math.sqrt(i + b * r) / 8));
     });
 
     it('gatherRows from an f16 matrix and from an f32 tensor', async ({ skip }) => {

@@ -141,11 +141,20 @@ export class CpuBackend implements Backend {
   }
 
   blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void {
-    blr.blockProject(data(z), this.input(x, rows, shape.inFeatures, inputNorm), data(factor), coupling ? data(coupling) : null, rows, shape);
+    const { inFeatures: i, rank: r, blocks: b } = shape;
+    const input = this.input(x, rows, i, inputNorm);
+    for (let layer = 0; layer < (shape.layers ?? 1); layer++) {
+      blr.blockProject(data(z).subarray(layer * b * rows * r), input, data(factor).subarray(layer * r * i),
+        coupling ? data(coupling).subarray(layer * b * b * r) : null, rows, shape);
+    }
   }
 
-  blockExpand(out: Tensor, z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
-    blr.blockExpand(data(out), data(z), data(factor), bias ? data(bias) : null, rows, shape, strided, accumulate);
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
+    const { outFeatures: o, rank: r, blocks: b } = shape;
+    const outs = Array.isArray(out) ? out : [out];
+    if (outs.length !== (shape.layers ?? 1)) throw new RangeError(`blockExpand writes one output per stacked layer: ${shape.layers ?? 1} layers, ${outs.length} outputs`);
+    outs.forEach((target, layer) => blr.blockExpand(data(target), data(z).subarray(layer * b * rows * r), data(factor).subarray(layer * o * r),
+      bias ? data(bias) : null, rows, shape, strided, accumulate));
   }
 
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void {

@@ -15,7 +15,7 @@ import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
 const F16_MAX = 65504;
-const PARAM_BYTES = 64;
+const PARAM_BYTES = 128;
 const ARENA_SLOTS = 16384;
 /**
  * The tensor-core GEMM rounds activations to f16; it takes prefill chunks of at least this many
@@ -580,6 +580,7 @@ export class WebGpuBackend implements Backend {
     const f = tensor(factor);
     if (!f.isHalfMatrix) throw new GpuError('blockProject needs a factor from uploadMatrix');
     const { inFeatures: i, rank: r, blocks: b } = shape;
+    const layers = shape.layers ?? 1;
     const subgroupPath = this.kernels.has('blockGemv1') && (i / b) % 8 === 0 && (!coupling || b <= BLOCK_GEMV_MAX_BLAST_BLOCKS);
     if (inputNorm) {
       const normed = this.normScratch(rows * i);
@@ -588,58 +589,76 @@ export class WebGpuBackend implements Backend {
     }
     const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
     if (this.blockTensorCores(rows, i / b, i)) {
-      // Tensor cores: one GEMM per input block in one dispatch; BLAST's products y go through a
-      // scratch buffer to the coupling kernel, Monarch's straight to their permuted places in z.
+      // Tensor cores: one GEMM per input block in one dispatch (a dispatch per stacked layer);
+      // BLAST's products y go through a scratch buffer to the coupling kernel, Monarch's straight
+      // to their permuted places in z.
       let target = buffers[3];
       if (coupling) {
         const bytes = b * rows * r * 4;
         if (!this.blockScratch || this.blockScratch.size < bytes) this.blockScratch = this.createBuffer(bytes, GPUBufferUsage.STORAGE);
         target = this.blockScratch;
       }
-      this.recordBlockGemm(rows, i / b, b * r, r, f, 0, coupling ? 0 : 1, i / b, i, r, b, [buffers[0], f.buffer, this.dummy, target]);
-      if (coupling) {
-        const groups = Math.ceil((rows * r) / 256);
-        const gridX = Math.min(groups, 65535);
-        this.dispatch('blastCouple', [rows, r, b, gridX * 256], [target, buffers[2], buffers[3]], [gridX, Math.ceil(groups / gridX)]);
+      for (let layer = 0; layer < layers; layer++) {
+        this.recordBlockGemm(rows, i / b, b * r, r, f, 0, coupling ? 0 : 1, i / b, i, r, b, [buffers[0], f.buffer, this.dummy, target], layer, 0, coupling ? 0 : layer * b * rows * r);
+        if (coupling) {
+          const groups = Math.ceil((rows * r) / 256);
+          const gridX = Math.min(groups, 65535);
+          this.dispatch('blastCouple', [rows, r, b, gridX * 256, layer], [target, buffers[2], buffers[3]], [gridX, Math.ceil(groups / gridX)]);
+        }
       }
       return;
     }
     if (subgroupPath) {
+      // Every stacked layer in one dispatch.
       const batch = gemvBatch(rows);
       const channels = coupling ? Math.max(1, Math.floor(BLOCK_GEMV_GROUP_ROWS / b)) : 0;
       const groupRows = coupling ? channels * b : BLOCK_GEMV_GROUP_ROWS;
       const groups = coupling ? Math.ceil(r / channels) : Math.ceil((b * r) / groupRows);
-      this.dispatch(blockGemvName(batch), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, 0, groupRows, channels, 0, i],
-        buffers, [groups, Math.ceil(rows / batch)]);
+      this.dispatch(blockGemvName(batch), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, 0, groupRows, channels, 0, i, groups, 0],
+        buffers, [layers * groups, Math.ceil(rows / batch)]);
       return;
     }
-    this.dispatch('blockProject', [rows, i, r, b, f.rowStrideHalves / 2, coupling ? 0 : 1, 0, 0], buffers, [Math.ceil(r / 64), rows, coupling ? 1 : b]);
+    for (let layer = 0; layer < layers; layer++) {
+      this.dispatch('blockProject', [rows, i, r, b, f.rowStrideHalves / 2, coupling ? 0 : 1, layer, 0], buffers, [Math.ceil(r / 64), rows, coupling ? 1 : b]);
+    }
   }
 
-  blockExpand(out: Tensor, z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
     const f = tensor(factor);
     if (!f.isHalfMatrix) throw new GpuError('blockExpand needs a factor from uploadMatrix');
     const { outFeatures: o, rank: r, blocks: b } = shape;
-    const buffers = [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(out).buffer];
+    const outs = Array.isArray(out) ? out : [out];
+    const layers = shape.layers ?? 1;
+    if (outs.length !== layers || layers > 3) throw new GpuError(`blockExpand writes one output per stacked layer (up to 3): ${layers} layers, ${outs.length} outputs`);
+    if (layers > 1 && (bias || accumulate)) throw new GpuError('stacked block low-rank layers take no bias or residual');
     const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
+    const buffersFor = (layer: number) => [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(outs[layer]).buffer];
     if (this.blockTensorCores(rows, r, r)) {
-      this.recordBlockGemm(rows, r, o, o / b, f, flags, strided ? 3 : 2, rows * r, r, r, b, buffers);
+      for (let layer = 0; layer < layers; layer++) {
+        this.recordBlockGemm(rows, r, o, o / b, f, flags, strided ? 3 : 2, rows * r, r, r, b, buffersFor(layer), layer, layer * b * rows * r, 0);
+      }
       return;
     }
     if (this.kernels.has('gemvSubgroup1Blocked') && r % 8 === 0 && (o / b) % 2 === 0) {
-      // The subgroup GEMV, each output block reading its block of z.
+      // The subgroup GEMV, each output block reading its block of z; every stacked layer in one
+      // dispatch, their outputs split by width.
       const batch = gemvBatch(rows);
-      this.dispatch(gemvSubgroupName(batch, 'blocked'), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, flags, o, 0, { f32: 0 }, o / b, b, strided ? 1 : 0],
-        [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], this.dummy], [Math.ceil(o / 4), Math.ceil(rows / batch)]);
+      const buffers = [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(outs[0]).buffer,
+        outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1], this.dummy];
+      this.dispatch(gemvSubgroupName(batch, 'blocked'), [rows, r, layers * o, f.rowStrideHalves / ROW_ALIGN_HALVES, flags, o, layers > 1 ? o : 0, { f32: 0 }, o / b, b, strided ? 1 : 0],
+        buffers, [Math.ceil((layers * o) / 4), Math.ceil(rows / batch)]);
       return;
     }
-    if (this.kernels.has('blockGemv1') && r % 8 === 0) {
-      const batch = gemvBatch(rows);
-      this.dispatch(blockGemvName(batch), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, strided ? 3 : 2, flags, BLOCK_GEMV_EXPAND_ROWS, 0, o / b, 0],
-        buffers, [Math.ceil(o / BLOCK_GEMV_EXPAND_ROWS), Math.ceil(rows / batch)]);
-      return;
+    for (let layer = 0; layer < layers; layer++) {
+      if (this.kernels.has('blockGemv1') && r % 8 === 0) {
+        const batch = gemvBatch(rows);
+        const groups = Math.ceil(o / BLOCK_GEMV_EXPAND_ROWS);
+        this.dispatch(blockGemvName(batch), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, strided ? 3 : 2, flags, BLOCK_GEMV_EXPAND_ROWS, 0, o / b, 0, groups, layer],
+          buffersFor(layer), [groups, Math.ceil(rows / batch)]);
+      } else {
+        this.dispatch('blockExpand', [rows, o, r, b, f.rowStrideHalves / 2, flags | (strided ? 4 : 0), layer, 0], buffersFor(layer), [Math.ceil(o / 64), rows]);
+      }
     }
-    this.dispatch('blockExpand', [rows, o, r, b, f.rowStrideHalves / 2, flags | (strided ? 4 : 0), 0, 0], buffers, [Math.ceil(o / 64), rows]);
   }
 
   /** Whether block GEMMs over this many rows run on tensor cores (they read x as vec4: K and its row stride multiples of 4). */
@@ -647,12 +666,12 @@ export class WebGpuBackend implements Backend {
     return this.matmulRoundsActivations(rows) && this.kernels.has('gemmTensorBlocks') && k % 4 === 0 && xRow % 4 === 0;
   }
 
-  /** One tensor-core GEMM per block (wgsl/common/block_gemm_common.wgsl has the parameters). */
+  /** One tensor-core GEMM per block (wgsl/common/block_gemm_common.wgsl has the parameters), for one stacked layer. */
   private recordBlockGemm(rows: number, k: number, factorRows: number, blockOut: number, f: GpuTensor, flags: number, mode: number,
-    xBlock: number, xRow: number, rank: number, blocks: number, buffers: GPUBuffer[]): void {
+    xBlock: number, xRow: number, rank: number, blocks: number, buffers: GPUBuffer[], layer: number, xOffset: number, outOffset: number): void {
     const tile = this.gemmTile!;
     const tilesPerBlock = Math.ceil(blockOut / gemmTileColumns(tile));
-    this.dispatch('gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags, mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks],
+    this.dispatch('gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags, mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks, layer, xOffset, outOffset],
       [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], this.unusedOutputs[2]], [blocks * tilesPerBlock, Math.ceil(rows / gemmTileRows(tile))]);
   }
 

@@ -171,7 +171,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput, layou
     '// Eight weights of output feature o from column k (a multiple of 8); zeros past the edges.',
     'fn load_w(o: u32, k: u32) -> vec4<u32> {',
     `  if (o >= ${columnEnd} || k >= params.w_stride) { return vec4<u32>(0u); }`,
-    '  return w[(o * params.w_stride + k) / 8u];',
+    blocks ? '  return w[((params.layer * params.out_features + o) * params.w_stride + k) / 8u];' : '  return w[(o * params.w_stride + k) / 8u];',
     '}',
     '',
     'fn stash_w(at: u32, v: vec4<u32>) {',
@@ -192,7 +192,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput, layou
         '  let block_start = block * params.block_out;',
         `  let col0 = block_start + (wid.x % params.tiles_per_block) * ${tileColumns}u;`,
         '  col_end = min(block_start + params.block_out, params.out_features);',
-        '  x_origin = block * params.x_block;',
+        '  x_origin = params.x_offset + block * params.x_block;',
       ]
       : [`  let col0 = wid.x * ${tileColumns}u;`]),
     `  let sg_row = (subgroup / ${subgroupsN}u) * ${blocksM * 16}u;`,

@@ -8,6 +8,7 @@ struct Params {
   rank: u32,
   blocks: u32,
   grid_width: u32, // invocations per row of the grid
+  layer: u32,      // of stacked layers: its couplings and z blocks from layer · (one layer's) on; y is this layer's
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -35,13 +36,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       let v = y[c * per_block + index];
       for (var a = 0u; a < MAX_BLOCKS; a++) {
         if (a0 + a < b) {
-          acc[a] += coupling[((a0 + a) * b + c) * params.rank + q] * v;
+          acc[a] += coupling[((params.layer * b + a0 + a) * b + c) * params.rank + q] * v;
         }
       }
     }
     for (var a = 0u; a < MAX_BLOCKS; a++) {
       if (a0 + a < b) {
-        z[(a0 + a) * per_block + index] = acc[a];
+        z[(params.layer * b + a0 + a) * per_block + index] = acc[a];
       }
     }
   }

@@ -11,7 +11,7 @@ struct Params {
   blocks: u32,
   factor_stride: u32, // u32 words (two halves) per factor row
   flags: u32,         // bit 0: bias; bit 1: accumulate; bit 2: strided outputs
-  _pad0: u32,
+  layer: u32,         // of stacked layers: factor rows and z blocks from layer · (one layer's) on
   _pad1: u32,
 }
 
@@ -37,8 +37,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     p = feature / b;
   }
   let r = params.rank;
-  let z_base = (a * params.rows + n) * r;
-  let f_base = (a * per_block + p) * params.factor_stride;
+  let z_base = ((params.layer * b + a) * params.rows + n) * r;
+  let f_base = (params.layer * params.out_features + a * per_block + p) * params.factor_stride;
   var sum = 0.0;
   var q = 0u;
   for (; q + 1u < r; q += 2u) {

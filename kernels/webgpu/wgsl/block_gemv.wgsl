@@ -13,6 +13,9 @@
 //   2 step 3: output feature j = z[j / per_block][n] · factor row j (+ bias, + out), and
 //   3 the same with Monarch's strided outputs: feature (j % per_block) · b + j / per_block.
 // Needs the dot products' length (`width`: in/b for steps 1–2, rank for step 3) a multiple of 8.
+// Stacked layers (several projections of the same x, their factors, couplings and z one after
+// another): workgroup w takes layer params.layer + w / layer_groups; each layer's rows, couplings
+// and z blocks are offset by one layer's worth.
 enable subgroups;
 diagnostic(off, subgroup_uniformity);
 
@@ -29,6 +32,8 @@ struct Params {
   channels: u32,     // BLAST: channels per workgroup
   per_block: u32,    // step 3: out_features / blocks
   x_stride: u32,     // floats per row of x: in_features (steps 1–2); unused by step 3 (z rows are rank wide)
+  layer_groups: u32, // workgroups per layer
+  layer: u32,        // the first workgroup's layer
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -66,26 +71,27 @@ fn factor_row(group: u32, local: u32) -> vec2<u32> {
   return vec2<u32>(row, u32(row < params.factor_rows));
 }
 
-// Where factor row `row`'s input starts for row 0 of x, in floats (row n adds n · row_step()).
-fn input_offset(row: u32) -> u32 {
+// Where layer `layer`'s factor row `row`'s input starts for row 0 of x, in floats (row n adds
+// n · row_step()): x is shared by the layers, z is theirs in turn.
+fn input_offset(layer: u32, row: u32) -> u32 {
   if (params.mode <= 1u) {
     return (row / params.rank) * params.width;
   }
-  return (row / params.per_block) * params.rows * params.width;
+  return (layer * params.blocks + row / params.per_block) * params.rows * params.width;
 }
 
 fn row_step() -> u32 {
   return select(params.width, params.x_stride, params.mode <= 1u);
 }
 
-// Row `row`'s dot product with row n of x: stored where the mode puts it.
-fn emit(local: u32, row: u32, n: u32, b: u32, total: f32) {
+// Layer `layer`'s row `row`'s dot product with row n of x: stored where the mode puts it.
+fn emit(layer: u32, local: u32, row: u32, n: u32, b: u32, total: f32) {
   if (params.mode == 0u) {
     y[local * BATCH + b] = total;
     return;
   }
   if (params.mode == 1u) {
-    out[((row % params.blocks) * params.rows + n) * params.rank + row / params.blocks] = total;
+    out[((layer * params.blocks + row % params.blocks) * params.rows + n) * params.rank + row / params.blocks] = total;
     return;
   }
   var feature = row;
@@ -119,11 +125,15 @@ fn main(
   let r0 = wid.y * BATCH;
   let chunks = params.width / 8u;
   let step = row_step();
+  let layer = params.layer + wid.x / params.layer_groups;
+  let group = wid.x % params.layer_groups;
+  let layer_rows = layer * params.factor_rows;
   if (params.mode == 0u) {
     let count = params.blocks * params.blocks * params.channels;
+    let s_layer = layer * params.blocks * params.blocks * params.rank;
     for (var t = lid; t < count; t += WORKGROUP) {
-      let q = wid.x * params.channels + t % params.channels;
-      s_tile[t] = select(0.0, aux[(t / params.channels) * params.rank + q], q < params.rank);
+      let q = group * params.channels + t % params.channels;
+      s_tile[t] = select(0.0, aux[s_layer + (t / params.channels) * params.rank + q], q < params.rank);
     }
   }
   var n_offset: array<u32, MAX_BATCH>;
@@ -132,13 +142,13 @@ fn main(
   }
   for (var first = subgroup * ROWS_AT_ONCE; first < params.group_rows; first += subgroups * ROWS_AT_ONCE) {
     // A missing row reads row 0; its sums are dropped.
-    let f0 = factor_row(wid.x, first);
-    let f1 = factor_row(wid.x, first + 1u);
-    let f2 = factor_row(wid.x, first + 2u);
-    let f3 = factor_row(wid.x, first + 3u);
+    let f0 = factor_row(group, first);
+    let f1 = factor_row(group, first + 1u);
+    let f2 = factor_row(group, first + 2u);
+    let f3 = factor_row(group, first + 3u);
     let rows = vec4<u32>(f0.x * f0.y, f1.x * f1.y, f2.x * f2.y, f3.x * f3.y);
-    let w_base = rows * params.w_stride;
-    let x_off = vec4<u32>(input_offset(rows.x), input_offset(rows.y), input_offset(rows.z), input_offset(rows.w)) / 4u;
+    let w_base = (rows + vec4<u32>(layer_rows)) * params.w_stride;
+    let x_off = vec4<u32>(input_offset(layer, rows.x), input_offset(layer, rows.y), input_offset(layer, rows.z), input_offset(layer, rows.w)) / 4u;
     // Zeroed explicitly: a declaration in a loop body is not reliably re-zeroed everywhere (lavapipe
     // kept the previous rows' sums).
     var acc: array<vec4<f32>, MAX_BATCH>;
@@ -171,7 +181,7 @@ fn main(
       if (lane == 0u && (n < params.rows || params.mode == 0u)) {
         for (var k = 0u; k < ROWS_AT_ONCE; k++) {
           if (first + k < params.group_rows && (exists[k] == 1u || params.mode == 0u)) {
-            emit(first + k, rows[k], n, b, total[k]);
+            emit(layer, first + k, rows[k], n, b, total[k]);
           }
         }
       }
@@ -187,14 +197,14 @@ fn main(
     let b = t % BATCH;
     let qq = (t / BATCH) % params.channels;
     let a = t / (BATCH * params.channels);
-    let q = wid.x * params.channels + qq;
+    let q = group * params.channels + qq;
     let n = r0 + b;
     if (q < params.rank && n < params.rows) {
       var sum = 0.0;
       for (var c = 0u; c < params.blocks; c++) {
         sum += s_tile[(a * params.blocks + c) * params.channels + qq] * y[(c * params.channels + qq) * BATCH + b];
       }
-      out[(a * params.rows + n) * params.rank + q] = sum;
+      out[((layer * params.blocks + a) * params.rows + n) * params.rank + q] = sum;
     }
   }
 }

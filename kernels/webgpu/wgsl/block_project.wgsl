@@ -18,7 +18,7 @@ struct Params {
   blocks: u32,
   factor_stride: u32, // u32 words (two halves) per factor row
   mode: u32,          // 0 BLAST, 1 Monarch
-  _pad0: u32,
+  layer: u32,         // of stacked layers: factor rows, couplings and z blocks from layer · (one layer's) on
   _pad1: u32,
 }
 
@@ -34,7 +34,7 @@ const MAX_BLOCKS: u32 = 16u;
 fn block_dot(n: u32, block: u32, row: u32) -> f32 {
   let width = params.in_features / params.blocks;
   let x_base = n * params.in_features + block * width;
-  let f_base = row * params.factor_stride;
+  let f_base = (params.layer * params.blocks * params.rank + row) * params.factor_stride;
   var sum = 0.0;
   var m = 0u;
   for (; m + 1u < width; m += 2u) {
@@ -56,11 +56,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let r = params.rank;
   let b = params.blocks;
+  let z_layer = params.layer * b * params.rows * r;
+  let s_layer = params.layer * b * b * r;
   if (params.mode == 1u) {
     let a = gid.z;
     let flat = q * b + a;
     let source = flat / r;
-    z[(a * params.rows + n) * r + q] = block_dot(n, source, source * r + flat % r);
+    z[z_layer + (a * params.rows + n) * r + q] = block_dot(n, source, source * r + flat % r);
     return;
   }
   for (var a0 = 0u; a0 < b; a0 += MAX_BLOCKS) {
@@ -72,13 +74,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       let y = block_dot(n, c, c * r + q);
       for (var a = 0u; a < MAX_BLOCKS; a++) {
         if (a0 + a < b) {
-          acc[a] += coupling[((a0 + a) * b + c) * r + q] * y;
+          acc[a] += coupling[s_layer + ((a0 + a) * b + c) * r + q] * y;
         }
       }
     }
     for (var a = 0u; a < MAX_BLOCKS; a++) {
       if (a0 + a < b) {
-        z[((a0 + a) * params.rows + n) * r + q] = acc[a];
+        z[z_layer + ((a0 + a) * params.rows + n) * r + q] = acc[a];
       }
     }
   }

@@ -25,7 +25,9 @@ override NORMED: bool = false;
 // BLOCKED (a third kind of pipeline): step 3 of a Monarch or BLAST layer (wgsl/block_gemv.wgsl
 // has the others): output feature o reads x's block o / per_block (x is blocks × rows × in), and
 // with params.strided goes to feature (o % per_block) · blocks + o / per_block. A group's two rows
-// share a block (the backend takes this pipeline for even per_block only).
+// share a block (the backend takes this pipeline for even per_block only). Stacked layers (z's
+// blocks and the factor's rows one layer after another) need nothing more: output o's block is
+// o / per_block all the same, and the outputs split over out0..out2 by width.
 override BLOCKED: bool = false;
 
 override BATCH: u32 = 1u;
@@ -118,7 +120,10 @@ fn main(
       }
       var feature = o;
       if (BLOCKED && params.strided == 1u) {
-        feature = (o % params.per_block) * params.blocks + o / params.per_block;
+        // Within its layer (stacked layers each have blocks · per_block outputs).
+        let layer_out = params.per_block * params.blocks;
+        let local = o % layer_out;
+        feature = o - local + (local % params.per_block) * params.blocks + local / params.per_block;
       }
       store(r, feature, sum);
     }

@@ -21,6 +21,11 @@ struct Params {
   x_row: u32,           // x's row stride in floats
   rank: u32,
   blocks: u32,
+  // Stacked layers (the backend runs them one dispatch each): this one's factor rows start at
+  // layer · out_features, its x (z for step 3) at x_offset floats, its z (Monarch step 1) at out_offset.
+  layer: u32,
+  x_offset: u32,
+  out_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -36,7 +41,7 @@ fn store(r: u32, o: u32, value: f32) {
     return;
   }
   if (params.mode == 1u) {
-    out0[((o % params.blocks) * params.rows + r) * params.rank + o / params.blocks] = value;
+    out0[params.out_offset + ((o % params.blocks) * params.rows + r) * params.rank + o / params.blocks] = value;
     return;
   }
   var feature = o;
