@@ -109,6 +109,19 @@ export class LowRankLinear implements LinearLayer {
   }
 }
 
+/** Refuses Monarch or BLAST factors (of `layers` stacked layers) that do not fit their shape. */
+function checkBlockFactors(method: 'monarch' | 'blast', inner: Tensor, outer: Tensor, coupling: Tensor | null, shape: BlockShape, layers: number): void {
+  const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+  const what = layers > 1 ? `${layers} stacked ${method} layers` : `${method} layer`;
+  if (i % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) {
+    throw new RangeError(`${what} ${i}→${o} with ${b} blocks of rank ${r}: features${method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
+  }
+  if ((method === 'blast') !== (coupling !== null)) throw new RangeError(`${what}: a coupling S is ${method === 'blast' ? 'required' : 'not used'}`);
+  if (inner.elements < layers * r * i || outer.elements < layers * o * r || (coupling && coupling.elements < layers * b * b * r)) {
+    throw new RangeError(`${what} ${i}→${o}, ${b} blocks of rank ${r}: factors of ${inner.elements}, ${outer.elements}${coupling ? ` and ${coupling.elements}` : ''} values are too small`);
+  }
+}
+
 /**
  * Monarch and BLAST (../shared/ANCHORS.md §1): `blockProject` makes each output block's rank-wide
  * input z (b × rows × r, in `scratch`, for up to `maxRows` rows) from x and the inner factor
@@ -132,14 +145,8 @@ export class BlockLowRankLinear implements LinearLayer {
     private readonly maxRows: number,
     private readonly scratch = new SharedScratch(backend),
   ) {
+    checkBlockFactors(method, inner, outer, coupling, shape, 1);
     const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
-    if (i % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) {
-      throw new RangeError(`${method} layer ${i}→${o} with ${b} blocks of rank ${r}: features${method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
-    }
-    if ((method === 'blast') !== (coupling !== null)) throw new RangeError(`${method} layer: a coupling S is ${method === 'blast' ? 'required' : 'not used'}`);
-    if (inner.elements < r * i || outer.elements < o * r || (coupling && coupling.elements < b * b * r)) {
-      throw new RangeError(`${method} layer ${i}→${o}, ${b} blocks of rank ${r}: factors of ${inner.elements}, ${outer.elements}${coupling ? ` and ${coupling.elements}` : ''} values are too small`);
-    }
     this.inFeatures = i;
     this.outFeatures = o;
     this.parameters = r * (i + o) + (coupling ? b * b * r : 0) + (bias ? o : 0);
@@ -185,13 +192,9 @@ export class StackedBlockLinears implements LinearGroup {
     private readonly maxRows: number,
     private readonly scratch = new SharedScratch(backend),
   ) {
-    const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
     if (layers < 1 || layers > 3) throw new RangeError(`1 to 3 stacked layers, not ${layers}`);
-    if (i % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) throw new RangeError(`${method} layers ${i}→${o} with ${b} blocks of rank ${r}: features${method === 'monarch' ? ' and rank' : ''} must be multiples of the blocks`);
-    if ((method === 'blast') !== (coupling !== null)) throw new RangeError(`${method} layers: a coupling S is ${method === 'blast' ? 'required' : 'not used'}`);
-    if (inner.elements < layers * r * i || outer.elements < layers * o * r || (coupling && coupling.elements < layers * b * b * r)) {
-      throw new RangeError(`${layers} stacked ${method} layers ${i}→${o}, ${b} blocks of rank ${r}: the factors are too small`);
-    }
+    checkBlockFactors(method, inner, outer, coupling, shape, layers);
+    const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
     this.shape = { ...shape, layers };
     this.parameters = layers * (r * (i + o) + (coupling ? b * b * r : 0));
     scratch.reserve(layers * b * maxRows * r);
