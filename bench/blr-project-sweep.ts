@@ -55,19 +55,21 @@ async function time(label: string, source: string, params: number[], groups: num
 }
 const base = wgsl('block_gemv.wgsl');
 const wStride = width / 8;
-// params: rows, width, factor_rows, w_stride, rank, blocks, mode, flags, group_rows, channels, per_block, x_stride
+// params: rows, width, factor_rows, w_stride, rank, blocks, mode, flags, group_rows, channels,
+// per_block, x_stride, then layer_groups (all of the grid: one layer) and layer 0.
+const run = (label: string, source: string, params: number[], groups: number) => time(label, source, [...params, groups, 0], groups);
 for (const groupRows of [16, 32, 64]) {
   const src = base.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, groupRows)}u;`);
-  await time(`monarch group ${groupRows}`, src, [1, width, rowsW, wStride, r, b, 1, 0, groupRows, 0, 0, i], Math.ceil(rowsW / groupRows));
+  await run(`monarch group ${groupRows}`, src, [1, width, rowsW, wStride, r, b, 1, 0, groupRows, 0, 0, i], Math.ceil(rowsW / groupRows));
 }
 for (const channels of [1, 2, 4]) {
   const src = base.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, channels * b)}u;`);
-  await time(`blast channels ${channels}`, src, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
+  await run(`blast channels ${channels}`, src, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
 }
-// Without the emit (stores), without the subgroupAdd: what the loads alone cost.
-await time('monarch, no stores', base.replace('emit(first + k, rows[k], n, b, total[k]);', 'if (total[k] == 12345.0) { emit(first + k, rows[k], n, b, total[k]); }'), [1, width, rowsW, wStride, r, b, 1, 0, 32, 0, 0, i], rowsW / 32);
-await time('monarch, 1 workgroup of 64 threads per 8 rows', base.replace('const WORKGROUP: u32 = 256u;', 'const WORKGROUP: u32 = 64u;'), [1, width, rowsW, wStride, r, b, 1, 0, 8, 0, 0, i], rowsW / 8);
-await time('monarch, 128 threads per 16 rows', base.replace('const WORKGROUP: u32 = 256u;', 'const WORKGROUP: u32 = 128u;'), [1, width, rowsW, wStride, r, b, 1, 0, 16, 0, 0, i], rowsW / 16);
+// Without the emit (stores): what the loads and sums alone cost.
+await run('monarch, no stores', base.replace('emit(layer, first + k, rows[k], n, b, total[k]);', 'if (total[k] == 12345.0) { emit(layer, first + k, rows[k], n, b, total[k]); }'), [1, width, rowsW, wStride, r, b, 1, 0, 32, 0, 0, i], rowsW / 32);
+await run('monarch, 1 workgroup of 64 threads per 8 rows', base.replace('const WORKGROUP: u32 = 256u;', 'const WORKGROUP: u32 = 64u;'), [1, width, rowsW, wStride, r, b, 1, 0, 8, 0, 0, i], rowsW / 8);
+await run('monarch, 128 threads per 16 rows', base.replace('const WORKGROUP: u32 = 256u;', 'const WORKGROUP: u32 = 128u;'), [1, width, rowsW, wStride, r, b, 1, 0, 16, 0, 0, i], rowsW / 16);
 // The expansion layout for comparison: 4096 rows of 1024 halves (same bytes), mode 2 on block_gemv.
-await time('expand via block_gemv (4096 × 1024)', base, [1, 1024, 4096, 128, 1024, b, 2, 0, 32, 0, 256, 0], 4096 / 32);
+await run('expand via block_gemv (4096 × 1024)', base, [1, 1024, 4096, 128, 1024, b, 2, 0, 32, 0, 256, 0], 4096 / 32);
 process.exit(0);
