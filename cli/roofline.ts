@@ -15,7 +15,7 @@ N, for the dense layer, for the block low-rank layer as PyTorch runs it (every i
 through memory), and for fused kernels; then the whole model's totals. Bytes at 2 per element.
 
 Options:
-  --model DIR|NAME      a Llama checkpoint directory, or ${PRESETS.join(', ')}
+  --model DIR|NAME      a Llama or GPT-2 checkpoint directory (its block low-rank projections), or ${PRESETS.join(', ')}
   --device NAME         ${Object.keys(DEVICES).join(', ')} (default h200)
   --bandwidth GB/s      memory bandwidth (with --peak: a measured device instead of a named one)
   --peak TFLOP/s        16-bit tensor peak

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { blrParameters, blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
+import { transpose } from '../kernels/cpu/ops.ts';
 import { DTYPE_BYTES, fromFloat32 } from '../weights/dtypes.ts';
 import { CheckpointError, ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { parseModelConfig, type CompressedLayer, type ModelConfig } from './config.ts';
@@ -200,13 +201,4 @@ export function presetOptions(preset: CompressPreset, method: CompressedLayer['m
   }
   if (preset === 'gpt2') return { blocks: method === 'monarch' ? 4 : 6, projections: ['c_attn', 'c_fc', 'c_proj'], rank: 192 };
   return { blocks: 16, projections: ['q', 'o', 'gate', 'up', 'down'], rank: { q: 256, o: 256, gate: 512, up: 768, down: 768 } };
-}
-
-/** A row-major (rows × columns) matrix's transpose. */
-export function transpose(values: Float32Array, rows: number, columns: number): Float32Array {
-  const out = new Float32Array(values.length);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < columns; c++) out[c * rows + r] = values[r * columns + c];
-  }
-  return out;
 }

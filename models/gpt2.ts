@@ -2,6 +2,7 @@
 // token embedding. Its checkpoints store linear weights as Conv1D (inFeatures × outFeatures); we
 // transpose them once at load, and split the fused c_attn into q, k and v.
 import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backend.ts';
+import { transpose } from '../kernels/cpu/ops.ts';
 import type { ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
 import { checkCacheRoom, DecoderModel, StepBuffers, type StepTokens, type WeightReader } from './model.ts';
@@ -115,11 +116,7 @@ function conv1d(weights: WeightReader, prefix: string, inFeatures: number, width
     const layer = weights.linear(prefix, inFeatures, total, true);
     return widths.length === 1 ? layer : weights.splitOutputs(layer, widths);
   }
-  const weight = weights.read(`${prefix}.weight`, [inFeatures, total]);
-  const transposed = new Float32Array(total * inFeatures);
-  for (let o = 0; o < total; o++) {
-    for (let i = 0; i < inFeatures; i++) transposed[o * inFeatures + i] = weight[i * total + o];
-  }
+  const transposed = transpose(weights.read(`${prefix}.weight`, [inFeatures, total]), inFeatures, total);
   const backend = weights.backend;
   const matrix = backend.uploadMatrix(transposed, total, inFeatures, `${prefix}.weight (transposed)`);
   const bias = backend.upload(weights.read(`${prefix}.bias`, [total]));

@@ -114,7 +114,7 @@ export function presetLayers(preset: Preset, method: BlrMethod): RooflineLayer[]
   return [...groups.values()];
 }
 
-/** The block low-rank projections of a Llama checkpoint's config, grouped by projection and form. */
+/** The block low-rank projections of a Llama or GPT-2 checkpoint's config, grouped by projection and form. */
 export function configLayers(config: ModelConfig): RooflineLayer[] {
   const groups = new Map<string, RooflineLayer>();
   // GPT-2 module names come with or without the "transformer." prefix.

@@ -9,6 +9,15 @@ export function gatherRows(out: Float32Array, table: Float32Array, indices: Int3
   }
 }
 
+/** A row-major (rows × columns) matrix's transpose (Conv1D weights → out × in). */
+export function transpose(values: ArrayLike<number>, rows: number, columns: number): Float32Array {
+  const out = new Float32Array(rows * columns);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < columns; c++) out[c * rows + r] = values[r * columns + c];
+  }
+  return out;
+}
+
 export function rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, width: number, eps: number): void {
   for (let r = 0; r < rows; r++) {
     const base = r * width;
