@@ -99,7 +99,7 @@ for (const { model: modelName, variant } of runs) {
     return ((newTokens - 1) * 1000) / (performance.now() - t0);
   };
   const greedy: SampleParams = { ...GREEDY, draw: 0 };
-  const sampled: SampleParams = { temperature: 0.8, topK: 0, topP: 0.95, minP: 0, repetitionPenalty: 1.1, draw: 0.5 };
+  const sampled: SampleParams = { ...GREEDY, temperature: 0.8, topP: 0.95, repetitionPenalty: 1.1, draw: 0.5 };
   const decodeSamples: number[] = [];
   const sampledSamples: number[] = [];
   const stats = (backend as { lastStep?: { dispatches: number } }).lastStep;

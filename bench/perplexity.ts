@@ -3,6 +3,7 @@
 // then every model scores it token by token on the CPU backend.
 //
 //   npx tsx bench/perplexity.ts DENSE_DIR [OTHER_DIR ...] [--tokens 512] [--seed 1] [--prompt TEXT]
+import { GREEDY } from '../engine/sampler.ts';
 import { parseArgs } from 'node:util';
 import { Generator } from '../engine/generate.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
@@ -21,7 +22,7 @@ const promptIds = reference.tokenizer.encode(values.prompt);
 const generator = new Generator(loadModel(reference, new CpuBackend()), reference.tokenizer, reference.eosTokenIds);
 const sample = await generator.generate({
   promptIds, maxTokens: Number(values.tokens),
-  sampling: { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, seed: Number(values.seed) }, ignoreEos: true,
+  sampling: { ...GREEDY, temperature: 1, seed: Number(values.seed) }, ignoreEos: true,
 });
 const text = [...promptIds, ...sample.ids];
 console.log(`held-out text: ${text.length} tokens sampled from ${positionals[0]} (T 1, seed ${values.seed})`);

@@ -18,6 +18,8 @@ Options:
   --top-p P               keep the smallest set with probability mass ≥ P (default 1 = all)
   --min-p P               drop tokens below P × the top probability (default 0 = none)
   --repetition-penalty R  > 1 discourages repeating tokens (default 1 = off)
+  --presence-penalty P    in [-2, 2]: subtract P from tokens the output holds (default 0)
+  --frequency-penalty P   in [-2, 2]: subtract P per time the output holds a token (default 0)
   --seed N                seed for sampling; the same seed gives the same text (default random)
   --stop TEXT             stop when TEXT appears (may be given several times)
   --ignore-eos            keep generating past end-of-sequence tokens
@@ -37,6 +39,8 @@ const OPTIONS = {
   'top-p': { type: 'string' },
   'min-p': { type: 'string' },
   'repetition-penalty': { type: 'string' },
+  'presence-penalty': { type: 'string' },
+  'frequency-penalty': { type: 'string' },
   seed: { type: 'string' },
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
@@ -66,6 +70,8 @@ export async function runGenerate(args: string[]): Promise<void> {
     topP: numberOption('top-p', values['top-p'], 1, { min: Number.MIN_VALUE, max: 1 }),
     minP: numberOption('min-p', values['min-p'], 0, { min: 0, max: 1 }),
     repetitionPenalty: numberOption('repetition-penalty', values['repetition-penalty'], 1, { min: Number.MIN_VALUE }),
+    presencePenalty: numberOption('presence-penalty', values['presence-penalty'], 0, { min: -2, max: 2 }),
+    frequencyPenalty: numberOption('frequency-penalty', values['frequency-penalty'], 0, { min: -2, max: 2 }),
     seed: numberOption('seed', values.seed, randomSeed(), { integer: true, min: 0, max: 0xffffffff }),
   };
   const maxTokens = numberOption('max-tokens', values['max-tokens'], 256, { integer: true, min: 1 });

@@ -1,7 +1,6 @@
 // One sequence from prompt ids to finished text: chunked prefill into a KV cache, then one decode
 // step per token, sampling, detokenising and stop checks as tokens arrive.
-import type { KVCache } from '../kernels/backend.ts';
-import { PREVIOUS_SAMPLE, type CausalLM } from '../models/model.ts';
+import { PREVIOUS_SAMPLE, type CausalLM, type SequenceCache } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
 import { IncrementalDetokenizer } from './detokenizer.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
@@ -70,7 +69,7 @@ export class Generator {
     }
   }
 
-  private async run(request: GenerationRequest, cache: KVCache, capacity: number): Promise<GenerationResult> {
+  private async run(request: GenerationRequest, cache: SequenceCache, capacity: number): Promise<GenerationResult> {
     const { promptIds, maxTokens } = request;
     const sampler = new Sampler(request.sampling);
     const detokenizer = new IncrementalDetokenizer(this.tokenizer, promptIds);
@@ -84,10 +83,8 @@ export class Generator {
       request.onText?.(chunk);
     };
     if (sampler.penalises) {
-      // The repetition penalty reads which tokens the sequence holds; sampling flags new ones.
-      const flags = new Int32Array(this.model.config.vocabSize);
-      for (const id of promptIds) flags[id] = 1;
-      this.model.backend.uploadIndices(cache.tokenFlags, flags);
+      // The penalties read which tokens the sequence holds; sampling counts new ones.
+      this.model.backend.uploadIndices(cache.cache.tokenFlags, promptTokenFlags(promptIds, cache.cache.flagStride));
     }
 
     // Tokens are sampled where the logits are; only ids come back. On a GPU decoding is pipelined:
@@ -164,4 +161,11 @@ export class Generator {
       timings: { prefillMs, decodeMs, decodeTokensPerS: decodeSteps > 0 ? (decodeSteps * 1000) / decodeMs : 0 },
     };
   }
+}
+
+/** A sequence's row of token counts (backend.ts KVCache.tokenFlags) before its output: 1 per prompt token. */
+export function promptTokenFlags(promptIds: readonly number[], flagStride: number): Int32Array {
+  const flags = new Int32Array(flagStride);
+  for (const id of promptIds) flags[id] = 1;
+  return flags;
 }

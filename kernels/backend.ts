@@ -13,33 +13,56 @@ export interface Tensor {
 }
 
 /**
- * What one sequence keeps on the device: keys and values for every layer, room for `capacity`
- * positions, and a flag per vocabulary entry for the tokens the sequence holds (the repetition
- * penalty reads them; `sample` sets them).
+ * Keys and values of every layer in a paged pool: `blocks` blocks of `blockSize` positions, shared
+ * by up to `sequences` sequences, each of which owns a list of blocks (its block table; position t
+ * of a sequence lives in block table[t / blockSize] at offset t % blockSize). Beside it, a row of
+ * token counts per sequence slot (`tokenFlags`, sequences × flagStride): for token t, 1 if the
+ * prompt holds it plus 2 × the times the output does (the penalties read them; `sample` adds 2 to
+ * the pick).
  */
 export interface KVCache {
   readonly layers: number;
   readonly kvHeads: number;
   readonly headDim: number;
-  readonly capacity: number;
+  readonly blocks: number;
+  readonly blockSize: number;
+  readonly sequences: number;
+  /** Entries per sequence row of tokenFlags (the vocabulary rounded up to whole vec4s). */
+  readonly flagStride: number;
   readonly tokenFlags: IndexTensor;
   /** Gives the memory back to the backend's pool; the cache must not be used afterwards. */
   release(): void;
+}
+
+/** Entries per sequence row of KVCache.tokenFlags: the vocabulary rounded up to whole vec4s. */
+export function flagStride(vocabSize: number): number {
+  return Math.ceil(vocabSize / 4) * 4;
 }
 
 export interface KVCacheShape {
   layers: number;
   kvHeads: number;
   headDim: number;
-  capacity: number;
+  blocks: number;
+  blockSize: number;
+  sequences: number;
   vocabSize: number;
 }
 
-/** Where rope also stores k (rotated) and v: a layer of a sequence's cache. */
+/**
+ * Where a step's rows keep their keys and values: an index tensor whose entry r (for each row r of
+ * the step) is the offset, in this same tensor, of the block table of the row's sequence; the
+ * tables follow the row entries. Position t of row r is slot pages[pages[r] + t / blockSize] ·
+ * blockSize + t % blockSize of the cache.
+ */
+export type KVPages = IndexTensor;
+
+/** Where rope also stores k (rotated) and v: a layer of the cache, at the rows' pages. */
 export interface KVStore {
   cache: KVCache;
   layer: number;
   v: Tensor;
+  pages: KVPages;
 }
 
 /** One sampling step's choices (see kernels/cpu/sample.ts for the reference). */
@@ -54,8 +77,17 @@ export interface SampleParams {
   minP: number;
   /** 1: none; > 1 discourages flagged tokens (transformers' rule). */
   repetitionPenalty: number;
+  /** OpenAI's presence penalty: subtracted from tokens the output holds; 0: none. */
+  presencePenalty: number;
+  /** OpenAI's frequency penalty: subtracted once per time the output holds a token; 0: none. */
+  frequencyPenalty: number;
   /** This step's uniform draw in [0, 1), a float32 value (the seeded generator lives on the CPU). */
   draw: number;
+}
+
+/** Whether a step's parameters read the sequence's token counts. */
+export function usesTokenCounts(params: Pick<SampleParams, 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty'>): boolean {
+  return params.repetitionPenalty !== 1 || params.presencePenalty !== 0 || params.frequencyPenalty !== 0;
 }
 
 export interface AttentionShape {
@@ -108,10 +140,10 @@ export interface Backend {
   allocate(elements: number): Tensor;
   createKVCache(shape: KVCacheShape): KVCache;
   /**
-   * Token ids or positions for this step (rows ≤ the tensor's capacity). On a GPU the values land
+   * Token ids or positions for this step, written from entry `offset` on. On a GPU the values land
    * before any work not yet submitted runs: `flush` first if recorded work must see the old ones.
    */
-  uploadIndices(target: IndexTensor, values: Int32Array): void;
+  uploadIndices(target: IndexTensor, values: Int32Array, offset?: number): void;
   allocateIndices(elements: number): IndexTensor;
 
   /** out[r] = table[indices[r]] for r < rows; rows of `width` elements. */
@@ -153,27 +185,31 @@ export interface Backend {
   gelu(out: Tensor, x: Tensor, elements: number): void;
   /**
    * Rotates every head of q (rows × heads·headDim) and k (rows × kvHeads·headDim) in place
-   * (rotate_half pairs i, i + headDim/2) by angle position · inverseFrequency[i]. cos/sin tables
-   * are (maxPositions × headDim/2). One dispatch for both on the GPU. With `store`, the rotated k
+   * (rotate_half pairs i, i + headDim/2) by angle position · inverseFrequency[i]. `rotary` holds
+   * the cosines (maxPositions × headDim/2), then as many sines. One dispatch for both on the GPU. With `store`, the rotated k
    * rows and the v rows then go into that cache layer as writeKV puts them (in the same dispatch).
    */
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void;
-  /** Stores rows of k and v (rows × kvHeads·headDim) at their positions in the cache's layer. */
-  writeKV(cache: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void;
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void;
+  /** Stores rows of k and v (rows × kvHeads·headDim) at their positions in their pages of the cache's layer. */
+  writeKV(cache: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void;
   /**
-   * Causal attention: row r (at positions[r]) attends to cache positions 0..positions[r].
-   * q and out are rows × heads·headDim; query head h reads kv head h / (heads / kvHeads).
-   * `length` is 1 + the largest position of the rows: a GPU splits long caches over workgroups by it.
+   * Causal attention for rows firstRow..firstRow+rows-1: row r (at positions[r]) attends to
+   * positions 0..positions[r] of its sequence (its pages). q and out are (all rows) × heads·headDim;
+   * query head h reads kv head h / (heads / kvHeads). `length` is 1 + the largest position of the
+   * rows: a GPU splits long caches over workgroups by it. Rows of one call may belong to different
+   * sequences; a GPU shares loaded keys between rows only when they are one sequence's (the model
+   * calls prefill chunks one sequence at a time).
    */
-  attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape, length: number): void;
+  attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape, length: number): void;
 
-  /** out[0] = the index of the largest of the first `count` values of `values` (lowest on ties). */
-  argmax(out: IndexTensor, values: Tensor, count: number): void;
+  /** out[row] = the index of the largest of the `count` values of row `row` of `values` (lowest on ties). */
+  argmax(out: IndexTensor, values: Tensor, row: number, count: number): void;
   /**
-   * out[0] = the next token drawn from the first `count` logits (not modified). With
-   * `tokenFlags`, flagged tokens get the repetition penalty and the drawn token is flagged.
+   * out[row] = the next token drawn from row `row` of the logits (rows of `count`; not modified).
+   * With `tokenFlags`, row `flagsRow` of them (rows of flagStride(count)) gives the penalties and
+   * counts the drawn token.
    */
-  sample(out: IndexTensor, logits: Tensor, count: number, params: SampleParams, tokenFlags: IndexTensor | null): void;
+  sample(out: IndexTensor, logits: Tensor, row: number, count: number, params: SampleParams, tokenFlags: IndexTensor | null, flagsRow: number): void;
 
   /** Starts running what was recorded, without waiting (index uploads after it see it done). */
   flush(): void;

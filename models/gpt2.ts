@@ -5,7 +5,7 @@ import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backen
 import { transpose } from '../kernels/cpu/ops.ts';
 import type { ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, DecoderModel, StepBuffers, type StepTokens, type WeightReader } from './model.ts';
+import { DecoderModel, StepBuffers, type StepPlan, type WeightReader } from './model.ts';
 
 interface Gpt2Layer {
   norm1: { weight: Tensor; bias: Tensor };
@@ -45,7 +45,7 @@ export class Gpt2Model extends DecoderModel {
   private readonly attentionShape: AttentionShape;
   protected readonly buffers: StepBuffers;
 
-  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number) {
+  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number, readonly maxSequences: number) {
     super();
     const { hiddenSize: H, intermediateSize: I, vocabSize, heads, headDim } = config;
     const names = gpt2Names(weights.has('transformer.wte.weight') ? 'transformer.' : '');
@@ -70,16 +70,14 @@ export class Gpt2Model extends DecoderModel {
     this.parameters = weights.parameters;
     this.attentionShape = { heads, kvHeads: heads, headDim, scale: 1 / Math.sqrt(headDim) };
 
-    this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: false });
+    this.buffers = new StepBuffers(backend, config, maxStepTokens, maxSequences, { gatedMlp: false });
   }
 
-  protected record(cache: KVCache, tokens: StepTokens, startPosition: number): void {
+  protected record(cache: KVCache, step: StepPlan): void {
     const be = this.backend;
     const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, normEps: eps } = this.config;
-    checkCacheRoom(cache, startPosition, tokens);
-    const { rows, tokenIds } = b.indices.set(tokens, startPosition, b.rows);
-    const { positions } = b.indices;
+    const { rows, tokenIds, positions, pages } = step;
 
     be.gatherRows(b.hidden, this.tokenEmbedding, tokenIds, rows, H);
     be.gatherRows(b.projected, this.positionEmbedding, positions, rows, H);
@@ -87,8 +85,8 @@ export class Gpt2Model extends DecoderModel {
     this.layers.forEach((layer, l) => {
       be.layerNorm(b.normed, b.hidden, layer.norm1.weight, layer.norm1.bias, rows, H, eps);
       layer.qkv.forward([b.q, b.k, b.v], b.normed, rows);
-      be.writeKV(cache, l, b.k, b.v, positions, rows);
-      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape, startPosition + rows);
+      be.writeKV(cache, l, b.k, b.v, positions, pages, rows);
+      for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length);
       layer.attentionProjection.forwardAdd(b.hidden, b.attended, rows);
 
       be.layerNorm(b.normed, b.hidden, layer.norm2.weight, layer.norm2.bias, rows, H, eps);
@@ -96,9 +94,11 @@ export class Gpt2Model extends DecoderModel {
       be.gelu(b.mlp, b.mlp, rows * I);
       layer.mlpProjection.forwardAdd(b.hidden, b.mlp, rows);
     });
-    be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
-    be.layerNorm(b.lastNormed, b.lastHidden, this.finalNorm.weight, this.finalNorm.bias, 1, H, eps);
-    this.lmHead.forward(b.logits, b.lastNormed, 1);
+    const outputs = step.outputs.length;
+    if (outputs === 0) return;
+    be.gatherRows(b.lastHidden, b.hidden, step.outputRows, outputs, H);
+    be.layerNorm(b.lastNormed, b.lastHidden, this.finalNorm.weight, this.finalNorm.bias, outputs, H, eps);
+    this.lmHead.forward(b.logits, b.lastNormed, outputs);
   }
 }
 

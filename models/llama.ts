@@ -4,7 +4,7 @@ import type { AttentionShape, Backend, KVCache, Tensor } from '../kernels/backen
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
 import { DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
-import { checkCacheRoom, DecoderModel, StepBuffers, WeightReader, type StepTokens } from './model.ts';
+import { concatenate, DecoderModel, StepBuffers, WeightReader, type StepPlan } from './model.ts';
 
 interface LlamaLayer {
   attentionNorm: Tensor;
@@ -41,12 +41,12 @@ export class LlamaModel extends DecoderModel {
   private readonly layers: LlamaLayer[];
   private readonly finalNorm: Tensor;
   private readonly lmHead: LinearLayer;
-  private readonly ropeCos: Tensor;
-  private readonly ropeSin: Tensor;
+  /** RoPE's cosines then sines, (maxPositions × headDim/2) each. */
+  private readonly rotary: Tensor;
   private readonly attentionShape: AttentionShape;
   protected readonly buffers: StepBuffers;
 
-  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number) {
+  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number, readonly maxSequences: number) {
     super();
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
     const qWidth = heads * headDim;
@@ -71,35 +71,34 @@ export class LlamaModel extends DecoderModel {
     this.parameters = weights.parameters;
 
     const tables = ropeTables(ropeInverseFrequencies(config), config.maxPositions);
-    this.ropeCos = backend.upload(tables.cos);
-    this.ropeSin = backend.upload(tables.sin);
+    this.rotary = backend.upload(concatenate([tables.cos, tables.sin]));
     this.attentionShape = { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) };
 
-    this.buffers = new StepBuffers(backend, config, maxStepTokens, { gatedMlp: true });
+    this.buffers = new StepBuffers(backend, config, maxStepTokens, maxSequences, { gatedMlp: true });
   }
 
-  protected record(cache: KVCache, tokens: StepTokens, startPosition: number): void {
+  protected record(cache: KVCache, step: StepPlan): void {
     const be = this.backend;
     const b = this.buffers;
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, normEps: eps } = this.config;
-    checkCacheRoom(cache, startPosition, tokens);
-    const { rows, tokenIds } = b.indices.set(tokens, startPosition, b.rows);
-    const { positions } = b.indices;
+    const { rows, tokenIds, positions, pages } = step;
 
     // Each RMSNorm travels with the projection that consumes it (fused into the matmul where a
     // kernel can): qkv(norm(hidden)), gateUp(norm(hidden)), lmHead(norm(last hidden)).
     be.gatherRows(b.hidden, this.embedding, tokenIds, rows, H);
     this.layers.forEach((layer, l) => {
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
-      be.rope(b.q, b.k, positions, this.ropeCos, this.ropeSin, rows, heads, kvHeads, headDim, { cache, layer: l, v: b.v });
-      be.attention(b.attended, b.q, cache, l, positions, rows, this.attentionShape, startPosition + rows);
+      be.rope(b.q, b.k, positions, this.rotary, rows, heads, kvHeads, headDim, { cache, layer: l, v: b.v, pages });
+      for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length);
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
       layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });
       be.swiglu(b.mlp, b.mlp, b.mlpUp, rows * I);
       layer.down.forwardAdd(b.hidden, b.mlp, rows);
     });
-    be.gatherRows(b.lastHidden, b.hidden, b.indices.lastRow, 1, H);
-    this.lmHead.forward(b.logits, b.lastHidden, 1, { weight: this.finalNorm, eps });
+    const outputs = step.outputs.length;
+    if (outputs === 0) return;
+    be.gatherRows(b.lastHidden, b.hidden, step.outputRows, outputs, H);
+    this.lmHead.forward(b.logits, b.lastHidden, outputs, { weight: this.finalNorm, eps });
   }
 }

@@ -9,6 +9,8 @@ import { WeightReader, type CausalLM } from './model.ts';
 export interface LoadOptions {
   /** Rows per forward call (prefill chunk); activations are sized for it. */
   maxStepTokens?: number;
+  /** Sequences one step may sample or read (continuous batching); 1 by default. */
+  maxSequences?: number;
   /** Called after each tensor is read. */
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
 }
@@ -16,12 +18,13 @@ export interface LoadOptions {
 export function loadModel(directory: ModelDirectory, backend: Backend, options: LoadOptions = {}): CausalLM {
   const config = parseModelConfig(directory.config, `${directory.path}/config.json`);
   const maxStepTokens = Math.min(options.maxStepTokens ?? 256, config.maxPositions);
+  const maxSequences = Math.max(1, options.maxSequences ?? 1);
   const source = directory.openTensors();
   try {
     const weights = new WeightReader(source, backend, options.onProgress, { config, maxRows: maxStepTokens });
     return config.architecture === 'llama'
-      ? new LlamaModel(config, weights, backend, maxStepTokens)
-      : new Gpt2Model(config, weights, backend, maxStepTokens);
+      ? new LlamaModel(config, weights, backend, maxStepTokens, maxSequences)
+      : new Gpt2Model(config, weights, backend, maxStepTokens, maxSequences);
   } finally {
     source.close();
   }

@@ -1,6 +1,6 @@
 // What the engine sees of a model, and the pieces Llama and GPT-2 share: shape-checked weight
 // reads and the final norm + LM head on the last row of a step.
-import type { Backend, IndexTensor, KVCache, SampleParams, Tensor } from '../kernels/backend.ts';
+import { usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
 import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, StackedBlockLinears, type LinearGroup, type LinearLayer } from './linear.ts';
@@ -12,61 +12,148 @@ import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, Sep
 export const PREVIOUS_SAMPLE = Symbol('the previous step\'s sampled token');
 export type StepTokens = Int32Array | typeof PREVIOUS_SAMPLE;
 
+/**
+ * A sequence's place in a KV cache: its slot (its row of the cache's token counts, < the cache's
+ * sequences) and its block table (position t lives in block blockTable[t / blockSize]).
+ */
+export interface SequenceSlot {
+  readonly slot: number;
+  readonly blockTable: ArrayLike<number>;
+}
+
+/** One sequence's part of a forward step. */
+export interface StepEntry {
+  sequence: SequenceSlot;
+  /** Its tokens this step (a prompt chunk, or one token when decoding), at startPosition... */
+  tokens: StepTokens;
+  startPosition: number;
+  /** Draw the next token after the last one, with these choices. */
+  sample?: SampleParams;
+  /** Read back the last token's logits. */
+  logits?: boolean;
+}
+
+/** What a step gives back for its output entries (those with `sample` or `logits`), in order. */
+export interface StepResult {
+  /** Sampled ids (-1 for an entry that only wanted logits). */
+  ids: Int32Array;
+  /** (outputs × vocabSize) logits, when some entry asked for them. */
+  logits: Float32Array | null;
+}
+
+/** A KV cache holding one sequence in blocks 0, 1, ... (the single-sequence API below). */
+export interface SequenceCache {
+  readonly cache: KVCache;
+  readonly sequence: SequenceSlot;
+  /** Positions it holds. */
+  readonly capacity: number;
+  release(): void;
+}
+
 export interface CausalLM {
   readonly config: ModelConfig;
   readonly backend: Backend;
-  /** The most tokens one forward call accepts; longer prompts are fed in chunks. */
+  /** The most tokens (rows) one step holds; longer prompts are fed in chunks. */
   readonly maxStepTokens: number;
+  /** The most output entries (sequences sampled or read) one step holds. */
+  readonly maxSequences: number;
+  /** Positions per block of the paged KV cache. */
+  readonly blockSize: number;
   readonly parameters: number;
-  createCache(capacity: number): KVCache;
+  /** A paged KV cache of `blocks` blocks for up to `sequences` sequences at once. */
+  createKVCache(blocks: number, sequences: number): KVCache;
   /**
-   * Runs `tokens` at positions startPosition.. of the sequence whose keys and values `cache`
-   * holds, appends theirs, and returns the logits (vocabSize) of the last token.
+   * One forward step over several sequences (continuous batching): runs each entry's tokens at its
+   * positions, appends their keys and values to the cache through the entry's block table, then
+   * samples or reads back the entries that ask. Recorded and submitted synchronously: a step started
+   * after this call runs after this one, so the next may be started before this promise settles.
+   * Tokens may be PREVIOUS_SAMPLE only when every entry's are and the entries are the previous
+   * step's output entries, in order (each then takes the token sampled for it).
    */
-  forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array>;
+  step(cache: KVCache, entries: StepEntry[]): Promise<StepResult>;
+
+  /** A cache for one sequence of up to `capacity` positions. */
+  createCache(capacity: number): SequenceCache;
+  /** One sequence's step: runs `tokens` at startPosition.. and returns the last token's logits (vocabSize). */
+  forward(cache: SequenceCache, tokens: Int32Array, startPosition: number): Promise<Float32Array>;
   /** The same step when its logits are not needed (a prompt chunk before the last): submitted, nothing read. */
-  prefill(cache: KVCache, tokens: Int32Array, startPosition: number): void;
+  prefill(cache: SequenceCache, tokens: Int32Array, startPosition: number): void;
   /**
    * The same step, then the next token sampled where the logits are; resolves to its id (the only
-   * thing read back). With a repetition penalty, the cache's token flags say which tokens the
-   * sequence holds. The next step may be started before this one's promise settles.
+   * thing read back). With penalties, the cache's token counts say which tokens the sequence holds.
+   * The next step may be started before this one's promise settles.
    */
-  forwardSample(cache: KVCache, tokens: StepTokens, startPosition: number, params: SampleParams): Promise<number>;
+  forwardSample(cache: SequenceCache, tokens: StepTokens, startPosition: number, params: SampleParams): Promise<number>;
   dispose(): void;
 }
+
+/** Positions per block of the KV cache: small enough that a sequence wastes little of its last block. */
+export const KV_BLOCK_SIZE = 16;
 
 /** What Llama and GPT-2 share around their forward pass: the step's outputs and the cache. */
 export abstract class DecoderModel implements CausalLM {
   abstract readonly config: ModelConfig;
   abstract readonly backend: Backend;
   abstract readonly maxStepTokens: number;
+  abstract readonly maxSequences: number;
   abstract readonly parameters: number;
+  readonly blockSize = KV_BLOCK_SIZE;
   protected abstract readonly buffers: StepBuffers;
 
-  /** Records the forward pass of one step, up to the last token's logits in buffers.logits. */
-  protected abstract record(cache: KVCache, tokens: StepTokens, startPosition: number): void;
+  /** Records the forward pass of one step, up to the output rows' logits in buffers.logits. */
+  protected abstract record(cache: KVCache, step: StepPlan): void;
 
-  createCache(capacity: number): KVCache {
-    return createSequenceCache(this.backend, this.config, capacity);
+  createKVCache(blocks: number, sequences: number): KVCache {
+    const { layers, kvHeads, headDim, vocabSize } = this.config;
+    return this.backend.createKVCache({ layers, kvHeads, headDim, blocks, blockSize: this.blockSize, sequences, vocabSize });
   }
 
-  async forward(cache: KVCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
-    this.record(cache, tokens, startPosition);
-    return this.backend.read(this.buffers.logits, this.config.vocabSize);
+  step(cache: KVCache, entries: StepEntry[]): Promise<StepResult> {
+    const plan = this.buffers.indices.set(cache, entries);
+    this.record(cache, plan);
+    const vocab = this.config.vocabSize;
+    const outputs = plan.outputs;
+    let sampling = false;
+    outputs.forEach((entry, k) => {
+      if (!entry.sample) return;
+      sampling = true;
+      const flags = usesTokenCounts(entry.sample) ? cache.tokenFlags : null;
+      this.backend.sample(this.buffers.sampled, this.buffers.logits, k, vocab, entry.sample, flags, entry.sequence.slot);
+    });
+    if (outputs.length === 0) {
+      this.backend.flush();
+      return Promise.resolve({ ids: new Int32Array(0), logits: null });
+    }
+    // Both reads are submitted here, synchronously: a step recorded after this call runs after this one.
+    const logits = outputs.some((e) => e.logits) ? this.backend.read(this.buffers.logits, outputs.length * vocab) : Promise.resolve(null);
+    const ids = sampling ? this.backend.readIndices(this.buffers.sampled, outputs.length) : Promise.resolve(new Int32Array(outputs.length));
+    return Promise.all([ids, logits]).then(([sampled, values]) => {
+      const result = Int32Array.from(sampled);
+      outputs.forEach((entry, k) => {
+        if (!entry.sample) result[k] = -1;
+      });
+      return { ids: result, logits: values };
+    });
   }
 
-  prefill(cache: KVCache, tokens: Int32Array, startPosition: number): void {
-    this.record(cache, tokens, startPosition);
-    this.backend.flush();
+  createCache(capacity: number): SequenceCache {
+    const positions = Math.min(capacity, this.config.maxPositions);
+    const blocks = Math.max(1, Math.ceil(positions / this.blockSize));
+    const cache = this.createKVCache(blocks, 1);
+    return { cache, sequence: { slot: 0, blockTable: Int32Array.from({ length: blocks }, (_, i) => i) }, capacity: positions, release: () => cache.release() };
   }
 
-  forwardSample(cache: KVCache, tokens: StepTokens, startPosition: number, params: SampleParams): Promise<number> {
-    this.record(cache, tokens, startPosition);
-    const flags = params.repetitionPenalty !== 1 ? cache.tokenFlags : null;
-    this.backend.sample(this.buffers.sampled, this.buffers.logits, this.config.vocabSize, params, flags);
-    // Submitted here, synchronously: a step recorded after this call runs after this one.
-    const read = this.backend.readIndices(this.buffers.sampled, 1);
-    return read.then((ids) => ids[0]);
+  async forward(cache: SequenceCache, tokens: Int32Array, startPosition: number): Promise<Float32Array> {
+    const result = await this.step(cache.cache, [{ sequence: cache.sequence, tokens, startPosition, logits: true }]);
+    return result.logits!;
+  }
+
+  prefill(cache: SequenceCache, tokens: Int32Array, startPosition: number): void {
+    void this.step(cache.cache, [{ sequence: cache.sequence, tokens, startPosition }]);
+  }
+
+  forwardSample(cache: SequenceCache, tokens: StepTokens, startPosition: number, params: SampleParams): Promise<number> {
+    return this.step(cache.cache, [{ sequence: cache.sequence, tokens, startPosition, sample: params }]).then((result) => result.ids[0]);
   }
 
   dispose(): void {}
@@ -260,8 +347,9 @@ export class WeightReader {
 }
 
 /**
- * Everything one forward step writes, allocated once for up to `rows` tokens: the step's indices
- * and the activations of a pre-norm decoder block, plus the last row's path to the logits.
+ * Everything one forward step writes, allocated once for up to `rows` tokens and `outputs` output
+ * entries: the step's indices and the activations of a pre-norm decoder block, plus the output
+ * rows' path to the logits.
  */
 export class StepBuffers {
   readonly indices: StepIndices;
@@ -276,16 +364,17 @@ export class StepBuffers {
   /** MLP intermediates (rows × intermediateSize): gate and up for SwiGLU, just the first for GELU. */
   readonly mlp: Tensor;
   readonly mlpUp: Tensor;
+  /** The output rows' hidden states, normalised, and logits (outputs × vocabSize). */
   readonly lastHidden: Tensor;
   readonly lastNormed: Tensor;
   readonly logits: Tensor;
-  /** The sampled token, picked on the device; the next decode step can read its id from here. */
+  /** The sampled tokens, one per output entry, picked on the device; the next step can read its ids from here. */
   readonly sampled: IndexTensor;
 
-  constructor(backend: Backend, config: ModelConfig, readonly rows: number, options: { gatedMlp: boolean }) {
+  constructor(backend: Backend, config: ModelConfig, readonly rows: number, readonly outputs: number, options: { gatedMlp: boolean }) {
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
-    this.sampled = backend.allocateIndices(1);
-    this.indices = new StepIndices(backend, rows, this.sampled);
+    this.sampled = backend.allocateIndices(outputs);
+    this.indices = new StepIndices(backend, config, rows, outputs, this.sampled);
     this.hidden = backend.allocate(rows * H);
     this.normed = backend.allocate(rows * H);
     this.q = backend.allocate(rows * heads * headDim);
@@ -295,53 +384,117 @@ export class StepBuffers {
     this.projected = backend.allocate(rows * H);
     this.mlp = backend.allocate(rows * I);
     this.mlpUp = options.gatedMlp ? backend.allocate(rows * I) : this.mlp;
-    this.lastHidden = backend.allocate(H);
-    this.lastNormed = backend.allocate(H);
-    this.logits = backend.allocate(vocabSize);
+    this.lastHidden = backend.allocate(outputs * H);
+    this.lastNormed = backend.allocate(outputs * H);
+    this.logits = backend.allocate(outputs * vocabSize);
   }
 }
 
-/** A KV cache for one sequence of up to `capacity` positions (never more than the model knows). */
-export function createSequenceCache(backend: Backend, config: ModelConfig, capacity: number): KVCache {
-  const { layers, kvHeads, headDim, maxPositions } = config;
-  return backend.createKVCache({ layers, kvHeads, headDim, capacity: Math.min(capacity, maxPositions), vocabSize: config.vocabSize });
+/** Rows of a step that attention takes in one call: single-token rows together, a prompt chunk alone. */
+export interface AttentionSegment {
+  firstRow: number;
+  rows: number;
+  /** 1 + the largest position of its rows. */
+  length: number;
+}
+
+/** A step as the forward pass records it (StepIndices.set). */
+export interface StepPlan {
+  rows: number;
+  /** Token ids of the rows (the uploaded ones, or the previous step's samples). */
+  tokenIds: IndexTensor;
+  positions: IndexTensor;
+  pages: IndexTensor;
+  /** The last row of each output entry, in order. */
+  outputRows: IndexTensor;
+  outputs: StepEntry[];
+  segments: AttentionSegment[];
 }
 
 /**
- * Per-step index tensors: token ids and positions of each row, and the row whose logits we want.
- * A step fed PREVIOUS_SAMPLE gathers its token from `sampled`, on the device.
+ * Per-step index tensors: token ids, positions and pages (backend.ts KVPages) of each row, and the
+ * rows whose logits we want. A step fed PREVIOUS_SAMPLE gathers its tokens from `sampled`, on the device.
  */
 export class StepIndices {
   readonly tokens: IndexTensor;
   readonly positions: IndexTensor;
-  readonly lastRow: IndexTensor;
+  readonly pages: IndexTensor;
+  readonly outputRows: IndexTensor;
+  private readonly tokenValues: Int32Array;
   private readonly positionValues: Int32Array;
-  private readonly lastRowValue = new Int32Array(1);
+  private readonly pageValues: Int32Array;
+  private readonly outputRowValues: Int32Array;
 
-  constructor(private readonly backend: Backend, maxRows: number, private readonly sampled: IndexTensor) {
+  constructor(private readonly backend: Backend, config: ModelConfig, private readonly maxRows: number, private readonly maxOutputs: number, private readonly sampled: IndexTensor) {
     this.tokens = backend.allocateIndices(maxRows);
     this.positions = backend.allocateIndices(maxRows);
-    this.lastRow = backend.allocateIndices(1);
+    // The row entries, then at most every output entry's table at full length plus one per other row.
+    const blocksPerSequence = Math.ceil(config.maxPositions / KV_BLOCK_SIZE);
+    const pageEntries = maxRows + (maxRows + maxOutputs) * blocksPerSequence;
+    this.pages = backend.allocateIndices(pageEntries);
+    this.outputRows = backend.allocateIndices(maxOutputs);
+    this.tokenValues = new Int32Array(maxRows);
     this.positionValues = new Int32Array(maxRows);
+    this.pageValues = new Int32Array(pageEntries);
+    this.outputRowValues = new Int32Array(maxOutputs);
   }
 
-  /** Uploads the step's indices; returns its rows and the index tensor holding its token ids. */
-  set(tokens: StepTokens, startPosition: number, maxRows: number): { rows: number; tokenIds: IndexTensor } {
-    const rows = tokens === PREVIOUS_SAMPLE ? 1 : tokens.length;
-    if (rows === 0 || rows > maxRows) throw new RangeError(`a step takes 1..${maxRows} tokens, got ${rows}`);
-    for (let r = 0; r < rows; r++) this.positionValues[r] = startPosition + r;
-    if (tokens !== PREVIOUS_SAMPLE) this.backend.uploadIndices(this.tokens, tokens);
+  /** Checks the step against the cache and uploads its indices. */
+  set(cache: KVCache, entries: StepEntry[]): StepPlan {
+    if (entries.length === 0) throw new RangeError('a step needs at least one sequence');
+    const previous = entries.filter((e) => e.tokens === PREVIOUS_SAMPLE).length;
+    if (previous !== 0 && previous !== entries.length) throw new RangeError('a step takes the previous samples as the tokens of every sequence or of none');
+    const outputs = entries.filter((e) => e.sample || e.logits);
+    if (outputs.length > this.maxOutputs) throw new RangeError(`a step reads at most ${this.maxOutputs} sequences, got ${outputs.length}`);
+    if (previous !== 0 && outputs.length !== entries.length) throw new RangeError('a step fed the previous samples must sample or read every sequence');
+    const rows = entries.reduce((n, e) => n + (e.tokens === PREVIOUS_SAMPLE ? 1 : e.tokens.length), 0);
+    if (rows > this.maxRows) throw new RangeError(`a step takes at most ${this.maxRows} tokens, got ${rows}`);
+
+    const B = cache.blockSize;
+    let row = 0;
+    let tableAt = this.maxRows;
+    let outputIndex = 0;
+    const segments: AttentionSegment[] = [];
+    let lastSingle = false;
+    for (const entry of entries) {
+      const count = entry.tokens === PREVIOUS_SAMPLE ? 1 : entry.tokens.length;
+      const { slot, blockTable } = entry.sequence;
+      if (count === 0) throw new RangeError('a sequence in a step has no tokens');
+      if (!(Number.isInteger(slot) && slot >= 0 && slot < cache.sequences)) throw new RangeError(`sequence slot ${slot} is outside the cache's ${cache.sequences}`);
+      const end = entry.startPosition + count;
+      const blocks = Math.ceil(end / B);
+      if (entry.startPosition < 0 || blocks > blockTable.length) {
+        throw new RangeError(`positions ${entry.startPosition}..${end - 1} do not fit the sequence's ${blockTable.length} KV blocks of ${B}`);
+      }
+      if (tableAt + blocks > this.pageValues.length) throw new RangeError('the step\'s block tables are longer than the model\'s context');
+      for (let i = 0; i < blocks; i++) {
+        const block = blockTable[i];
+        if (!(Number.isInteger(block) && block >= 0 && block < cache.blocks)) throw new RangeError(`KV block ${block} is outside the cache's ${cache.blocks}`);
+        this.pageValues[tableAt + i] = block;
+      }
+      for (let i = 0; i < count; i++) {
+        if (entry.tokens !== PREVIOUS_SAMPLE) this.tokenValues[row + i] = entry.tokens[i];
+        this.positionValues[row + i] = entry.startPosition + i;
+        this.pageValues[row + i] = tableAt;
+      }
+      // Single-token rows (decoding) share one attention call; a prompt chunk gets its own.
+      const last = segments[segments.length - 1];
+      if (count === 1 && last && lastSingle) {
+        last.rows++;
+        last.length = Math.max(last.length, end);
+      } else {
+        segments.push({ firstRow: row, rows: count, length: end });
+      }
+      lastSingle = count === 1;
+      if (entry.sample || entry.logits) this.outputRowValues[outputIndex++] = row + count - 1;
+      tableAt += blocks;
+      row += count;
+    }
+    if (previous === 0) this.backend.uploadIndices(this.tokens, this.tokenValues.subarray(0, rows));
     this.backend.uploadIndices(this.positions, this.positionValues.subarray(0, rows));
-    this.lastRowValue[0] = rows - 1;
-    this.backend.uploadIndices(this.lastRow, this.lastRowValue);
-    return { rows, tokenIds: tokens === PREVIOUS_SAMPLE ? this.sampled : this.tokens };
-  }
-}
-
-export function checkCacheRoom(cache: KVCache, startPosition: number, tokens: StepTokens): void {
-  const rows = tokens === PREVIOUS_SAMPLE ? 1 : tokens.length;
-  if (startPosition < 0 || startPosition + rows > cache.capacity) {
-    throw new RangeError(`positions ${startPosition}..${startPosition + rows - 1} do not fit the KV cache (capacity ${cache.capacity})`);
+    this.backend.uploadIndices(this.pages, this.pageValues.subarray(0, tableAt));
+    if (outputs.length > 0) this.backend.uploadIndices(this.outputRows, this.outputRowValues.subarray(0, outputs.length));
+    return { rows, tokenIds: previous ? this.sampled : this.tokens, positions: this.positions, pages: this.pages, outputRows: this.outputRows, outputs, segments };
   }
 }
 

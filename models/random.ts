@@ -148,12 +148,12 @@ export class RandomTensorSource implements DeviceTensorSource {
   close(): void {}
 }
 
-export function loadRandomModel(hfConfig: Record<string, unknown>, backend: Backend, options: { seed?: number; maxStepTokens?: number } = {}): CausalLM {
+export function loadRandomModel(hfConfig: Record<string, unknown>, backend: Backend, options: { seed?: number; maxStepTokens?: number; maxSequences?: number } = {}): CausalLM {
   const config = parseModelConfig(hfConfig, 'random model config');
   const maxStepTokens = Math.min(options.maxStepTokens ?? 256, config.maxPositions);
   const weights = new WeightReader(new RandomTensorSource(hfConfig, options.seed ?? 0), backend, undefined, { config, maxRows: maxStepTokens });
   return config.architecture === 'llama'
-    ? new LlamaModel(config, weights, backend, maxStepTokens)
-    : new Gpt2Model(config, weights, backend, maxStepTokens);
+    ? new LlamaModel(config, weights, backend, maxStepTokens, options.maxSequences ?? 1)
+    : new Gpt2Model(config, weights, backend, maxStepTokens, options.maxSequences ?? 1);
 }
 

@@ -111,25 +111,34 @@ describe('cpu ops against float64 math', () => {
     expectClose(x, expected);
   });
 
-  it('grouped-query causal attention over the cache', () => {
-    const heads = 6, kvHeads = 2, headDim = 5, capacity = 11, rows = 4;
+  it('grouped-query causal attention over a paged cache', () => {
+    const heads = 6, kvHeads = 2, headDim = 5, blockSize = 3, blocks = 5, rows = 4;
+    const slots = blocks * blockSize;
     const positions = Int32Array.of(3, 4, 5, 6);
-    const keys = new Float32Array(kvHeads * capacity * headDim), values = new Float32Array(kvHeads * capacity * headDim);
+    // Positions 0..6 live in blocks 4, 1, 3 (in that order): row entries first, then the table.
+    const writePages = Int32Array.of(7, 7, 7, 7, 7, 7, 7, 4, 1, 3);
+    const keys = new Float32Array(kvHeads * slots * headDim), values = new Float32Array(kvHeads * slots * headDim);
     // Fill positions 0..6 through writeKV, as the model does (earlier steps, then this one).
     const k = random(7 * kvHeads * headDim), v = random(7 * kvHeads * headDim);
-    ops.writeKV(keys, values, k, v, Int32Array.from({ length: 7 }, (_, i) => i), 7, kvHeads, headDim, capacity);
-    const q = random(rows * heads * headDim);
+    ops.writeKV(keys, values, k, v, Int32Array.from({ length: 7 }, (_, i) => i), writePages, 7, kvHeads, headDim, blockSize);
+    expect(ops.pageSlot(writePages, 0, 4, blockSize)).toBe(4);
+    expect(keys.subarray(4 * headDim, 5 * headDim)).toEqual(k.subarray(4 * kvHeads * headDim, 4 * kvHeads * headDim + headDim)); // position 4 → block 1, slot 4
+    const q = random((rows + 1) * heads * headDim);
     const scale = 1 / Math.sqrt(headDim);
-    const out = new Float32Array(rows * heads * headDim);
-    ops.attention(out, q, keys, values, positions, rows, heads, kvHeads, headDim, capacity, scale, new Float32Array(capacity));
-    const expected: number[] = [];
+    const out = new Float32Array((rows + 1) * heads * headDim);
+    // The call takes rows 1..4 (row 0 is another sequence's, left alone).
+    const attendPages = Int32Array.of(0, 5, 5, 5, 5, 4, 1, 3);
+    const attendPositions = Int32Array.of(0, ...positions);
+    ops.attention(out, q, keys, values, attendPositions, attendPages, 1, rows, heads, kvHeads, headDim, blockSize, scale, { scores: new Float32Array(0), slots: new Int32Array(0) });
+    const expected: number[] = new Array(heads * headDim).fill(0);
     for (let r = 0; r < rows; r++) {
       for (let h = 0; h < heads; h++) {
         const kv = Math.floor(h / (heads / kvHeads));
         const scores: number[] = [];
+        const qBase = ((r + 1) * heads + h) * headDim;
         for (let t = 0; t <= positions[r]; t++) {
           let s = 0;
-          for (let d = 0; d < headDim; d++) s += q[(r * heads + h) * headDim + d] * k[(t * kvHeads + kv) * headDim + d];
+          for (let d = 0; d < headDim; d++) s += q[qBase + d] * k[(t * kvHeads + kv) * headDim + d];
           scores.push(s * scale);
         }
         const max = Math.max(...scores);
@@ -141,7 +150,7 @@ describe('cpu ops against float64 math', () => {
       }
     }
     expectClose(out, expected);
-    expect(() => ops.writeKV(keys, values, k, v, Int32Array.of(capacity), 1, kvHeads, headDim, capacity)).toThrow(/outside the KV cache/);
+    expect(() => ops.writeKV(keys, values, k, v, Int32Array.of(9), Int32Array.of(1, 4, 1, 3), 1, kvHeads, headDim, blockSize)).toThrow(/outside the KV cache/);
   });
 });
 

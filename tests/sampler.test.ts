@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
 import { Sampler, validateSampling, type SamplingOptions } from '../engine/sampler.ts';
-import { applyRepetitionPenalty, candidateDistribution, sampleToken } from '../kernels/cpu/sample.ts';
+import { applyOutputPenalties, applyRepetitionPenalty, candidateDistribution, sampleToken } from '../kernels/cpu/sample.ts';
 
-const base: SamplingOptions = { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, seed: 42 };
+const base: SamplingOptions = { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, seed: 42 };
 // probabilities at temperature 1: softmax of log(p) gives back p
 const probs = [0.4, 0.25, 0.15, 0.1, 0.06, 0.04];
 const logits = () => Float32Array.from(probs, Math.log);
@@ -86,7 +86,24 @@ describe('Sampler and sampleToken', () => {
     expect(Array.from(l)).toEqual([1, -4, 1]);
     const flags = Int32Array.of(1, 0);
     expect(pick(new Sampler({ ...base, temperature: 0, repetitionPenalty: 3 }), Float32Array.of(3, 2), flags)).toBe(1);
-    expect(Array.from(flags)).toEqual([1, 1]); // the picked token is flagged for the next step
+    expect(Array.from(flags)).toEqual([1, 2]); // the picked token is counted for the next step (2 per output)
+  });
+
+  it('applies OpenAI\'s presence and frequency penalties to output tokens only', () => {
+    // Counts: token 0 in the prompt only, token 1 twice in the output, token 2 once in the output.
+    const counts = Int32Array.of(1, 4, 2, 0);
+    const logits = Float32Array.of(5, 5.5, 5.2, 3);
+    const sampler = new Sampler({ ...base, temperature: 0, presencePenalty: 0.5, frequencyPenalty: 0.25 });
+    // 5 (prompt only: untouched), 5.5 - 0.5 - 0.5 = 4.5, 5.2 - 0.5 - 0.25 = 4.45, 3.
+    expect(pick(sampler, logits, counts)).toBe(0);
+    expect(Array.from(counts)).toEqual([3, 4, 2, 0]);
+    const penalised = Float32Array.of(5, 5.5, 5.2, 3);
+    applyOutputPenalties(penalised, [[1, 2], [2, 1]], 0.5, 0.25);
+    expect(Array.from(penalised)).toEqual(Array.from(Float32Array.of(5, 4.5, 4.45, 3)));
+    // A negative presence penalty favours repeating: token 1 wins.
+    expect(pick(new Sampler({ ...base, temperature: 0, presencePenalty: -1 }), Float32Array.of(5, 4.5, 4, 3), Int32Array.of(1, 2, 0, 0))).toBe(1);
+    expect(() => validateSampling({ ...base, presencePenalty: 2.5 })).toThrow(/presence/);
+    expect(() => validateSampling({ ...base, frequencyPenalty: -3 })).toThrow(/frequency/);
   });
 
   it('leaves the logits it samples from unchanged, and draws float32 values', () => {

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { Rng } from '../engine/rng.ts';
 import { GREEDY } from '../engine/sampler.ts';
-import type { Backend, BlockShape, SampleParams } from '../kernels/backend.ts';
+import { flagStride, type Backend, type BlockShape, type IndexTensor, type SampleParams } from '../kernels/backend.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
@@ -55,6 +55,37 @@ async function blockLayerBoth(method: 'monarch' | 'blast', shape: BlockShape, ro
  * partial sums), so sums drift further than a scalar f32 loop's.
  */
 const TENSOR_CORE_TOLERANCE = 2e-4;
+
+/**
+ * Block tables for sequences of `lengths` positions over a pool whose blocks are handed out in a
+ * shuffled order; `pages(rowSequences)` lays out backend.ts KVPages for rows of those sequences.
+ */
+function pagedLayout(lengths: number[], blockSize: number) {
+  const counts = lengths.map((n) => Math.ceil(n / blockSize));
+  const blocks = counts.reduce((a, b) => a + b, 0) + 2;
+  const order = Array.from({ length: blocks }, (_, i) => i).sort(() => rng.next() - 0.5);
+  let next = 0;
+  const tables = counts.map((n) => order.slice(next, (next += n)));
+  return {
+    blocks,
+    pages(rowSequences: number[]): Int32Array {
+      const rows = rowSequences.length;
+      const starts: number[] = [];
+      let at = rows;
+      for (const table of tables) {
+        starts.push(at);
+        at += table.length;
+      }
+      return Int32Array.of(...rowSequences.map((s) => starts[s]), ...tables.flat());
+    },
+  };
+}
+
+function uploadPages(be: Backend, pages: Int32Array): IndexTensor {
+  const tensor = be.allocateIndices(pages.length);
+  be.uploadIndices(tensor, pages);
+  return tensor;
+}
 
 function concat(...parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
@@ -317,7 +348,7 @@ describe.each([
           return t;
         };
         const qt = writable(q), kt = writable(k);
-        be.rope(qt, kt, positions, be.upload(cos), be.upload(sin), rows, heads, kvHeads, headDim);
+        be.rope(qt, kt, positions, be.upload(concat(cos, sin)), rows, heads, kvHeads, headDim);
         return concat(await be.read(qt, q.length), await be.read(kt, k.length));
       });
       expectClose(g, c);
@@ -336,49 +367,77 @@ describe.each([
       { heads: 3, kvHeads: 1, headDim: 64, length: 300, rows: 17 },
       { heads: 2, kvHeads: 2, headDim: 44, length: 20, rows: 20 },
       { heads: 2, kvHeads: 1, headDim: 136, length: 18, rows: 18 },
-    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, split over the cache when long, blocks of rows for prefill), $length positions, $rows rows', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
+    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, split over the cache when long, blocks of rows for prefill), $length positions, $rows rows, paged', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
       if (!gpu) return skip();
-      const capacity = length + 3;
-      const k = random(length * kvHeads * headDim), v = random(length * kvHeads * headDim);
-      const q = random(rows * heads * headDim);
-      const queryPositions = Int32Array.from({ length: rows }, (_, r) => length - rows + r);
+      // Decode-sized calls (under 16 rows) take a row of each of `rows` sequences of different
+      // lengths; prefill-sized ones take one sequence's last rows. Blocks are shuffled over the pool,
+      // and the call starts at row 1 (row 0 belongs to the caller, untouched).
+      const prefill = rows >= 16;
+      const lengths = prefill ? [length] : Array.from({ length: rows }, (_, r) => length - 3 * r);
+      const layout = pagedLayout(lengths, 16);
+      const kv = lengths.map((n) => ({ k: random(n * kvHeads * headDim), v: random(n * kvHeads * headDim) }));
+      const q = random((rows + 1) * heads * headDim);
+      const queryPositions = Int32Array.of(0, ...Array.from({ length: rows }, (_, r) => (prefill ? length - rows + r : lengths[r] - 1)));
+      const querySequences = [0, ...Array.from({ length: rows }, (_, r) => (prefill ? 0 : r))];
       const [g, c] = await both(async (be) => {
-        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity, vocabSize: 5 });
-        const all = be.allocateIndices(length);
-        be.uploadIndices(all, Int32Array.from({ length }, (_, i) => i));
-        be.writeKV(cache, 1, be.upload(k), be.upload(v), all, length);
-        const positions = be.allocateIndices(rows);
+        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, blocks: layout.blocks, blockSize: 16, sequences: lengths.length, vocabSize: 5 });
+        lengths.forEach((n, s) => {
+          const all = be.allocateIndices(n);
+          be.uploadIndices(all, Int32Array.from({ length: n }, (_, i) => i));
+          be.writeKV(cache, 1, be.upload(kv[s].k), be.upload(kv[s].v), all, uploadPages(be, layout.pages(new Array(n).fill(s))), n);
+        });
+        const positions = be.allocateIndices(rows + 1);
         be.uploadIndices(positions, queryPositions);
-        const out = be.allocate(rows * heads * headDim);
-        be.attention(out, be.upload(q), cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }, length);
-        const result = await be.read(out, rows * heads * headDim);
+        const out = be.allocate((rows + 1) * heads * headDim);
+        be.attention(out, be.upload(q), cache, 1, positions, uploadPages(be, layout.pages(querySequences)), 1, rows, { heads, kvHeads, headDim, scale: 1 / Math.sqrt(headDim) }, length);
+        const result = await be.read(out, (rows + 1) * heads * headDim);
         cache.release();
-        return result;
+        return result.subarray(heads * headDim);
       });
       expectClose(g, c);
+      // The CPU side against attention computed directly from each sequence's keys and values.
+      const direct = new Float32Array(rows * heads * headDim);
+      for (let r = 0; r < rows; r++) {
+        const { k, v } = kv[querySequences[r + 1]];
+        for (let h = 0; h < heads; h++) {
+          const group = Math.floor(h / (heads / kvHeads));
+          const scores = Array.from({ length: queryPositions[r + 1] + 1 }, (_, t) => {
+            let sum = 0;
+            for (let d = 0; d < headDim; d++) sum += q[((r + 1) * heads + h) * headDim + d] * k[(t * kvHeads + group) * headDim + d];
+            return sum / Math.sqrt(headDim);
+          });
+          const top = Math.max(...scores);
+          const weights = scores.map((x) => Math.exp(x - top));
+          const total = weights.reduce((a, b) => a + b, 0);
+          for (let d = 0; d < headDim; d++) direct[(r * heads + h) * headDim + d] = weights.reduce((sum, p, t) => sum + (p / total) * v[(t * kvHeads + group) * headDim + d], 0);
+        }
+      }
+      expectClose(c, direct, 1e-4);
     });
 
-    it('rope storing k and v into the cache in the same dispatch, read back through attention', async ({ skip }) => {
+    it('rope storing k and v into the paged cache in the same dispatch, read back through attention', async ({ skip }) => {
       if (!gpu) return skip();
       const rows = 4, heads = 4, kvHeads = 2, headDim = 12;
       const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / headDim));
-      const { cos, sin } = ropeTables(inv, 20);
+      const { cos, sin } = ropeTables(inv, 40);
       const q = random(rows * heads * headDim), k = random(rows * kvHeads * headDim), v = random(rows * kvHeads * headDim);
-      const earlierK = random(5 * kvHeads * headDim), earlierV = random(5 * kvHeads * headDim);
+      const earlierK = random(17 * kvHeads * headDim), earlierV = random(17 * kvHeads * headDim);
+      const layout = pagedLayout([21], 16);
       const [g, c] = await both(async (be) => {
         const positions = be.allocateIndices(rows);
-        be.uploadIndices(positions, Int32Array.of(5, 6, 7, 8));
-        // Positions 0..4 hold other keys and values, written the separate way.
-        const before = be.allocateIndices(5);
-        be.uploadIndices(before, Int32Array.of(0, 1, 2, 3, 4));
-        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, capacity: 20, vocabSize: 1 });
-        be.writeKV(cache, 1, be.upload(earlierK), be.upload(earlierV), before, 5);
+        be.uploadIndices(positions, Int32Array.of(17, 18, 19, 20));
+        // Positions 0..16 hold other keys and values, written the separate way.
+        const before = be.allocateIndices(17);
+        be.uploadIndices(before, Int32Array.from({ length: 17 }, (_, i) => i));
+        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, blocks: layout.blocks, blockSize: 16, sequences: 1, vocabSize: 1 });
+        be.writeKV(cache, 1, be.upload(earlierK), be.upload(earlierV), before, uploadPages(be, layout.pages(new Array(17).fill(0))), 17);
         const qt = be.allocate(q.length), kt = be.allocate(k.length);
         be.add(qt, be.upload(q), be.upload(new Float32Array(q.length)), q.length);
         be.add(kt, be.upload(k), be.upload(new Float32Array(k.length)), k.length);
-        be.rope(qt, kt, positions, be.upload(cos), be.upload(sin), rows, heads, kvHeads, headDim, { cache, layer: 1, v: be.upload(v) });
+        const pages = uploadPages(be, layout.pages([0, 0, 0, 0]));
+        be.rope(qt, kt, positions, be.upload(concat(cos, sin)), rows, heads, kvHeads, headDim, { cache, layer: 1, v: be.upload(v), pages });
         const out = be.allocate(q.length);
-        be.attention(out, qt, cache, 1, positions, rows, { heads, kvHeads, headDim, scale: 0.3 }, 9);
+        be.attention(out, qt, cache, 1, positions, pages, 0, rows, { heads, kvHeads, headDim, scale: 0.3 }, 21);
         const result = concat(await be.read(out, q.length), await be.read(kt, k.length));
         cache.release();
         return result;
@@ -401,57 +460,71 @@ describe.each([
       expect(new Set(c).size).toBeGreaterThan(50);
     });
 
-    it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties', async ([count], { skip }) => {
+    it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties, in rows', async ([count], { skip }) => {
       if (!gpu) return skip();
-      const values = random(count);
+      // Three rows of logits (rows of an odd count are not 16-byte aligned); the last is taken.
+      const values = random(3 * count);
       const top = Math.floor(count / 3);
-      values[top] = 100;
-      if (count > 3) values[count - 1] = 100; // a tie later on: the lower index wins
+      values[2 * count + top] = 100;
+      if (count > 3) values[3 * count - 1] = 100; // a tie later on: the lower index wins
+      values[count] = 200; // row 1's maximum, not row 2's
       const [g, c] = await both(async (be) => {
-        const out = be.allocateIndices(1);
-        be.argmax(out, be.upload(values), count);
-        return Float32Array.from(await be.readIndices(out, 1));
+        const out = be.allocateIndices(3);
+        be.uploadIndices(out, Int32Array.of(-5, -5, -5));
+        be.argmax(out, be.upload(values), 2, count);
+        return Float32Array.from(await be.readIndices(out, 3));
       });
       expect(Array.from(g)).toEqual(Array.from(c));
-      expect(g[0]).toBe(top);
+      expect(Array.from(g)).toEqual([-5, -5, top]);
     });
 
     // The sampling kernel against the CPU sampler, draw for draw. Sums of probabilities differ in
     // rounding (f32 on the GPU, f64 on the CPU): a draw within 1e-4 of a boundary between two
     // neighbouring candidates may fall either side, and then either is right.
     const samplingCases: [string, Omit<SampleParams, 'draw'>][] = [
-      ['greedy with a repetition penalty', { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1.5 }],
-      ['temperature 1, nothing cut', { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1 }],
-      ['temperature 0.7, top-k 40', { temperature: 0.7, topK: 40, topP: 1, minP: 0, repetitionPenalty: 1 }],
-      ['top-p 0.9', { temperature: 1.3, topK: 0, topP: 0.9, minP: 0, repetitionPenalty: 1 }],
-      ['min-p 0.1', { temperature: 1, topK: 0, topP: 1, minP: 0.1, repetitionPenalty: 1 }],
-      ['top-k 5, top-p 0.8, min-p 0.05 and a penalty', { temperature: 0.9, topK: 5, topP: 0.8, minP: 0.05, repetitionPenalty: 1.3 }],
+      ['greedy with a repetition penalty', { ...GREEDY, repetitionPenalty: 1.5 }],
+      ['temperature 1, nothing cut', { ...GREEDY, temperature: 1 }],
+      ['temperature 0.7, top-k 40', { ...GREEDY, temperature: 0.7, topK: 40 }],
+      ['top-p 0.9', { ...GREEDY, temperature: 1.3, topP: 0.9 }],
+      ['min-p 0.1', { ...GREEDY, temperature: 1, minP: 0.1 }],
+      ['top-k 5, top-p 0.8, min-p 0.05 and a penalty', { ...GREEDY, temperature: 0.9, topK: 5, topP: 0.8, minP: 0.05, repetitionPenalty: 1.3 }],
+      ['greedy with presence and frequency penalties', { ...GREEDY, presencePenalty: 0.75, frequencyPenalty: 0.5 }],
+      // Penalties exact in f32, so ties stay ties on both sides (a fused multiply-add may round otherwise).
+      ['top-p 0.95 with all three penalties', { ...GREEDY, temperature: 1, topP: 0.95, repetitionPenalty: 1.25, presencePenalty: -0.5, frequencyPenalty: 1.5 }],
     ];
     it.for<[number, boolean]>([[1, false], [7, false], [300, true], [1000, false], [50257, false], [128256, true]])('sample over %i logits (ties: %s) gives the CPU sampler\'s tokens and flags', async ([count, ties], { skip }) => {
       if (!gpu) return skip();
       const draws = count > 10000 ? 3 : 12;
       // With ties, many logits are equal: the order between them is by id, and cuts fall inside them.
       const values = random(count, 3).map((v) => (ties ? Math.round(v * 2) / 2 : v));
-      const flags = Int32Array.from({ length: count }, (_, i) => (i % 5 === 0 ? 1 : 0));
+      // Token counts: prompt tokens (1), output tokens (2 per time), both; in row 1 of two.
+      const stride = flagStride(count);
+      const flags = new Int32Array(2 * stride);
+      for (let i = 0; i < count; i++) flags[stride + i] = i % 5 === 0 ? 1 : i % 7 === 0 ? 2 * (1 + (i % 3)) : i % 11 === 0 ? 5 : 0;
       for (const [label, options] of samplingCases) {
         for (let d = 0; d < draws; d++) {
           const params: SampleParams = { ...options, draw: Math.fround((d + 0.5 + rng.next() * 0.5) / (draws + 1)) };
           const run = async (be: Backend) => {
-            const out = be.allocateIndices(1);
-            const flagTensor = be.allocateIndices(count);
+            const out = be.allocateIndices(2);
+            const flagTensor = be.allocateIndices(2 * stride);
             be.uploadIndices(flagTensor, flags);
-            be.sample(out, be.upload(values), count, params, flagTensor);
-            return { id: (await be.readIndices(out, 1))[0], flags: await be.readIndices(flagTensor, count) };
+            // The logits are row 1 of two (an odd count leaves the row unaligned).
+            be.sample(out, be.upload(concat(random(count), values)), 1, count, params, flagTensor, 1);
+            return { id: (await be.readIndices(out, 2))[1], flags: (await be.readIndices(flagTensor, 2 * stride)).subarray(stride, stride + count) };
           };
           const g = await run(gpu);
           const c = await run(cpu);
-          expect(g.flags[g.id], label).toBe(1);
+          expect(g.flags[g.id], label).toBe(flags[stride + g.id] + 2);
           if (g.id === c.id) {
             expect(Array.from(g.flags), label).toEqual(Array.from(c.flags));
             continue;
           }
           // Only a draw on a boundary between two neighbouring candidates may differ.
-          const penalised = values.map((v, i) => (flags[i] && options.repetitionPenalty !== 1 ? (v > 0 ? v / options.repetitionPenalty : v * options.repetitionPenalty) : v));
+          const penalised = values.map((v, i) => {
+            const held = flags[stride + i];
+            const repeated = held && options.repetitionPenalty !== 1 ? (v > 0 ? v / options.repetitionPenalty : v * options.repetitionPenalty) : v;
+            return held >= 2 ? repeated - options.presencePenalty - options.frequencyPenalty * (held >> 1) : repeated;
+          });
           const { ids, probs } = candidateDistribution(penalised, options);
           const at = (id: number) => ids.indexOf(id);
           expect(Math.abs(at(g.id) - at(c.id)), `${label}: GPU ${g.id}, CPU ${c.id}`).toBe(1);
@@ -469,7 +542,7 @@ describe.each([
       const counts = new Array(probs.length).fill(0);
       const n = 400;
       for (let i = 0; i < n; i++) {
-        gpu.sample(out, logits, probs.length, { temperature: 1, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, draw: (i + 0.5) / n }, null);
+        gpu.sample(out, logits, 0, probs.length, { ...GREEDY, temperature: 1, draw: (i + 0.5) / n }, null, 0);
         counts[(await gpu.readIndices(out, 1))[0]]++;
       }
       // Evenly spaced draws: each token's share is its probability, to within one draw.
@@ -509,7 +582,7 @@ describe.each([
     expect(onGpu.ids).toEqual(onCpu.ids);
   });
 
-  const SAMPLING = { temperature: 0.8, topK: 30, topP: 0.9, minP: 0.02, repetitionPenalty: 1.2, seed: 7 };
+  const SAMPLING = { ...GREEDY, temperature: 0.8, topK: 30, topP: 0.9, minP: 0.02, repetitionPenalty: 1.2, seed: 7 };
   describe.each(['llama2-style', 'llama3-style', 'gpt2-style', 'stories260K'])('%s on WebGPU', (name) => {
     it('gives the CPU backend\'s greedy tokens, logits and seeded samples (same f16 weights)', async ({ skip }) => {
       if (!gpu) return skip();

@@ -1,9 +1,10 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVPages, KVStore, SampleParams, Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
+import { flagStride } from '../backend.ts';
 import { sampleToken } from './sample.ts';
 
 class CpuTensor implements Tensor {
@@ -26,12 +27,16 @@ class CpuKVCache implements KVCache {
   readonly layers: number;
   readonly kvHeads: number;
   readonly headDim: number;
-  readonly capacity: number;
+  readonly blocks: number;
+  readonly blockSize: number;
+  readonly sequences: number;
+  readonly flagStride: number;
   readonly tokenFlags: CpuIndexTensor;
   constructor(shape: KVCacheShape) {
-    ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, capacity: this.capacity } = shape);
-    this.tokenFlags = new CpuIndexTensor(new Int32Array(shape.vocabSize));
-    const perLayer = shape.kvHeads * shape.capacity * shape.headDim;
+    ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, blocks: this.blocks, blockSize: this.blockSize, sequences: this.sequences } = shape);
+    this.flagStride = flagStride(shape.vocabSize);
+    this.tokenFlags = new CpuIndexTensor(new Int32Array(shape.sequences * this.flagStride));
+    const perLayer = shape.kvHeads * shape.blocks * shape.blockSize * shape.headDim;
     this.keys = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
     this.values = Array.from({ length: shape.layers }, () => new Float32Array(perLayer));
   }
@@ -65,7 +70,7 @@ export interface CpuBackendOptions {
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   readonly description: string;
-  private scores = new Float32Array(0);
+  private readonly attentionScratch = { scores: new Float32Array(0), slots: new Int32Array(0) };
   private normScratch = new Float32Array(0);
   private readonly roundToHalf: boolean;
 
@@ -95,12 +100,11 @@ export class CpuBackend implements Backend {
     return new CpuIndexTensor(new Int32Array(elements));
   }
 
-  uploadIndices(target: IndexTensor, values: Int32Array): void {
-    indices(target).set(values);
+  uploadIndices(target: IndexTensor, values: Int32Array, offset = 0): void {
+    indices(target).set(values, offset);
   }
 
   createKVCache(shape: KVCacheShape): KVCache {
-    if (this.scores.length < shape.capacity) this.scores = new Float32Array(shape.capacity);
     return new CpuKVCache(shape);
   }
 
@@ -169,29 +173,34 @@ export class CpuBackend implements Backend {
     ops.gelu(data(out), data(x), elements);
   }
 
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
-    ops.rope(data(q), indices(positions), data(cos), data(sin), rows, heads, headDim);
-    ops.rope(data(k), indices(positions), data(cos), data(sin), rows, kvHeads, headDim);
-    if (store) this.writeKV(store.cache, store.layer, k, store.v, positions, rows);
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
+    const table = data(rotary);
+    const cos = table.subarray(0, table.length / 2);
+    const sin = table.subarray(table.length / 2);
+    ops.rope(data(q), indices(positions), cos, sin, rows, heads, headDim);
+    ops.rope(data(k), indices(positions), cos, sin, rows, kvHeads, headDim);
+    if (store) this.writeKV(store.cache, store.layer, k, store.v, positions, store.pages, rows);
   }
 
-  writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void {
+  writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void {
     const c = cache(kv);
-    ops.writeKV(c.keys[layer], c.values[layer], data(k), data(v), indices(positions), rows, c.kvHeads, c.headDim, c.capacity);
+    ops.writeKV(c.keys[layer], c.values[layer], data(k), data(v), indices(positions), indices(pages), rows, c.kvHeads, c.headDim, c.blockSize);
   }
 
-  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape): void {
+  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape): void {
     const c = cache(kv);
-    ops.attention(data(out), data(q), c.keys[layer], c.values[layer], indices(positions), rows,
-      shape.heads, shape.kvHeads, shape.headDim, c.capacity, shape.scale, this.scores);
+    ops.attention(data(out), data(q), c.keys[layer], c.values[layer], indices(positions), indices(pages), firstRow, rows,
+      shape.heads, shape.kvHeads, shape.headDim, c.blockSize, shape.scale, this.attentionScratch);
   }
 
-  argmax(out: IndexTensor, values: Tensor, count: number): void {
-    indices(out)[0] = ops.argmax(data(values), count);
+  argmax(out: IndexTensor, values: Tensor, row: number, count: number): void {
+    indices(out)[row] = ops.argmax(data(values).subarray(row * count, (row + 1) * count), count);
   }
 
-  sample(out: IndexTensor, logits: Tensor, count: number, params: SampleParams, tokenFlags: IndexTensor | null): void {
-    indices(out)[0] = sampleToken(data(logits), count, params, tokenFlags ? indices(tokenFlags) : null);
+  sample(out: IndexTensor, logits: Tensor, row: number, count: number, params: SampleParams, tokenFlags: IndexTensor | null, flagsRow: number): void {
+    const stride = flagStride(count);
+    const flags = tokenFlags ? indices(tokenFlags).subarray(flagsRow * stride, (flagsRow + 1) * stride) : null;
+    indices(out)[row] = sampleToken(data(logits).subarray(row * count, (row + 1) * count), count, params, flags);
   }
 
   flush(): void {} // every op has already run

@@ -163,41 +163,57 @@ export function rope(
   }
 }
 
+/** The paged cache's slot of position `position` of row `row` (backend.ts KVPages). */
+export function pageSlot(pages: Int32Array, row: number, position: number, blockSize: number): number {
+  return pages[pages[row] + Math.floor(position / blockSize)] * blockSize + (position % blockSize);
+}
+
 /**
- * The CPU cache layout, per layer: (kvHeads × capacity × headDim), so one head's keys for
- * consecutive positions are contiguous for the attention loop.
+ * The cache layout, per layer: (kvHeads × slots × headDim), slots = blocks × blockSize, so one
+ * head's keys for the consecutive positions of a block are contiguous.
  */
 export function writeKV(
   keys: Float32Array, values: Float32Array, k: Float32Array, v: Float32Array,
-  positions: Int32Array, rows: number, kvHeads: number, headDim: number, capacity: number,
+  positions: Int32Array, pages: Int32Array, rows: number, kvHeads: number, headDim: number, blockSize: number,
 ): void {
+  const slots = keys.length / (kvHeads * headDim);
   for (let r = 0; r < rows; r++) {
     const p = positions[r];
-    if (p < 0 || p >= capacity) throw new RangeError(`position ${p} is outside the KV cache (capacity ${capacity})`);
+    const slot = p < 0 ? -1 : pageSlot(pages, r, p, blockSize);
+    if (!(slot >= 0 && slot < slots)) throw new RangeError(`position ${p} of row ${r} is outside the KV cache's blocks`);
     for (let h = 0; h < kvHeads; h++) {
       const from = (r * kvHeads + h) * headDim;
-      const to = (h * capacity + p) * headDim;
+      const to = (h * slots + slot) * headDim;
       keys.set(k.subarray(from, from + headDim), to);
       values.set(v.subarray(from, from + headDim), to);
     }
   }
 }
 
+/** Attention of rows firstRow..firstRow+rows-1 over their sequences' pages (backend.ts `attention`). */
 export function attention(
   out: Float32Array, q: Float32Array, keys: Float32Array, values: Float32Array,
-  positions: Int32Array, rows: number, heads: number, kvHeads: number, headDim: number, capacity: number,
-  scale: number, scores: Float32Array,
+  positions: Int32Array, pages: Int32Array, firstRow: number, rows: number, heads: number, kvHeads: number, headDim: number, blockSize: number,
+  scale: number, scratch: { scores: Float32Array; slots: Int32Array },
 ): void {
   const group = heads / kvHeads;
   const d4 = headDim & ~3;
-  for (let r = 0; r < rows; r++) {
+  const slotCount = keys.length / (kvHeads * headDim);
+  for (let r = firstRow; r < firstRow + rows; r++) {
     const length = positions[r] + 1;
+    if (scratch.scores.length < length) {
+      scratch.scores = new Float32Array(length);
+      scratch.slots = new Int32Array(length);
+    }
+    const { scores, slots } = scratch;
+    // Each position's offset in a head's rows, looked up once per row.
+    for (let t = 0; t < length; t++) slots[t] = pageSlot(pages, r, t, blockSize) * headDim;
     for (let h = 0; h < heads; h++) {
       const qBase = (r * heads + h) * headDim;
-      const kvBase = Math.floor(h / group) * capacity * headDim;
+      const kvBase = Math.floor(h / group) * slotCount * headDim;
       let max = -Infinity;
       for (let t = 0; t < length; t++) {
-        const kBase = kvBase + t * headDim;
+        const kBase = kvBase + slots[t];
         let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
         let d = 0;
         for (; d < d4; d += 4) {
@@ -223,7 +239,8 @@ export function attention(
       let d = 0;
       for (; d < d4; d += 4) {
         let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        for (let t = 0, v = kvBase + d; t < length; t++, v += headDim) {
+        for (let t = 0; t < length; t++) {
+          const v = kvBase + slots[t] + d;
           const p = scores[t];
           a0 += p * values[v];
           a1 += p * values[v + 1];
@@ -237,7 +254,7 @@ export function attention(
       }
       for (; d < headDim; d++) {
         let a = 0;
-        for (let t = 0; t < length; t++) a += scores[t] * values[kvBase + t * headDim + d];
+        for (let t = 0; t < length; t++) a += scores[t] * values[kvBase + slots[t] + d];
         out[outBase + d] = a * inverseSum;
       }
     }

@@ -1,4 +1,5 @@
-// Picking the next token from logits, in transformers' order: repetition penalty, then greedy if
+// Picking the next token from logits, in transformers' order: repetition penalty (then OpenAI's
+// presence and frequency penalties), then greedy if
 // the temperature is 0, else temperature, top-k, top-p, min-p, and a draw from what is left.
 // This is the CPU backend's `sample` op and the reference for wgsl/sample.wgsl.
 import type { SampleParams } from '../backend.ts';
@@ -81,15 +82,33 @@ export function drawCandidate({ ids, probs }: Candidates, draw: number): number 
 }
 
 /**
- * The next token from the first `count` logits (not modified). `tokenFlags` marks the tokens the
- * sequence already holds (they get the repetition penalty); the picked token is marked in it.
+ * OpenAI's presence and frequency penalties, in place: each token the output holds `count` times
+ * (count > 0) loses presence + frequency × count.
  */
-export function sampleToken(logits: Float32Array, count: number, params: SampleParams, tokenFlags: Int32Array | null): number {
+export function applyOutputPenalties(logits: Float32Array, outputCounts: Iterable<[number, number]>, presence: number, frequency: number): void {
+  if (presence === 0 && frequency === 0) return;
+  for (const [id, count] of outputCounts) {
+    if (id < 0 || id >= logits.length || count <= 0) continue;
+    logits[id] -= presence + frequency * count;
+  }
+}
+
+/**
+ * The next token from `count` logits (not modified). `tokenCounts` (backend.ts KVCache.tokenFlags:
+ * 1 for a prompt token + 2 per time the output holds it) gives the repetition penalty (every token
+ * held), then the presence and frequency penalties (output tokens); the pick is counted in it.
+ */
+export function sampleToken(logits: Float32Array, count: number, params: SampleParams, tokenCounts: Int32Array | null): number {
   const values = logits.slice(0, count);
-  if (tokenFlags && params.repetitionPenalty !== 1) {
+  if (tokenCounts && params.repetitionPenalty !== 1) {
     const seen: number[] = [];
-    for (let i = 0; i < count; i++) if (tokenFlags[i] !== 0) seen.push(i);
+    for (let i = 0; i < count; i++) if (tokenCounts[i] !== 0) seen.push(i);
     applyRepetitionPenalty(values, seen, params.repetitionPenalty);
+  }
+  if (tokenCounts && (params.presencePenalty !== 0 || params.frequencyPenalty !== 0)) {
+    const counts: [number, number][] = [];
+    for (let i = 0; i < count; i++) if (tokenCounts[i] >= 2) counts.push([i, tokenCounts[i] >> 1]);
+    applyOutputPenalties(values, counts, params.presencePenalty, params.frequencyPenalty);
   }
   let token: number;
   if (params.temperature === 0) {
@@ -98,6 +117,6 @@ export function sampleToken(logits: Float32Array, count: number, params: SampleP
   } else {
     token = drawCandidate(candidateDistribution(values, params), params.draw);
   }
-  if (tokenFlags) tokenFlags[token] = 1;
+  if (tokenCounts) tokenCounts[token] += 2;
   return token;
 }

@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVStore, SampleParams, Tensor } from '../backend.ts';
+import { flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleParams, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -97,13 +97,13 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     rmsNormVec4: { source: normVec4, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
     layerNormVec4: { source: normVec4, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
-    rope: { source: wgsl('rope.wgsl'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
-    writeKV: { source: wgsl('kv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'write'] },
-    attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] },
-    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
+    rope: { source: wgsl('rope.wgsl', 'kv_pages'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
+    writeKV: { source: wgsl('kv.wgsl', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
+    attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] },
+    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'] },
     attentionCombine: { source: wgsl('attention_combine.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'write'] },
     attentionPrefill: limits.maxComputeWorkgroupStorageSize >= ATTENTION_PREFILL_WORKGROUP_BYTES
-      ? { source: wgsl('attention_prefill.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write'] }
+      ? { source: wgsl('attention_prefill.wgsl', 'attention_params', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
       : undefined,
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
@@ -195,9 +195,17 @@ class GpuKVCache implements KVCache {
   readonly layers: number;
   readonly kvHeads: number;
   readonly headDim: number;
-  readonly capacity: number;
+  readonly blocks: number;
+  readonly blockSize: number;
+  readonly sequences: number;
+  readonly flagStride: number;
   constructor(shape: KVCacheShape, readonly keys: GPUBuffer[], readonly values: GPUBuffer[], readonly tokenFlags: GpuIndexTensor, private readonly onRelease: (cache: GpuKVCache) => void) {
-    ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, capacity: this.capacity } = shape);
+    ({ layers: this.layers, kvHeads: this.kvHeads, headDim: this.headDim, blocks: this.blocks, blockSize: this.blockSize, sequences: this.sequences } = shape);
+    this.flagStride = flagStride(shape.vocabSize);
+  }
+  /** Positions per head of a layer's keys: every block's. */
+  get slots(): number {
+    return this.blocks * this.blockSize;
   }
   release(): void {
     this.onRelease(this);
@@ -331,8 +339,8 @@ export class WebGpuBackend implements Backend {
 
   // ---- memory ----
 
-  private write(buffer: GPUBuffer, view: ArrayBufferView): void {
-    this.device.queue.writeBuffer(buffer, 0, view.buffer as ArrayBuffer, view.byteOffset, view.byteLength);
+  private write(buffer: GPUBuffer, view: ArrayBufferView, bufferOffset = 0): void {
+    this.device.queue.writeBuffer(buffer, bufferOffset, view.buffer as ArrayBuffer, view.byteOffset, view.byteLength);
   }
 
   upload(values: Float32Array): Tensor {
@@ -381,8 +389,8 @@ export class WebGpuBackend implements Backend {
     return new GpuIndexTensor(this.createBuffer(elements * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC), elements);
   }
 
-  uploadIndices(target: IndexTensor, values: Int32Array): void {
-    this.write(indexTensor(target).buffer, values);
+  uploadIndices(target: IndexTensor, values: Int32Array, offset = 0): void {
+    this.write(indexTensor(target).buffer, values, offset * 4);
   }
 
   createKVCache(shape: KVCacheShape): KVCache {
@@ -393,10 +401,14 @@ export class WebGpuBackend implements Backend {
       free.push(buffer);
       this.kvPool.set(buffer.size, free);
     };
-    const bytes = Math.ceil(Math.max(16, shape.kvHeads * shape.capacity * shape.headDim * 4) / 16) * 16;
+    const bytes = Math.ceil(Math.max(16, shape.kvHeads * shape.blocks * shape.blockSize * shape.headDim * 4) / 16) * 16;
+    if (bytes > this.device.limits.maxStorageBufferBindingSize) {
+      throw new GpuError(`a KV cache layer of ${shape.blocks} blocks of ${shape.blockSize} positions needs ${bytes} bytes, more than the device binds (${this.device.limits.maxStorageBufferBindingSize}): use a shorter context or fewer sequences`);
+    }
     const keys = Array.from({ length: shape.layers }, () => take(bytes));
     const values = Array.from({ length: shape.layers }, () => take(bytes));
-    const flags = new GpuIndexTensor(take(Math.ceil(Math.max(16, shape.vocabSize * 4) / 16) * 16), shape.vocabSize);
+    const flagEntries = shape.sequences * flagStride(shape.vocabSize);
+    const flags = new GpuIndexTensor(take(Math.max(16, flagEntries * 4)), flagEntries);
     return new GpuKVCache(shape, keys, values, flags, (cache) => [...cache.keys, ...cache.values, cache.tokenFlags.buffer].forEach(give));
   }
 
@@ -696,61 +708,62 @@ export class WebGpuBackend implements Backend {
     this.elementwise(2, out, x, null, elements);
   }
 
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, cos: Tensor, sin: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
+  rope(q: Tensor, k: Tensor, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
     const c = store ? kvCache(store.cache) : undefined;
-    const cacheBuffers = c && store ? [tensor(store.v).buffer, c.keys[store.layer], c.values[store.layer]] : [this.dummy, this.unusedOutputs[0], this.unusedOutputs[1]];
-    this.dispatch('rope', [rows, heads, kvHeads, headDim, c ? 1 : 0, c?.capacity ?? 0, 0, 0],
-      [tensor(q).buffer, tensor(k).buffer, indexTensor(positions).buffer, tensor(cos).buffer, tensor(sin).buffer, ...cacheBuffers],
+    const cacheBuffers = c && store
+      ? [indexTensor(store.pages).buffer, tensor(store.v).buffer, c.keys[store.layer], c.values[store.layer]]
+      : [this.dummy, this.dummy, this.unusedOutputs[0], this.unusedOutputs[1]];
+    this.dispatch('rope', [rows, heads, kvHeads, headDim, c ? 1 : 0, c?.blockSize ?? 1, c?.slots ?? 0, rotary.elements / 2],
+      [tensor(q).buffer, tensor(k).buffer, indexTensor(positions).buffer, tensor(rotary).buffer, ...cacheBuffers],
       [Math.ceil(headDim / 2 / 64), heads + kvHeads, rows]);
   }
 
-  writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, rows: number): void {
+  writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void {
     const c = kvCache(kv);
-    this.dispatch('writeKV', [rows, c.kvHeads, c.headDim, c.capacity],
-      [tensor(k).buffer, tensor(v).buffer, indexTensor(positions).buffer, c.keys[layer], c.values[layer]],
+    this.dispatch('writeKV', [rows, c.kvHeads, c.headDim, c.blockSize, c.slots, 0, 0, 0],
+      [tensor(k).buffer, tensor(v).buffer, indexTensor(positions).buffer, indexTensor(pages).buffer, c.keys[layer], c.values[layer]],
       [Math.ceil(c.headDim / 64), c.kvHeads, rows]);
   }
 
-  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, rows: number, shape: AttentionShape, length: number): void {
+  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape, length: number): void {
     const c = kvCache(kv);
     if (shape.headDim > 256) throw new GpuError(`attention supports head_dim ≤ 256, got ${shape.headDim}`);
     const buffers = [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer];
+    const pageBuffer = indexTensor(pages).buffer;
+    const params = (splitLength: number, splits: number) => [rows, shape.heads, shape.kvHeads, shape.headDim, c.slots, { f32: shape.scale }, splitLength, splits, c.blockSize, firstRow];
     if (shape.headDim % 4 !== 0) {
-      this.dispatch('attention', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], buffers, [shape.heads, rows]);
+      this.dispatch('attention', params(0, 0), [...buffers, pageBuffer], [shape.heads, rows]);
       return;
     }
     if (rows >= ATTENTION_PREFILL_QUERIES && shape.headDim <= ATTENTION_PREFILL_MAX_HEAD_DIM && this.kernels.has('attentionPrefill')) {
       // Prefill: blocks of query rows share each staged key and value.
-      this.dispatch('attentionPrefill', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], buffers,
-        [shape.heads, Math.ceil(rows / ATTENTION_PREFILL_QUERIES)]);
+      this.dispatch('attentionPrefill', params(0, 0), [...buffers, pageBuffer], [shape.heads, Math.ceil(rows / ATTENTION_PREFILL_QUERIES)]);
       return;
     }
     // Flash-decoding: a long cache and few workgroups (decode) is split over more of them.
     const workgroups = shape.heads * rows;
     const splits = Math.min(MAX_ATTENTION_SPLITS, Math.ceil(length / ATTENTION_MIN_SPLIT), Math.ceil(ATTENTION_TARGET_WORKGROUPS / workgroups));
     if (splits <= 1) {
-      this.dispatch('attentionVec4', [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, 0, 0], [...buffers, this.unusedOutputs[0]], [shape.heads, rows]);
+      this.dispatch('attentionVec4', params(0, 0), [...buffers, this.unusedOutputs[0], pageBuffer], [shape.heads, rows]);
       return;
     }
     const splitLength = Math.ceil(length / splits);
     const used = Math.ceil(length / splitLength);
     const bytes = workgroups * used * (shape.headDim / 4 + 1) * 16;
     if (!this.attentionPartials || this.attentionPartials.size < bytes) this.attentionPartials = this.createBuffer(bytes, GPUBufferUsage.STORAGE);
-    const params = [rows, shape.heads, shape.kvHeads, shape.headDim, c.capacity, { f32: shape.scale }, splitLength, used];
-    this.dispatch('attentionVec4', params, [...buffers, this.attentionPartials], [shape.heads, rows, used]);
-    this.dispatch('attentionCombine', params, [this.attentionPartials, tensor(out).buffer], [shape.heads, rows]);
+    this.dispatch('attentionVec4', params(splitLength, used), [...buffers, this.attentionPartials, pageBuffer], [shape.heads, rows, used]);
+    this.dispatch('attentionCombine', params(splitLength, used), [this.attentionPartials, tensor(out).buffer], [shape.heads, rows]);
   }
 
-  argmax(out: IndexTensor, values: Tensor, count: number): void {
+  argmax(out: IndexTensor, values: Tensor, row: number, count: number): void {
     const t = tensor(values);
-    // The kernel reads whole vec4s: every buffer from allocate() is padded to 16 bytes.
-    if (t.buffer.size < Math.ceil(count / 4) * 16) throw new GpuError(`argmax over ${count} values needs a buffer padded to 16 bytes`);
-    this.dispatch('argmax', [count, 0, 0, 0], [t.buffer, indexTensor(out).buffer], [1]);
+    if (t.buffer.size < (row + 1) * count * 4) throw new GpuError(`argmax of row ${row} of ${count} values reads past its buffer`);
+    this.dispatch('argmax', [count, row, 0, 0], [t.buffer, indexTensor(out).buffer], [1]);
   }
 
-  sample(out: IndexTensor, logits: Tensor, count: number, params: SampleParams, tokenFlags: IndexTensor | null): void {
+  sample(out: IndexTensor, logits: Tensor, row: number, count: number, params: SampleParams, tokenFlags: IndexTensor | null, flagsRow: number): void {
     if (params.temperature === 0 && !tokenFlags) {
-      this.argmax(out, logits, count);
+      this.argmax(out, logits, row, count);
       return;
     }
     const scratchBytes = 2 * Math.ceil(count / 4) * 16; // order keys, then masses
@@ -759,8 +772,9 @@ export class WebGpuBackend implements Backend {
     }
     const greedy = params.temperature === 0;
     const flags = (tokenFlags ? 1 : 0) | (greedy ? 2 : 0);
-    this.dispatch('sample', [count, params.topK, flags, { f32: greedy ? 1 : 1 / params.temperature }, { f32: params.topP }, { f32: params.minP }, { f32: params.repetitionPenalty }, { f32: params.draw }],
-      [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer], [1]);
+    this.dispatch('sample', [count, params.topK, flags, { f32: greedy ? 1 : 1 / params.temperature }, { f32: params.topP }, { f32: params.minP },
+      { f32: params.repetitionPenalty }, { f32: params.draw }, { f32: params.presencePenalty }, { f32: params.frequencyPenalty }, row, flagsRow],
+    [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer], [1]);
   }
 
   flush(): void {

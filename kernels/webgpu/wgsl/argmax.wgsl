@@ -1,17 +1,17 @@
 // Greedy sampling on the GPU: the index of the largest of `count` logits (the lowest index among
 // equal maxima, as the CPU sampler picks), so only that id crosses back to the CPU.
-// One workgroup of 1024: each invocation scans a strided share 16 bytes at a time, then a tree
+// One workgroup of 1024: each invocation scans a strided share four values at a time, then a tree
 // reduction in workgroup memory.
 
 struct Params {
   count: u32,
-  _pad0: u32,
+  row: u32, // logits row (rows of `count`) and the result's entry
   _pad1: u32,
   _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>; // padded to whole vec4s
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> result: array<u32>;
 
 const WORKGROUP: u32 = 1024u;
@@ -22,9 +22,16 @@ var<workgroup> best_index: array<u32, WORKGROUP>;
 fn main(@builtin(local_invocation_index) lid: u32) {
   var value = -3.4e38;
   var index = 0xffffffffu;
+  let base = params.row * params.count;
   for (var q = lid; q * 4u < params.count; q += WORKGROUP) {
-    let v = logits[q];
-    // strict comparisons: the first (lowest) index of a maximum stays
+    // Four values per invocation per step, all loaded before any is compared; strict comparisons:
+    // the first (lowest) index of a maximum stays.
+    var v = vec4<f32>(-3.4e38);
+    for (var j = 0u; j < 4u; j++) {
+      if (q * 4u + j < params.count) {
+        v[j] = logits[base + q * 4u + j];
+      }
+    }
     for (var j = 0u; j < 4u; j++) {
       let i = q * 4u + j;
       if (i < params.count && v[j] > value) {
@@ -48,6 +55,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();
   }
   if (lid == 0u) {
-    result[0] = select(best_index[0], 0u, best_index[0] == 0xffffffffu);
+    result[params.row] = select(best_index[0], 0u, best_index[0] == 0xffffffffu);
   }
 }

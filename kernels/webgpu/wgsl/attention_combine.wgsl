@@ -9,12 +9,13 @@
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let head = wid.x;
-  let r = wid.y;
+  let local_row = wid.y;
+  let r = params.first_row + local_row;
   let columns = params.head_dim / 4u;
   if (lid >= columns) {
     return;
   }
-  let first = (r * params.heads + head) * params.splits;
+  let first = (local_row * params.heads + head) * params.splits;
   var top = -3.4e38;
   for (var s = 0u; s < params.splits; s++) {
     top = max(top, partials[(first + s) * (columns + 1u) + columns].x);

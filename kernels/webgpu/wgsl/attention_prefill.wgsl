@@ -6,12 +6,15 @@
 // 256 invocations: QUERIES rows × 16 lanes. For each tile a lane scores one position of its row
 // (a full dot product against the staged q row), then accumulates two vec4 columns of its row's
 // output over the tile's positions. Workgroup memory: 26 KiB (fits the 32 KiB many adapters give).
+// The rows of one call are one sequence's (a prefill chunk): the tiles come through the pages of
+// the block's first row (common/kv_pages.wgsl).
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> positions: array<i32>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> pages: array<i32>;
 
 const QUERIES: u32 = 16u;
 const LANES: u32 = 16u;          // per query row
@@ -32,7 +35,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let head = wid.x;
   let kv = head / (params.heads / params.kv_heads);
   let columns = params.head_dim / 4u;
-  let row0 = wid.y * QUERIES;
+  let row0 = wid.y * QUERIES; // relative to first_row
   let query = lid / LANES;
   let lane = lid % LANES;
   let r = row0 + query;
@@ -40,7 +43,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lane == 0u) {
     var length = 0u;
     if (r < params.rows) {
-      length = u32(positions[r]) + 1u;
+      length = u32(positions[params.first_row + r]) + 1u;
     }
     lengths[query] = length;
   }
@@ -50,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let c = i % MAX_COLUMNS;
     var value = vec4<f32>(0.0);
     if (qr < params.rows && c < columns) {
-      value = q[(qr * params.heads + head) * columns + c];
+      value = q[((params.first_row + qr) * params.heads + head) * columns + c];
     }
     q_tile[(i / MAX_COLUMNS) * ROW + c] = value;
   }
@@ -64,7 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let end = workgroupUniformLoad(&block_length);
   let length = lengths[query];
-  let kv_base = kv * params.capacity * columns;
+  let kv_base = kv * params.slots * columns;
 
   var running_max = LOWEST;
   var running_sum = 0.0;
@@ -78,8 +81,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var k = vec4<f32>(0.0);
       var v = vec4<f32>(0.0);
       if (t < end && c < columns) {
-        k = keys[kv_base + t * columns + c];
-        v = values[kv_base + t * columns + c];
+        let slot = page_slot(params.first_row + row0, t, params.block_size);
+        k = keys[kv_base + slot * columns + c];
+        v = values[kv_base + slot * columns + c];
       }
       k_tile[(i / MAX_COLUMNS) * ROW + c] = k;
       v_tile[(i / MAX_COLUMNS) * ROW + c] = v;
@@ -126,7 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier(); // the tiles are restaged next
   }
   if (r < params.rows && length > 0u) {
-    let base = (r * params.heads + head) * columns;
+    let base = ((params.first_row + r) * params.heads + head) * columns;
     if (lane < columns) {
       out[base + lane] = acc0 / running_sum;
     }

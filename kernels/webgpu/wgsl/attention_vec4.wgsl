@@ -16,11 +16,13 @@
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 // Per (row, head, split): head_dim / 4 vec4s of weighted values, then (max, sum, 0, 0).
 @group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> pages: array<i32>;
 
 const CHUNK: u32 = REDUCE_SIZE; // positions per chunk, one per invocation
 const LOWEST: f32 = -3.0e38;
 var<workgroup> q_shared: array<vec4<f32>, 64>;   // head_dim ≤ 256
 var<workgroup> p_shared: array<f32, CHUNK>;
+var<workgroup> slot_shared: array<u32, CHUNK>;
 var<workgroup> stripes: array<vec4<f32>, CHUNK>; // per-thread partial weighted values
 var<workgroup> length_shared: u32;
 
@@ -28,7 +30,8 @@ var<workgroup> length_shared: u32;
 @compute @workgroup_size(CHUNK)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let head = wid.x;
-  let r = wid.y;
+  let local_row = wid.y;
+  let r = params.first_row + local_row;
   let split = wid.z;
   let kv = head / (params.heads / params.kv_heads);
   let columns = params.head_dim / 4u;          // vec4s per head row
@@ -46,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     begin = min(length, split * params.split_length);
     end = min(length, begin + params.split_length);
   }
-  let kv_base = kv * params.capacity * columns;
+  let kv_base = kv * params.slots * columns;
   // Weighted-value work split: column group `column`, stripe `stripe` of `stripe_count`.
   let stripe_count = CHUNK / columns;
   let column = lid % columns;
@@ -59,7 +62,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let t = start + lid;
     var score = LOWEST;
     if (t < end) {
-      let k_base = kv_base + t * columns;
+      let slot = page_slot(r, t, params.block_size);
+      slot_shared[lid] = slot;
+      let k_base = kv_base + slot * columns;
       var s = vec4<f32>(0.0);
       var c = 0u;
       for (; c + 4u <= columns; c += 4u) {
@@ -80,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       p = exp(score - new_max);
     }
     p_shared[lid] = p;
-    let chunk_sum = workgroup_sum(p, lid); // its barriers also publish p_shared
+    let chunk_sum = workgroup_sum(p, lid); // its barriers also publish p_shared and slot_shared
     let correction = exp(running_max - new_max);
     running_sum = running_sum * correction + chunk_sum;
     running_max = new_max;
@@ -89,7 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (stripe < stripe_count) {
       let count = min(CHUNK, end - start);
       for (var j = stripe; j < count; j += stripe_count) {
-        partial += p_shared[j] * values[kv_base + (start + j) * columns + column];
+        partial += p_shared[j] * values[kv_base + slot_shared[j] * columns + column];
       }
     }
     stripes[lid] = partial;
@@ -101,7 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
       acc = acc * correction + total;
     }
-    workgroupBarrier(); // p_shared and stripes are rewritten by the next chunk
+    workgroupBarrier(); // p_shared, slot_shared and stripes are rewritten by the next chunk
   }
   if (params.split_length == 0u) {
     if (lid < columns) {
@@ -109,7 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     return;
   }
-  let partial_base = ((r * params.heads + head) * params.splits + split) * (columns + 1u);
+  let partial_base = ((local_row * params.heads + head) * params.splits + split) * (columns + 1u);
   if (lid < columns) {
     partials[partial_base + lid] = acc;
   }

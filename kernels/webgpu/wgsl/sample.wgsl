@@ -5,7 +5,7 @@
 // found by searching the 32-bit order key of the logit: each step over the vocabulary sums the
 // metric above 7 evenly spaced key thresholds at once, narrowing the key range 8-fold, so about
 // 10 passes find the boundary key; equal logits are then split by id the same way (rare).
-// Steps: penalise flagged tokens, take order keys and the largest logit (step 0); greedy stops
+// Steps: penalise counted tokens, take order keys and the largest logit (step 0); greedy stops
 // there. Otherwise each token's probability relative to the top's (its mass) is computed once, and
 // tokens more than 40/T below the top get key 0 (dropped, the CPU's cut). The tokens allowed are
 // then those at or before the top-k boundary, then at or before the top-p boundary of what is left,
@@ -19,17 +19,22 @@
 struct Params {
   count: u32,
   top_k: u32,               // 0: off
-  flags: u32,               // bit 0: token_flags bound: penalise flagged tokens, flag the pick; bit 1: greedy
+  flags: u32,               // bit 0: token_flags bound: penalise counted tokens, count the pick; bit 1: greedy
   inverse_temperature: f32, // 1 when greedy
   top_p: f32,               // 1: off
   min_p: f32,               // 0: off
-  penalty: f32,
+  penalty: f32,             // repetition penalty, 1: off
   draw: f32,                // uniform in [0, 1)
+  presence: f32,            // presence penalty, 0: off
+  frequency: f32,           // frequency penalty, 0: off
+  row: u32,                 // logits row (rows of `count`) and the result's entry
+  flags_row: u32,           // token_flags row (rows of whole vec4s covering `count`)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> logits: array<vec4<f32>>;           // padded to whole vec4s
-@group(0) @binding(2) var<storage, read_write> token_flags: array<vec4<u32>>; // padded likewise
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+// Per token: 1 if the prompt holds it, plus 2 per time the output does (kernels/backend.ts KVCache).
+@group(0) @binding(2) var<storage, read_write> token_flags: array<vec4<u32>>;
 // [0, quads): order keys, four tokens per element; [quads, 2·quads): masses (f32 bits).
 @group(0) @binding(3) var<storage, read_write> scratch: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> result: array<u32>;
@@ -220,11 +225,23 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   let quads = (params.count + 3u) / 4u;
   // Pass 0: penalised logits as order keys, and the largest logit.
   var top = -3.4e38;
+  let logits_base = params.row * params.count;
+  let flags_base = params.flags_row * quads;
   for (var q = lid; q < quads; q += THREADS) {
-    var values = logits[q];
-    if (flagged && params.penalty != 1.0) {
-      let seen = token_flags[q] != vec4<u32>(0u);
-      values = select(values, select(values * params.penalty, values / params.penalty, values > vec4<f32>(0.0)), seen);
+    var values = vec4<f32>(-3.4e38);
+    for (var c = 0u; c < 4u; c++) {
+      if (q * 4u + c < params.count) {
+        values[c] = logits[logits_base + q * 4u + c];
+      }
+    }
+    if (flagged) {
+      let counts = token_flags[flags_base + q];
+      if (params.penalty != 1.0) {
+        let seen = counts != vec4<u32>(0u);
+        values = select(values, select(values * params.penalty, values / params.penalty, values > vec4<f32>(0.0)), seen);
+      }
+      let outputs = vec4<f32>(counts >> vec4<u32>(1u));
+      values -= select(vec4<f32>(0.0), vec4<f32>(params.presence) + params.frequency * outputs, outputs > vec4<f32>(0.0));
     }
     var keys = vec4<u32>(0u);
     for (var c = 0u; c < 4u; c++) {
@@ -398,9 +415,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     }
   }
   if (lid == 0u) {
-    result[0] = picked;
+    result[params.row] = picked;
     if (flagged) {
-      token_flags[picked / 4u][picked % 4u] = 1u;
+      token_flags[flags_base + picked / 4u][picked % 4u] += 2u;
     }
   }
 }
