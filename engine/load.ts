@@ -13,6 +13,9 @@ export interface EngineOptions {
   backend?: BackendKind;
   /** Positions per sequence; defaults to the model's max_position_embeddings. */
   contextLength?: number;
+  /** Sequences one step may serve (continuous batching), and tokens a step may hold. */
+  maxSequences?: number;
+  maxStepTokens?: number;
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
   /** One-line messages a person should see (a backend fallback). */
   onNotice?: (message: string) => void;
@@ -29,7 +32,7 @@ export async function loadEngine(modelPath: string = DEFAULT_MODEL_DIR, options:
   const start = performance.now();
   const directory = readModelDirectory(modelPath);
   const backend = await createBackend(options.backend ?? 'auto', options.onNotice);
-  const model = loadModel(directory, backend, { onProgress: options.onProgress });
+  const model = loadModel(directory, backend, { onProgress: options.onProgress, maxSequences: options.maxSequences, maxStepTokens: options.maxStepTokens });
   const contextLength = Math.min(options.contextLength ?? model.config.maxPositions, model.config.maxPositions);
   const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds, contextLength);
   return { directory, model, generator, loadMs: performance.now() - start };

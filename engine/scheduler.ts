@@ -1,0 +1,427 @@
+// Continuous batching over a paged KV cache: many sequences share one model and one cache. Each
+// step takes one token from every sequence that is decoding plus prompt chunks of sequences still
+// being read (so a long prompt never stalls running streams for more than a chunk), runs them as
+// one forward step, and hands each sampled token to its sequence. New requests join between steps;
+// finished, failed and cancelled ones give their blocks and slot back at once.
+import type { CausalLM, StepEntry } from '../models/model.ts';
+import type { TextTokenizer } from '../weights/tokenizer.ts';
+import { IncrementalDetokenizer } from './detokenizer.ts';
+import { ContextLengthError, promptTokenFlags, type FinishReason } from './generate.ts';
+import { Sampler, type SamplingOptions } from './sampler.ts';
+import { StopStringMatcher } from './stop.ts';
+
+export interface TokenLogprob {
+  id: number;
+  /** Natural log of its probability under the model's distribution (before sampling's cuts and penalties). */
+  logprob: number;
+}
+
+export interface GeneratedToken extends TokenLogprob {
+  /** The most likely tokens at this step, best first (as many as the request's logprobs). */
+  top?: TokenLogprob[];
+}
+
+export interface SequenceRequest {
+  promptIds: number[];
+  maxTokens: number;
+  sampling: SamplingOptions;
+  stop?: string[];
+  ignoreEos?: boolean;
+  /** Report each token's logprob and this many top alternatives (0: the token's own only). */
+  logprobs?: number;
+  /** Cancels the sequence within one step; the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Text as soon as it is final, with the tokens that completed it. */
+  onText?: (text: string, tokens: GeneratedToken[]) => void;
+}
+
+export interface SequenceResult {
+  promptTokens: number;
+  ids: number[];
+  /** Generated text, stop string excluded. */
+  text: string;
+  /** Every generated token with its logprob, when the request asked for logprobs. */
+  tokens?: GeneratedToken[];
+  finishReason: FinishReason;
+  timings: { queueMs: number; firstTokenMs: number; totalMs: number };
+}
+
+/** What a server watches: latencies and counts as they happen. */
+export interface SchedulerObserver {
+  firstToken?(milliseconds: number): void;
+  interToken?(milliseconds: number): void;
+  finished?(promptTokens: number, generatedTokens: number): void;
+}
+
+export interface SchedulerOptions {
+  /** Sequences decoding at once. */
+  maxBatch: number;
+  /** Requests waiting beyond the running ones; more are refused (QueueFullError). */
+  maxQueue: number;
+  /** Positions per sequence (prompt + output). */
+  contextLength: number;
+  /** KV-cache blocks in all; by default enough for maxBatch sequences at full context. */
+  blocks?: number;
+  observer?: SchedulerObserver;
+}
+
+export class QueueFullError extends Error {
+  constructor(readonly queued: number) {
+    super(`the server is busy: ${queued} requests are already waiting`);
+    this.name = 'QueueFullError';
+  }
+}
+
+/** Hands out KV-cache blocks; a sequence reserves what it may need at admission and takes blocks as it grows. */
+export class BlockAllocator {
+  private readonly free: number[];
+  private reservedUnallocated = 0;
+
+  constructor(readonly total: number) {
+    this.free = Array.from({ length: total }, (_, i) => total - 1 - i);
+  }
+
+  get used(): number {
+    return this.total - this.free.length;
+  }
+
+  get available(): number {
+    return this.free.length - this.reservedUnallocated;
+  }
+
+  reserve(blocks: number): boolean {
+    if (blocks > this.available) return false;
+    this.reservedUnallocated += blocks;
+    return true;
+  }
+
+  /** A reserved block, now in use. */
+  take(): number {
+    const block = this.free.pop();
+    if (block === undefined || this.reservedUnallocated === 0) throw new Error('KV block taken without a reservation');
+    this.reservedUnallocated--;
+    return block;
+  }
+
+  /** Returns a sequence's blocks and the part of its reservation it never took. */
+  release(blocks: number[], unusedReservation: number): void {
+    this.free.push(...blocks);
+    this.reservedUnallocated -= unusedReservation;
+  }
+}
+
+type Phase = 'prefill' | 'decode';
+
+class Sequence {
+  readonly blockTable: number[] = [];
+  readonly ids: number[] = [];
+  readonly tokens: GeneratedToken[] = [];
+  /** Prompt tokens already in the cache. */
+  prefilled = 0;
+  phase: Phase = 'prefill';
+  text = '';
+  readonly sampler: Sampler;
+  readonly detokenizer: IncrementalDetokenizer;
+  readonly stops: StopStringMatcher;
+  readonly eos: Set<number>;
+  /** Positions this sequence may fill. */
+  readonly capacity: number;
+  readonly reservedBlocks: number;
+  readonly enqueuedAt = performance.now();
+  admittedAt = 0;
+  firstTokenAt = 0;
+  lastTokenAt = 0;
+  slot = -1;
+  resolve: (result: SequenceResult) => void = () => undefined;
+  reject: (error: unknown) => void = () => undefined;
+
+  constructor(
+    readonly request: SequenceRequest,
+    tokenizer: TextTokenizer,
+    eosTokenIds: readonly number[],
+    contextLength: number,
+    blockSize: number,
+  ) {
+    this.sampler = new Sampler(request.sampling);
+    this.detokenizer = new IncrementalDetokenizer(tokenizer, request.promptIds);
+    this.stops = new StopStringMatcher(request.stop ?? []);
+    this.eos = new Set(request.ignoreEos ? [] : eosTokenIds);
+    this.capacity = Math.min(contextLength, request.promptIds.length + request.maxTokens);
+    this.reservedBlocks = Math.ceil(this.capacity / blockSize);
+  }
+
+  /** The next position to fill. */
+  get position(): number {
+    return this.prefilled + Math.max(0, this.ids.length - 1);
+  }
+}
+
+export class Scheduler {
+  readonly allocator: BlockAllocator;
+  private readonly cache;
+  private readonly queue: Sequence[] = [];
+  private readonly running: Sequence[] = [];
+  private readonly freeSlots: number[];
+  private wake: (() => void) | undefined;
+  private stopped = false;
+  private readonly loop: Promise<void>;
+  /** Steps run and rows they held, for benchmarks. */
+  readonly stats = { steps: 0, rows: 0 };
+
+  constructor(
+    readonly model: CausalLM,
+    readonly tokenizer: TextTokenizer,
+    readonly eosTokenIds: readonly number[],
+    readonly options: SchedulerOptions,
+  ) {
+    if (options.maxBatch > model.maxSequences) throw new RangeError(`the model was loaded for ${model.maxSequences} sequences per step, not ${options.maxBatch}`);
+    // Decoding rows come first in a step; prompts need room beside them.
+    if (options.maxBatch >= model.maxStepTokens) throw new RangeError(`a step of ${model.maxStepTokens} tokens leaves no room for prompts beside ${options.maxBatch} decoding sequences`);
+    const perSequence = Math.ceil(options.contextLength / model.blockSize);
+    this.allocator = new BlockAllocator(options.blocks ?? options.maxBatch * perSequence);
+    if (this.allocator.total < perSequence) throw new RangeError(`${this.allocator.total} KV blocks cannot hold one sequence of ${options.contextLength} positions (${perSequence} blocks)`);
+    this.cache = model.createKVCache(this.allocator.total, options.maxBatch);
+    this.freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+    this.loop = this.run();
+  }
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  get active(): number {
+    return this.running.length;
+  }
+
+  /**
+   * Queues a request; resolves when it finishes. Throws at once (ContextLengthError, RangeError,
+   * QueueFullError) when it can never run or the queue is full.
+   */
+  submit(request: SequenceRequest): Promise<SequenceResult> {
+    if (this.stopped) return Promise.reject(new Error('the scheduler has stopped'));
+    const { promptIds, maxTokens } = request;
+    if (promptIds.length === 0) throw new RangeError('the prompt has no tokens');
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`max tokens must be a positive integer, got ${maxTokens}`);
+    const vocabSize = this.model.config.vocabSize;
+    const badId = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+    if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is outside the vocabulary (0..${vocabSize - 1})`);
+    if (promptIds.length >= this.options.contextLength) throw new ContextLengthError(promptIds.length, this.options.contextLength);
+    // Queued requests that free slots will take at the next step do not wait.
+    const waiting = this.queue.length - this.freeSlots.length;
+    if (waiting >= this.options.maxQueue) throw new QueueFullError(Math.max(0, waiting));
+    const sequence = new Sequence(request, this.tokenizer, this.eosTokenIds, this.options.contextLength, this.model.blockSize);
+    const done = new Promise<SequenceResult>((resolve, reject) => {
+      sequence.resolve = resolve;
+      sequence.reject = reject;
+    });
+    this.queue.push(sequence);
+    request.signal?.addEventListener('abort', () => this.wake?.(), { once: true });
+    this.wake?.();
+    return done;
+  }
+
+  /** Stops taking requests, fails those not finished, and frees the cache. */
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.loop;
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      this.dropCancelled();
+      this.admit();
+      if (this.running.length === 0) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+        continue;
+      }
+      try {
+        await this.step();
+      } catch (error) {
+        // A failed step (a device error) fails its sequences, not the server.
+        for (const sequence of [...this.running]) this.finish(sequence, error);
+      }
+      // Let request handlers (new submissions, disconnects, writes) run between steps.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const error = new Error('the server is shutting down');
+    for (const sequence of [...this.running, ...this.queue.splice(0)]) this.finish(sequence, error);
+    this.cache.release();
+  }
+
+  private dropCancelled(): void {
+    for (const sequence of [...this.running, ...this.queue]) {
+      const signal = sequence.request.signal;
+      if (signal?.aborted) this.finish(sequence, signal.reason ?? new Error('cancelled'));
+    }
+  }
+
+  /** Moves queued requests into the batch while there are slots and blocks, first come first served. */
+  private admit(): void {
+    while (this.queue.length > 0 && this.freeSlots.length > 0) {
+      const next = this.queue[0];
+      if (!this.allocator.reserve(next.reservedBlocks)) break;
+      this.queue.shift();
+      next.slot = this.freeSlots.pop()!;
+      next.admittedAt = performance.now();
+      if (next.sampler.penalises) {
+        this.model.backend.uploadIndices(this.cache.tokenFlags, promptTokenFlags(next.request.promptIds, this.cache.flagStride), next.slot * this.cache.flagStride);
+      }
+      this.running.push(next);
+    }
+  }
+
+  private ensureBlocks(sequence: Sequence, positions: number): void {
+    while (sequence.blockTable.length * this.model.blockSize < positions) sequence.blockTable.push(this.allocator.take());
+  }
+
+  private async step(): Promise<void> {
+    const entries: StepEntry[] = [];
+    const owners: Sequence[] = [];
+    // Decoding sequences first: one token each.
+    for (const sequence of this.running) {
+      if (sequence.phase !== 'decode') continue;
+      const position = sequence.position;
+      this.ensureBlocks(sequence, position + 1);
+      entries.push({
+        sequence: { slot: sequence.slot, blockTable: sequence.blockTable },
+        tokens: Int32Array.of(sequence.ids[sequence.ids.length - 1]),
+        startPosition: position,
+        sample: sequence.sampler.next(),
+        logits: sequence.request.logprobs !== undefined,
+      });
+      owners.push(sequence);
+    }
+    // Then prompt chunks in arrival order, as many tokens as the step has room for.
+    let budget = this.model.maxStepTokens - entries.length;
+    for (const sequence of this.running) {
+      if (sequence.phase !== 'prefill' || budget <= 0) continue;
+      const prompt = sequence.request.promptIds;
+      const count = Math.min(budget, prompt.length - sequence.prefilled);
+      const last = sequence.prefilled + count === prompt.length;
+      this.ensureBlocks(sequence, sequence.prefilled + count);
+      entries.push({
+        sequence: { slot: sequence.slot, blockTable: sequence.blockTable },
+        tokens: Int32Array.from(prompt.slice(sequence.prefilled, sequence.prefilled + count)),
+        startPosition: sequence.prefilled,
+        sample: last ? sequence.sampler.next() : undefined,
+        logits: last && sequence.request.logprobs !== undefined,
+      });
+      owners.push(sequence);
+      budget -= count;
+    }
+    const result = await this.model.step(this.cache, entries);
+    this.stats.steps++;
+    this.stats.rows += this.model.maxStepTokens - budget;
+    let output = 0;
+    const vocab = this.model.config.vocabSize;
+    entries.forEach((entry, i) => {
+      const sequence = owners[i];
+      if (!entry.sample) {
+        sequence.prefilled += (entry.tokens as Int32Array).length;
+        return;
+      }
+      const k = output++;
+      if (sequence.phase === 'prefill') {
+        sequence.prefilled = sequence.request.promptIds.length;
+        sequence.phase = 'decode';
+      }
+      const logits = result.logits && entry.logits ? result.logits.subarray(k * vocab, (k + 1) * vocab) : null;
+      this.accept(sequence, result.ids[k], logits);
+    });
+  }
+
+  /** A sampled token: record it, release the text it completes, and finish the sequence when it is done. */
+  private accept(sequence: Sequence, id: number, logits: Float32Array | null): void {
+    const now = performance.now();
+    if (sequence.ids.length === 0) {
+      sequence.firstTokenAt = now;
+      this.options.observer?.firstToken?.(now - sequence.enqueuedAt);
+    } else {
+      this.options.observer?.interToken?.(now - sequence.lastTokenAt);
+    }
+    sequence.lastTokenAt = now;
+    sequence.ids.push(id);
+    // End of sequence: counted as generated, but neither text nor a reported token.
+    if (sequence.eos.has(id)) return this.complete(sequence, 'stop', []);
+    const pending: GeneratedToken[] = [];
+    if (logits) {
+      const token = tokenLogprobs(logits, id, sequence.request.logprobs ?? 0);
+      sequence.tokens.push(token);
+      pending.push(token);
+    }
+    const released = sequence.stops.push(sequence.detokenizer.push(id));
+    this.emit(sequence, released.text, pending);
+    if (released.stopped) return this.complete(sequence, 'stop', [], true);
+    // The next token would sit at position prompt + ids.length - 1 + 1.
+    const full = sequence.ids.length >= sequence.request.maxTokens || sequence.request.promptIds.length + sequence.ids.length >= sequence.capacity;
+    if (full) this.complete(sequence, 'length', []);
+  }
+
+  private emit(sequence: Sequence, text: string, tokens: GeneratedToken[]): void {
+    if (!text && tokens.length === 0) return;
+    sequence.text += text;
+    sequence.request.onText?.(text, tokens);
+  }
+
+  private complete(sequence: Sequence, reason: FinishReason, pending: GeneratedToken[], stoppedByString = false): void {
+    let finishReason = reason;
+    if (!stoppedByString) {
+      // Release what was held back: a partial character, or text that could have begun a stop string.
+      const tail = sequence.stops.push(sequence.detokenizer.flush());
+      if (tail.stopped) finishReason = 'stop';
+      const rest = tail.stopped ? tail.text : tail.text + sequence.stops.flush();
+      this.emit(sequence, rest, pending);
+    }
+    const now = performance.now();
+    this.options.observer?.finished?.(sequence.request.promptIds.length, sequence.ids.length);
+    this.finish(sequence, undefined, {
+      promptTokens: sequence.request.promptIds.length,
+      ids: sequence.ids,
+      text: sequence.text,
+      tokens: sequence.request.logprobs !== undefined ? sequence.tokens : undefined,
+      finishReason,
+      timings: { queueMs: sequence.admittedAt - sequence.enqueuedAt, firstTokenMs: sequence.firstTokenAt - sequence.enqueuedAt, totalMs: now - sequence.enqueuedAt },
+    });
+  }
+
+  /** Takes a sequence out of the batch or queue, gives back its blocks and slot, and settles it. */
+  private finish(sequence: Sequence, error: unknown, result?: SequenceResult): void {
+    const running = this.running.indexOf(sequence);
+    if (running !== -1) {
+      this.running.splice(running, 1);
+      const unused = sequence.reservedBlocks - sequence.blockTable.length;
+      this.allocator.release(sequence.blockTable.splice(0), unused);
+      this.freeSlots.push(sequence.slot);
+    } else {
+      const queued = this.queue.indexOf(sequence);
+      if (queued !== -1) this.queue.splice(queued, 1);
+    }
+    if (result) sequence.resolve(result);
+    else sequence.reject(error);
+  }
+}
+
+/** log_softmax of the logits at `id`, and the `top` most likely tokens (best first, lower id on ties). */
+export function tokenLogprobs(logits: Float32Array, id: number, top: number): GeneratedToken {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const logNormaliser = max + Math.log(sum);
+  const token: GeneratedToken = { id, logprob: logits[id] - logNormaliser };
+  if (top > 0) {
+    // A running list of the best `top` (top ≤ 20): one pass, no sort of the vocabulary.
+    const best: number[] = [];
+    for (let i = 0; i < logits.length; i++) {
+      if (best.length === top && logits[i] <= logits[best[best.length - 1]]) continue;
+      let at = best.length;
+      while (at > 0 && logits[best[at - 1]] < logits[i]) at--;
+      best.splice(at, 0, i);
+      if (best.length > top) best.pop();
+    }
+    token.top = best.map((i) => ({ id: i, logprob: logits[i] - logNormaliser }));
+  }
+  return token;
+}
