@@ -6,6 +6,7 @@ import { COMPRESS_HELP, runCompress } from './compress.ts';
 import { CONVERT_HELP, runConvert } from './convert.ts';
 import { GENERATE_HELP, runGenerate } from './generate.ts';
 import { ROOFLINE_HELP, runRoofline } from './roofline.ts';
+import { runServe, SERVE_HELP } from './serve.ts';
 
 const HELP = `Usage: blr <command> [options]
 
@@ -13,8 +14,9 @@ An inference engine for dense and block low-rank Llama and GPT-2 models.
 
 Commands:
   generate [PROMPT]      continue a prompt and stream the text (default model: stories260K)
+  serve                  OpenAI-compatible HTTP server with continuous batching
   convert INPUT OUTDIR   llama2.c or GGUF checkpoint → Hugging Face model directory
-  compress IN OUT        dense Llama checkpoint → low-rank, Monarch or BLAST
+  compress IN OUT        dense Llama or GPT-2 checkpoint → low-rank, Monarch or BLAST
   roofline --model M     bytes, FLOPs and roofline time of block low-rank layers (table, SVG)
 
 Run 'blr <command> --help' for a command's options.
@@ -22,6 +24,7 @@ Run 'blr <command> --help' for a command's options.
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<void>; help: string }> = {
   generate: { run: runGenerate, help: GENERATE_HELP },
+  serve: { run: runServe, help: SERVE_HELP },
   convert: { run: runConvert, help: CONVERT_HELP },
   compress: { run: runCompress, help: COMPRESS_HELP },
   roofline: { run: runRoofline, help: ROOFLINE_HELP },

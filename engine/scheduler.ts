@@ -164,6 +164,7 @@ export class Scheduler {
   private readonly freeSlots: number[];
   private wake: (() => void) | undefined;
   private stopped = false;
+  private observer: SchedulerObserver | undefined;
   private readonly loop: Promise<void>;
   /** Steps run and rows they held, for benchmarks. */
   readonly stats = { steps: 0, rows: 0 };
@@ -182,7 +183,13 @@ export class Scheduler {
     if (this.allocator.total < perSequence) throw new RangeError(`${this.allocator.total} KV blocks cannot hold one sequence of ${options.contextLength} positions (${perSequence} blocks)`);
     this.cache = model.createKVCache(this.allocator.total, options.maxBatch);
     this.freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+    this.observer = options.observer;
     this.loop = this.run();
+  }
+
+  /** Who hears of latencies and finished sequences from now on. */
+  setObserver(observer: SchedulerObserver | undefined): void {
+    this.observer = observer;
   }
 
   get queued(): number {
@@ -337,9 +344,9 @@ export class Scheduler {
     const now = performance.now();
     if (sequence.ids.length === 0) {
       sequence.firstTokenAt = now;
-      this.options.observer?.firstToken?.(now - sequence.enqueuedAt);
+      this.observer?.firstToken?.(now - sequence.enqueuedAt);
     } else {
-      this.options.observer?.interToken?.(now - sequence.lastTokenAt);
+      this.observer?.interToken?.(now - sequence.lastTokenAt);
     }
     sequence.lastTokenAt = now;
     sequence.ids.push(id);
@@ -375,7 +382,7 @@ export class Scheduler {
       this.emit(sequence, rest, pending);
     }
     const now = performance.now();
-    this.options.observer?.finished?.(sequence.request.promptIds.length, sequence.ids.length);
+    this.observer?.finished?.(sequence.request.promptIds.length, sequence.ids.length);
     this.finish(sequence, undefined, {
       promptTokens: sequence.request.promptIds.length,
       ids: sequence.ids,

@@ -1,7 +1,7 @@
 // Continuous batching: sequences run together over a paged KV cache give exactly what each gives
 // alone (the Generator, one sequence in its own cache), on the CPU and on WebGPU.
 import { describe, expect, it } from 'vitest';
-import { Generator } from '../engine/generate.ts';
+import { Generator, type GenerationResult } from '../engine/generate.ts';
 import { GREEDY, type SamplingOptions } from '../engine/sampler.ts';
 import { QueueFullError, Scheduler, tokenLogprobs, type GeneratedToken } from '../engine/scheduler.ts';
 import type { Backend } from '../kernels/backend.ts';
@@ -49,7 +49,7 @@ describe.each(backends)('Scheduler on %s', (name, makeBackend) => {
 
   it('runs 8 sequences at once, each giving exactly the tokens and text it gives alone', async ({ skip }) => {
     if (!model) return skip();
-    const expected = [];
+    const expected: GenerationResult[] = [];
     for (const c of CASES) expected.push(await alone(c));
     const scheduler = new Scheduler(model, directory.tokenizer, directory.eosTokenIds, { maxBatch: 8, maxQueue: 8, contextLength: 256 });
     const streamed = CASES.map(() => [] as string[]);

@@ -13,6 +13,8 @@ export interface ModelDirectory {
   config: Json;
   generationConfig: Json;
   tokenizer: TextTokenizer;
+  /** tokenizer_config.json ({} when absent): special tokens and the chat template. */
+  tokenizerConfig: Json;
   /** Ids that end generation: generation_config, config and tokenizer_config together. */
   eosTokenIds: number[];
   openTensors(): ShardedSafetensors;
@@ -70,6 +72,7 @@ export function readModelDirectory(directory: string): ModelDirectory {
     config,
     generationConfig,
     tokenizer,
+    tokenizerConfig,
     eosTokenIds: [...eos].sort((a, b) => a - b),
     openTensors: () => ShardedSafetensors.openDirectory(directory),
   };

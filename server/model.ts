@@ -1,0 +1,52 @@
+// A model directory → a ServedModel: the engine loaded for continuous batching, its scheduler and
+// its chat template.
+import path from 'node:path';
+import { loadEngine } from '../engine/load.ts';
+import { Scheduler } from '../engine/scheduler.ts';
+import type { BackendKind } from '../kernels/select.ts';
+import type { ServedModel } from './app.ts';
+import { ChatTemplate } from './chat.ts';
+
+export interface ServeOptions {
+  backend: BackendKind;
+  /** Sequences decoding at once. */
+  maxBatch: number;
+  /** Requests waiting beyond the batch before 429. */
+  maxQueue: number;
+  /** Positions per sequence; default: the model's, at most DEFAULT_CONTEXT. */
+  contextLength?: number;
+  /** KV-cache blocks; default: enough for maxBatch sequences of the full context. */
+  kvBlocks?: number;
+  /** The name clients send as "model"; default: the directory's name. */
+  name?: string;
+  onProgress?: (loadedBytes: number, totalBytes: number) => void;
+  onNotice?: (message: string) => void;
+}
+
+/** The default context when --ctx is not given: long enough for chat, short enough that the KV cache fits. */
+export const DEFAULT_CONTEXT = 4096;
+
+export async function loadServedModel(directory: string, options: ServeOptions): Promise<ServedModel> {
+  // Tokens per step: every decoding sequence plus room for a prompt chunk.
+  const maxStepTokens = Math.max(256, 2 * options.maxBatch);
+  const engine = await loadEngine(directory, {
+    backend: options.backend,
+    contextLength: options.contextLength ?? DEFAULT_CONTEXT,
+    maxSequences: options.maxBatch,
+    maxStepTokens,
+    onProgress: options.onProgress,
+    onNotice: options.onNotice,
+  });
+  const contextLength = engine.generator.contextLength;
+  const scheduler = new Scheduler(engine.model, engine.directory.tokenizer, engine.directory.eosTokenIds, {
+    maxBatch: options.maxBatch, maxQueue: options.maxQueue, contextLength, blocks: options.kvBlocks,
+  });
+  return {
+    name: options.name ?? path.basename(path.resolve(directory)),
+    scheduler,
+    tokenizer: engine.directory.tokenizer,
+    chatTemplate: new ChatTemplate(engine.directory.tokenizerConfig),
+    contextLength,
+    created: Math.floor(Date.now() / 1000),
+  };
+}
