@@ -62,8 +62,9 @@ function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof ContextLengthError) return new ApiError(400, error.message, 'invalid_request_error', 'messages', 'context_length_exceeded');
   if (error instanceof QueueFullError) return new ApiError(429, error.message, 'rate_limit_error', null, 'queue_full');
-  if (error instanceof RangeError) return new ApiError(400, error.message);
   const fastifyError = error as FastifyError;
+  // fastify's own errors carry their status (some, such as a body over the limit, are RangeErrors).
+  if (typeof fastifyError.statusCode !== 'number' && error instanceof RangeError) return new ApiError(400, error.message);
   if (fastifyError.validation) {
     const first = fastifyError.validation[0];
     const param = (first?.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.') || (first?.params as { missingProperty?: string } | undefined)?.missingProperty || null;
@@ -123,9 +124,18 @@ function newId(prefix: string): string {
   return `${prefix}-${randomBytes(12).toString('hex')}`;
 }
 
-/** A token's text for logprobs: its own decoding (a lone byte-fallback piece may not be whole UTF-8). */
-function tokenText(tokenizer: TextTokenizer, id: number): string {
-  return tokenizer.decode([id], false);
+/**
+ * A token's text for logprobs, as it reads after the token before it (decoders such as
+ * SentencePiece's drop a word's leading space at the start of a text). A lone byte-fallback piece
+ * may not be whole UTF-8.
+ */
+function tokenText(tokenizer: TextTokenizer, previous: number, id: number): string {
+  return tokenizer.decode([previous, id], false).slice(tokenizer.decode([previous], false).length);
+}
+
+/** Each token with the id before it (the prompt's last for the first), for tokenText. */
+function withPrevious(tokens: GeneratedToken[], before: number): { token: GeneratedToken; previous: number }[] {
+  return tokens.map((token, i) => ({ token, previous: i === 0 ? before : tokens[i - 1].id }));
 }
 
 interface Choice {
@@ -342,8 +352,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const created = Math.floor(Date.now() / 1000);
     const echoText = (c: Choice) => (echo ? served.tokenizer.decode(c.promptIds) : '');
     // Legacy logprobs: parallel lists, and text offsets into the choice's text.
-    const logprobsObject = (tokens: GeneratedToken[], offset: number) => {
-      const texts = tokens.map((t) => tokenText(served.tokenizer, t.id));
+    const logprobsObject = (tokens: GeneratedToken[], before: number, offset: number) => {
+      const texts = withPrevious(tokens, before).map(({ token, previous }) => tokenText(served.tokenizer, previous, token.id));
       const offsets: number[] = [];
       let at = offset;
       for (const text of texts) {
@@ -353,7 +363,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       return {
         tokens: texts,
         token_logprobs: tokens.map((t) => t.logprob),
-        top_logprobs: tokens.map((t) => Object.fromEntries((t.top ?? []).map((top) => [tokenText(served.tokenizer, top.id), top.logprob]))),
+        top_logprobs: withPrevious(tokens, before).map(({ token, previous }) => Object.fromEntries((token.top ?? []).map((top) => [tokenText(served.tokenizer, previous, top.id), top.logprob]))),
         text_offset: offsets,
       };
     };
@@ -361,11 +371,13 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (body.stream === true) {
       const includeUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
       const textOffsets = choices.map((c) => echoText(c).length);
+      const lastIds = choices.map((c) => c.promptIds[c.promptIds.length - 1]);
       // Text arrives from the scheduler's loop, never before the stream below is open.
       let events!: ReturnType<typeof sse>;
       for (const c of choices) {
         c.request.onText = (text, tokens) => {
-          const lp = logprobs !== undefined ? logprobsObject(tokens, textOffsets[c.index]) : null;
+          const lp = logprobs !== undefined ? logprobsObject(tokens, lastIds[c.index], textOffsets[c.index]) : null;
+          if (tokens.length > 0) lastIds[c.index] = tokens[tokens.length - 1].id;
           textOffsets[c.index] += text.length;
           events.event({ id, object: 'text_completion', created, model: served.name, choices: [{ index: c.index, text, logprobs: lp, finish_reason: null }] });
         };
@@ -389,7 +401,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       choices: all.map((r, i) => ({
         index: choices[i].index,
         text: echoText(choices[i]) + r.text,
-        logprobs: logprobs !== undefined ? logprobsObject(r.tokens ?? [], echoText(choices[i]).length) : null,
+        logprobs: logprobs !== undefined ? logprobsObject(r.tokens ?? [], choices[i].promptIds[choices[i].promptIds.length - 1], echoText(choices[i]).length) : null,
         finish_reason: r.finishReason,
       })),
       usage: usage(prompts, all),
@@ -451,11 +463,14 @@ export function buildApp(options: AppOptions): FastifyInstance {
     }));
     const id = newId('chatcmpl');
     const created = Math.floor(Date.now() / 1000);
-    const logprobEntry = (t: { id: number; logprob: number }) => {
-      const token = tokenText(served.tokenizer, t.id);
+    const logprobEntry = (t: { id: number; logprob: number }, previous: number) => {
+      const token = tokenText(served.tokenizer, previous, t.id);
       return { token, logprob: t.logprob, bytes: [...Buffer.from(token, 'utf8')] };
     };
-    const logprobsObject = (tokens: GeneratedToken[]) => ({ content: tokens.map((t) => ({ ...logprobEntry(t), top_logprobs: (t.top ?? []).map(logprobEntry) })) });
+    const logprobsObject = (tokens: GeneratedToken[], before: number) => ({
+      content: withPrevious(tokens, before).map(({ token, previous }) => ({ ...logprobEntry(token, previous), top_logprobs: (token.top ?? []).map((t) => logprobEntry(t, previous)) })),
+    });
+    const lastPromptId = promptIds[promptIds.length - 1];
 
     if (body.stream === true) {
       const includeUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
@@ -463,8 +478,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
       // Text arrives from the scheduler's loop, never before the stream below is open.
       let events!: ReturnType<typeof sse>;
       for (const c of choices) {
+        let before = lastPromptId;
         c.request.onText = (text, tokens) => {
-          events.event(chunk({ index: c.index, delta: { content: text }, logprobs: wantsLogprobs ? logprobsObject(tokens) : null, finish_reason: null }));
+          events.event(chunk({ index: c.index, delta: { content: text }, logprobs: wantsLogprobs ? logprobsObject(tokens, before) : null, finish_reason: null }));
+          if (tokens.length > 0) before = tokens[tokens.length - 1].id;
         };
       }
       const { results } = runChoices(served, choices, request, reply);
@@ -486,7 +503,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       choices: all.map((r, i) => ({
         index: choices[i].index,
         message: { role: 'assistant', content: r.text },
-        logprobs: wantsLogprobs ? logprobsObject(r.tokens ?? []) : null,
+        logprobs: wantsLogprobs ? logprobsObject(r.tokens ?? [], lastPromptId) : null,
         finish_reason: r.finishReason,
       })),
       usage: usage([promptIds], all),
