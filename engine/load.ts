@@ -1,7 +1,7 @@
 // Model directory → a ready Generator: read config and tokenizer, pick a backend, load weights.
 import { fileURLToPath } from 'node:url';
 import { createBackend, type BackendKind } from '../kernels/select.ts';
-import { loadModel } from '../models/load.ts';
+import { loadModelAsync } from '../models/load.ts';
 import type { CausalLM } from '../models/model.ts';
 import { readModelDirectory, type ModelDirectory } from '../weights/model-directory.ts';
 import { Generator } from './generate.ts';
@@ -32,7 +32,7 @@ export async function loadEngine(modelPath: string = DEFAULT_MODEL_DIR, options:
   const start = performance.now();
   const directory = readModelDirectory(modelPath);
   const backend = await createBackend(options.backend ?? 'auto', options.onNotice);
-  const model = loadModel(directory, backend, { onProgress: options.onProgress, maxSequences: options.maxSequences, maxStepTokens: options.maxStepTokens });
+  const model = await loadModelAsync(directory, backend, { onProgress: options.onProgress, maxSequences: options.maxSequences, maxStepTokens: options.maxStepTokens });
   const contextLength = Math.min(options.contextLength ?? model.config.maxPositions, model.config.maxPositions);
   const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds, contextLength);
   return { directory, model, generator, loadMs: performance.now() - start };

@@ -213,9 +213,9 @@ export class Scheduler {
     const badId = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
     if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is outside the vocabulary (0..${vocabSize - 1})`);
     if (promptIds.length >= this.options.contextLength) throw new ContextLengthError(promptIds.length, this.options.contextLength);
-    // Queued requests that free slots will take at the next step do not wait.
-    const waiting = this.queue.length - this.freeSlots.length;
-    if (waiting >= this.options.maxQueue) throw new QueueFullError(Math.max(0, waiting));
+    // Requests that would wait with this one (queued ones take the free slots at the next step).
+    const waiting = this.queue.length + 1 - this.freeSlots.length;
+    if (waiting > this.options.maxQueue) throw new QueueFullError(waiting - 1);
     const sequence = new Sequence(request, this.tokenizer, this.eosTokenIds, this.options.contextLength, this.model.blockSize);
     const done = new Promise<SequenceResult>((resolve, reject) => {
       sequence.resolve = resolve;

@@ -7,7 +7,7 @@ import type { ModelConfig } from './config.ts';
 import { ConcatenatedLinear, DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
 import { DecoderModel, StepBuffers, type StepPlan, type WeightReader } from './model.ts';
 
-interface Gpt2Layer {
+export interface Gpt2Layer {
   norm1: { weight: Tensor; bias: Tensor };
   /** c_attn: q, k and v in one matrix, one matmul (or one block low-rank layer, its output split three ways). */
   qkv: LinearGroup;
@@ -35,6 +35,29 @@ export function gpt2Names(prefix: string) {
   };
 }
 
+/** The names of this checkpoint's tensors (with or without the "transformer." prefix). */
+function checkpointNames(weights: WeightReader) {
+  return gpt2Names(weights.has('transformer.wte.weight') ? 'transformer.' : '');
+}
+
+function layerNorm(weights: WeightReader, prefix: string, width: number) {
+  return { weight: weights.upload(`${prefix}.weight`, [width]), bias: weights.upload(`${prefix}.bias`, [width]) };
+}
+
+/** Layer `l`'s weights. */
+export function readGpt2Layer(weights: WeightReader, config: ModelConfig, l: number): Gpt2Layer {
+  const { hiddenSize: H, intermediateSize: I } = config;
+  const n = checkpointNames(weights).layer(l);
+  return {
+    norm1: layerNorm(weights, n.norm1, H),
+    qkv: conv1d(weights, n.attention, H, [H, H, H]),
+    attentionProjection: conv1d(weights, n.attentionProjection, H, [H]),
+    norm2: layerNorm(weights, n.norm2, H),
+    fc: conv1d(weights, n.fc, H, [I]),
+    mlpProjection: conv1d(weights, n.mlpProjection, I, [H]),
+  };
+}
+
 export class Gpt2Model extends DecoderModel {
   readonly parameters: number;
   private readonly tokenEmbedding: Tensor;
@@ -45,24 +68,15 @@ export class Gpt2Model extends DecoderModel {
   private readonly attentionShape: AttentionShape;
   protected readonly buffers: StepBuffers;
 
-  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number, readonly maxSequences: number) {
+  /** `layers`: read beforehand (loadModelAsync reads them one at a time); else read here. */
+  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number, readonly maxSequences: number, layers?: Gpt2Layer[]) {
     super();
-    const { hiddenSize: H, intermediateSize: I, vocabSize, heads, headDim } = config;
-    const names = gpt2Names(weights.has('transformer.wte.weight') ? 'transformer.' : '');
-    const norm = (prefix: string) => ({ weight: weights.upload(`${prefix}.weight`, [H]), bias: weights.upload(`${prefix}.bias`, [H]) });
+    const { hiddenSize: H, vocabSize, heads, headDim } = config;
+    const names = checkpointNames(weights);
+    const norm = (prefix: string) => layerNorm(weights, prefix, H);
     this.tokenEmbedding = weights.upload(names.tokenEmbedding, [vocabSize, H]);
     this.positionEmbedding = weights.upload(names.positionEmbedding, [config.maxPositions, H]);
-    this.layers = Array.from({ length: config.layers }, (_, l) => {
-      const n = names.layer(l);
-      return {
-        norm1: norm(n.norm1),
-        qkv: conv1d(weights, n.attention, H, [H, H, H]),
-        attentionProjection: conv1d(weights, n.attentionProjection, H, [H]),
-        norm2: norm(n.norm2),
-        fc: conv1d(weights, n.fc, H, [I]),
-        mlpProjection: conv1d(weights, n.mlpProjection, I, [H]),
-      };
-    });
+    this.layers = layers ?? Array.from({ length: config.layers }, (_, l) => readGpt2Layer(weights, config, l));
     this.finalNorm = norm(names.finalNorm);
     this.lmHead = config.tiedEmbeddings || !weights.has(`${names.lmHead}.weight`)
       ? new DenseLinear(backend, this.tokenEmbedding, null, H, vocabSize)

@@ -6,7 +6,7 @@ import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
 import { DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
 import { concatenate, DecoderModel, StepBuffers, WeightReader, type StepPlan } from './model.ts';
 
-interface LlamaLayer {
+export interface LlamaLayer {
   attentionNorm: Tensor;
   /** q, k and v projections: one matmul when all three are dense. */
   qkv: LinearGroup;
@@ -46,24 +46,12 @@ export class LlamaModel extends DecoderModel {
   private readonly attentionShape: AttentionShape;
   protected readonly buffers: StepBuffers;
 
-  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number, readonly maxSequences: number) {
+  /** `layers`: read beforehand (loadModelAsync reads them one at a time); else read here. */
+  constructor(readonly config: ModelConfig, weights: WeightReader, readonly backend: Backend, readonly maxStepTokens: number, readonly maxSequences: number, layers?: LlamaLayer[]) {
     super();
-    const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
-    const qWidth = heads * headDim;
-    const kvWidth = kvHeads * headDim;
-    const bias = config.attentionBias;
+    const { hiddenSize: H, heads, kvHeads, headDim, vocabSize } = config;
     this.embedding = weights.upload(llamaNames.embedding, [vocabSize, H]);
-    this.layers = Array.from({ length: config.layers }, (_, l) => {
-      const n = llamaNames.layer(l);
-      return {
-        attentionNorm: weights.upload(n.attentionNorm, [H]),
-        qkv: weights.linearGroup([n.q, n.k, n.v], H, [qWidth, kvWidth, kvWidth], bias),
-        o: weights.linear(n.o, qWidth, H, bias),
-        mlpNorm: weights.upload(n.mlpNorm, [H]),
-        gateUp: weights.linearGroup([n.gate, n.up], H, [I, I], config.mlpBias),
-        down: weights.linear(n.down, I, H, config.mlpBias),
-      };
-    });
+    this.layers = layers ?? Array.from({ length: config.layers }, (_, l) => readLlamaLayer(weights, config, l));
     this.finalNorm = weights.upload(llamaNames.finalNorm, [H]);
     this.lmHead = config.tiedEmbeddings && !weights.has(`${llamaNames.lmHead}.weight`)
       ? new DenseLinear(backend, this.embedding, null, H, vocabSize)
@@ -101,4 +89,21 @@ export class LlamaModel extends DecoderModel {
     be.gatherRows(b.lastHidden, b.hidden, step.outputRows, outputs, H);
     this.lmHead.forward(b.logits, b.lastHidden, outputs, { weight: this.finalNorm, eps });
   }
+}
+
+/** Layer `l`'s weights. */
+export function readLlamaLayer(weights: WeightReader, config: ModelConfig, l: number): LlamaLayer {
+  const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim } = config;
+  const qWidth = heads * headDim;
+  const kvWidth = kvHeads * headDim;
+  const bias = config.attentionBias;
+  const n = llamaNames.layer(l);
+  return {
+    attentionNorm: weights.upload(n.attentionNorm, [H]),
+    qkv: weights.linearGroup([n.q, n.k, n.v], H, [qWidth, kvWidth, kvWidth], bias),
+    o: weights.linear(n.o, qWidth, H, bias),
+    mlpNorm: weights.upload(n.mlpNorm, [H]),
+    gateUp: weights.linearGroup([n.gate, n.up], H, [I, I], config.mlpBias),
+    down: weights.linear(n.down, I, H, config.mlpBias),
+  };
 }

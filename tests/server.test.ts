@@ -208,16 +208,18 @@ describe('server routes (app.inject)', () => {
   it('refuses with 429 and Retry-After past its queue', async () => {
     const small = served(1, 0);
     const busy = buildApp({ model: small });
-    const long = { model: NAME, prompt: 'Once upon a time', max_tokens: 200, temperature: 0, ignore_eos: true };
-    const first = busy.inject({ method: 'POST', url: '/v1/completions', payload: long });
-    // Let the first request take the only place in the batch.
+    // A long sequence holds the only place in the batch; the queue holds nothing.
     const { scheduler } = await small;
-    while (scheduler.active === 0) await new Promise((resolve) => setTimeout(resolve, 1));
-    const second = await busy.inject({ method: 'POST', url: '/v1/completions', payload: long });
+    const hold = new AbortController();
+    const holder = scheduler.submit({ promptIds: [1, 2, 3], maxTokens: 400, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true, signal: hold.signal });
+    holder.catch(() => undefined);
+    const second = await busy.inject({ method: 'POST', url: '/v1/completions', payload: { model: NAME, prompt: 'Once upon a time', max_tokens: 5 } });
     expect(second.statusCode).toBe(429);
     expect(second.headers['retry-after']).toBe('1');
     expect(second.json().error.type).toBe('rate_limit_error');
-    expect((await first).statusCode).toBe(200);
+    hold.abort();
+    await expect(holder).rejects.toThrow();
+    expect((await busy.inject({ method: 'POST', url: '/v1/completions', payload: { model: NAME, prompt: 'Once upon a time', max_tokens: 5 } })).statusCode).toBe(200);
     await busy.close();
     await scheduler.close();
   });
