@@ -1,0 +1,179 @@
+// Load test of the HTTP server: N concurrent streaming clients on loopback for T seconds each
+// level, against `blr serve`'s app started in this process. Reports aggregate generated tokens/s,
+// time to first token (p50/p99), errors, and resident memory before and after; writes JSON.
+//
+//   npx tsx bench/load.ts [--model DIR | --random llama-3.2-1b|llama-2-7b|gpt2] [--backend auto|cpu|webgpu]
+//                         [--clients 1,8,32] [--seconds 20] [--max-tokens 128] [--prompt-tokens 64]
+//                         [--max-batch 32] [--ctx 1024] [--out bench/out/load.json]
+//
+// --random serves a full-size model of that config with random weights made on the device (no
+// download) and the matching tokenizer from tests/fixtures; prompts are random token ids. Every
+// request streams with ignore_eos, so each generates exactly --max-tokens tokens, counted from the
+// usage chunk.
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { parseArgs } from 'node:util';
+import { DEFAULT_MODEL_DIR } from '../engine/load.ts';
+import { Rng } from '../engine/rng.ts';
+import { Scheduler } from '../engine/scheduler.ts';
+import { createBackend, isBackendKind } from '../kernels/select.ts';
+import { loadRandomModel } from '../models/random.ts';
+import { buildApp, type ServedModel } from '../server/app.ts';
+import { ChatTemplate } from '../server/chat.ts';
+import { loadServedModel } from '../server/model.ts';
+import { TextTokenizer } from '../weights/tokenizer.ts';
+
+const { values } = parseArgs({
+  options: {
+    model: { type: 'string' },
+    random: { type: 'string' },
+    backend: { type: 'string', default: 'auto' },
+    clients: { type: 'string', default: '1,8,32' },
+    seconds: { type: 'string', default: '20' },
+    'max-tokens': { type: 'string', default: '128' },
+    'prompt-tokens': { type: 'string', default: '64' },
+    'max-batch': { type: 'string', default: '32' },
+    ctx: { type: 'string', default: '1024' },
+    out: { type: 'string', default: 'bench/out/load.json' },
+  },
+  strict: true,
+});
+if (!isBackendKind(values.backend)) throw new Error(`--backend must be auto, cpu or webgpu, got ${values.backend}`);
+const levels = values.clients.split(',').map(Number);
+const seconds = Number(values.seconds);
+const maxTokens = Number(values['max-tokens']);
+const promptTokens = Number(values['prompt-tokens']);
+const maxBatch = Number(values['max-batch']);
+const contextLength = Number(values.ctx);
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+
+const TOKENIZERS: Record<string, string> = { 'llama-3.2-1b': 'llama3', 'llama-2-7b': 'llama2', gpt2: 'gpt2' };
+
+async function randomServedModel(name: string): Promise<ServedModel> {
+  const config = JSON.parse(fs.readFileSync(path.join(ROOT, 'bench', 'configs', `${name}.json`), 'utf8'));
+  const tokenizerName = TOKENIZERS[name];
+  if (!tokenizerName) throw new Error(`--random takes ${Object.keys(TOKENIZERS).join(', ')}, got ${name}`);
+  const read = (file: string) => JSON.parse(zlib.gunzipSync(fs.readFileSync(path.join(ROOT, 'tests', 'fixtures', 'tokenizers', file))).toString('utf8'));
+  const tokenizer = new TextTokenizer(read(`${tokenizerName}.tokenizer.json.gz`), {});
+  const backend = await createBackend(values.backend as 'auto', (notice) => console.error(notice));
+  const model = loadRandomModel(config, backend, { maxSequences: maxBatch, maxStepTokens: Math.max(256, 2 * maxBatch) });
+  const eos = [config.eos_token_id].flat().filter((id: unknown): id is number => typeof id === 'number');
+  const context = Math.min(contextLength, model.config.maxPositions);
+  return {
+    name, tokenizer, contextLength: context, created: Math.floor(Date.now() / 1000),
+    chatTemplate: new ChatTemplate({}),
+    scheduler: new Scheduler(model, tokenizer, eos, { maxBatch, maxQueue: 1024, contextLength: context }),
+  };
+}
+
+const modelPromise = values.random
+  ? randomServedModel(values.random)
+  : loadServedModel(values.model ?? DEFAULT_MODEL_DIR, { backend: values.backend, maxBatch, maxQueue: 1024, contextLength, name: 'model' });
+const served = await modelPromise;
+const app = buildApp({ model: modelPromise, logger: false });
+const base = await app.listen({ host: '127.0.0.1', port: 0 });
+const vocabSize = served.scheduler.model.config.vocabSize;
+console.log(`# serving ${served.name} on ${served.scheduler.model.backend.description}; max batch ${maxBatch}, context ${served.contextLength}, ${served.scheduler.allocator.total} KV blocks`);
+
+interface RequestOutcome {
+  ok: boolean;
+  tokens: number;
+  firstTokenMs: number;
+  error?: string;
+}
+
+/** One streaming completion; reads the SSE stream to its end. */
+async function streamOnce(promptIds: number[], seed: number): Promise<RequestOutcome> {
+  const start = performance.now();
+  let firstTokenMs = Number.NaN;
+  let tokens = 0;
+  try {
+    const response = await fetch(`${base}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: served.name, prompt: promptIds, max_tokens: maxTokens, temperature: 0.8, seed, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+    });
+    if (!response.ok || !response.body) return { ok: false, tokens: 0, firstTokenMs, error: `HTTP ${response.status}: ${await response.text()}` };
+    const decoder = new TextDecoder();
+    let buffered = '';
+    let done = false;
+    for await (const bytes of response.body) {
+      buffered += decoder.decode(bytes as Uint8Array, { stream: true });
+      let end: number;
+      while ((end = buffered.indexOf('\n\n')) !== -1) {
+        const event = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        if (!event.startsWith('data: ')) continue;
+        const data = event.slice(6);
+        if (data === '[DONE]') {
+          done = true;
+          continue;
+        }
+        const chunk = JSON.parse(data);
+        if (chunk.error) return { ok: false, tokens, firstTokenMs, error: chunk.error.message };
+        if (chunk.usage) tokens = chunk.usage.completion_tokens;
+        else if (Number.isNaN(firstTokenMs) && chunk.choices?.[0]?.text) firstTokenMs = performance.now() - start;
+      }
+    }
+    return done ? { ok: true, tokens, firstTokenMs } : { ok: false, tokens, firstTokenMs, error: 'stream ended without [DONE]' };
+  } catch (error) {
+    return { ok: false, tokens, firstTokenMs, error: (error as Error).message };
+  }
+}
+
+const percentile = (values: number[], p: number) => {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+};
+const megabytes = (bytes: number) => Math.round(bytes / 2 ** 20);
+
+const rng = new Rng(7);
+const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.floor(rng.next() * (Math.min(vocabSize, 32000) - 3)));
+// Warm-up: compile pipelines, allocate scratch.
+await Promise.all(Array.from({ length: Math.min(maxBatch, 4) }, (_, i) => streamOnce(randomPrompt(), i)));
+global.gc?.();
+const memoryBefore = process.memoryUsage();
+const results = [];
+console.log('clients | requests | errors | tokens | tok/s  | per stream tok/s | TTFT p50 ms | TTFT p99 ms | steps | rows/step');
+for (const clients of levels) {
+  const outcomes: RequestOutcome[] = [];
+  const stepsBefore = { ...served.scheduler.stats };
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  await Promise.all(Array.from({ length: clients }, async (_, c) => {
+    let seed = c * 1000;
+    while (performance.now() < deadline) outcomes.push(await streamOnce(randomPrompt(), seed++));
+  }));
+  const wallS = (performance.now() - start) / 1000;
+  const tokens = outcomes.reduce((n, o) => n + o.tokens, 0);
+  const ttft = outcomes.filter((o) => o.ok).map((o) => o.firstTokenMs);
+  const steps = served.scheduler.stats.steps - stepsBefore.steps;
+  const row = {
+    clients, requests: outcomes.length, errors: outcomes.filter((o) => !o.ok).length, tokens, seconds: wallS,
+    tokensPerS: tokens / wallS, perStreamTokensPerS: tokens / wallS / clients,
+    ttftP50Ms: percentile(ttft, 50), ttftP99Ms: percentile(ttft, 99),
+    steps, rowsPerStep: (served.scheduler.stats.rows - stepsBefore.rows) / Math.max(1, steps),
+    firstError: outcomes.find((o) => !o.ok)?.error,
+  };
+  results.push(row);
+  console.log(`${String(clients).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1)}`);
+  if (row.firstError) console.log(`  first error: ${row.firstError}`);
+}
+global.gc?.();
+const memoryAfter = process.memoryUsage();
+const blocksUsedAfter = served.scheduler.allocator.used;
+const single = results.find((r) => r.clients === 1);
+const most = results[results.length - 1];
+console.log(`resident memory: ${megabytes(memoryBefore.rss)} MB before, ${megabytes(memoryAfter.rss)} MB after; JS heap ${megabytes(memoryBefore.heapUsed)} → ${megabytes(memoryAfter.heapUsed)} MB; KV blocks in use after: ${blocksUsedAfter}`);
+if (single && most !== single) console.log(`aggregate at ${most.clients} clients: ${(most.tokensPerS / single.tokensPerS).toFixed(2)}x one stream`);
+await app.close();
+await served.scheduler.close();
+fs.mkdirSync(path.dirname(values.out), { recursive: true });
+fs.writeFileSync(values.out, JSON.stringify({
+  date: new Date().toISOString(), model: served.name, backend: served.scheduler.model.backend.description, maxBatch, contextLength: served.contextLength,
+  maxTokens, promptTokens, seconds, levels: results,
+  memory: { rssBeforeMB: megabytes(memoryBefore.rss), rssAfterMB: megabytes(memoryAfter.rss), heapBeforeMB: megabytes(memoryBefore.heapUsed), heapAfterMB: megabytes(memoryAfter.heapUsed), kvBlocksUsedAfter: blocksUsedAfter },
+}, null, 2));
+console.log(`wrote ${values.out}`);
