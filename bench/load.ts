@@ -4,7 +4,7 @@
 //
 //   npx tsx bench/load.ts [--model DIR | --random llama-3.2-1b|llama-2-7b|gpt2] [--backend auto|cpu|webgpu]
 //                         [--clients 1,8,32] [--seconds 20] [--max-tokens 128] [--prompt-tokens 64]
-//                         [--max-batch 32] [--ctx 1024] [--out bench/out/load.json]
+//                         [--max-batch 32] [--ctx 1024] [--temperature 0.8] [--out bench/out/load.json]
 //
 // --random serves a full-size model of that config with random weights made on the device (no
 // download) and the matching tokenizer from tests/fixtures; prompts are random token ids. Every
@@ -35,6 +35,7 @@ const { values } = parseArgs({
     'prompt-tokens': { type: 'string', default: '64' },
     'max-batch': { type: 'string', default: '32' },
     ctx: { type: 'string', default: '1024' },
+    temperature: { type: 'string', default: '0.8' },
     out: { type: 'string', default: 'bench/out/load.json' },
   },
   strict: true,
@@ -92,7 +93,7 @@ async function streamOnce(promptIds: number[], seed: number): Promise<RequestOut
     const response = await fetch(`${base}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: served.name, prompt: promptIds, max_tokens: maxTokens, temperature: 0.8, seed, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+      body: JSON.stringify({ model: served.name, prompt: promptIds, max_tokens: maxTokens, temperature: Number(values.temperature), seed, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
     });
     if (!response.ok || !response.body) return { ok: false, tokens: 0, firstTokenMs, error: `HTTP ${response.status}: ${await response.text()}` };
     const decoder = new TextDecoder();
@@ -136,7 +137,7 @@ await Promise.all(Array.from({ length: Math.min(maxBatch, 4) }, (_, i) => stream
 global.gc?.();
 const memoryBefore = process.memoryUsage();
 const results = [];
-console.log('clients | requests | errors | tokens | tok/s  | per stream tok/s | TTFT p50 ms | TTFT p99 ms | steps | rows/step');
+console.log('clients | requests | errors | tokens | tok/s  | per stream tok/s | TTFT p50 ms | TTFT p99 ms | steps | rows/step | ms/step: record, wait, accept');
 for (const clients of levels) {
   const outcomes: RequestOutcome[] = [];
   const stepsBefore = { ...served.scheduler.stats };
@@ -149,16 +150,19 @@ for (const clients of levels) {
   const wallS = (performance.now() - start) / 1000;
   const tokens = outcomes.reduce((n, o) => n + o.tokens, 0);
   const ttft = outcomes.filter((o) => o.ok).map((o) => o.firstTokenMs);
-  const steps = served.scheduler.stats.steps - stepsBefore.steps;
+  const stats = served.scheduler.stats;
+  const steps = stats.steps - stepsBefore.steps;
+  const perStep = (key: 'recordMs' | 'waitMs' | 'acceptMs') => (stats[key] - stepsBefore[key]) / Math.max(1, steps);
   const row = {
     clients, requests: outcomes.length, errors: outcomes.filter((o) => !o.ok).length, tokens, seconds: wallS,
     tokensPerS: tokens / wallS, perStreamTokensPerS: tokens / wallS / clients,
     ttftP50Ms: percentile(ttft, 50), ttftP99Ms: percentile(ttft, 99),
-    steps, rowsPerStep: (served.scheduler.stats.rows - stepsBefore.rows) / Math.max(1, steps),
+    steps, rowsPerStep: (stats.rows - stepsBefore.rows) / Math.max(1, steps),
+    recordMsPerStep: perStep('recordMs'), waitMsPerStep: perStep('waitMs'), acceptMsPerStep: perStep('acceptMs'),
     firstError: outcomes.find((o) => !o.ok)?.error,
   };
   results.push(row);
-  console.log(`${String(clients).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1)}`);
+  console.log(`${String(clients).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1).padStart(9)} | ${row.recordMsPerStep.toFixed(2)}, ${row.waitMsPerStep.toFixed(2)}, ${row.acceptMsPerStep.toFixed(2)}`);
   if (row.firstError) console.log(`  first error: ${row.firstError}`);
 }
 global.gc?.();
@@ -173,7 +177,7 @@ await served.scheduler.close();
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(values.out, JSON.stringify({
   date: new Date().toISOString(), model: served.name, backend: served.scheduler.model.backend.description, maxBatch, contextLength: served.contextLength,
-  maxTokens, promptTokens, seconds, levels: results,
+  maxTokens, promptTokens, temperature: Number(values.temperature), seconds, levels: results,
   memory: { rssBeforeMB: megabytes(memoryBefore.rss), rssAfterMB: megabytes(memoryAfter.rss), heapBeforeMB: megabytes(memoryBefore.heapUsed), heapAfterMB: megabytes(memoryAfter.heapUsed), kvBlocksUsedAfter: blocksUsedAfter },
 }, null, 2));
 console.log(`wrote ${values.out}`);

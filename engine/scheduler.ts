@@ -166,8 +166,11 @@ export class Scheduler {
   private stopped = false;
   private observer: SchedulerObserver | undefined;
   private readonly loop: Promise<void>;
-  /** Steps run and rows they held, for benchmarks. */
-  readonly stats = { steps: 0, rows: 0 };
+  /**
+   * For benchmarks: steps run, rows they held, and where their time went: recording and submitting
+   * (recordMs), waiting for the results (waitMs), and handing tokens to their sequences (acceptMs).
+   */
+  readonly stats = { steps: 0, rows: 0, recordMs: 0, waitMs: 0, acceptMs: 0 };
 
   constructor(
     readonly model: CausalLM,
@@ -318,7 +321,13 @@ export class Scheduler {
       owners.push(sequence);
       budget -= count;
     }
-    const result = await this.model.step(this.cache, entries);
+    const recordStart = performance.now();
+    const pending = this.model.step(this.cache, entries);
+    const waitStart = performance.now();
+    const result = await pending;
+    const acceptStart = performance.now();
+    this.stats.recordMs += waitStart - recordStart;
+    this.stats.waitMs += acceptStart - waitStart;
     this.stats.steps++;
     this.stats.rows += this.model.maxStepTokens - budget;
     let output = 0;
@@ -337,6 +346,7 @@ export class Scheduler {
       const logits = result.logits && entry.logits ? result.logits.subarray(k * vocab, (k + 1) * vocab) : null;
       this.accept(sequence, result.ids[k], logits);
     });
+    this.stats.acceptMs += performance.now() - acceptStart;
   }
 
   /** A sampled token: record it, release the text it completes, and finish the sequence when it is done. */

@@ -90,6 +90,13 @@ export function usesTokenCounts(params: Pick<SampleParams, 'repetitionPenalty' |
   return params.repetitionPenalty !== 1 || params.presencePenalty !== 0 || params.frequencyPenalty !== 0;
 }
 
+/** One row of a sample call: its logits row (and result entry), choices and token-count row. */
+export interface SampleRow {
+  row: number;
+  params: SampleParams;
+  flagsRow: number;
+}
+
 export interface AttentionShape {
   heads: number;
   kvHeads: number;
@@ -202,14 +209,17 @@ export interface Backend {
    */
   attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape, length: number): void;
 
-  /** out[row] = the index of the largest of the `count` values of row `row` of `values` (lowest on ties). */
-  argmax(out: IndexTensor, values: Tensor, row: number, count: number): void;
   /**
-   * out[row] = the next token drawn from row `row` of the logits (rows of `count`; not modified).
-   * With `tokenFlags`, row `flagsRow` of them (rows of flagStride(count)) gives the penalties and
-   * counts the drawn token.
+   * out[r] = the index of the largest of the `count` values of row r of `values` (lowest on ties),
+   * for rows firstRow..firstRow+rows-1 (one dispatch on the GPU).
    */
-  sample(out: IndexTensor, logits: Tensor, row: number, count: number, params: SampleParams, tokenFlags: IndexTensor | null, flagsRow: number): void;
+  argmax(out: IndexTensor, values: Tensor, firstRow: number, rows: number, count: number): void;
+  /**
+   * For each of `rows`: out[row] = the next token drawn from row `row` of the logits (rows of
+   * `count`; not modified) with its params. With `tokenFlags`, row `flagsRow` of them (rows of
+   * flagStride(count)) gives the penalties and counts the drawn token. One dispatch on the GPU.
+   */
+  sample(out: IndexTensor, logits: Tensor, count: number, rows: SampleRow[], tokenFlags: IndexTensor | null): void;
 
   /** Starts running what was recorded, without waiting (index uploads after it see it done). */
   flush(): void;

@@ -1,6 +1,6 @@
 // What the engine sees of a model, and the pieces Llama and GPT-2 share: shape-checked weight
 // reads and the final norm + LM head on the last row of a step.
-import { usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type Tensor } from '../kernels/backend.ts';
+import { usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type SampleRow, type Tensor } from '../kernels/backend.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
 import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, StackedBlockLinears, type LinearGroup, type LinearLayer } from './linear.ts';
@@ -114,12 +114,26 @@ export abstract class DecoderModel implements CausalLM {
     const vocab = this.config.vocabSize;
     const outputs = plan.outputs;
     let sampling = false;
-    outputs.forEach((entry, k) => {
-      if (!entry.sample) return;
+    // Runs of greedy outputs without penalties take one argmax dispatch each; the others one sample
+    // dispatch for those with penalties (they read the token counts) and one for those without.
+    const greedy = (entry: StepEntry) => entry.sample !== undefined && entry.sample.temperature === 0 && !usesTokenCounts(entry.sample);
+    const counted: SampleRow[] = [];
+    const uncounted: SampleRow[] = [];
+    for (let k = 0; k < outputs.length; k++) {
+      const entry = outputs[k];
+      if (!entry.sample) continue;
       sampling = true;
-      const flags = usesTokenCounts(entry.sample) ? cache.tokenFlags : null;
-      this.backend.sample(this.buffers.sampled, this.buffers.logits, k, vocab, entry.sample, flags, entry.sequence.slot);
-    });
+      if (greedy(entry)) {
+        let end = k + 1;
+        while (end < outputs.length && greedy(outputs[end])) end++;
+        this.backend.argmax(this.buffers.sampled, this.buffers.logits, k, end - k, vocab);
+        k = end - 1;
+        continue;
+      }
+      (usesTokenCounts(entry.sample) ? counted : uncounted).push({ row: k, params: entry.sample, flagsRow: entry.sequence.slot });
+    }
+    this.backend.sample(this.buffers.sampled, this.buffers.logits, vocab, counted, cache.tokenFlags);
+    this.backend.sample(this.buffers.sampled, this.buffers.logits, vocab, uncounted, null);
     if (outputs.length === 0) {
       this.backend.flush();
       return Promise.resolve({ ids: new Int32Array(0), logits: null });

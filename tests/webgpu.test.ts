@@ -462,7 +462,7 @@ describe.each([
 
     it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties, in rows', async ([count], { skip }) => {
       if (!gpu) return skip();
-      // Three rows of logits (rows of an odd count are not 16-byte aligned); the last is taken.
+      // Three rows of logits (rows of an odd count are not 16-byte aligned); the last two are taken.
       const values = random(3 * count);
       const top = Math.floor(count / 3);
       values[2 * count + top] = 100;
@@ -471,11 +471,11 @@ describe.each([
       const [g, c] = await both(async (be) => {
         const out = be.allocateIndices(3);
         be.uploadIndices(out, Int32Array.of(-5, -5, -5));
-        be.argmax(out, be.upload(values), 2, count);
+        be.argmax(out, be.upload(values), 1, 2, count); // rows 1 and 2, one dispatch
         return Float32Array.from(await be.readIndices(out, 3));
       });
       expect(Array.from(g)).toEqual(Array.from(c));
-      expect(Array.from(g)).toEqual([-5, -5, top]);
+      expect(Array.from(g)).toEqual([-5, 0, top]);
     });
 
     // The sampling kernel against the CPU sampler, draw for draw. Sums of probabilities differ in
@@ -504,16 +504,20 @@ describe.each([
       for (const [label, options] of samplingCases) {
         for (let d = 0; d < draws; d++) {
           const params: SampleParams = { ...options, draw: Math.fround((d + 0.5 + rng.next() * 0.5) / (draws + 1)) };
+          // The case is row 1 of two (an odd count leaves the row unaligned), sampled in one call
+          // with row 0: greedy over other logits, its token counts (row 0, none yet) bound.
+          const other = random(count);
           const run = async (be: Backend) => {
             const out = be.allocateIndices(2);
             const flagTensor = be.allocateIndices(2 * stride);
             be.uploadIndices(flagTensor, flags);
-            // The logits are row 1 of two (an odd count leaves the row unaligned).
-            be.sample(out, be.upload(concat(random(count), values)), 1, count, params, flagTensor, 1);
-            return { id: (await be.readIndices(out, 2))[1], flags: (await be.readIndices(flagTensor, 2 * stride)).subarray(stride, stride + count) };
+            be.sample(out, be.upload(concat(other, values)), count, [{ row: 0, params: { ...GREEDY, draw: 0 }, flagsRow: 0 }, { row: 1, params, flagsRow: 1 }], flagTensor);
+            const ids = await be.readIndices(out, 2);
+            return { id: ids[1], other: ids[0], flags: (await be.readIndices(flagTensor, 2 * stride)).subarray(stride, stride + count) };
           };
           const g = await run(gpu);
           const c = await run(cpu);
+          expect(g.other, label).toBe(c.other);
           expect(g.flags[g.id], label).toBe(flags[stride + g.id] + 2);
           if (g.id === c.id) {
             expect(Array.from(g.flags), label).toEqual(Array.from(c.flags));
@@ -542,7 +546,7 @@ describe.each([
       const counts = new Array(probs.length).fill(0);
       const n = 400;
       for (let i = 0; i < n; i++) {
-        gpu.sample(out, logits, 0, probs.length, { ...GREEDY, temperature: 1, draw: (i + 0.5) / n }, null, 0);
+        gpu.sample(out, logits, probs.length, [{ row: 0, params: { ...GREEDY, temperature: 1, draw: (i + 0.5) / n }, flagsRow: 0 }], null);
         counts[(await gpu.readIndices(out, 1))[0]]++;
       }
       // Evenly spaced draws: each token's share is its probability, to within one draw.

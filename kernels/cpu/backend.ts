@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVPages, KVStore, SampleParams, Tensor } from '../backend.ts';
+import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVPages, KVStore, SampleRow, Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
@@ -193,14 +193,16 @@ export class CpuBackend implements Backend {
       shape.heads, shape.kvHeads, shape.headDim, c.blockSize, shape.scale, this.attentionScratch);
   }
 
-  argmax(out: IndexTensor, values: Tensor, row: number, count: number): void {
-    indices(out)[row] = ops.argmax(data(values).subarray(row * count, (row + 1) * count), count);
+  argmax(out: IndexTensor, values: Tensor, firstRow: number, rows: number, count: number): void {
+    for (let row = firstRow; row < firstRow + rows; row++) indices(out)[row] = ops.argmax(data(values).subarray(row * count, (row + 1) * count), count);
   }
 
-  sample(out: IndexTensor, logits: Tensor, row: number, count: number, params: SampleParams, tokenFlags: IndexTensor | null, flagsRow: number): void {
+  sample(out: IndexTensor, logits: Tensor, count: number, rows: SampleRow[], tokenFlags: IndexTensor | null): void {
     const stride = flagStride(count);
-    const flags = tokenFlags ? indices(tokenFlags).subarray(flagsRow * stride, (flagsRow + 1) * stride) : null;
-    indices(out)[row] = sampleToken(data(logits).subarray(row * count, (row + 1) * count), count, params, flags);
+    for (const { row, params, flagsRow } of rows) {
+      const flags = tokenFlags ? indices(tokenFlags).subarray(flagsRow * stride, (flagsRow + 1) * stride) : null;
+      indices(out)[row] = sampleToken(data(logits).subarray(row * count, (row + 1) * count), count, params, flags);
+    }
   }
 
   flush(): void {} // every op has already run

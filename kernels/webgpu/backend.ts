@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import { flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleParams, type Tensor } from '../backend.ts';
+import { flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -62,6 +62,9 @@ interface KernelSpec {
 
 /** Bytes of workgroup memory wgsl/sample.wgsl needs per invocation (ten f32 reduction lanes). */
 const SAMPLE_BYTES_PER_THREAD = 40;
+/** wgsl/sample.wgsl's per-row parameters (a Params struct), and the rows its ring of them holds. */
+const SAMPLE_PARAM_BYTES = 48;
+const SAMPLE_PARAM_ROWS = 4096;
 
 /** The sampling kernel's workgroup: the largest power of two (≤ 1024) the device's limits allow. */
 function sampleThreads(limits: GPUSupportedLimits): number {
@@ -109,7 +112,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
-    sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write'], constants: { THREADS: sampleThreads(limits) } },
+    sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write', 'read'], constants: { THREADS: sampleThreads(limits) } },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     toHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     blockProject: { source: wgsl('block_project.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
@@ -117,7 +120,8 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     ...tensorCoreSpecs(features, limits),
     // Only where the adapter has subgroups; elsewhere gemvAligned and gemm do the same jobs.
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
-      features.subgroups ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0 } } : undefined]))),
+      // The normalising pipeline only for one row (recordMatmul says why).
+      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0 } } : undefined]))),
     ...Object.fromEntries(GEMV_BATCHES.map((batch) => [blockGemvName(batch),
       features.subgroups ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'], constants: { BATCH: batch } } : undefined])),
   };
@@ -251,6 +255,8 @@ export class WebGpuBackend implements Backend {
   private profiler: Profiler | undefined;
   private normScratchTensor: GpuTensor | undefined;
   private sampleScratch: GPUBuffer | undefined;
+  private readonly sampleParams: GPUBuffer;
+  private sampleParamsNext = 0;
   private attentionPartials: GPUBuffer | undefined;
   private lostReason: string | undefined;
 
@@ -265,6 +271,7 @@ export class WebGpuBackend implements Backend {
     });
     this.slotBytes = Math.max(PARAM_BYTES, this.device.limits.minUniformBufferOffsetAlignment);
     this.arena = this.createBuffer(ARENA_SLOTS * this.slotBytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.sampleParams = this.createBuffer(SAMPLE_PARAM_ROWS * SAMPLE_PARAM_BYTES, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     const cpuArena = new ArrayBuffer(ARENA_SLOTS * this.slotBytes);
     this.arenaWords = new Uint32Array(cpuArena);
     this.arenaFloats = new Float32Array(cpuArena);
@@ -528,8 +535,10 @@ export class WebGpuBackend implements Backend {
   private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, inputNorm?: InputNorm): void {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
-    if (inputNorm && !decodeSubgroup) {
-      // Only the subgroup GEMV normalises its own input; elsewhere the norm runs first.
+    if (inputNorm && !(decodeSubgroup && rows === 1)) {
+      // Only the one-row subgroup GEMV normalises its own input; elsewhere the norm runs first. (Every
+      // workgroup normalises the rows it reads: for 4 output features per workgroup and 16 rows of
+      // 2048, the LM head re-read 4 GB of x, 7x slower than normalising once.)
       const normed = this.normScratch(rows * inFeatures);
       this.rmsNorm(normed, x, inputNorm.weight, rows, inFeatures, inputNorm.eps);
       x = normed;
@@ -755,26 +764,51 @@ export class WebGpuBackend implements Backend {
     this.dispatch('attentionCombine', params(splitLength, used), [this.attentionPartials, tensor(out).buffer], [shape.heads, rows]);
   }
 
-  argmax(out: IndexTensor, values: Tensor, row: number, count: number): void {
+  argmax(out: IndexTensor, values: Tensor, firstRow: number, rows: number, count: number): void {
     const t = tensor(values);
-    if (t.buffer.size < (row + 1) * count * 4) throw new GpuError(`argmax of row ${row} of ${count} values reads past its buffer`);
-    this.dispatch('argmax', [count, row, 0, 0], [t.buffer, indexTensor(out).buffer], [1]);
+    if (t.buffer.size < (firstRow + rows) * count * 4) throw new GpuError(`argmax of rows ${firstRow}..${firstRow + rows - 1} of ${count} values reads past its buffer`);
+    this.dispatch('argmax', [count, firstRow, 0, 0], [t.buffer, indexTensor(out).buffer], [rows]);
   }
 
-  sample(out: IndexTensor, logits: Tensor, row: number, count: number, params: SampleParams, tokenFlags: IndexTensor | null, flagsRow: number): void {
-    if (params.temperature === 0 && !tokenFlags) {
-      this.argmax(out, logits, row, count);
+  sample(out: IndexTensor, logits: Tensor, count: number, rows: SampleRow[], tokenFlags: IndexTensor | null): void {
+    if (rows.length === 0) return;
+    if (rows.every((r) => r.params.temperature === 0) && !tokenFlags) {
+      for (const r of rows) this.argmax(out, logits, r.row, 1, count);
       return;
     }
-    const scratchBytes = 2 * Math.ceil(count / 4) * 16; // order keys, then masses
+    const quads = Math.ceil(count / 4);
+    const scratchBytes = rows.length * 2 * quads * 16; // per row: order keys, then masses
     if (!this.sampleScratch || this.sampleScratch.size < scratchBytes) {
       this.sampleScratch = this.createBuffer(scratchBytes, GPUBufferUsage.STORAGE);
     }
-    const greedy = params.temperature === 0;
-    const flags = (tokenFlags ? 1 : 0) | (greedy ? 2 : 0);
-    this.dispatch('sample', [count, params.topK, flags, { f32: greedy ? 1 : 1 / params.temperature }, { f32: params.topP }, { f32: params.minP },
-      { f32: params.repetitionPenalty }, { f32: params.draw }, { f32: params.presencePenalty }, { f32: params.frequencyPenalty }, row, flagsRow],
-    [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer], [1]);
+    // The rows' parameters go to a ring of SAMPLE_PARAM_ROWS entries: a write lands before the
+    // next submit, and one step's calls never wrap onto each other.
+    if (rows.length > SAMPLE_PARAM_ROWS) throw new GpuError(`a sample call takes at most ${SAMPLE_PARAM_ROWS} rows, got ${rows.length}`);
+    if (this.sampleParamsNext + rows.length > SAMPLE_PARAM_ROWS) this.sampleParamsNext = 0;
+    const first = this.sampleParamsNext;
+    this.sampleParamsNext += rows.length;
+    const words = new ArrayBuffer(rows.length * SAMPLE_PARAM_BYTES);
+    const u32 = new Uint32Array(words);
+    const f32 = new Float32Array(words);
+    rows.forEach(({ row, params, flagsRow }, i) => {
+      const at = (i * SAMPLE_PARAM_BYTES) / 4;
+      const greedy = params.temperature === 0;
+      u32[at] = count;
+      u32[at + 1] = params.topK;
+      u32[at + 2] = (tokenFlags ? 1 : 0) | (greedy ? 2 : 0);
+      f32[at + 3] = greedy ? 1 : 1 / params.temperature;
+      f32[at + 4] = params.topP;
+      f32[at + 5] = params.minP;
+      f32[at + 6] = params.repetitionPenalty;
+      f32[at + 7] = params.draw;
+      f32[at + 8] = params.presencePenalty;
+      f32[at + 9] = params.frequencyPenalty;
+      u32[at + 10] = row;
+      u32[at + 11] = flagsRow;
+    });
+    this.device.queue.writeBuffer(this.sampleParams, first * SAMPLE_PARAM_BYTES, words);
+    this.dispatch('sample', [count, first, 0, 0],
+      [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer, this.sampleParams], [rows.length]);
   }
 
   flush(): void {

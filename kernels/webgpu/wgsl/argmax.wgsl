@@ -1,11 +1,11 @@
 // Greedy sampling on the GPU: the index of the largest of `count` logits (the lowest index among
 // equal maxima, as the CPU sampler picks), so only that id crosses back to the CPU.
-// One workgroup of 1024: each invocation scans a strided share four values at a time, then a tree
-// reduction in workgroup memory.
+// One workgroup of 1024 per row (rows row, row + 1, ...): each invocation scans a strided share
+// four values at a time, then a tree reduction in workgroup memory.
 
 struct Params {
   count: u32,
-  row: u32, // logits row (rows of `count`) and the result's entry
+  row: u32, // the first logits row (rows of `count`) and its result's entry
   _pad1: u32,
   _pad2: u32,
 }
@@ -19,10 +19,11 @@ var<workgroup> best_value: array<f32, WORKGROUP>;
 var<workgroup> best_index: array<u32, WORKGROUP>;
 
 @compute @workgroup_size(WORKGROUP)
-fn main(@builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  let row = params.row + wid.x;
   var value = -3.4e38;
   var index = 0xffffffffu;
-  let base = params.row * params.count;
+  let base = row * params.count;
   for (var q = lid; q * 4u < params.count; q += WORKGROUP) {
     // Four values per invocation per step, all loaded before any is compared; strict comparisons:
     // the first (lowest) index of a maximum stays.
@@ -55,6 +56,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     workgroupBarrier();
   }
   if (lid == 0u) {
-    result[params.row] = select(best_index[0], 0u, best_index[0] == 0xffffffffu);
+    result[row] = select(best_index[0], 0u, best_index[0] == 0xffffffffu);
   }
 }

@@ -1,5 +1,6 @@
 // Sampling on the GPU, the same choice as kernels/cpu/sample.ts, so only the token id crosses back.
-// One workgroup. Tokens are ordered best first: larger (penalised) logit first, lower id on ties.
+// One workgroup per row (a step samples all its sequences in one dispatch). Tokens are ordered best
+// first: larger (penalised) logit first, lower id on ties.
 // The CPU sorts; this kernel never does. Each cut (top-k, top-p, the draw itself) is "the first
 // token in that order where a running total (a count, or probability mass) reaches a goal",
 // found by searching the 32-bit order key of the logit: each step over the vocabulary sums the
@@ -16,6 +17,14 @@
 // one call of `scan` in a loop driven by a small state machine: shader compilers inline every call,
 // and ten call sites of the step made a shader that took minutes to compile.
 
+// One workgroup per row to sample: workgroup i takes row_params[header.first + i].
+struct Header {
+  count: u32,
+  first: u32,
+  _pad0: u32,
+  _pad1: u32,
+}
+
 struct Params {
   count: u32,
   top_k: u32,               // 0: off
@@ -31,11 +40,12 @@ struct Params {
   flags_row: u32,           // token_flags row (rows of whole vec4s covering `count`)
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> header: Header;
+@group(0) @binding(5) var<storage, read> row_params: array<Params>;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 // Per token: 1 if the prompt holds it, plus 2 per time the output does (kernels/backend.ts KVCache).
 @group(0) @binding(2) var<storage, read_write> token_flags: array<vec4<u32>>;
-// [0, quads): order keys, four tokens per element; [quads, 2·quads): masses (f32 bits).
+// Per row: [0, quads): order keys, four tokens per element; [quads, 2·quads): masses (f32 bits).
 @group(0) @binding(3) var<storage, read_write> scratch: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> result: array<u32>;
 
@@ -165,8 +175,8 @@ fn visit(lanes: ptr<function, array<f32, LANES>>, p: Pass, a: Allowed, index: u3
 }
 
 // One step over every token: UNROLL vec4s of keys and masses loaded before any is used.
-fn scan(lid: u32, p: Pass, a: Allowed) -> array<f32, LANES> {
-  let quads = (params.count + 3u) / 4u;
+fn scan(lid: u32, p: Pass, a: Allowed, count: u32, scratch_base: u32) -> array<f32, LANES> {
+  let quads = (count + 3u) / 4u;
   var lanes = empty_lanes();
   for (var base = lid; base < quads; base += UNROLL * THREADS) {
     var keys: array<vec4<u32>, UNROLL>;
@@ -174,15 +184,15 @@ fn scan(lid: u32, p: Pass, a: Allowed) -> array<f32, LANES> {
     for (var u = 0u; u < UNROLL; u++) {
       let q = base + u * THREADS;
       if (q < quads) {
-        keys[u] = scratch[q];
-        masses[u] = bitcast<vec4<f32>>(scratch[quads + q]);
+        keys[u] = scratch[scratch_base + q];
+        masses[u] = bitcast<vec4<f32>>(scratch[scratch_base + quads + q]);
       }
     }
     for (var u = 0u; u < UNROLL; u++) {
       let q = base + u * THREADS;
       for (var c = 0u; c < 4u; c++) {
         let index = q * 4u + c;
-        if (q < quads && index < params.count) {
+        if (q < quads && index < count) {
           visit(&lanes, p, a, index, keys[u][c], masses[u][c]);
         }
       }
@@ -220,7 +230,10 @@ const STAGE_DRAW: u32 = 2u;
 const STAGE_DONE: u32 = 3u;
 
 @compute @workgroup_size(THREADS)
-fn main(@builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+  // This workgroup's row, and where its part of `scratch` starts.
+  let params = row_params[header.first + wid.x];
+  let scratch_base = wid.x * 2u * ((params.count + 3u) / 4u);
   let flagged = (params.flags & 1u) != 0u;
   let quads = (params.count + 3u) / 4u;
   // Pass 0: penalised logits as order keys, and the largest logit.
@@ -250,7 +263,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         top = max(top, values[c]);
       }
     }
-    scratch[q] = keys;
+    scratch[scratch_base + q] = keys;
   }
   storageBarrier();
   top = workgroup_reduce(lid, array<f32, LANES>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, top))[9];
@@ -261,7 +274,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     // Masses, once; tokens below the cut get key 0.
     let top_scaled = top * params.inverse_temperature;
     for (var q = lid; q < quads; q += THREADS) {
-      var keys = scratch[q];
+      var keys = scratch[scratch_base + q];
       var masses = vec4<f32>(0.0);
       for (var c = 0u; c < 4u; c++) {
         if (keys[c] >= floor_key) {
@@ -270,8 +283,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
           keys[c] = 0u;
         }
       }
-      scratch[q] = keys;
-      scratch[quads + q] = bitcast<vec4<u32>>(masses);
+      scratch[scratch_base + q] = keys;
+      scratch[scratch_base + quads + q] = bitcast<vec4<u32>>(masses);
     }
     storageBarrier();
   }
@@ -283,7 +296,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   var found = Token(0u, 0u);
   var picked = 0u;
   loop {
-    let lanes = scan(lid, step, a);
+    let lanes = scan(lid, step, a, params.count, scratch_base);
     var finished = false; // a search found its token
     switch step.kind {
       case FIRST: {
