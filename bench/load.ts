@@ -132,7 +132,8 @@ const megabytes = (bytes: number) => Math.round(bytes / 2 ** 20);
 
 const rng = new Rng(7);
 const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.floor(rng.next() * (Math.min(vocabSize, 32000) - 3)));
-// Warm-up: compile pipelines, allocate scratch.
+// Warm-up: compile pipelines, allocate scratch. Run with node --expose-gc so the memory figures
+// are taken after a collection.
 await Promise.all(Array.from({ length: Math.min(maxBatch, 4) }, (_, i) => streamOnce(randomPrompt(), i)));
 global.gc?.();
 const memoryBefore = process.memoryUsage();
@@ -165,6 +166,8 @@ for (const clients of levels) {
   console.log(`${String(clients).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1).padStart(9)} | ${row.recordMsPerStep.toFixed(2)}, ${row.waitMsPerStep.toFixed(2)}, ${row.acceptMsPerStep.toFixed(2)}`);
   if (row.firstError) console.log(`  first error: ${row.firstError}`);
 }
+// Idle a moment (sockets close), then collect, as before the first level.
+await new Promise((resolve) => setTimeout(resolve, 1000));
 global.gc?.();
 const memoryAfter = process.memoryUsage();
 const blocksUsedAfter = served.scheduler.allocator.used;

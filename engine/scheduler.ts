@@ -3,7 +3,7 @@
 // being read (so a long prompt never stalls running streams for more than a chunk), runs them as
 // one forward step, and hands each sampled token to its sequence. New requests join between steps;
 // finished, failed and cancelled ones give their blocks and slot back at once.
-import type { CausalLM, StepEntry } from '../models/model.ts';
+import { PREVIOUS_SAMPLE, type CausalLM, type StepEntry, type StepResult } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
 import { IncrementalDetokenizer } from './detokenizer.ts';
 import { ContextLengthError, promptTokenFlags, type FinishReason } from './generate.ts';
@@ -111,6 +111,16 @@ export class BlockAllocator {
 }
 
 type Phase = 'prefill' | 'decode';
+
+/** A step's entries and the sequence each belongs to. */
+interface PlannedStep {
+  entries: StepEntry[];
+  owners: Sequence[];
+}
+
+interface SubmittedStep extends PlannedStep {
+  result: Promise<StepResult>;
+}
 
 class Sequence {
   readonly blockTable: number[] = [];
@@ -238,23 +248,39 @@ export class Scheduler {
   }
 
   private async run(): Promise<void> {
+    // On a GPU, decoding is pipelined while the batch is steady: step n + 1 (each sequence fed the
+    // token step n samples for it, on the device) is submitted before step n's ids are read, so
+    // recording overlaps the GPU's work. A sequence that step n ends wasted its part of step n + 1
+    // (its blocks are reused only by steps submitted later, which run later). The CPU backend runs a
+    // step as it is recorded, so there nothing is submitted ahead.
+    const pipelined = this.model.backend.name !== 'cpu';
+    let inFlight: SubmittedStep | undefined;
     while (!this.stopped) {
       this.dropCancelled();
       this.admit();
-      if (this.running.length === 0) {
-        await new Promise<void>((resolve) => (this.wake = resolve));
-        this.wake = undefined;
-        continue;
+      if (!inFlight) {
+        if (this.running.length === 0) {
+          await new Promise<void>((resolve) => (this.wake = resolve));
+          this.wake = undefined;
+          continue;
+        }
+        inFlight = this.submitStep(this.buildStep());
       }
+      let next: SubmittedStep | undefined;
       try {
-        await this.step();
+        if (pipelined && inFlight && this.continues(inFlight)) next = this.submitStep(this.continuation(inFlight));
+        await this.process(inFlight);
       } catch (error) {
         // A failed step (a device error) fails its sequences, not the server.
         for (const sequence of [...this.running]) this.finish(sequence, error);
+        await next?.result.catch(() => undefined);
+        next = undefined;
       }
+      inFlight = next;
       // Let request handlers (new submissions, disconnects, writes) run between steps.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
+    await inFlight?.result.catch(() => undefined);
     const error = new Error('the server is shutting down');
     for (const sequence of [...this.running, ...this.queue.splice(0)]) this.finish(sequence, error);
     this.cache.release();
@@ -286,10 +312,10 @@ export class Scheduler {
     while (sequence.blockTable.length * this.model.blockSize < positions) sequence.blockTable.push(this.allocator.take());
   }
 
-  private async step(): Promise<void> {
+  /** The next step from what the sequences hold: a token from each decoding one, then prompt chunks. */
+  private buildStep(): PlannedStep {
     const entries: StepEntry[] = [];
     const owners: Sequence[] = [];
-    // Decoding sequences first: one token each.
     for (const sequence of this.running) {
       if (sequence.phase !== 'decode') continue;
       const position = sequence.position;
@@ -321,24 +347,66 @@ export class Scheduler {
       owners.push(sequence);
       budget -= count;
     }
-    const recordStart = performance.now();
-    const pending = this.model.step(this.cache, entries);
-    const waitStart = performance.now();
-    const result = await pending;
-    const acceptStart = performance.now();
-    this.stats.recordMs += waitStart - recordStart;
-    this.stats.waitMs += acceptStart - waitStart;
+    return { entries, owners };
+  }
+
+  /**
+   * Whether the step after `step` can be submitted before its ids are read: every running
+   * sequence is in it and samples there, nobody waits to join, and each has room for one more token.
+   */
+  private continues(step: SubmittedStep): boolean {
+    if (this.queue.length > 0 || step.owners.length !== this.running.length || step.entries.some((e) => !e.sample)) return false;
+    return step.owners.every((sequence, i) => {
+      const entry = step.entries[i];
+      const nextPosition = entry.startPosition + (entry.tokens as Int32Array).length;
+      const generated = sequence.ids.length + 1; // with the token `step` samples
+      return this.running.includes(sequence) && generated < sequence.request.maxTokens && nextPosition + 1 < sequence.capacity;
+    });
+  }
+
+  /** The step after `step`: each of its sequences fed the token `step` samples for it, on the device. */
+  private continuation(step: SubmittedStep): PlannedStep {
+    const entries = step.entries.map((entry, i) => {
+      const sequence = step.owners[i];
+      const position = entry.startPosition + (entry.tokens as Int32Array).length;
+      this.ensureBlocks(sequence, position + 1);
+      return {
+        sequence: entry.sequence,
+        tokens: PREVIOUS_SAMPLE,
+        startPosition: position,
+        sample: sequence.sampler.next(),
+        logits: sequence.request.logprobs !== undefined,
+      } satisfies StepEntry;
+    });
+    return { entries, owners: step.owners };
+  }
+
+  private submitStep(step: PlannedStep): SubmittedStep {
+    const start = performance.now();
+    const result = this.model.step(this.cache, step.entries);
+    result.catch(() => undefined); // awaited in process
+    this.stats.recordMs += performance.now() - start;
     this.stats.steps++;
-    this.stats.rows += this.model.maxStepTokens - budget;
+    this.stats.rows += step.entries.reduce((n, e) => n + (e.tokens === PREVIOUS_SAMPLE ? 1 : e.tokens.length), 0);
+    return { ...step, result };
+  }
+
+  /** Waits for a step's ids and hands each sampled token to its sequence (if it is still running). */
+  private async process(step: SubmittedStep): Promise<void> {
+    const waitStart = performance.now();
+    const result = await step.result;
+    const acceptStart = performance.now();
+    this.stats.waitMs += acceptStart - waitStart;
     let output = 0;
     const vocab = this.model.config.vocabSize;
-    entries.forEach((entry, i) => {
-      const sequence = owners[i];
+    step.entries.forEach((entry, i) => {
+      const sequence = step.owners[i];
+      const k = entry.sample || entry.logits ? output++ : -1;
+      if (!this.running.includes(sequence)) return; // finished or cancelled meanwhile
       if (!entry.sample) {
         sequence.prefilled += (entry.tokens as Int32Array).length;
         return;
       }
-      const k = output++;
       if (sequence.phase === 'prefill') {
         sequence.prefilled = sequence.request.promptIds.length;
         sequence.phase = 'decode';
