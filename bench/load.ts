@@ -134,7 +134,9 @@ const rng = new Rng(7);
 const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.floor(rng.next() * (Math.min(vocabSize, 32000) - 3)));
 // Warm-up: compile pipelines, allocate scratch. Run with node --expose-gc so the memory figures
 // are taken after a collection.
-await Promise.all(Array.from({ length: Math.min(maxBatch, 4) }, (_, i) => streamOnce(randomPrompt(), i)));
+// At the largest concurrency, so the scratch buffers have grown to their high-water marks before
+// the baseline is taken: the figures after the run then show what a run leaves behind.
+await Promise.all(Array.from({ length: Math.max(...levels) }, (_, i) => streamOnce(randomPrompt(), i)));
 global.gc?.();
 const memoryBefore = process.memoryUsage();
 const results = [];
