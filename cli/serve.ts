@@ -3,7 +3,7 @@
 import { DEFAULT_MODEL_DIR } from '../engine/load.ts';
 import { BACKEND_KINDS, isBackendKind } from '../kernels/select.ts';
 import { buildApp } from '../server/app.ts';
-import { DEFAULT_CONTEXT, loadServedModel } from '../server/model.ts';
+import { DEFAULT_CONTEXT, DEFAULT_KV_BYTES, loadServedModel } from '../server/model.ts';
 import { numberOption, parseCommandLine, UsageError } from './args.ts';
 
 export const SERVE_HELP = `Usage: blr serve [options]
@@ -22,7 +22,9 @@ Options:
   --max-batch N       sequences decoding at once (default 16)
   --max-queue N       requests waiting beyond the batch; more get 429 (default 64)
   --ctx N             positions per sequence, prompt + output (default: the model's, at most ${DEFAULT_CONTEXT})
-  --kv-blocks N       KV-cache blocks of 16 positions (default: max-batch full-context sequences)
+  --kv-blocks N       KV-cache blocks of 16 positions (default: max-batch full-context sequences,
+                      at most ${DEFAULT_KV_BYTES / 2 ** 30} GiB of them); a request waits until the blocks for its
+                      prompt + max_tokens are free
   --backend NAME      ${BACKEND_KINDS.join(' | ')} (default auto)
   --log-level LEVEL   fatal | error | warn | info | debug | trace (default info)
   -h, --help          show this help

@@ -42,6 +42,15 @@ export class ContextLengthError extends RangeError {
   }
 }
 
+/** Refuses a request that can never run: no prompt, a bad token id, no room for a reply, a bad max. */
+export function checkRequest(promptIds: readonly number[], maxTokens: number, vocabSize: number, contextLength: number): void {
+  if (promptIds.length === 0) throw new RangeError('the prompt has no tokens');
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`max tokens must be a positive integer, got ${maxTokens}`);
+  const badId = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+  if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is outside the vocabulary (0..${vocabSize - 1})`);
+  if (promptIds.length >= contextLength) throw new ContextLengthError(promptIds.length, contextLength);
+}
+
 export class Generator {
   constructor(
     readonly model: CausalLM,
@@ -53,12 +62,7 @@ export class Generator {
 
   async generate(request: GenerationRequest): Promise<GenerationResult> {
     const { promptIds, maxTokens } = request;
-    if (promptIds.length === 0) throw new RangeError('the prompt has no tokens');
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`max tokens must be a positive integer, got ${maxTokens}`);
-    const vocabSize = this.model.config.vocabSize;
-    const badId = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
-    if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is outside the vocabulary (0..${vocabSize - 1})`);
-    if (promptIds.length >= this.contextLength) throw new ContextLengthError(promptIds.length, this.contextLength);
+    checkRequest(promptIds, maxTokens, this.model.config.vocabSize, this.contextLength);
 
     const capacity = Math.min(this.contextLength, promptIds.length + maxTokens);
     const cache = this.model.createCache(capacity);

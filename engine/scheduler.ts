@@ -6,7 +6,7 @@
 import { PREVIOUS_SAMPLE, type CausalLM, type StepEntry, type StepResult } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
 import { IncrementalDetokenizer } from './detokenizer.ts';
-import { ContextLengthError, promptTokenFlags, type FinishReason } from './generate.ts';
+import { checkRequest, promptTokenFlags, type FinishReason } from './generate.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
 import { StopStringMatcher } from './stop.ts';
 
@@ -219,13 +219,7 @@ export class Scheduler {
    */
   submit(request: SequenceRequest): Promise<SequenceResult> {
     if (this.stopped) return Promise.reject(new Error('the scheduler has stopped'));
-    const { promptIds, maxTokens } = request;
-    if (promptIds.length === 0) throw new RangeError('the prompt has no tokens');
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`max tokens must be a positive integer, got ${maxTokens}`);
-    const vocabSize = this.model.config.vocabSize;
-    const badId = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
-    if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is outside the vocabulary (0..${vocabSize - 1})`);
-    if (promptIds.length >= this.options.contextLength) throw new ContextLengthError(promptIds.length, this.options.contextLength);
+    checkRequest(request.promptIds, request.maxTokens, this.model.config.vocabSize, this.options.contextLength);
     // Requests that would wait with this one (queued ones take the free slots at the next step).
     const waiting = this.queue.length + 1 - this.freeSlots.length;
     if (waiting > this.options.maxQueue) throw new QueueFullError(waiting - 1);

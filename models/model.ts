@@ -442,9 +442,10 @@ export class StepIndices {
   constructor(private readonly backend: Backend, config: ModelConfig, private readonly maxRows: number, private readonly maxOutputs: number, private readonly sampled: IndexTensor) {
     this.tokens = backend.allocateIndices(maxRows);
     this.positions = backend.allocateIndices(maxRows);
-    // The row entries, then at most every output entry's table at full length plus one per other row.
+    // The row entries, then a table per sequence of the step (at most one per row), each at most
+    // the model's context long.
     const blocksPerSequence = Math.ceil(config.maxPositions / KV_BLOCK_SIZE);
-    const pageEntries = maxRows + (maxRows + maxOutputs) * blocksPerSequence;
+    const pageEntries = maxRows + maxRows * blocksPerSequence;
     this.pages = backend.allocateIndices(pageEntries);
     this.outputRows = backend.allocateIndices(maxOutputs);
     this.tokenValues = new Int32Array(maxRows);

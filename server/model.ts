@@ -25,6 +25,12 @@ export interface ServeOptions {
 
 /** The default context when --ctx is not given: long enough for chat, short enough that the KV cache fits. */
 export const DEFAULT_CONTEXT = 4096;
+/**
+ * The most KV-cache memory the default --kv-blocks takes (keys and values are f32): max-batch
+ * full-context sequences, or fewer blocks when those would need more (Llama-2-7B: 1 MiB a
+ * position, so 16 GiB hold four 4096-token sequences).
+ */
+export const DEFAULT_KV_BYTES = 16 * 2 ** 30;
 
 export async function loadServedModel(directory: string, options: ServeOptions): Promise<ServedModel> {
   // Tokens per step: every decoding sequence plus room for a prompt chunk.
@@ -38,8 +44,16 @@ export async function loadServedModel(directory: string, options: ServeOptions):
     onNotice: options.onNotice,
   });
   const contextLength = engine.generator.contextLength;
+  const { layers, kvHeads, headDim } = engine.model.config;
+  const blockBytes = engine.model.blockSize * layers * kvHeads * headDim * 4 * 2;
+  const perSequence = Math.ceil(contextLength / engine.model.blockSize);
+  let blocks = options.kvBlocks ?? options.maxBatch * perSequence;
+  if (options.kvBlocks === undefined && blocks * blockBytes > DEFAULT_KV_BYTES) {
+    blocks = Math.max(perSequence, Math.floor(DEFAULT_KV_BYTES / blockBytes));
+    options.onNotice?.(`the KV cache holds ${blocks} blocks (${(blocks * blockBytes / 2 ** 30).toFixed(1)} GiB), fewer than ${options.maxBatch} full-context sequences need: set --kv-blocks, --ctx or --max-batch to change it`);
+  }
   const scheduler = new Scheduler(engine.model, engine.directory.tokenizer, engine.directory.eosTokenIds, {
-    maxBatch: options.maxBatch, maxQueue: options.maxQueue, contextLength, blocks: options.kvBlocks,
+    maxBatch: options.maxBatch, maxQueue: options.maxQueue, contextLength, blocks,
   });
   return {
     name: options.name ?? path.basename(path.resolve(directory)),
