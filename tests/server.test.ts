@@ -366,11 +366,18 @@ describe('blr serve (subprocess)', () => {
     expect(await health.json()).toEqual({ status: 'ok', model: 'stories260K' });
     const models = await (await fetch(`${address}/v1/models`)).json();
     expect(models.data[0].id).toBe('stories260K');
+    const secret = 'Zebra quartz prompt';
+    const completion = await (await fetch(`${address}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'stories260K', prompt: secret, max_tokens: 8, temperature: 0 }) })).json();
     const exit = new Promise<number | null>((resolve) => child.on('exit', resolve));
     child.kill('SIGTERM');
     expect(await exit).toBe(0);
-    // JSON log lines; prompts are not in them.
-    for (const line of output.trim().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
+    // JSON log lines with request ids and token counts; neither the prompt nor the output is in them.
+    const lines = output.trim().split('\n').map((line) => JSON.parse(line));
+    const finished = lines.find((l) => l.msg === 'generation finished');
+    expect(finished).toMatchObject({ promptTokens: directory.tokenizer.encode(secret).length, completionTokens: 8 });
+    expect(typeof finished.reqId).toBe('string');
+    expect(output).not.toContain(secret);
+    expect(output).not.toContain(completion.choices[0].text.trim());
   });
 
   it('refuses bad options with a usage error', () => {
