@@ -121,7 +121,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     // Only where the adapter has subgroups; elsewhere gemvAligned and gemm do the same jobs.
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
-      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0 } } : undefined]))),
+      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind) } } : undefined]))),
     ...Object.fromEntries(GEMV_BATCHES.map((batch) => [blockGemvName(batch),
       features.subgroups ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'], constants: { BATCH: batch } } : undefined])),
   };
@@ -132,6 +132,13 @@ const GEMV_BATCHES = [1, 4, 16] as const;
 type GemvBatch = (typeof GEMV_BATCHES)[number];
 const gemvSubgroupName = (batch: GemvBatch, kind: 'plain' | 'normed' | 'blocked') => `gemvSubgroup${batch}${kind === 'plain' ? '' : kind === 'normed' ? 'Normed' : 'Blocked'}` as const;
 const blockGemvName = (batch: GemvBatch) => `blockGemv${batch}` as const;
+/**
+ * Weight rows each x load serves in wgsl/gemv_subgroup.wgsl (a workgroup makes twice that many
+ * outputs): 4 for batched plain matmuls (8–16 rows of Llama-3.2-1B: 7–9% less GPU time than 2 on an
+ * H200, bench/batch-step.ts --profile), 2 elsewhere (the blocked pipeline's rows must share a
+ * block; the one-row pipelines were tuned with 2).
+ */
+const gemvRowsPerGroup = (batch: GemvBatch, kind: 'plain' | 'normed' | 'blocked') => (batch > 1 && kind === 'plain' ? 4 : 2);
 /** Factor rows per workgroup of wgsl/block_gemv.wgsl (its MAX_GROUP_ROWS): steps 1–2, and step 3; BLAST blocks it takes (MAX_COUPLING / its rows). */
 const BLOCK_GEMV_GROUP_ROWS = 32;
 const BLOCK_GEMV_MAX_BLAST_BLOCKS = 32;
@@ -562,7 +569,8 @@ export class WebGpuBackend implements Backend {
       this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures);
     } else if (decodeSubgroup) {
       const batch = gemvBatch(rows);
-      this.dispatch(gemvSubgroupName(batch, inputNorm ? 'normed' : 'plain'), params, buffers, [Math.ceil(outFeatures / 4), Math.ceil(rows / batch)]);
+      const kind = inputNorm ? 'normed' : 'plain';
+      this.dispatch(gemvSubgroupName(batch, kind), params, buffers, [Math.ceil(outFeatures / (2 * gemvRowsPerGroup(batch, kind))), Math.ceil(rows / batch)]);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);

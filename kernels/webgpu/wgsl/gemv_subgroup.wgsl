@@ -1,8 +1,9 @@
 // Decode matmul with subgroup reductions, for in_features a multiple of 8 on adapters with the
 // subgroups feature: out[r, o] = x[r, :] · W[o, :] + bias[o]. A workgroup of 256 threads makes four
-// outputs: two groups of subgroups take two weight rows each, and the subgroups of a group split
-// the row (K) between them. Lanes read 16 bytes (8 halves) per row per iteration and reuse each x
-// load for both rows; subgroupAdd, then a four-value combine in workgroup memory, finish the sums.
+// outputs (eight in the batched pipelines): two groups of subgroups take ROWS_PER_GROUP weight rows
+// each, and the subgroups of a group split the row (K) between them. Lanes read 16 bytes (8 halves)
+// per row per iteration and reuse each x load for all the group's rows; subgroupAdd, then a combine
+// in workgroup memory, finish the sums.
 // The layout won a sweep (bench/gemv-sweep.ts) on an H200: 88–90% of copy bandwidth on Llama-7B
 // MLP shapes. Works for any subgroup size from 4 to 128.
 //
@@ -33,11 +34,17 @@ override BLOCKED: bool = false;
 override BATCH: u32 = 1u;
 const MAX_BATCH: u32 = 16u;
 
+// Weight rows per group of subgroups (2 or 4): every x load serves that many. With several rows of
+// x, x's bytes through the caches are 2 · BATCH / ROWS_PER_GROUP times the weights' (the two groups
+// each read all of it); batched pipelines take 4 (a few percent faster). Each (weight row, x row)
+// sum is added up in the same order whatever the pipeline: a row gets the same result batched or
+// alone.
+override ROWS_PER_GROUP: u32 = 2u;
+const MAX_ROWS_PER_GROUP: u32 = 4u;
 const WORKGROUP: u32 = 256u;
-const OUTPUTS_PER_WORKGROUP: u32 = 4u;
-const ROWS_PER_GROUP: u32 = 2u;
+const GROUPS: u32 = 2u;
 // Partial sums: (subgroup, weight row of its group, row of x); sums of squares: (subgroup, row of x).
-var<workgroup> partial: array<f32, 128u * BATCH>;
+var<workgroup> partial: array<f32, 64u * ROWS_PER_GROUP * BATCH>;
 var<workgroup> norm_partial: array<f32, 64u * BATCH>;
 
 @compute @workgroup_size(WORKGROUP)
@@ -47,18 +54,21 @@ fn main(
   @builtin(subgroup_invocation_id) lane: u32,
   @builtin(subgroup_size) subgroup_size: u32,
 ) {
+  let outputs_per_workgroup = GROUPS * ROWS_PER_GROUP;
   let subgroups = WORKGROUP / subgroup_size;
-  let split = subgroups / 2u; // subgroups per pair of rows
+  let split = subgroups / GROUPS; // subgroups per group of rows
   let subgroup = lid / subgroup_size;
   let group = subgroup / split;
   let part = subgroup % split;
-  let first = wid.x * OUTPUTS_PER_WORKGROUP + group * ROWS_PER_GROUP;
+  let first = wid.x * outputs_per_workgroup + group * ROWS_PER_GROUP;
   let r0 = wid.y * BATCH;
   let chunks = params.in_features / 8u;
   // A row past the end reads the last row again; its sum is never written.
   let last = params.out_features - 1u;
-  let w0 = min(first, last) * params.w_stride;
-  let w1 = min(first + 1u, last) * params.w_stride;
+  var w_base: array<u32, MAX_ROWS_PER_GROUP>;
+  for (var j = 0u; j < ROWS_PER_GROUP; j++) {
+    w_base[j] = min(first + j, last) * params.w_stride;
+  }
   var x_base: array<u32, MAX_BATCH>;
   var x_block = 0u;
   if (BLOCKED) {
@@ -67,16 +77,17 @@ fn main(
   for (var b = 0u; b < BATCH; b++) {
     x_base[b] = (x_block + min(r0 + b, params.rows - 1u)) * chunks * 2u;
   }
-  var acc: array<vec2<f32>, MAX_BATCH>;
+  var acc: array<array<f32, MAX_ROWS_PER_GROUP>, MAX_BATCH>;
   var sum_squares: array<f32, MAX_BATCH>;
   for (var c = part * subgroup_size + lane; c < chunks; c += subgroup_size * split) {
-    let p0 = w[w0 + c];
-    let p1 = w[w1 + c];
-    // Unpacked once for every row of the batch.
-    let w0_low = vec4<f32>(unpack2x16float(p0.x), unpack2x16float(p0.y));
-    let w0_high = vec4<f32>(unpack2x16float(p0.z), unpack2x16float(p0.w));
-    let w1_low = vec4<f32>(unpack2x16float(p1.x), unpack2x16float(p1.y));
-    let w1_high = vec4<f32>(unpack2x16float(p1.z), unpack2x16float(p1.w));
+    // Each weight row's 8 halves, unpacked once for every row of the batch.
+    var w_low: array<vec4<f32>, MAX_ROWS_PER_GROUP>;
+    var w_high: array<vec4<f32>, MAX_ROWS_PER_GROUP>;
+    for (var j = 0u; j < ROWS_PER_GROUP; j++) {
+      let packed = w[w_base[j] + c];
+      w_low[j] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));
+      w_high[j] = vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w));
+    }
     for (var b = 0u; b < BATCH; b++) {
       var low = x[x_base[b] + 2u * c];
       var high = x[x_base[b] + 2u * c + 1u];
@@ -85,28 +96,33 @@ fn main(
         low *= norm_weight[2u * c];
         high *= norm_weight[2u * c + 1u];
       }
-      acc[b] += vec2<f32>(dot(w0_low, low) + dot(w0_high, high), dot(w1_low, low) + dot(w1_high, high));
+      for (var j = 0u; j < ROWS_PER_GROUP; j++) {
+        acc[b][j] += dot(w_low[j], low) + dot(w_high[j], high);
+      }
     }
   }
   for (var b = 0u; b < BATCH; b++) {
-    let total = subgroupAdd(acc[b]);
     var squares = 0.0;
     if (NORMED) {
       squares = subgroupAdd(sum_squares[b]);
     }
+    for (var j = 0u; j < ROWS_PER_GROUP; j++) {
+      let total = subgroupAdd(acc[b][j]);
+      if (lane == 0u) {
+        partial[(subgroup * ROWS_PER_GROUP + j) * BATCH + b] = total;
+      }
+    }
     if (lane == 0u) {
-      partial[(subgroup * ROWS_PER_GROUP) * BATCH + b] = total.x;
-      partial[(subgroup * ROWS_PER_GROUP + 1u) * BATCH + b] = total.y;
       norm_partial[subgroup * BATCH + b] = squares;
     }
   }
   workgroupBarrier();
-  if (lid < OUTPUTS_PER_WORKGROUP * BATCH) {
+  if (lid < outputs_per_workgroup * BATCH) {
     let output = lid / BATCH;
     let b = lid % BATCH;
     let g = output / ROWS_PER_GROUP;
     let j = output % ROWS_PER_GROUP;
-    let o = wid.x * OUTPUTS_PER_WORKGROUP + output;
+    let o = wid.x * outputs_per_workgroup + output;
     let r = r0 + b;
     if (o < params.out_features && r < params.rows) {
       var sum = 0.0;
