@@ -68,9 +68,17 @@ export async function runServe(args: string[]): Promise<void> {
   const directory = values.model ?? DEFAULT_MODEL_DIR;
 
   let announceModel: (() => void) | undefined;
+  // Loading progress in the log, every tenth of the checkpoint's bytes.
+  let loggedTenths = 0;
+  const onProgress = (loaded: number, total: number) => {
+    const tenths = Math.floor((10 * loaded) / Math.max(1, total));
+    if (tenths <= loggedTenths) return;
+    loggedTenths = tenths;
+    app.log.info({ loadedMB: Math.round(loaded / 2 ** 20), totalMB: Math.round(total / 2 ** 20) }, `loading the model: ${tenths * 10}%`);
+  };
   // Loading starts once the server listens (a turn of the event loop later).
   const model = new Promise<void>((resolve) => (announceModel = resolve)).then(() => loadServedModel(directory, {
-    backend, maxBatch, maxQueue, contextLength, kvBlocks, name: values.name,
+    backend, maxBatch, maxQueue, contextLength, kvBlocks, name: values.name, onProgress,
     onNotice: (message) => app.log.warn(message),
   }));
   const app = buildApp({ model, apiKey, logger: { level: logLevel } });
