@@ -176,7 +176,7 @@ const memoryAfter = process.memoryUsage();
 const blocksUsedAfter = served.scheduler.allocator.used;
 const single = results.find((r) => r.clients === 1);
 const most = results.reduce((a, b) => (b.clients > a.clients ? b : a));
-console.log(`resident memory: ${megabytes(memoryBefore.rss)} MB before, ${megabytes(memoryAfter.rss)} MB after; JS heap ${megabytes(memoryBefore.heapUsed)} → ${megabytes(memoryAfter.heapUsed)} MB; KV blocks in use after: ${blocksUsedAfter}`);
+console.log(`resident memory: ${megabytes(memoryBefore.rss)} MB before, ${megabytes(memoryAfter.rss)} MB after; JS heap ${megabytes(memoryBefore.heapUsed)} → ${megabytes(memoryAfter.heapUsed)} MB used, ${megabytes(memoryBefore.heapTotal)} → ${megabytes(memoryAfter.heapTotal)} MB committed; external ${megabytes(memoryBefore.external)} → ${megabytes(memoryAfter.external)} MB; KV blocks in use after: ${blocksUsedAfter}`);
 if (single && most.clients > 1) console.log(`aggregate at ${most.clients} clients: ${(most.tokensPerS / single.tokensPerS).toFixed(2)}x one stream`);
 await app.close();
 await served.scheduler.close();
@@ -184,6 +184,10 @@ fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(values.out, JSON.stringify({
   date: new Date().toISOString(), model: served.name, backend: served.scheduler.model.backend.description, maxBatch, contextLength: served.contextLength,
   maxTokens, promptTokens, temperature: Number(values.temperature), seconds, levels: results,
-  memory: { rssBeforeMB: megabytes(memoryBefore.rss), rssAfterMB: megabytes(memoryAfter.rss), heapBeforeMB: megabytes(memoryBefore.heapUsed), heapAfterMB: megabytes(memoryAfter.heapUsed), kvBlocksUsedAfter: blocksUsedAfter },
+  memory: {
+    rssBeforeMB: megabytes(memoryBefore.rss), rssAfterMB: megabytes(memoryAfter.rss), heapBeforeMB: megabytes(memoryBefore.heapUsed), heapAfterMB: megabytes(memoryAfter.heapUsed),
+    heapCommittedBeforeMB: megabytes(memoryBefore.heapTotal), heapCommittedAfterMB: megabytes(memoryAfter.heapTotal), externalBeforeMB: megabytes(memoryBefore.external), externalAfterMB: megabytes(memoryAfter.external),
+    kvBlocksUsedAfter: blocksUsedAfter,
+  },
 }, null, 2));
 console.log(`wrote ${values.out}`);
