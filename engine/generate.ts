@@ -2,9 +2,8 @@
 // step per token, sampling, detokenising and stop checks as tokens arrive.
 import { PREVIOUS_SAMPLE, type CausalLM, type SequenceCache } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
-import { IncrementalDetokenizer } from './detokenizer.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
-import { StopStringMatcher } from './stop.ts';
+import { GeneratedText } from './stop.ts';
 
 export interface GenerationRequest {
   promptIds: number[];
@@ -76,8 +75,7 @@ export class Generator {
   private async run(request: GenerationRequest, cache: SequenceCache, capacity: number): Promise<GenerationResult> {
     const { promptIds, maxTokens } = request;
     const sampler = new Sampler(request.sampling);
-    const detokenizer = new IncrementalDetokenizer(this.tokenizer, promptIds);
-    const stops = new StopStringMatcher(request.stop ?? []);
+    const output = new GeneratedText(this.tokenizer, promptIds, request.stop ?? []);
     const eos = new Set(request.ignoreEos ? [] : this.eosTokenIds);
     const ids: number[] = [];
     let text = '';
@@ -135,7 +133,7 @@ export class Generator {
           finishReason = 'stop';
           break;
         }
-        const released = stops.push(detokenizer.push(token));
+        const released = output.push(token);
         emit(released.text);
         if (released.stopped) {
           finishReason = 'stop';
@@ -151,11 +149,9 @@ export class Generator {
     }
     const decodeMs = performance.now() - decodeStart;
     if (!stoppedByString) {
-      // Release what was held back: a partial character, or text that could have begun a stop string.
-      const tail = stops.push(detokenizer.flush());
+      const tail = output.finish();
       emit(tail.text);
       if (tail.stopped) finishReason = 'stop';
-      else emit(stops.flush());
     }
     return {
       promptIds,

@@ -5,10 +5,9 @@
 // finished, failed and cancelled ones give their blocks and slot back at once.
 import { PREVIOUS_SAMPLE, type CausalLM, type StepEntry, type StepResult } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
-import { IncrementalDetokenizer } from './detokenizer.ts';
 import { checkRequest, promptTokenFlags, type FinishReason } from './generate.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
-import { StopStringMatcher } from './stop.ts';
+import { GeneratedText } from './stop.ts';
 
 export interface TokenLogprob {
   id: number;
@@ -131,8 +130,7 @@ class Sequence {
   phase: Phase = 'prefill';
   text = '';
   readonly sampler: Sampler;
-  readonly detokenizer: IncrementalDetokenizer;
-  readonly stops: StopStringMatcher;
+  readonly output: GeneratedText;
   readonly eos: Set<number>;
   /** Positions this sequence may fill. */
   readonly capacity: number;
@@ -153,8 +151,7 @@ class Sequence {
     blockSize: number,
   ) {
     this.sampler = new Sampler(request.sampling);
-    this.detokenizer = new IncrementalDetokenizer(tokenizer, request.promptIds);
-    this.stops = new StopStringMatcher(request.stop ?? []);
+    this.output = new GeneratedText(tokenizer, request.promptIds, request.stop ?? []);
     this.eos = new Set(request.ignoreEos ? [] : eosTokenIds);
     this.capacity = Math.min(contextLength, request.promptIds.length + request.maxTokens);
     this.reservedBlocks = Math.ceil(this.capacity / blockSize);
@@ -423,19 +420,19 @@ export class Scheduler {
     sequence.lastTokenAt = now;
     sequence.ids.push(id);
     // End of sequence: counted as generated, but neither text nor a reported token.
-    if (sequence.eos.has(id)) return this.complete(sequence, 'stop', []);
+    if (sequence.eos.has(id)) return this.complete(sequence, 'stop');
     const pending: GeneratedToken[] = [];
     if (logits) {
       const token = tokenLogprobs(logits, id, sequence.request.logprobs ?? 0);
       sequence.tokens.push(token);
       pending.push(token);
     }
-    const released = sequence.stops.push(sequence.detokenizer.push(id));
+    const released = sequence.output.push(id);
     this.emit(sequence, released.text, pending);
-    if (released.stopped) return this.complete(sequence, 'stop', [], true);
+    if (released.stopped) return this.complete(sequence, 'stop', true);
     // The next token would sit at position prompt + ids.length - 1 + 1.
     const full = sequence.ids.length >= sequence.request.maxTokens || sequence.request.promptIds.length + sequence.ids.length >= sequence.capacity;
-    if (full) this.complete(sequence, 'length', []);
+    if (full) this.complete(sequence, 'length');
   }
 
   private emit(sequence: Sequence, text: string, tokens: GeneratedToken[]): void {
@@ -444,14 +441,12 @@ export class Scheduler {
     sequence.request.onText?.(text, tokens);
   }
 
-  private complete(sequence: Sequence, reason: FinishReason, pending: GeneratedToken[], stoppedByString = false): void {
+  private complete(sequence: Sequence, reason: FinishReason, stoppedByString = false): void {
     let finishReason = reason;
     if (!stoppedByString) {
-      // Release what was held back: a partial character, or text that could have begun a stop string.
-      const tail = sequence.stops.push(sequence.detokenizer.flush());
+      const tail = sequence.output.finish();
       if (tail.stopped) finishReason = 'stop';
-      const rest = tail.stopped ? tail.text : tail.text + sequence.stops.flush();
-      this.emit(sequence, rest, pending);
+      this.emit(sequence, tail.text, []);
     }
     const now = performance.now();
     this.observer?.finished?.(sequence.request.promptIds.length, sequence.ids.length);

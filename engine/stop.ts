@@ -1,6 +1,8 @@
 // Stop strings over streamed text: text that might be the start of a stop string is held back
 // until it is known not to be; on a match, the text before the stop string is released and the
 // stop string itself never is (as OpenAI's API does).
+import type { TextTokenizer } from '../weights/tokenizer.ts';
+import { IncrementalDetokenizer } from './detokenizer.ts';
 
 export class StopStringMatcher {
   private pending = '';
@@ -44,5 +46,33 @@ export class StopStringMatcher {
     const rest = this.pending;
     this.pending = '';
     return rest;
+  }
+}
+
+/**
+ * A sequence's generated text as tokens arrive: detokenised without broken characters, with stop
+ * strings cut out (what the Generator and the Scheduler both stream).
+ */
+export class GeneratedText {
+  private readonly detokenizer: IncrementalDetokenizer;
+  private readonly stops: StopStringMatcher;
+
+  constructor(tokenizer: TextTokenizer, promptIds: readonly number[], stops: readonly string[]) {
+    this.detokenizer = new IncrementalDetokenizer(tokenizer, promptIds);
+    this.stops = new StopStringMatcher(stops);
+  }
+
+  /** A new token: the text it releases, and whether a stop string was hit. */
+  push(id: number): { text: string; stopped: boolean } {
+    return this.stops.push(this.detokenizer.push(id));
+  }
+
+  /**
+   * At the end of generation (not after a stop string): what was held back — a partial character,
+   * or text that could have begun a stop string — and whether it completes a stop string after all.
+   */
+  finish(): { text: string; stopped: boolean } {
+    const tail = this.stops.push(this.detokenizer.flush());
+    return tail.stopped ? tail : { text: tail.text + this.stops.flush(), stopped: false };
   }
 }

@@ -15,18 +15,35 @@ export interface LoadOptions {
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
 }
 
-export function loadModel(directory: ModelDirectory, backend: Backend, options: LoadOptions = {}): CausalLM {
+/** What both loaders start from: the config, the step sizes and a reader over the checkpoint. */
+function openModel(directory: ModelDirectory, backend: Backend, options: LoadOptions) {
   const config = parseModelConfig(directory.config, `${directory.path}/config.json`);
   const maxStepTokens = Math.min(options.maxStepTokens ?? 256, config.maxPositions);
   const maxSequences = Math.max(1, options.maxSequences ?? 1);
   const source = directory.openTensors();
   try {
     const weights = new WeightReader(source, backend, options.onProgress, { config, maxRows: maxStepTokens });
-    return config.architecture === 'llama'
-      ? new LlamaModel(config, weights, backend, maxStepTokens, maxSequences)
-      : new Gpt2Model(config, weights, backend, maxStepTokens, maxSequences);
-  } finally {
+    return { config, maxStepTokens, maxSequences, source, weights };
+  } catch (error) {
     source.close();
+    throw error;
+  }
+}
+
+/** The model over `opened`, its layers read beforehand or (when absent) by the constructor. */
+function assemble(opened: ReturnType<typeof openModel>, backend: Backend, layers?: (LlamaLayer | Gpt2Layer)[]): CausalLM {
+  const { config, weights, maxStepTokens, maxSequences } = opened;
+  return config.architecture === 'llama'
+    ? new LlamaModel(config, weights, backend, maxStepTokens, maxSequences, layers as LlamaLayer[] | undefined)
+    : new Gpt2Model(config, weights, backend, maxStepTokens, maxSequences, layers as Gpt2Layer[] | undefined);
+}
+
+export function loadModel(directory: ModelDirectory, backend: Backend, options: LoadOptions = {}): CausalLM {
+  const opened = openModel(directory, backend, options);
+  try {
+    return assemble(opened, backend);
+  } finally {
+    opened.source.close();
   }
 }
 
@@ -35,28 +52,17 @@ export function loadModel(directory: ModelDirectory, backend: Backend, options: 
  * keeps answering (/health says 503) while it loads.
  */
 export async function loadModelAsync(directory: ModelDirectory, backend: Backend, options: LoadOptions = {}): Promise<CausalLM> {
-  const config = parseModelConfig(directory.config, `${directory.path}/config.json`);
-  const maxStepTokens = Math.min(options.maxStepTokens ?? 256, config.maxPositions);
-  const maxSequences = Math.max(1, options.maxSequences ?? 1);
-  const source = directory.openTensors();
-  const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+  const opened = openModel(directory, backend, options);
   try {
-    const weights = new WeightReader(source, backend, options.onProgress, { config, maxRows: maxStepTokens });
-    if (config.architecture === 'llama') {
-      const layers: LlamaLayer[] = [];
-      for (let l = 0; l < config.layers; l++) {
-        layers.push(readLlamaLayer(weights, config, l));
-        await yieldToEventLoop();
-      }
-      return new LlamaModel(config, weights, backend, maxStepTokens, maxSequences, layers);
-    }
-    const layers: Gpt2Layer[] = [];
+    const { config, weights } = opened;
+    const readLayer = config.architecture === 'llama' ? readLlamaLayer : readGpt2Layer;
+    const layers: (LlamaLayer | Gpt2Layer)[] = [];
     for (let l = 0; l < config.layers; l++) {
-      layers.push(readGpt2Layer(weights, config, l));
-      await yieldToEventLoop();
+      layers.push(readLayer(weights, config, l));
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    return new Gpt2Model(config, weights, backend, maxStepTokens, maxSequences, layers);
+    return assemble(opened, backend, layers);
   } finally {
-    source.close();
+    opened.source.close();
   }
 }

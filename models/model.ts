@@ -55,7 +55,7 @@ export interface CausalLM {
   readonly backend: Backend;
   /** The most tokens (rows) one step holds; longer prompts are fed in chunks. */
   readonly maxStepTokens: number;
-  /** The most output entries (sequences sampled or read) one step holds. */
+  /** The most sequences one step holds (each sampled, read or fed a prompt chunk). */
   readonly maxSequences: number;
   /** Positions per block of the paged KV cache. */
   readonly blockSize: number;
@@ -442,10 +442,10 @@ export class StepIndices {
   constructor(private readonly backend: Backend, config: ModelConfig, private readonly maxRows: number, private readonly maxOutputs: number, private readonly sampled: IndexTensor) {
     this.tokens = backend.allocateIndices(maxRows);
     this.positions = backend.allocateIndices(maxRows);
-    // The row entries, then a table per sequence of the step (at most one per row), each at most
-    // the model's context long.
+    // The row entries, then a table per sequence of the step (at most maxOutputs of them), each at
+    // most the model's context long.
     const blocksPerSequence = Math.ceil(config.maxPositions / KV_BLOCK_SIZE);
-    const pageEntries = maxRows + maxRows * blocksPerSequence;
+    const pageEntries = maxRows + maxOutputs * blocksPerSequence;
     this.pages = backend.allocateIndices(pageEntries);
     this.outputRows = backend.allocateIndices(maxOutputs);
     this.tokenValues = new Int32Array(maxRows);
@@ -457,17 +457,18 @@ export class StepIndices {
   /** Checks the step against the cache and uploads its indices. */
   set(cache: KVCache, entries: StepEntry[]): StepPlan {
     if (entries.length === 0) throw new RangeError('a step needs at least one sequence');
+    if (entries.length > this.maxOutputs) throw new RangeError(`a step holds at most ${this.maxOutputs} sequences, got ${entries.length}`);
     const previous = entries.filter((e) => e.tokens === PREVIOUS_SAMPLE).length;
     if (previous !== 0 && previous !== entries.length) throw new RangeError('a step takes the previous samples as the tokens of every sequence or of none');
     const outputs = entries.filter((e) => e.sample || e.logits);
-    if (outputs.length > this.maxOutputs) throw new RangeError(`a step reads at most ${this.maxOutputs} sequences, got ${outputs.length}`);
     if (previous !== 0 && outputs.length !== entries.length) throw new RangeError('a step fed the previous samples must sample or read every sequence');
     const rows = entries.reduce((n, e) => n + (e.tokens === PREVIOUS_SAMPLE ? 1 : e.tokens.length), 0);
     if (rows > this.maxRows) throw new RangeError(`a step takes at most ${this.maxRows} tokens, got ${rows}`);
 
     const B = cache.blockSize;
     let row = 0;
-    let tableAt = this.maxRows;
+    // The tables follow the step's row entries.
+    let tableAt = rows;
     let outputIndex = 0;
     const segments: AttentionSegment[] = [];
     let lastSingle = false;

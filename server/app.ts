@@ -124,18 +124,24 @@ function newId(prefix: string): string {
   return `${prefix}-${randomBytes(12).toString('hex')}`;
 }
 
-/**
- * A token's text for logprobs, as it reads after the token before it (decoders such as
- * SentencePiece's drop a word's leading space at the start of a text). A lone byte-fallback piece
- * may not be whole UTF-8.
- */
-function tokenText(tokenizer: TextTokenizer, previous: number, id: number): string {
-  return tokenizer.decode([previous, id], false).slice(tokenizer.decode([previous], false).length);
+interface TokenTexts {
+  text: string;
+  logprob: number;
+  top: { text: string; logprob: number }[];
 }
 
-/** Each token with the id before it (the prompt's last for the first), for tokenText. */
-function withPrevious(tokens: GeneratedToken[], before: number): { token: GeneratedToken; previous: number }[] {
-  return tokens.map((token, i) => ({ token, previous: i === 0 ? before : tokens[i - 1].id }));
+/**
+ * The texts of generated tokens and their alternatives for logprobs, each as it reads after the
+ * token before it (`before` for the first: decoders such as SentencePiece's drop a word's leading
+ * space at the start of a text). A lone byte-fallback piece may not be whole UTF-8.
+ */
+function tokenTexts(tokenizer: TextTokenizer, tokens: GeneratedToken[], before: number): TokenTexts[] {
+  return tokens.map((token, i) => {
+    const previous = i === 0 ? before : tokens[i - 1].id;
+    const prefix = tokenizer.decode([previous], false).length;
+    const text = (id: number) => tokenizer.decode([previous, id], false).slice(prefix);
+    return { text: text(token.id), logprob: token.logprob, top: (token.top ?? []).map((t) => ({ text: text(t.id), logprob: t.logprob })) };
+  });
 }
 
 interface Choice {
@@ -353,17 +359,17 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const echoText = (c: Choice) => (echo ? served.tokenizer.decode(c.promptIds) : '');
     // Legacy logprobs: parallel lists, and text offsets into the choice's text.
     const logprobsObject = (tokens: GeneratedToken[], before: number, offset: number) => {
-      const texts = withPrevious(tokens, before).map(({ token, previous }) => tokenText(served.tokenizer, previous, token.id));
+      const texts = tokenTexts(served.tokenizer, tokens, before);
       const offsets: number[] = [];
       let at = offset;
-      for (const text of texts) {
+      for (const { text } of texts) {
         offsets.push(at);
         at += text.length;
       }
       return {
-        tokens: texts,
-        token_logprobs: tokens.map((t) => t.logprob),
-        top_logprobs: withPrevious(tokens, before).map(({ token, previous }) => Object.fromEntries((token.top ?? []).map((top) => [tokenText(served.tokenizer, previous, top.id), top.logprob]))),
+        tokens: texts.map((t) => t.text),
+        token_logprobs: texts.map((t) => t.logprob),
+        top_logprobs: texts.map((t) => Object.fromEntries(t.top.map((top) => [top.text, top.logprob]))),
         text_offset: offsets,
       };
     };
@@ -463,12 +469,9 @@ export function buildApp(options: AppOptions): FastifyInstance {
     }));
     const id = newId('chatcmpl');
     const created = Math.floor(Date.now() / 1000);
-    const logprobEntry = (t: { id: number; logprob: number }, previous: number) => {
-      const token = tokenText(served.tokenizer, previous, t.id);
-      return { token, logprob: t.logprob, bytes: [...Buffer.from(token, 'utf8')] };
-    };
+    const logprobEntry = (t: { text: string; logprob: number }) => ({ token: t.text, logprob: t.logprob, bytes: [...Buffer.from(t.text, 'utf8')] });
     const logprobsObject = (tokens: GeneratedToken[], before: number) => ({
-      content: withPrevious(tokens, before).map(({ token, previous }) => ({ ...logprobEntry(token, previous), top_logprobs: (token.top ?? []).map((t) => logprobEntry(t, previous)) })),
+      content: tokenTexts(served.tokenizer, tokens, before).map((t) => ({ ...logprobEntry(t), top_logprobs: t.top.map(logprobEntry) })),
     });
     const lastPromptId = promptIds[promptIds.length - 1];
 

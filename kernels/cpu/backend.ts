@@ -1,10 +1,9 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import type { AttentionShape, Backend, BlockShape, IndexTensor, InputNorm, KVCache, KVCacheShape, KVPages, KVStore, SampleRow, Tensor } from '../backend.ts';
+import { flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
-import { flagStride } from '../backend.ts';
 import { sampleToken } from './sample.ts';
 
 class CpuTensor implements Tensor {

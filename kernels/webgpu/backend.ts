@@ -780,10 +780,6 @@ export class WebGpuBackend implements Backend {
 
   sample(out: IndexTensor, logits: Tensor, count: number, rows: SampleRow[], tokenFlags: IndexTensor | null): void {
     if (rows.length === 0) return;
-    if (rows.every((r) => r.params.temperature === 0) && !tokenFlags) {
-      for (const r of rows) this.argmax(out, logits, r.row, 1, count);
-      return;
-    }
     const quads = Math.ceil(count / 4);
     const scratchBytes = rows.length * 2 * quads * 16; // per row: order keys, then masses
     if (!this.sampleScratch || this.sampleScratch.size < scratchBytes) {
