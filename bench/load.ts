@@ -4,16 +4,23 @@
 //
 //   npx tsx bench/load.ts [--model DIR | --random llama-3.2-1b|llama-2-7b|gpt2] [--backend auto|cpu|webgpu]
 //                         [--clients 1,8,32] [--seconds 20] [--max-tokens 128] [--prompt-tokens 64]
-//                         [--max-batch 32] [--ctx 1024] [--temperature 0.8] [--out bench/out/load.json]
+//                         [--max-batch 32] [--ctx 1024] [--temperature 0.8] [--idle-seconds 5]
+//                         [--heap-snapshots DIR] [--out bench/out/load.json]
 //
 // --random serves a full-size model of that config with random weights made on the device (no
 // download) and the matching tokenizer from tests/fixtures; prompts are random token ids. Every
 // request streams with ignore_eos, so each generates exactly --max-tokens tokens, counted from the
 // usage chunk.
+//
+// Memory: run with node --expose-gc. The baseline is taken after a warm-up at the largest
+// concurrency and a full collection; after the last level the server idles --idle-seconds with
+// no request (as a server does between bursts), then the same collection, then the same figures.
+// --heap-snapshots DIR writes V8 heap snapshots at both points (bench/heap-summary.ts compares them).
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { parseArgs } from 'node:util';
+import v8 from 'node:v8';
 import { DEFAULT_MODEL_DIR } from '../engine/load.ts';
 import { Rng } from '../engine/rng.ts';
 import { Scheduler } from '../engine/scheduler.ts';
@@ -23,6 +30,7 @@ import { buildApp, type ServedModel } from '../server/app.ts';
 import { ChatTemplate } from '../server/chat.ts';
 import { loadServedModel } from '../server/model.ts';
 import { TextTokenizer } from '../weights/tokenizer.ts';
+import { collectGarbage, describeSnapshot, memorySnapshot } from './memory.ts';
 
 const { values } = parseArgs({
   options: {
@@ -36,6 +44,8 @@ const { values } = parseArgs({
     'max-batch': { type: 'string', default: '32' },
     ctx: { type: 'string', default: '1024' },
     temperature: { type: 'string', default: '0.8' },
+    'idle-seconds': { type: 'string', default: '5' },
+    'heap-snapshots': { type: 'string' },
     out: { type: 'string', default: 'bench/out/load.json' },
   },
   strict: true,
@@ -128,7 +138,6 @@ const percentile = (values: number[], p: number) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 };
-const megabytes = (bytes: number) => Math.round(bytes / 2 ** 20);
 
 const rng = new Rng(7);
 const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.floor(rng.next() * (Math.min(vocabSize, 32000) - 3)));
@@ -137,13 +146,22 @@ const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.f
 // At the largest concurrency, so the scratch buffers have grown to their high-water marks before
 // the baseline is taken: the figures after the run then show what a run leaves behind.
 await Promise.all(Array.from({ length: Math.max(...levels) }, (_, i) => streamOnce(randomPrompt(), i)));
-global.gc?.();
-const memoryBefore = process.memoryUsage();
+if (!(globalThis as { gc?: unknown }).gc) console.error('run with node --expose-gc for memory figures taken after a collection');
+console.log(`collections before the baseline, JS heap in use after each: ${(await collectGarbage()).join(' → ')} MB`);
+const memoryBefore = memorySnapshot();
+const writeHeapSnapshot = (name: string) => {
+  if (!values['heap-snapshots']) return;
+  fs.mkdirSync(values['heap-snapshots'], { recursive: true });
+  console.log(`wrote ${v8.writeHeapSnapshot(path.join(values['heap-snapshots'], `${name}.heapsnapshot`))}`);
+};
+writeHeapSnapshot('baseline');
+console.log(`baseline: ${describeSnapshot(memoryBefore)}`);
 const results = [];
-console.log('clients | requests | errors | tokens | tok/s  | per stream tok/s | TTFT p50 ms | TTFT p99 ms | steps | rows/step | ms/step: record, wait, accept | RSS MB');
+console.log('clients | requests | errors | tokens | tok/s  | per stream tok/s | TTFT p50 ms | TTFT p99 ms | steps | rows/step | ms/step: record, wait, accept | collections (time) | RSS MB');
 for (const clients of levels) {
   const outcomes: RequestOutcome[] = [];
   const stepsBefore = { ...served.scheduler.stats };
+  const collectionsBefore = { ...served.scheduler.collector.stats };
   const start = performance.now();
   const deadline = start + seconds * 1000;
   await Promise.all(Array.from({ length: clients }, async (_, c) => {
@@ -162,21 +180,26 @@ for (const clients of levels) {
     ttftP50Ms: percentile(ttft, 50), ttftP99Ms: percentile(ttft, 99),
     steps, rowsPerStep: (stats.rows - stepsBefore.rows) / Math.max(1, steps),
     recordMsPerStep: perStep('recordMs'), waitMsPerStep: perStep('waitMs'), acceptMsPerStep: perStep('acceptMs'),
+    // Full JS collections the scheduler ran (engine/collector.ts) and the share of the time they took.
+    collections: served.scheduler.collector.stats.collections - collectionsBefore.collections,
+    collectionShare: (served.scheduler.collector.stats.ms - collectionsBefore.ms) / (wallS * 1000),
     firstError: outcomes.find((o) => !o.ok)?.error,
-    rssMB: megabytes(process.memoryUsage().rss),
+    rssMB: memorySnapshot().rssMB,
   };
   results.push(row);
-  console.log(`${String(clients).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1).padStart(9)} | ${row.recordMsPerStep.toFixed(2)}, ${row.waitMsPerStep.toFixed(2)}, ${row.acceptMsPerStep.toFixed(2)} | ${row.rssMB}`);
+  console.log(`${String(clients).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1).padStart(9)} | ${row.recordMsPerStep.toFixed(2)}, ${row.waitMsPerStep.toFixed(2)}, ${row.acceptMsPerStep.toFixed(2)} | ${row.collections} (${(100 * row.collectionShare).toFixed(1)}%) | ${row.rssMB}`);
   if (row.firstError) console.log(`  first error: ${row.firstError}`);
 }
-// Idle a moment (sockets close), then collect, as before the first level.
-await new Promise((resolve) => setTimeout(resolve, 1000));
-global.gc?.();
-const memoryAfter = process.memoryUsage();
+// Idle (sockets close, the server has nothing to do), then collect, as before the first level.
+await new Promise((resolve) => setTimeout(resolve, Number(values['idle-seconds']) * 1000));
+console.log(`collections after the run, JS heap in use after each: ${(await collectGarbage()).join(' → ')} MB`);
+const memoryAfter = memorySnapshot();
+writeHeapSnapshot('after');
 const blocksUsedAfter = served.scheduler.allocator.used;
 const single = results.find((r) => r.clients === 1);
 const most = results.reduce((a, b) => (b.clients > a.clients ? b : a));
-console.log(`resident memory: ${megabytes(memoryBefore.rss)} MB before, ${megabytes(memoryAfter.rss)} MB after; JS heap ${megabytes(memoryBefore.heapUsed)} → ${megabytes(memoryAfter.heapUsed)} MB used, ${megabytes(memoryBefore.heapTotal)} → ${megabytes(memoryAfter.heapTotal)} MB committed; external ${megabytes(memoryBefore.external)} → ${megabytes(memoryAfter.external)} MB; KV blocks in use after: ${blocksUsedAfter}`);
+console.log(`memory before: ${describeSnapshot(memoryBefore)}`);
+console.log(`memory after:  ${describeSnapshot(memoryAfter)}; KV blocks in use: ${blocksUsedAfter}`);
 if (single && most.clients > 1) console.log(`aggregate at ${most.clients} clients: ${(most.tokensPerS / single.tokensPerS).toFixed(2)}x one stream`);
 await app.close();
 await served.scheduler.close();
@@ -184,10 +207,6 @@ fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(values.out, JSON.stringify({
   date: new Date().toISOString(), model: served.name, backend: served.scheduler.model.backend.description, maxBatch, contextLength: served.contextLength,
   maxTokens, promptTokens, temperature: Number(values.temperature), seconds, levels: results,
-  memory: {
-    rssBeforeMB: megabytes(memoryBefore.rss), rssAfterMB: megabytes(memoryAfter.rss), heapBeforeMB: megabytes(memoryBefore.heapUsed), heapAfterMB: megabytes(memoryAfter.heapUsed),
-    heapCommittedBeforeMB: megabytes(memoryBefore.heapTotal), heapCommittedAfterMB: megabytes(memoryAfter.heapTotal), externalBeforeMB: megabytes(memoryBefore.external), externalAfterMB: megabytes(memoryAfter.external),
-    kvBlocksUsedAfter: blocksUsedAfter,
-  },
+  memory: { before: memoryBefore, after: memoryAfter, idleSeconds: Number(values['idle-seconds']), kvBlocksUsedAfter: blocksUsedAfter },
 }, null, 2));
 console.log(`wrote ${values.out}`);

@@ -5,6 +5,7 @@
 // finished, failed and cancelled ones give their blocks and slot back at once.
 import { PREVIOUS_SAMPLE, type CausalLM, type StepEntry, type StepResult } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
+import { BusyCollector, fullCollection } from './collector.ts';
 import { checkRequest, promptTokenFlags, type FinishReason } from './generate.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
 import { GeneratedText } from './stop.ts';
@@ -178,6 +179,8 @@ export class Scheduler {
    * (recordMs), waiting for the results (waitMs), and handing tokens to their sequences (acceptMs).
    */
   readonly stats = { steps: 0, rows: 0, recordMs: 0, waitMs: 0, acceptMs: 0 };
+  /** Full JS collections while busy on WebGPU (engine/collector.ts says why). */
+  readonly collector: BusyCollector;
 
   constructor(
     readonly model: CausalLM,
@@ -194,6 +197,7 @@ export class Scheduler {
     this.cache = model.createKVCache(this.allocator.total, options.maxBatch);
     this.freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
     this.observer = options.observer;
+    this.collector = new BusyCollector(model.backend.name === 'webgpu' ? fullCollection() : null);
     this.loop = this.run();
   }
 
@@ -251,6 +255,7 @@ export class Scheduler {
       this.admit();
       if (!inFlight) {
         if (this.running.length === 0) {
+          this.collector.idle();
           await new Promise<void>((resolve) => (this.wake = resolve));
           this.wake = undefined;
           continue;
@@ -260,6 +265,8 @@ export class Scheduler {
       let next: SubmittedStep | undefined;
       try {
         if (pipelined && inFlight && this.continues(inFlight)) next = this.submitStep(this.continuation(inFlight));
+        // With work queued on the GPU, which runs while this thread collects.
+        this.collector.busy();
         await this.process(inFlight);
       } catch (error) {
         // A failed step (a device error) fails its sequences, not the server.
@@ -272,6 +279,7 @@ export class Scheduler {
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
     await inFlight?.result.catch(() => undefined);
+    this.collector.stop();
     const error = new Error('the server is shutting down');
     for (const sequence of [...this.running, ...this.queue.splice(0)]) this.finish(sequence, error);
     this.cache.release();

@@ -17,6 +17,20 @@ function fixtureTokenizer(name: string): TextTokenizer {
   return new TextTokenizer(json, {});
 }
 
+describe('TextTokenizer', () => {
+  it.each(['llama3', 'gpt2'])('leaves the %s JSON it was given as it was: a second tokenizer from it encodes the same', (name) => {
+    const json = JSON.parse(zlib.gunzipSync(fs.readFileSync(path.join(FIXTURES, 'tokenizers', `${name}.tokenizer.json.gz`))).toString('utf8'));
+    const merges = json.model.merges.length;
+    const first = new TextTokenizer(json, {});
+    expect(json.model.merges.length).toBe(merges);
+    const second = new TextTokenizer(json, {});
+    const text = 'Once upon a time, naïve 🦙 tokenizers merged everything: 日本語 1234';
+    expect(second.encode(text)).toEqual(first.encode(text));
+    // Merges applied: far fewer tokens than bytes.
+    expect(first.encode(text, false).length).toBeLessThan(new TextEncoder().encode(text).length / 2);
+  });
+});
+
 describe('IncrementalDetokenizer', () => {
   const text = ' naïve 🦙🚀 日本語 ok\n\tdone 👍🏽';
   it.each(['llama2', 'gpt2'])('streams %s tokens without ever emitting a broken character', (name) => {

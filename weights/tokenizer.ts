@@ -7,7 +7,18 @@ export class TextTokenizer {
   readonly vocabSize: number;
 
   constructor(tokenizerJson: object, tokenizerConfig: object) {
-    this.tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+    // A BPE model keeps the merge list it was given after building its rank table from it, and
+    // never reads it again. For Llama 3 that is 280,000 two-string arrays, half the JS heap of a
+    // served model, walked by every full collection (engine/collector.ts). The library gets its own
+    // copy of the list, emptied once the table is built; the caller's JSON is left as it was.
+    const json = tokenizerJson as { model?: { merges?: unknown } };
+    const merges = Array.isArray(json.model?.merges) ? json.model.merges.slice() : undefined;
+    this.tokenizer = new Tokenizer(merges ? { ...json, model: { ...json.model, merges } } : json, tokenizerConfig);
+    const model = (this.tokenizer as unknown as { model?: { merges?: unknown; bpe_ranks?: unknown } }).model;
+    if (merges && model?.bpe_ranks instanceof Map && model.bpe_ranks.size > 0) {
+      if (Array.isArray(model.merges) && model.merges !== merges) model.merges.length = 0;
+      merges.length = 0;
+    }
     this.vocabSize = this.tokenizer.get_vocab(true).size;
   }
 
