@@ -29,6 +29,14 @@ export interface SequenceRequest {
   ignoreEos?: boolean;
   /** Report each token's logprob and this many top alternatives (0: the token's own only). */
   logprobs?: number;
+  /**
+   * Report the logprob of every prompt token after the first (what the model gave it, reading the
+   * tokens before it) and this many top alternatives. Such a prompt is read in chunks no longer
+   * than the rows of logits a step reads (the model's maxSequences, less what others take).
+   */
+  promptLogprobs?: number;
+  /** The prompt's logprobs (promptLogprobs), once it has been read, before the first token's text. */
+  onPrompt?: (tokens: GeneratedToken[]) => void;
   /** Cancels the sequence within one step; the promise rejects with the signal's reason. */
   signal?: AbortSignal;
   /** Text as soon as it is final, with the tokens that completed it. */
@@ -42,6 +50,8 @@ export interface SequenceResult {
   text: string;
   /** Every generated token with its logprob, when the request asked for logprobs. */
   tokens?: GeneratedToken[];
+  /** Prompt tokens 1… with their logprobs, when the request asked for promptLogprobs. */
+  promptTokenLogprobs?: GeneratedToken[];
   finishReason: FinishReason;
   timings: { queueMs: number; firstTokenMs: number; totalMs: number };
 }
@@ -126,6 +136,7 @@ class Sequence {
   readonly blockTable: number[] = [];
   readonly ids: number[] = [];
   readonly tokens: GeneratedToken[] = [];
+  readonly promptLogprobs: GeneratedToken[] = [];
   /** Prompt tokens already in the cache. */
   prefilled = 0;
   phase: Phase = 'prefill';
@@ -328,12 +339,15 @@ export class Scheduler {
       });
       owners.push(sequence);
     }
-    // Then prompt chunks in arrival order, as many tokens as the step has room for.
+    // Then prompt chunks in arrival order, as many tokens as the step has room for (and, for a
+    // prompt whose logprobs are wanted, as many as the rows of logits left).
     let budget = this.model.maxStepTokens - entries.length;
+    let outputRows = this.model.maxSequences - entries.length;
     for (const sequence of this.running) {
-      if (sequence.phase !== 'prefill' || budget <= 0) continue;
+      if (sequence.phase !== 'prefill' || budget <= 0 || outputRows <= 0) continue;
       const prompt = sequence.request.promptIds;
-      const count = Math.min(budget, prompt.length - sequence.prefilled);
+      const rowLogits = sequence.request.promptLogprobs !== undefined;
+      const count = Math.min(budget, prompt.length - sequence.prefilled, rowLogits ? outputRows : Infinity);
       const last = sequence.prefilled + count === prompt.length;
       this.ensureBlocks(sequence, sequence.prefilled + count);
       entries.push({
@@ -342,9 +356,11 @@ export class Scheduler {
         startPosition: sequence.prefilled,
         sample: last ? sequence.sampler.next() : undefined,
         logits: last && sequence.request.logprobs !== undefined,
+        rowLogits,
       });
       owners.push(sequence);
       budget -= count;
+      outputRows -= rowLogits ? count : last ? 1 : 0;
     }
     return { entries, owners };
   }
@@ -400,8 +416,12 @@ export class Scheduler {
     const vocab = this.model.config.vocabSize;
     step.entries.forEach((entry, i) => {
       const sequence = step.owners[i];
-      const k = entry.sample || entry.logits ? output++ : -1;
+      const rows = entry.rowLogits ? (entry.tokens as Int32Array).length : entry.sample || entry.logits ? 1 : 0;
+      const first = output;
+      output += rows;
+      const k = output - 1;
       if (!this.running.includes(sequence)) return; // finished or cancelled meanwhile
+      if (entry.rowLogits && result.logits) this.scorePrompt(sequence, entry.startPosition, rows, result.logits.subarray(first * vocab, output * vocab));
       if (!entry.sample) {
         sequence.prefilled += (entry.tokens as Int32Array).length;
         return;
@@ -409,11 +429,21 @@ export class Scheduler {
       if (sequence.phase === 'prefill') {
         sequence.prefilled = sequence.request.promptIds.length;
         sequence.phase = 'decode';
+        if (sequence.request.promptLogprobs !== undefined) sequence.request.onPrompt?.(sequence.promptLogprobs);
       }
       const logits = result.logits && entry.logits ? result.logits.subarray(k * vocab, (k + 1) * vocab) : null;
       this.accept(sequence, result.ids[k], logits);
     });
     this.stats.acceptMs += performance.now() - acceptStart;
+  }
+
+  /** The logprobs of the prompt tokens that follow `rows` rows from `start`, from those rows' logits. */
+  private scorePrompt(sequence: Sequence, start: number, rows: number, logits: Float32Array): void {
+    const { promptIds, promptLogprobs } = sequence.request;
+    const vocab = this.model.config.vocabSize;
+    for (let r = 0; r < rows && start + r + 1 < promptIds.length; r++) {
+      sequence.promptLogprobs.push(tokenLogprobs(logits.subarray(r * vocab, (r + 1) * vocab), promptIds[start + r + 1], promptLogprobs ?? 0));
+    }
   }
 
   /** A sampled token: record it, release the text it completes, and finish the sequence when it is done. */
@@ -463,6 +493,7 @@ export class Scheduler {
       ids: sequence.ids,
       text: sequence.text,
       tokens: sequence.request.logprobs !== undefined ? sequence.tokens : undefined,
+      promptTokenLogprobs: sequence.request.promptLogprobs !== undefined ? sequence.promptLogprobs : undefined,
       finishReason,
       timings: { queueMs: sequence.admittedAt - sequence.enqueuedAt, firstTokenMs: sequence.firstTokenAt - sequence.enqueuedAt, totalMs: now - sequence.enqueuedAt },
     });

@@ -31,11 +31,19 @@ export interface StepEntry {
   sample?: SampleParams;
   /** Read back the last token's logits. */
   logits?: boolean;
+  /**
+   * Read back the logits after every token of the entry (a prompt's logprobs), not only the last:
+   * the entry takes tokens.length output rows of the step, the last one sampled when `sample` is set.
+   */
+  rowLogits?: boolean;
 }
 
-/** What a step gives back for its output entries (those with `sample` or `logits`), in order. */
+/**
+ * What a step gives back for its outputs, in order: one for each entry with `sample` or `logits`,
+ * tokens.length for an entry with `rowLogits`.
+ */
 export interface StepResult {
-  /** Sampled ids (-1 for an entry that only wanted logits). */
+  /** Sampled ids (-1 for an output that only wanted logits). */
   ids: Int32Array;
   /** (outputs × vocabSize) logits, when some entry asked for them. */
   logits: Float32Array | null;
@@ -460,8 +468,13 @@ export class StepIndices {
     if (entries.length > this.maxOutputs) throw new RangeError(`a step holds at most ${this.maxOutputs} sequences, got ${entries.length}`);
     const previous = entries.filter((e) => e.tokens === PREVIOUS_SAMPLE).length;
     if (previous !== 0 && previous !== entries.length) throw new RangeError('a step takes the previous samples as the tokens of every sequence or of none');
-    const outputs = entries.filter((e) => e.sample || e.logits);
-    if (previous !== 0 && outputs.length !== entries.length) throw new RangeError('a step fed the previous samples must sample or read every sequence');
+    if (previous !== 0 && entries.some((e) => !e.sample && !e.logits)) throw new RangeError('a step fed the previous samples must sample or read every sequence');
+    const outputs: StepEntry[] = [];
+    const output = (entry: StepEntry, row: number) => {
+      if (outputs.length === this.maxOutputs) throw new RangeError(`a step reads at most ${this.maxOutputs} rows of logits`);
+      this.outputRowValues[outputs.length] = row;
+      outputs.push(entry);
+    };
     const rows = entries.reduce((n, e) => n + (e.tokens === PREVIOUS_SAMPLE ? 1 : e.tokens.length), 0);
     if (rows > this.maxRows) throw new RangeError(`a step takes at most ${this.maxRows} tokens, got ${rows}`);
 
@@ -469,7 +482,6 @@ export class StepIndices {
     let row = 0;
     // The tables follow the step's row entries.
     let tableAt = rows;
-    let outputIndex = 0;
     const segments: AttentionSegment[] = [];
     let lastSingle = false;
     for (const entry of entries) {
@@ -502,7 +514,9 @@ export class StepIndices {
         segments.push({ firstRow: row, rows: count, length: end });
       }
       lastSingle = count === 1;
-      if (entry.sample || entry.logits) this.outputRowValues[outputIndex++] = row + count - 1;
+      // Rows before the last that want their logits are outputs that sample nothing.
+      if (entry.rowLogits) for (let i = 0; i < count - 1; i++) output({ ...entry, sample: undefined, logits: true }, row + i);
+      if (entry.sample || entry.logits || entry.rowLogits) output(entry.rowLogits ? { ...entry, logits: true } : entry, row + count - 1);
       tableAt += blocks;
       row += count;
     }

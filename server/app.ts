@@ -5,6 +5,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import { IncrementalDetokenizer } from '../engine/detokenizer.ts';
 import { ContextLengthError } from '../engine/generate.ts';
 import { randomSeed } from '../engine/rng.ts';
 import type { SamplingOptions } from '../engine/sampler.ts';
@@ -346,13 +347,14 @@ export function buildApp(options: AppOptions): FastifyInstance {
     });
     const logprobs = typeof body.logprobs === 'number' ? body.logprobs : undefined;
     const echo = body.echo === true;
-    if (echo && logprobs !== undefined) throw new ApiError(400, 'echo with logprobs (the prompt\'s logprobs) is not supported', 'invalid_request_error', 'echo', 'unsupported_parameter');
+    // Echo with logprobs scores the prompt too (as evaluation harnesses use it).
+    const promptLogprobs = echo ? logprobs : undefined;
     const n = typeof body.n === 'number' ? body.n : 1;
     const stop = stopStrings(body);
     const choices: Choice[] = prompts.flatMap((promptIds, p) => Array.from({ length: n }, (_, j) => ({
       index: p * n + j,
       promptIds,
-      request: { promptIds, maxTokens, sampling: samplingOptions(body, choiceSeed(body, j)), stop, logprobs, ignoreEos: body.ignore_eos === true },
+      request: { promptIds, maxTokens, sampling: samplingOptions(body, choiceSeed(body, j)), stop, logprobs, promptLogprobs, ignoreEos: body.ignore_eos === true },
     })));
     const id = newId('cmpl');
     const created = Math.floor(Date.now() / 1000);
@@ -368,11 +370,37 @@ export function buildApp(options: AppOptions): FastifyInstance {
       }
       return {
         tokens: texts.map((t) => t.text),
-        token_logprobs: texts.map((t) => t.logprob),
-        top_logprobs: texts.map((t) => Object.fromEntries(t.top.map((top) => [top.text, top.logprob]))),
+        token_logprobs: texts.map((t): number | null => t.logprob),
+        top_logprobs: texts.map((t): Record<string, number> | null => Object.fromEntries(t.top.map((top) => [top.text, top.logprob]))),
         text_offset: offsets,
       };
     };
+    // The echoed prompt's: its first token has no logprob. Texts and offsets follow the echoed text
+    // (decoded as a whole, as streams are); a special token it leaves out (BOS) keeps its name and
+    // takes no room.
+    const promptLogprobsObject = (promptIds: number[], scored: GeneratedToken[]) => {
+      const detokenizer = new IncrementalDetokenizer(served.tokenizer);
+      const pieces = promptIds.map((tokenId) => detokenizer.push(tokenId));
+      pieces[pieces.length - 1] += detokenizer.flush();
+      const tops = tokenTexts(served.tokenizer, scored, promptIds[0]);
+      const offsets: number[] = [];
+      let at = 0;
+      for (const piece of pieces) {
+        offsets.push(at);
+        at += piece.length;
+      }
+      return {
+        tokens: promptIds.map((tokenId, i) => (pieces[i] === '' && served.tokenizer.decode([tokenId]) === '' ? served.tokenizer.decode([tokenId], false) : pieces[i])),
+        token_logprobs: [null, ...scored.map((t) => t.logprob)],
+        top_logprobs: [null, ...tops.map((t) => Object.fromEntries(t.top.map((top) => [top.text, top.logprob])))],
+        text_offset: offsets,
+      };
+    };
+    type LogprobsObject = ReturnType<typeof promptLogprobsObject>;
+    const joined = (a: LogprobsObject, b: LogprobsObject): LogprobsObject => ({
+      tokens: [...a.tokens, ...b.tokens], token_logprobs: [...a.token_logprobs, ...b.token_logprobs],
+      top_logprobs: [...a.top_logprobs, ...b.top_logprobs], text_offset: [...a.text_offset, ...b.text_offset],
+    });
 
     if (body.stream === true) {
       const includeUsage = (body.stream_options as { include_usage?: boolean } | null | undefined)?.include_usage === true;
@@ -381,6 +409,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
       // Text arrives from the scheduler's loop, never before the stream below is open.
       let events!: ReturnType<typeof sse>;
       for (const c of choices) {
+        // With logprobs, the echoed prompt goes out once it has been scored, with its logprobs.
+        if (promptLogprobs !== undefined) {
+          c.request.onPrompt = (scored) => events.event({ id, object: 'text_completion', created, model: served.name, choices: [{ index: c.index, text: echoText(c), logprobs: promptLogprobsObject(c.promptIds, scored), finish_reason: null }] });
+        }
         c.request.onText = (text, tokens) => {
           const lp = logprobs !== undefined ? logprobsObject(tokens, lastIds[c.index], textOffsets[c.index]) : null;
           if (tokens.length > 0) lastIds[c.index] = tokens[tokens.length - 1].id;
@@ -390,7 +422,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       }
       const { results } = runChoices(served, choices, request, reply);
       events = sse(reply);
-      if (echo) for (const c of choices) events.event({ id, object: 'text_completion', created, model: served.name, choices: [{ index: c.index, text: echoText(c), logprobs: null, finish_reason: null }] });
+      if (echo && promptLogprobs === undefined) for (const c of choices) events.event({ id, object: 'text_completion', created, model: served.name, choices: [{ index: c.index, text: echoText(c), logprobs: null, finish_reason: null }] });
       void streamEnd(results, (all) => {
         all.forEach((r, i) => events.event({ id, object: 'text_completion', created, model: served.name, choices: [{ index: choices[i].index, text: '', logprobs: null, finish_reason: r.finishReason }] }));
         if (includeUsage) events.event({ id, object: 'text_completion', created, model: served.name, choices: [], usage: usage(prompts, all) });
@@ -407,7 +439,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
       choices: all.map((r, i) => ({
         index: choices[i].index,
         text: echoText(choices[i]) + r.text,
-        logprobs: logprobs !== undefined ? logprobsObject(r.tokens ?? [], choices[i].promptIds[choices[i].promptIds.length - 1], echoText(choices[i]).length) : null,
+        logprobs: logprobs === undefined
+          ? null
+          : promptLogprobs !== undefined
+            ? joined(promptLogprobsObject(choices[i].promptIds, r.promptTokenLogprobs ?? []), logprobsObject(r.tokens ?? [], choices[i].promptIds[choices[i].promptIds.length - 1], echoText(choices[i]).length))
+            : logprobsObject(r.tokens ?? [], choices[i].promptIds[choices[i].promptIds.length - 1], echoText(choices[i]).length),
         finish_reason: r.finishReason,
       })),
       usage: usage(prompts, all),

@@ -135,6 +135,39 @@ describe.each(backends)('Scheduler on %s', (name, makeBackend) => {
     await scheduler.close();
   });
 
+  it('scores prompts (echo with logprobs): each prompt token from the logits of the tokens before it, in chunks beside other work', async ({ skip }) => {
+    if (!model) return skip();
+    // Three rows of logits a step: a 40-token prompt is read 1-3 tokens at a time beside a decoding sequence.
+    const small = loadModel(directory, backend!, { maxSequences: 3, maxStepTokens: 24 });
+    const scheduler = new Scheduler(small, directory.tokenizer, directory.eosTokenIds, { maxBatch: 2, maxQueue: 2, contextLength: 128 });
+    const long = directory.tokenizer.encode('Lily and Ben went to the park to play. They saw a big tree and a small bird in it.');
+    const short = directory.tokenizer.encode('Once upon a time');
+    let prompted: GeneratedToken[] | undefined;
+    const [scored, other] = await Promise.all([
+      scheduler.submit({ promptIds: long, maxTokens: 3, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true, logprobs: 2, promptLogprobs: 2, onPrompt: (t) => (prompted = [...t]), onText: () => expect(prompted).toBeDefined() }),
+      scheduler.submit({ promptIds: short, maxTokens: 30, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true }),
+    ]);
+    expect(other.promptTokenLogprobs).toBeUndefined();
+    expect(other.ids).toEqual((await alone({ prompt: 'Once upon a time', maxTokens: 30, sampling: { ...GREEDY, seed: 0 } })).ids);
+    const tokens = scored.promptTokenLogprobs!;
+    expect(prompted).toEqual(tokens);
+    expect(tokens.map((t) => t.id)).toEqual(long.slice(1));
+    // Against a one-sequence forward pass over each prefix.
+    const single = loadModel(directory, backend!);
+    const cache = single.createCache(64);
+    for (let i = 1; i < long.length; i++) {
+      const logits = await single.forward(cache, Int32Array.from(long.slice(0, i)), 0);
+      const expected = tokenLogprobs(logits, long[i], 2);
+      expect(tokens[i - 1].logprob, `prompt token ${i}`).toBeCloseTo(expected.logprob, 3);
+      expect(tokens[i - 1].top!.map((t) => t.id)).toEqual(expected.top!.map((t) => t.id));
+    }
+    cache.release();
+    // The generated tokens as a request without prompt logprobs gives them.
+    expect(scored.ids).toEqual((await scheduler.submit({ promptIds: long, maxTokens: 3, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true })).ids);
+    expect(scheduler.allocator.used).toBe(0);
+    await scheduler.close();
+  });
+
   it('refuses prompts that cannot run, at once', async ({ skip }) => {
     if (!model) return skip();
     const scheduler = new Scheduler(model, directory.tokenizer, directory.eosTokenIds, { maxBatch: 2, maxQueue: 2, contextLength: 16 });

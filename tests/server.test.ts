@@ -75,6 +75,35 @@ describe('server routes (app.inject)', () => {
     expect(echoed.choices[0].text).toBe(`Once upon a time${expected.text}`);
   });
 
+  it('scores the prompt with echo and logprobs: the prompt\'s tokens, their logprobs and offsets, then the generated ones', async () => {
+    const prompt = 'Lily and Ben saw a big tree. 🦙';
+    const promptIds = directory.tokenizer.encode(prompt);
+    const plain = (await json('/v1/completions', { model: NAME, prompt, max_tokens: 5, temperature: 0, logprobs: 2 })).json().choices[0];
+    const echoed = (await json('/v1/completions', { model: NAME, prompt, max_tokens: 5, temperature: 0, logprobs: 2, echo: true })).json().choices[0];
+    expect(echoed.text).toBe(prompt + plain.text);
+    const lp = echoed.logprobs;
+    const n = promptIds.length;
+    expect(lp.tokens.length).toBe(n + 5);
+    // The first token (BOS here) has no logprob; it keeps its name but takes no room in the text.
+    expect(lp.token_logprobs[0]).toBeNull();
+    expect(lp.top_logprobs[0]).toBeNull();
+    expect(lp.tokens[0]).toBe('<s>');
+    for (const value of lp.token_logprobs.slice(1, n)) expect(value).toBeLessThanOrEqual(0);
+    for (const top of lp.top_logprobs.slice(1, n)) expect(Object.keys(top).length).toBeGreaterThanOrEqual(1);
+    // Offsets cut the echoed text into the tokens' texts.
+    lp.tokens.slice(1).forEach((token: string, i: number) => expect(echoed.text.slice(lp.text_offset[i + 1], lp.text_offset[i + 2] ?? echoed.text.length)).toBe(token));
+    // The generated part is what logprobs alone give, offset by the prompt's length.
+    expect(lp.tokens.slice(n)).toEqual(plain.logprobs.tokens);
+    expect(lp.token_logprobs.slice(n)).toEqual(plain.logprobs.token_logprobs);
+    expect(lp.text_offset.slice(n)).toEqual(plain.logprobs.text_offset.map((o: number) => o + prompt.length));
+    // Streamed: the echo comes first, scored, then the generated tokens.
+    const streamed = await json('/v1/completions', { model: NAME, prompt, max_tokens: 5, temperature: 0, logprobs: 2, echo: true, stream: true });
+    const chunks = streamed.body.split('\n\n').filter((e: string) => e.startsWith('data: {')).map((e: string) => JSON.parse(e.slice(6)));
+    expect(chunks[0].choices[0].text).toBe(prompt);
+    expect(chunks[0].choices[0].logprobs).toEqual({ tokens: lp.tokens.slice(0, n), token_logprobs: lp.token_logprobs.slice(0, n), top_logprobs: lp.top_logprobs.slice(0, n), text_offset: lp.text_offset.slice(0, n) });
+    expect(chunks.map((c: { choices: { text: string }[] }) => c.choices[0]?.text ?? '').join('')).toBe(echoed.text);
+  });
+
   it('takes prompts as strings, lists of strings, token ids and lists of them; n choices each', async () => {
     const ids = directory.tokenizer.encode('The dog');
     const dog = await alone(ids, 10);
@@ -292,6 +321,13 @@ describe('server over a real socket with the openai client', () => {
     const legacy = await client.completions.create({ model: NAME, prompt: 'Once upon a time', max_tokens: 4, temperature: 0, logprobs: 2 });
     expect(legacy.choices[0].logprobs!.tokens!.join('')).toBe(legacy.choices[0].text);
     expect(legacy.choices[0].logprobs!.text_offset).toEqual([0, ...legacy.choices[0].logprobs!.tokens!.slice(0, -1).map((_, i, all) => all.slice(0, i + 1).join('').length)]);
+    // As evaluation harnesses score text: echo, one token, logprobs of every prompt token.
+    const scored = await client.completions.create({ model: NAME, prompt: 'Once upon a time', max_tokens: 1, temperature: 0, logprobs: 1, echo: true });
+    const promptLength = directory.tokenizer.encode('Once upon a time').length;
+    expect(scored.choices[0].text.startsWith('Once upon a time')).toBe(true);
+    expect(scored.choices[0].logprobs!.token_logprobs!.length).toBe(promptLength + 1);
+    expect(scored.choices[0].logprobs!.token_logprobs![0]).toBeNull();
+    expect(scored.choices[0].logprobs!.token_logprobs!.slice(1).every((v) => typeof v === 'number' && v <= 0)).toBe(true);
   });
 
   it('gives each of 8 simultaneous greedy streams exactly the tokens it gives alone', async () => {
