@@ -14,8 +14,14 @@ export interface RopeScaling {
 export interface CompressedLayer {
   method: 'lowrank' | 'monarch' | 'blast';
   rank: number;
-  /** 1 for low-rank. */
+  /** 1 for low-rank; BLAST: the output's blocks. */
   blocks: number;
+  /**
+   * BLAST from the authors' format only: the input's blocks when they differ from the output's
+   * (blast_num_blocks [b_out, b_in]). Loading turns such a layer into the equivalent one on
+   * lcm(b_out, b_in) blocks each way.
+   */
+  inputBlocks?: number;
 }
 
 /**
@@ -27,7 +33,7 @@ export interface CompressedLayer {
  */
 export type Compression =
   | { format: 'blr'; modules: Record<string, CompressedLayer> }
-  | { format: 'blast'; targets: string[]; rank: number | Record<string, number>; blocks: number; layers: number[] | null };
+  | { format: 'blast'; targets: string[]; rank: number | Record<string, number>; blocks: number; inputBlocks: number; layers: number[] | null };
 
 export interface ModelConfig {
   architecture: Architecture;
@@ -59,7 +65,8 @@ export function compressedLayer(config: ModelConfig, name: string): CompressedLa
   const layer = /\.layers\.(\d+)\./.exec(name);
   if (!c.targets.includes(projection) || (c.layers && (!layer || !c.layers.includes(Number(layer[1]))))) return undefined;
   const rank = typeof c.rank === 'number' ? c.rank : c.rank[projection];
-  return rank === undefined ? undefined : { method: 'blast', rank, blocks: c.blocks };
+  if (rank === undefined) return undefined;
+  return c.inputBlocks === c.blocks ? { method: 'blast', rank, blocks: c.blocks } : { method: 'blast', rank, blocks: c.blocks, inputBlocks: c.inputBlocks };
 }
 
 function positiveInteger(value: unknown): value is number {
@@ -78,14 +85,14 @@ function parseCompression(raw: Json, source: string): Compression | null {
     if (blocks.length < 1 || blocks.length > 2 || !blocks.every(positiveInteger)) {
       throw new ConfigError(`${source}: "blast_num_blocks" must be a positive integer, [b] or [b_out, b_in], found ${JSON.stringify(raw.blast_num_blocks)}`);
     }
-    if (blocks.length === 2 && blocks[0] !== blocks[1]) {
-      throw new ConfigError(`${source}: "blast_num_blocks" ${JSON.stringify(raw.blast_num_blocks)}: different output and input block counts are not supported yet`);
-    }
     const layers = raw.indices;
     if (layers != null && (!Array.isArray(layers) || !layers.every((l) => Number.isInteger(l) && l >= 0))) {
       throw new ConfigError(`${source}: "indices" must be a list of layer numbers`);
     }
-    return { format: 'blast', targets: targets as string[], rank: rank as number | Record<string, number>, blocks: blocks[0] as number, layers: (layers as number[] | null) ?? null };
+    return {
+      format: 'blast', targets: targets as string[], rank: rank as number | Record<string, number>,
+      blocks: blocks[0] as number, inputBlocks: blocks[blocks.length - 1] as number, layers: (layers as number[] | null) ?? null,
+    };
   }
   if (raw.blr_layers == null) return null;
   const modules = raw.blr_layers;

@@ -1,6 +1,7 @@
 // What the engine sees of a model, and the pieces Llama and GPT-2 share: shape-checked weight
 // reads and the final norm + LM head on the last row of a step.
 import { usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type SampleRow, type Tensor } from '../kernels/backend.ts';
+import { blastOnSquareBlocks } from '../kernels/cpu/blr.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
 import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, StackedBlockLinears, type LinearGroup, type LinearLayer } from './linear.ts';
@@ -282,7 +283,7 @@ export class WeightReader {
     if (!this.compressed || withBias || prefixes.length < 2 || prefixes.length > 3 || widths.some((w) => w !== widths[0])) return undefined;
     const specs = prefixes.map((p) => compressedLayer(this.compressed!.config, p));
     const first = specs[0];
-    if (!first || first.method === 'lowrank' || specs.some((s) => !s || s.method !== first.method || s.rank !== first.rank || s.blocks !== first.blocks)) return undefined;
+    if (!first || first.method === 'lowrank' || specs.some((s) => !s || s.method !== first.method || s.rank !== first.rank || s.blocks !== first.blocks || s.inputBlocks !== undefined)) return undefined;
     const { method, rank: r, blocks: b } = first;
     const o = widths[0];
     if (inFeatures % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) return undefined; // linear() explains
@@ -338,6 +339,7 @@ export class WeightReader {
     const spec = this.compressed && compressedLayer(this.compressed.config, prefix);
     const bias = () => (withBias ? this.upload(`${prefix}.bias`, [outFeatures]) : null);
     if (!spec) return new DenseLinear(this.backend, this.upload(`${prefix}.weight`, [outFeatures, inFeatures]), bias(), inFeatures, outFeatures);
+    if (spec.inputBlocks !== undefined) return this.rectangularBlast(prefix, inFeatures, outFeatures, spec.rank, spec.blocks, spec.inputBlocks, bias());
     const { method, rank: r, blocks: b } = spec;
     if (inFeatures % b !== 0 || outFeatures % b !== 0 || (method === 'monarch' && r % b !== 0)) {
       throw new CheckpointError(`${this.source.location}: ${prefix} is ${method} with ${b} blocks of rank ${r}, which does not divide its ${inFeatures}→${outFeatures} shape`);
@@ -365,6 +367,28 @@ export class WeightReader {
     const v = matrix('C', [b, r, inFeatures / b], b * r, inFeatures / b);
     const s = this.backend.upload(this.read(`${prefix}.D`, [b, b, r]));
     return new BlockLowRankLinear(this.backend, 'blast', v, u, s, bias(), shape, maxRows, this.scratch);
+  }
+
+  /**
+   * BLAST with different output and input block counts (the authors' blast_num_blocks [b_out, b_in]):
+   * `.B` (b_out, out/b_out, r), `.C` (b_in, r, in/b_in), `.D` (b_out, b_in, r), run as the same
+   * matrix on lcm(b_out, b_in) blocks each way (kernels/cpu/blr.ts blastOnSquareBlocks).
+   */
+  private rectangularBlast(prefix: string, inFeatures: number, outFeatures: number, r: number, blocksOut: number, blocksIn: number, bias: Tensor | null): LinearLayer {
+    const where = `${this.source.location}: ${prefix} is BLAST with ${blocksOut} output and ${blocksIn} input blocks`;
+    if (makesMatricesOnDevice(this.source)) throw new CheckpointError(`${where}: random models take one block count`);
+    if (outFeatures % blocksOut !== 0 || inFeatures % blocksIn !== 0) throw new CheckpointError(`${where}, which do not divide its ${inFeatures}→${outFeatures} shape`);
+    const u = this.read(`${prefix}.B`, [blocksOut, outFeatures / blocksOut, r]);
+    const v = this.read(`${prefix}.C`, [blocksIn, r, inFeatures / blocksIn]);
+    const coupling = this.read(`${prefix}.D`, [blocksOut, blocksIn, r]);
+    const square = blastOnSquareBlocks(v, coupling, { inFeatures, outFeatures, rank: r, blocksOut, blocksIn });
+    if (!square) throw new CheckpointError(`${where}; it runs on their least common multiple of blocks each way, which does not divide its ${inFeatures}→${outFeatures} shape`);
+    const b = square.blocks;
+    const shape = { inFeatures, outFeatures, rank: r, blocks: b };
+    return new BlockLowRankLinear(
+      this.backend, 'blast', this.backend.uploadMatrix(square.v, b * r, inFeatures / b, `${prefix}.C`), this.backend.uploadMatrix(u, outFeatures, r, `${prefix}.B`),
+      this.backend.upload(square.s), bias, shape, this.compressed!.maxRows, this.scratch,
+    );
   }
 }
 

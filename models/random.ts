@@ -33,7 +33,8 @@ export function tensorPlan(config: Record<string, unknown>): PlannedTensor[] {
     const factor = (suffix: string, shape: number[], kind: TensorKind = 'factor') => ({ name: `${prefix}.${suffix}`, shape, kind });
     if (method === 'lowrank') return [factor('U', [o, r]), factor('V', [r, i])];
     if (method === 'monarch') return [factor('W1', [b, r, i / b]), factor('W2', [b, o / b, r])];
-    return [factor('B', [b, o / b, r]), factor('C', [b, r, i / b]), factor('D', [b, b, r], 'coupling')];
+    const bIn = layer.inputBlocks ?? b;
+    return [factor('B', [b, o / b, r]), factor('C', [bIn, r, i / bIn]), factor('D', [b, bIn, r], 'coupling')];
   });
 }
 

@@ -39,6 +39,31 @@ interface Replacement {
   tensors: [string, number[], Float32Array][];
   rank: number;
   blocks: number;
+  /** The twin's dense weight, where blrToDense cannot make it (BLAST on b_out ≠ b_in blocks). */
+  dense?: Float32Array;
+}
+
+/**
+ * BLAST factors on blocksOut output and blocksIn input blocks, in the authors' layout, and their
+ * dense equivalent in float64: W[a·o/bo + p, c·i/bi + m] = Σ_k U[a][p][k] S[a][c][k] V[c][k][m].
+ */
+function rectangularBlast(module: string, inFeatures: number, outFeatures: number, rank: number, blocksOut: number, blocksIn: number): Replacement {
+  const scale = 1 / Math.sqrt(Math.sqrt(inFeatures * rank));
+  const ob = outFeatures / blocksOut, ib = inFeatures / blocksIn;
+  const u = random(outFeatures * rank, scale), v = random(rank * inFeatures, scale), s = random(blocksOut * blocksIn * rank, 1);
+  const dense = new Float32Array(outFeatures * inFeatures);
+  for (let row = 0; row < outFeatures; row++) {
+    for (let col = 0; col < inFeatures; col++) {
+      const a = Math.floor(row / ob), c = Math.floor(col / ib);
+      let sum = 0;
+      for (let k = 0; k < rank; k++) sum += u[row * rank + k] * s[(a * blocksIn + c) * rank + k] * v[(c * rank + k) * ib + (col % ib)];
+      dense[row * inFeatures + col] = sum;
+    }
+  }
+  return {
+    module, rank, blocks: blocksOut, dense, factors: { method: 'blast', u, v, s },
+    tensors: [['B', [blocksOut, ob, rank], u], ['C', [blocksIn, rank, ib], v], ['D', [blocksOut, blocksIn, rank], s]],
+  };
 }
 
 /** Random factors for `module` (out × in) in `method` form, and the tensors our format stores. */
@@ -68,7 +93,7 @@ function writeCheckpoint(name: string, config: Record<string, unknown>, replacem
       tensors.push({ name: tensor, dtype: 'F32', shape, data: fromFloat32(dense.get(tensor)!, 'F32') });
     } else if (twin) {
       const shapeOf = { inFeatures: shape[1], outFeatures: shape[0], rank: replaced.rank, blocks: replaced.blocks };
-      tensors.push({ name: tensor, dtype: 'F32', shape, data: fromFloat32(blrToDense(replaced.factors, shapeOf), 'F32') });
+      tensors.push({ name: tensor, dtype: 'F32', shape, data: fromFloat32(replaced.dense ?? blrToDense(replaced.factors, shapeOf), 'F32') });
     } else {
       for (const [suffix, factorShape, values] of replaced.tensors) tensors.push({ name: `${replaced.module}.${suffix}`, dtype: 'F32', shape: factorShape, data: fromFloat32(values, 'F32') });
     }
@@ -161,6 +186,30 @@ describe('block low-rank checkpoints', () => {
     expectSameLogits(compressed.logits, twin.logits);
   });
 
+  it('the BLAST authors\' format with different output and input blocks (blast_num_blocks [b_out, b_in]) gives its dense twin\'s logits', async () => {
+    const dense = denseWeights();
+    const l0 = 'model.layers.0';
+    // [4, 2]: q 32→32, up 32→48, down 48→32 (lcm 4); the same layers written again with [2, 4].
+    for (const [blocksOut, blocksIn] of [[4, 2], [2, 4]]) {
+      const replacements = [
+        rectangularBlast(`${l0}.self_attn.q_proj`, 32, 32, 6, blocksOut, blocksIn),
+        rectangularBlast(`${l0}.mlp.up_proj`, 32, 48, 8, blocksOut, blocksIn),
+        rectangularBlast(`${l0}.mlp.down_proj`, 48, 32, 5, blocksOut, blocksIn),
+      ];
+      const config = {
+        ...BASE, model_type: 'blast_llama', target_modules: ['q_proj', 'up_proj', 'down_proj'],
+        blast_rank: { q_proj: 6, up_proj: 8, down_proj: 5 }, blast_num_blocks: [blocksOut, blocksIn], indices: [0],
+      };
+      const compressed = await logits(writeCheckpoint(`blast-${blocksOut}x${blocksIn}`, config, replacements, dense, false));
+      const twin = await logits(writeCheckpoint(`blast-${blocksOut}x${blocksIn}-twin`, BASE, replacements, dense, true));
+      expectSameLogits(compressed.logits, twin.logits);
+    }
+    // lcm(4, 3) = 12 blocks do not divide 32: refused, saying so.
+    const odd = rectangularBlast(`${l0}.mlp.down_proj`, 48, 32, 5, 4, 3);
+    const directory = writeCheckpoint('blast-4x3', { ...BASE, model_type: 'blast_llama', target_modules: ['down_proj'], blast_rank: 5, blast_num_blocks: [4, 3], indices: [0] }, [odd], dense, false);
+    expect(() => load(directory)).toThrow(/down_proj is BLAST with 4 output and 3 input blocks; it runs on their least common multiple/);
+  });
+
   it('refuses a factor of the wrong shape, naming the file and tensor, and configs it cannot honour', () => {
     const dense = denseWeights();
     const module = 'model.layers.0.mlp.up_proj';
@@ -168,7 +217,7 @@ describe('block low-rank checkpoints', () => {
     const bad = { ...good, tensors: good.tensors.map(([name, shape, values]) => [name, name === 'D' ? [4, 4, 5] : shape, name === 'D' ? values.subarray(0, 80) : values] as [string, number[], Float32Array]) };
     const directory = writeCheckpoint('bad-shape', { ...BASE, blr_layers: { [module]: { method: 'blast', rank: 6, blocks: 4 } } }, [bad], dense, false);
     expect(() => load(directory)).toThrow(/model\.safetensors: tensor "model\.layers\.0\.mlp\.up_proj\.D" has shape \[4,4,5\] but the config implies \[4,4,6\]/);
-    expect(() => parseModelConfig({ ...BASE, model_type: 'blast_llama', target_modules: ['q_proj'], blast_rank: 8, blast_num_blocks: [4, 2] })).toThrow(/different output and input block counts/);
+    expect(() => parseModelConfig({ ...BASE, model_type: 'blast_llama', target_modules: ['q_proj'], blast_rank: 8, blast_num_blocks: [4, 2, 1] })).toThrow(/"blast_num_blocks" must be a positive integer, \[b\] or \[b_out, b_in\]/);
     expect(() => parseModelConfig({ ...BASE, blr_layers: { [module]: { method: 'lowrank', rank: 4, blocks: 2 } } })).toThrow(/low-rank: one block/);
     const indivisible = writeCheckpoint('indivisible', { ...BASE, blr_layers: { [module]: { method: 'monarch', rank: 6, blocks: 4 } } }, [], dense, false);
     expect(() => load(indivisible)).toThrow(/up_proj is monarch with 4 blocks of rank 6/);

@@ -220,3 +220,42 @@ export function blrParameters(shape: BlrShape, method: BlrFactors['method']): nu
   const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
   return method === 'blast' ? r * (i + o + b * b) : r * (i + o);
 }
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/**
+ * A BLAST layer stored with different output and input block counts (the authors' format allows
+ * blast_num_blocks [b_out, b_in]: U (b_out, o/b_out, r), V (b_in, r, i/b_in), S (b_out, b_in, r)) as
+ * the same matrix on b = lcm(b_out, b_in) blocks each way: output block a' is rows of output block
+ * a'·b_out/b, input block c' columns of input block c'·b_in/b, and the pair's coupling is theirs.
+ * U's values stay as they are (the rows of its blocks, in order, are the same); V's blocks are cut
+ * into b/b_in pieces of columns; S is repeated. Exact: W is unchanged. Undefined when b does not
+ * divide the layer's shape.
+ */
+export function blastOnSquareBlocks(
+  v: Float32Array, s: Float32Array, shape: { inFeatures: number; outFeatures: number; rank: number; blocksOut: number; blocksIn: number },
+): { v: Float32Array; s: Float32Array; blocks: number } | undefined {
+  const { inFeatures: i, outFeatures: o, rank: r, blocksOut, blocksIn } = shape;
+  const b = (blocksOut * blocksIn) / gcd(blocksOut, blocksIn);
+  if (i % b !== 0 || o % b !== 0) return undefined;
+  const outPieces = b / blocksOut;
+  const inPieces = b / blocksIn;
+  const ib = i / b;
+  const ibIn = i / blocksIn;
+  const squareV = new Float32Array(v.length);
+  for (let c = 0; c < b; c++) {
+    const source = Math.floor(c / inPieces);
+    const column = (c % inPieces) * ib;
+    for (let k = 0; k < r; k++) squareV.set(v.subarray((source * r + k) * ibIn + column, (source * r + k) * ibIn + column + ib), (c * r + k) * ib);
+  }
+  const squareS = new Float32Array(b * b * r);
+  for (let a = 0; a < b; a++) {
+    for (let c = 0; c < b; c++) {
+      const from = (Math.floor(a / outPieces) * blocksIn + Math.floor(c / inPieces)) * r;
+      squareS.set(s.subarray(from, from + r), (a * b + c) * r);
+    }
+  }
+  return { v: squareV, s: squareS, blocks: b };
+}
