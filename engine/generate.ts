@@ -42,9 +42,10 @@ export class ContextLengthError extends RangeError {
 }
 
 /** Refuses a request that can never run: no prompt, a bad token id, no room for a reply, a bad max. */
-export function checkRequest(promptIds: readonly number[], maxTokens: number, vocabSize: number, contextLength: number): void {
+/** `minTokens` 0: a request that only reads (scores) its prompt. */
+export function checkRequest(promptIds: readonly number[], maxTokens: number, vocabSize: number, contextLength: number, minTokens = 1): void {
   if (promptIds.length === 0) throw new RangeError('the prompt has no tokens');
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RangeError(`max tokens must be a positive integer, got ${maxTokens}`);
+  if (!Number.isInteger(maxTokens) || maxTokens < minTokens) throw new RangeError(`max tokens must be ${minTokens === 0 ? 'a non-negative' : 'a positive'} integer, got ${maxTokens}`);
   const badId = promptIds.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
   if (badId !== undefined) throw new RangeError(`prompt token id ${badId} is outside the vocabulary (0..${vocabSize - 1})`);
   if (promptIds.length >= contextLength) throw new ContextLengthError(promptIds.length, contextLength);

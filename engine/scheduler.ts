@@ -23,6 +23,7 @@ export interface GeneratedToken extends TokenLogprob {
 
 export interface SequenceRequest {
   promptIds: number[];
+  /** ≥ 1, or 0 with promptLogprobs: the prompt is read and scored, nothing generated. */
   maxTokens: number;
   sampling: SamplingOptions;
   stop?: string[];
@@ -231,7 +232,8 @@ export class Scheduler {
    */
   submit(request: SequenceRequest): Promise<SequenceResult> {
     if (this.stopped) return Promise.reject(new Error('the scheduler has stopped'));
-    checkRequest(request.promptIds, request.maxTokens, this.model.config.vocabSize, this.options.contextLength);
+    // A request that scores its prompt may ask for no tokens after it.
+    checkRequest(request.promptIds, request.maxTokens, this.model.config.vocabSize, this.options.contextLength, request.promptLogprobs !== undefined ? 0 : 1);
     // Requests that would wait with this one (queued ones take the free slots at the next step).
     const waiting = this.queue.length + 1 - this.freeSlots.length;
     if (waiting > this.options.maxQueue) throw new QueueFullError(waiting - 1);
@@ -349,18 +351,19 @@ export class Scheduler {
       const rowLogits = sequence.request.promptLogprobs !== undefined;
       const count = Math.min(budget, prompt.length - sequence.prefilled, rowLogits ? outputRows : Infinity);
       const last = sequence.prefilled + count === prompt.length;
+      const samples = last && sequence.request.maxTokens > 0;
       this.ensureBlocks(sequence, sequence.prefilled + count);
       entries.push({
         sequence: { slot: sequence.slot, blockTable: sequence.blockTable },
         tokens: Int32Array.from(prompt.slice(sequence.prefilled, sequence.prefilled + count)),
         startPosition: sequence.prefilled,
-        sample: last ? sequence.sampler.next() : undefined,
-        logits: last && sequence.request.logprobs !== undefined,
+        sample: samples ? sequence.sampler.next() : undefined,
+        logits: samples && sequence.request.logprobs !== undefined,
         rowLogits,
       });
       owners.push(sequence);
       budget -= count;
-      outputRows -= rowLogits ? count : last ? 1 : 0;
+      outputRows -= rowLogits ? count : samples ? 1 : 0;
     }
     return { entries, owners };
   }
@@ -424,6 +427,11 @@ export class Scheduler {
       if (entry.rowLogits && result.logits) this.scorePrompt(sequence, entry.startPosition, rows, result.logits.subarray(first * vocab, output * vocab));
       if (!entry.sample) {
         sequence.prefilled += (entry.tokens as Int32Array).length;
+        // All of a prompt that asked for no tokens after it: scored, done.
+        if (sequence.prefilled === sequence.request.promptIds.length) {
+          sequence.request.onPrompt?.(sequence.promptLogprobs);
+          this.complete(sequence, 'length');
+        }
         return;
       }
       if (sequence.phase === 'prefill') {

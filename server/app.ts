@@ -347,8 +347,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
     });
     const logprobs = typeof body.logprobs === 'number' ? body.logprobs : undefined;
     const echo = body.echo === true;
-    // Echo with logprobs scores the prompt too (as evaluation harnesses use it).
-    const promptLogprobs = echo ? logprobs : undefined;
+    if (maxTokens === 0 && !echo) throw new ApiError(400, 'max_tokens 0 needs echo: it returns the prompt (scored, with logprobs) and generates nothing', 'invalid_request_error', 'max_tokens', 'invalid_value');
+    // Echo with logprobs scores the prompt too (as evaluation harnesses use it); so does max_tokens
+    // 0, which runs the prompt only (its logprobs reported when asked for).
+    const promptLogprobs = echo && (logprobs !== undefined || maxTokens === 0) ? logprobs ?? 0 : undefined;
     const n = typeof body.n === 'number' ? body.n : 1;
     const stop = stopStrings(body);
     const choices: Choice[] = prompts.flatMap((promptIds, p) => Array.from({ length: n }, (_, j) => ({
@@ -409,9 +411,12 @@ export function buildApp(options: AppOptions): FastifyInstance {
       // Text arrives from the scheduler's loop, never before the stream below is open.
       let events!: ReturnType<typeof sse>;
       for (const c of choices) {
-        // With logprobs, the echoed prompt goes out once it has been scored, with its logprobs.
+        // A scored prompt's echo goes out once it has been read, with its logprobs when asked for.
         if (promptLogprobs !== undefined) {
-          c.request.onPrompt = (scored) => events.event({ id, object: 'text_completion', created, model: served.name, choices: [{ index: c.index, text: echoText(c), logprobs: promptLogprobsObject(c.promptIds, scored), finish_reason: null }] });
+          c.request.onPrompt = (scored) => events.event({
+            id, object: 'text_completion', created, model: served.name,
+            choices: [{ index: c.index, text: echoText(c), logprobs: logprobs !== undefined ? promptLogprobsObject(c.promptIds, scored) : null, finish_reason: null }],
+          });
         }
         c.request.onText = (text, tokens) => {
           const lp = logprobs !== undefined ? logprobsObject(tokens, lastIds[c.index], textOffsets[c.index]) : null;
@@ -441,7 +446,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
         text: echoText(choices[i]) + r.text,
         logprobs: logprobs === undefined
           ? null
-          : promptLogprobs !== undefined
+          : echo
             ? joined(promptLogprobsObject(choices[i].promptIds, r.promptTokenLogprobs ?? []), logprobsObject(r.tokens ?? [], choices[i].promptIds[choices[i].promptIds.length - 1], echoText(choices[i]).length))
             : logprobsObject(r.tokens ?? [], choices[i].promptIds[choices[i].promptIds.length - 1], echoText(choices[i]).length),
         finish_reason: r.finishReason,

@@ -39,6 +39,8 @@ export const completionSchema = {
   required: ['model', 'prompt'],
   properties: {
     ...samplingProperties,
+    // 0 with echo: the prompt scored (with logprobs) or echoed, nothing generated.
+    max_tokens: { anyOf: [{ type: 'integer', minimum: 0, maximum: 1048576 }, { type: 'null' }] },
     prompt: {
       anyOf: [
         { type: 'string' },

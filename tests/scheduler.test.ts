@@ -164,6 +164,14 @@ describe.each(backends)('Scheduler on %s', (name, makeBackend) => {
     cache.release();
     // The generated tokens as a request without prompt logprobs gives them.
     expect(scored.ids).toEqual((await scheduler.submit({ promptIds: long, maxTokens: 3, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true })).ids);
+    // No tokens after the prompt: scored alike, nothing generated; only for a prompt being scored.
+    const only = await scheduler.submit({ promptIds: long, maxTokens: 0, sampling: { ...GREEDY, seed: 0 }, promptLogprobs: 2 });
+    expect(only).toMatchObject({ ids: [], text: '', finishReason: 'length' });
+    only.promptTokenLogprobs!.forEach((t, i) => {
+      expect(t.id).toBe(tokens[i].id);
+      expect(t.logprob).toBeCloseTo(tokens[i].logprob, 5);
+    });
+    expect(() => scheduler.submit({ promptIds: long, maxTokens: 0, sampling: { ...GREEDY, seed: 0 } })).toThrow(/max tokens must be a positive integer/);
     expect(scheduler.allocator.used).toBe(0);
     await scheduler.close();
   });

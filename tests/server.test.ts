@@ -102,6 +102,17 @@ describe('server routes (app.inject)', () => {
     expect(chunks[0].choices[0].text).toBe(prompt);
     expect(chunks[0].choices[0].logprobs).toEqual({ tokens: lp.tokens.slice(0, n), token_logprobs: lp.token_logprobs.slice(0, n), top_logprobs: lp.top_logprobs.slice(0, n), text_offset: lp.text_offset.slice(0, n) });
     expect(chunks.map((c: { choices: { text: string }[] }) => c.choices[0]?.text ?? '').join('')).toBe(echoed.text);
+    // max_tokens 0: the prompt alone, scored the same; or echoed without logprobs; never without echo.
+    const only = (await json('/v1/completions', { model: NAME, prompt, max_tokens: 0, logprobs: 2, echo: true })).json();
+    expect(only.choices[0]).toMatchObject({ text: prompt, finish_reason: 'length' });
+    expect(only.choices[0].logprobs).toEqual({ tokens: lp.tokens.slice(0, n), token_logprobs: lp.token_logprobs.slice(0, n), top_logprobs: lp.top_logprobs.slice(0, n), text_offset: lp.text_offset.slice(0, n) });
+    expect(only.usage).toEqual({ prompt_tokens: n, completion_tokens: 0, total_tokens: n });
+    const echoOnly = (await json('/v1/completions', { model: NAME, prompt, max_tokens: 0, echo: true, stream: true })).body.split('\n\n').filter((e: string) => e.startsWith('data: {')).map((e: string) => JSON.parse(e.slice(6)));
+    expect(echoOnly[0].choices[0]).toEqual({ index: 0, text: prompt, logprobs: null, finish_reason: null });
+    expect(echoOnly[echoOnly.length - 1].choices[0]).toMatchObject({ text: '', finish_reason: 'length' });
+    const refused = await json('/v1/completions', { model: NAME, prompt, max_tokens: 0 });
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().error).toMatchObject({ param: 'max_tokens', message: expect.stringMatching(/needs echo/) });
   });
 
   it('takes prompts as strings, lists of strings, token ids and lists of them; n choices each', async () => {
