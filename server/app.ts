@@ -183,6 +183,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     queued: model.scheduler.queued,
     blocksUsed: model.scheduler.allocator.used,
     blocksFree: model.scheduler.allocator.total - model.scheduler.allocator.used,
+    collections: model.scheduler.collector.stats.collections,
+    collectionSeconds: model.scheduler.collector.stats.ms / 1000,
   });
   const observer = {
     firstToken: (ms: number) => metrics.timeToFirstToken.observe(ms / 1000),

@@ -37,11 +37,12 @@ export class Counter implements Metric {
   }
 }
 
+/** A value read at scrape time: a gauge, or a counter kept elsewhere. */
 export class Gauge implements Metric {
-  constructor(readonly name: string, readonly help: string, private readonly read: () => number) {}
+  constructor(readonly name: string, readonly help: string, private readonly read: () => number, private readonly type: 'gauge' | 'counter' = 'gauge') {}
 
   render(): string {
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, `${this.name} ${this.read()}`].join('\n');
+    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`, `${this.name} ${this.read()}`].join('\n');
   }
 }
 
@@ -79,6 +80,15 @@ export class Histogram implements Metric {
 
 const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
+export interface SchedulerState {
+  running: number;
+  queued: number;
+  blocksUsed: number;
+  blocksFree: number;
+  collections: number;
+  collectionSeconds: number;
+}
+
 /** What /metrics reports. Gauges read the scheduler (when a model is loaded) at scrape time. */
 export class ServerMetrics {
   readonly requests = new Counter('blr_requests_total', 'HTTP requests by endpoint and status code.');
@@ -88,13 +98,16 @@ export class ServerMetrics {
   readonly interTokenLatency = new Histogram('blr_inter_token_latency_seconds', 'Between consecutive tokens of a sequence.', LATENCY_BUCKETS_S);
   private readonly gauges: Gauge[];
 
-  constructor(state: () => { running: number; queued: number; blocksUsed: number; blocksFree: number } | undefined) {
-    const read = (key: 'running' | 'queued' | 'blocksUsed' | 'blocksFree') => () => state()?.[key] ?? 0;
+  constructor(state: () => SchedulerState | undefined) {
+    const read = (key: keyof SchedulerState) => () => state()?.[key] ?? 0;
     this.gauges = [
       new Gauge('blr_running_sequences', 'Sequences in the running batch.', read('running')),
       new Gauge('blr_queued_sequences', 'Requests waiting for a place in the batch.', read('queued')),
       new Gauge('blr_kv_cache_blocks_used', 'KV-cache blocks holding a sequence\'s keys and values.', read('blocksUsed')),
       new Gauge('blr_kv_cache_blocks_free', 'KV-cache blocks free.', read('blocksFree')),
+      new Gauge('blr_full_collections_total', 'Full JS collections the scheduler ran to free WebGPU\'s per-step native memory (engine/collector.ts).', read('collections'), 'counter'),
+      new Gauge('blr_full_collection_seconds_total', 'Time those collections took.', read('collectionSeconds'), 'counter'),
+      new Gauge('blr_resident_memory_bytes', 'Resident memory of the server process.', () => process.memoryUsage.rss()),
     ];
   }
 

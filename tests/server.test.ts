@@ -361,6 +361,8 @@ describe('server over a real socket with the openai client', () => {
       return Number(text.match(new RegExp(`^${name} (\\S+)$`, 'm'))![1]);
     };
     expect(await metric('blr_kv_cache_blocks_used')).toBe(0);
+    expect(await metric('blr_resident_memory_bytes')).toBeGreaterThan(10 * 2 ** 20);
+    expect(await metric('blr_full_collections_total')).toBe(0); // the CPU backend needs none
     const { scheduler } = await model;
     let seenBlocks = 0;
     await new Promise<void>((resolve, reject) => {
