@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 interface Entry { count: number; bytes: number }
 
 /** Self sizes summed by (node type, constructor or name), as DevTools' "summary" view groups them. */
-export function summarize(file: string): Map<string, Entry> {
+function summarize(file: string): Map<string, Entry> {
   // Read as bytes, not as one string: a snapshot of a few hundred MB of heap is larger than the
   // longest string V8 makes. Its layout: {"snapshot":{meta…},"nodes":[…],"edges":[…],…,"strings":[…]}.
   const bytes = fs.readFileSync(file);
@@ -52,22 +52,19 @@ export function summarize(file: string): Map<string, Entry> {
   return groups;
 }
 
-const isMain = process.argv[1] && new URL(import.meta.url).pathname === fs.realpathSync(process.argv[1]);
-if (isMain) {
-  const { values, positionals } = parseArgs({ options: { top: { type: 'string', default: '25' } }, allowPositionals: true, strict: true });
-  if (positionals.length < 1 || positionals.length > 2) throw new Error('usage: heap-summary.ts AFTER.heapsnapshot [BEFORE.heapsnapshot] [--top N]');
-  const after = summarize(positionals[0]);
-  const before = positionals[1] ? summarize(positionals[1]) : new Map<string, Entry>();
-  const rows = [...after.entries()].map(([key, a]) => {
-    const b = before.get(key) ?? { count: 0, bytes: 0 };
-    return { key, count: a.count, bytes: a.bytes, countGrowth: a.count - b.count, bytesGrowth: a.bytes - b.bytes };
-  });
-  const total = (m: Map<string, Entry>) => [...m.values()].reduce((n, e) => n + e.bytes, 0);
-  console.log(`heap: ${(total(after) / 2 ** 20).toFixed(1)} MB${positionals[1] ? ` (before: ${(total(before) / 2 ** 20).toFixed(1)} MB)` : ''}`);
-  const by = positionals[1] ? 'bytesGrowth' : 'bytes';
-  rows.sort((x, y) => y[by] - x[by]);
-  console.log('MB | growth MB | count | growth count | kind');
-  for (const r of rows.slice(0, Number(values.top))) {
-    console.log(`${(r.bytes / 2 ** 20).toFixed(2)} | ${(r.bytesGrowth / 2 ** 20).toFixed(2)} | ${r.count} | ${r.countGrowth} | ${r.key}`);
-  }
+const { values, positionals } = parseArgs({ options: { top: { type: 'string', default: '25' } }, allowPositionals: true, strict: true });
+if (positionals.length < 1 || positionals.length > 2) throw new Error('usage: heap-summary.ts AFTER.heapsnapshot [BEFORE.heapsnapshot] [--top N]');
+const after = summarize(positionals[0]);
+const before = positionals[1] ? summarize(positionals[1]) : new Map<string, Entry>();
+const rows = [...after.entries()].map(([key, a]) => {
+  const b = before.get(key) ?? { count: 0, bytes: 0 };
+  return { key, count: a.count, bytes: a.bytes, countGrowth: a.count - b.count, bytesGrowth: a.bytes - b.bytes };
+});
+const total = (m: Map<string, Entry>) => [...m.values()].reduce((n, e) => n + e.bytes, 0);
+console.log(`heap: ${(total(after) / 2 ** 20).toFixed(1)} MB${positionals[1] ? ` (before: ${(total(before) / 2 ** 20).toFixed(1)} MB)` : ''}`);
+const by = positionals[1] ? 'bytesGrowth' : 'bytes';
+rows.sort((x, y) => y[by] - x[by]);
+console.log('MB | growth MB | count | growth count | kind');
+for (const r of rows.slice(0, Number(values.top))) {
+  console.log(`${(r.bytes / 2 ** 20).toFixed(2)} | ${(r.bytesGrowth / 2 ** 20).toFixed(2)} | ${r.count} | ${r.countGrowth} | ${r.key}`);
 }

@@ -12,7 +12,7 @@
 // request streams with ignore_eos, so each generates exactly --max-tokens tokens, counted from the
 // usage chunk.
 //
-// Memory: run with node --expose-gc. The baseline is taken after a warm-up at the largest
+// Memory: the baseline is taken after a warm-up at the largest
 // concurrency and a full collection; after the last level the server idles --idle-seconds with
 // no request (as a server does between bursts), then the same collection, then the same figures.
 // --heap-snapshots DIR writes V8 heap snapshots at both points (bench/heap-summary.ts compares them).
@@ -146,7 +146,6 @@ const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.f
 // At the largest concurrency, so the scratch buffers have grown to their high-water marks before
 // the baseline is taken: the figures after the run then show what a run leaves behind.
 await Promise.all(Array.from({ length: Math.max(...levels) }, (_, i) => streamOnce(randomPrompt(), i)));
-if (!(globalThis as { gc?: unknown }).gc) console.error('run with node --expose-gc for memory figures taken after a collection');
 console.log(`collections before the baseline, JS heap in use after each: ${(await collectGarbage()).join(' → ')} MB`);
 const memoryBefore = memorySnapshot();
 const writeHeapSnapshot = (name: string) => {

@@ -1,6 +1,7 @@
 // Where a process's resident memory is, for the benchmarks: V8's heap, and on Linux the resident
 // pages of /proc/self/smaps grouped by what is mapped.
 import fs from 'node:fs';
+import { fullCollection } from '../engine/collector.ts';
 
 export interface MemorySnapshot {
   rssMB: number;
@@ -51,14 +52,13 @@ export function describeSnapshot(s: MemorySnapshot): string {
 }
 
 /**
- * Full collections (node --expose-gc) until the JS heap stops shrinking: objects of native addons
- * (WebGPU's buffers, encoders, bind groups) are finalised on the event loop after the collection
- * that finds them dead, and their memory goes in a later one. Returns the JS heap in use (MB) after
- * each. Node 20's gc() takes no options: any argument makes it a young-generation collection.
- * Without --expose-gc, nothing.
+ * Full collections (engine/collector.ts fullCollection) until the JS heap stops shrinking: objects
+ * of native addons (WebGPU's buffers, encoders, bind groups) are finalised on the event loop after
+ * the collection that finds them dead, and their memory goes in a later one. Returns the JS heap in
+ * use (MB) after each; nothing where no collection can be had.
  */
 export async function collectGarbage(maxRounds = 6): Promise<number[]> {
-  const gc = (globalThis as { gc?: () => void }).gc;
+  const gc = fullCollection();
   if (!gc) return [];
   const used: number[] = [];
   for (let round = 0; round < maxRounds; round++) {

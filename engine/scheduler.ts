@@ -209,7 +209,7 @@ export class Scheduler {
     this.cache = model.createKVCache(this.allocator.total, options.maxBatch);
     this.freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
     this.observer = options.observer;
-    this.collector = new BusyCollector(model.backend.name === 'webgpu' ? fullCollection() : null);
+    this.collector = new BusyCollector(model.backend.leavesNativeGarbage ? fullCollection() : null);
     this.loop = this.run();
   }
 

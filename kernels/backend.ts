@@ -129,6 +129,12 @@ export interface Backend {
   readonly name: 'cpu' | 'webgpu';
   /** One line for people: the device and how it runs. */
   readonly description: string;
+  /**
+   * Whether each recorded step leaves JS objects holding native memory that only a full JS
+   * collection frees (WebGPU's command encoders, passes and buffers): a long-running engine then
+   * runs such collections itself (engine/collector.ts).
+   */
+  readonly leavesNativeGarbage: boolean;
 
   /** A read-only f32 tensor holding `data` (norm weights, biases, tables). */
   upload(data: Float32Array): Tensor;

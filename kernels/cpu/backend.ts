@@ -68,6 +68,7 @@ export interface CpuBackendOptions {
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
+  readonly leavesNativeGarbage = false;
   readonly description: string;
   private readonly attentionScratch = { scores: new Float32Array(0), slots: new Int32Array(0) };
   private normScratch = new Float32Array(0);

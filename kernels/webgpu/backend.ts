@@ -232,6 +232,7 @@ export class GpuError extends Error {
 
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu' as const;
+  readonly leavesNativeGarbage = true;
   readonly description: string;
   private readonly device: GPUDevice;
   private readonly kernels = new Map<KernelName, Kernel>();
