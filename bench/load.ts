@@ -22,6 +22,7 @@ import zlib from 'node:zlib';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { DEFAULT_MODEL_DIR } from '../engine/load.ts';
+import { nativeMemory } from '../engine/native.ts';
 import { Rng } from '../engine/rng.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
@@ -141,11 +142,13 @@ const percentile = (values: number[], p: number) => {
 
 const rng = new Rng(7);
 const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.floor(rng.next() * (Math.min(vocabSize, 32000) - 3)));
-// Warm-up: compile pipelines, allocate scratch. Run with node --expose-gc so the memory figures
-// are taken after a collection.
-// At the largest concurrency, so the scratch buffers have grown to their high-water marks before
-// the baseline is taken: the figures after the run then show what a run leaves behind.
+// Warm-up: compile pipelines, allocate scratch; at the largest concurrency, so the scratch buffers
+// have grown to their high-water marks before the baseline is taken: the figures after the run then
+// show what a run leaves behind. Both are taken the same way: after --idle-seconds idle (when the
+// scheduler has collected and released what its work freed), then after full collections.
 await Promise.all(Array.from({ length: Math.max(...levels) }, (_, i) => streamOnce(randomPrompt(), i)));
+const idle = () => new Promise((resolve) => setTimeout(resolve, Number(values['idle-seconds']) * 1000));
+await idle();
 console.log(`collections before the baseline, JS heap in use after each: ${(await collectGarbage()).join(' → ')} MB`);
 const memoryBefore = memorySnapshot();
 const writeHeapSnapshot = (name: string) => {
@@ -190,7 +193,7 @@ for (const clients of levels) {
   if (row.firstError) console.log(`  first error: ${row.firstError}`);
 }
 // Idle (sockets close, the server has nothing to do), then collect, as before the first level.
-await new Promise((resolve) => setTimeout(resolve, Number(values['idle-seconds']) * 1000));
+await idle();
 console.log(`collections after the run, JS heap in use after each: ${(await collectGarbage()).join(' → ')} MB`);
 const memoryAfter = memorySnapshot();
 writeHeapSnapshot('after');
@@ -199,6 +202,7 @@ const single = results.find((r) => r.clients === 1);
 const most = results.reduce((a, b) => (b.clients > a.clients ? b : a));
 console.log(`memory before: ${describeSnapshot(memoryBefore)}`);
 console.log(`memory after:  ${describeSnapshot(memoryAfter)}; KV blocks in use: ${blocksUsedAfter}`);
+console.log(`the idle scheduler released freed memory ${served.scheduler.collector.stats.releases} times${nativeMemory() ? '' : ' (no native memory helper: engine/native/build.ts did not build it)'}`);
 if (single && most.clients > 1) console.log(`aggregate at ${most.clients} clients: ${(most.tokensPerS / single.tokensPerS).toFixed(2)}x one stream`);
 await app.close();
 await served.scheduler.close();

@@ -2,6 +2,7 @@
 // pages of /proc/self/smaps grouped by what is mapped.
 import fs from 'node:fs';
 import { fullCollection } from '../engine/collector.ts';
+import { nativeMemory } from '../engine/native.ts';
 
 export interface MemorySnapshot {
   rssMB: number;
@@ -10,6 +11,8 @@ export interface MemorySnapshot {
   externalMB: number;
   /** Resident MB by mapping kind (Linux only): anonymous, [heap] (malloc's main arena), device files (/dev/...), other files, the rest. */
   mappings?: Record<'anonymous' | 'brk' | 'device' | 'files' | 'other', number>;
+  /** MB glibc's malloc holds in its arenas, in use and free (engine/native.ts; where it was built). */
+  malloc?: { heapMB: number; inUseMB: number; freeMB: number };
 }
 
 const megabytes = (bytes: number) => Math.round(bytes / 2 ** 20);
@@ -38,17 +41,23 @@ function residentByMapping(): MemorySnapshot['mappings'] {
   };
 }
 
+function mallocHeld(): MemorySnapshot['malloc'] {
+  const stats = nativeMemory()?.stats();
+  return stats && { heapMB: megabytes(stats.heapBytes), inUseMB: megabytes(stats.inUseBytes), freeMB: megabytes(stats.freeBytes) };
+}
+
 export function memorySnapshot(): MemorySnapshot {
   const usage = process.memoryUsage();
   return {
     rssMB: megabytes(usage.rss), heapUsedMB: megabytes(usage.heapUsed), heapCommittedMB: megabytes(usage.heapTotal),
-    externalMB: megabytes(usage.external), mappings: residentByMapping(),
+    externalMB: megabytes(usage.external), mappings: residentByMapping(), malloc: mallocHeld(),
   };
 }
 
 export function describeSnapshot(s: MemorySnapshot): string {
   const mapped = s.mappings ? `; resident by mapping: anonymous ${s.mappings.anonymous}, malloc brk ${s.mappings.brk}, device ${s.mappings.device}, files ${s.mappings.files}, other ${s.mappings.other}` : '';
-  return `RSS ${s.rssMB} MB (JS heap ${s.heapUsedMB} used / ${s.heapCommittedMB} committed, external ${s.externalMB}${mapped})`;
+  const malloc = s.malloc ? `; malloc arenas ${s.malloc.heapMB}: ${s.malloc.inUseMB} in use, ${s.malloc.freeMB} free` : '';
+  return `RSS ${s.rssMB} MB (JS heap ${s.heapUsedMB} used / ${s.heapCommittedMB} committed, external ${s.externalMB}${mapped}${malloc})`;
 }
 
 /**

@@ -13,7 +13,7 @@
 import v8 from 'node:v8';
 import vm from 'node:vm';
 
-export const MIN_EVERY_MS = 500;
+export const MIN_EVERY_MS = 250;
 export const MAX_SHARE = 0.05;
 /** How long the engine stays idle after work before what the work left is collected (a request that comes sooner does not wait for a collection). */
 export const IDLE_DELAY_MS = 1000;
@@ -36,20 +36,31 @@ export function fullCollection(): (() => void) | null {
   }
 }
 
+export interface CollectorOptions {
+  /** Called after the collection that follows idleness (the native helper's malloc_trim): hands what the work freed back to the system. */
+  release?: (() => unknown) | null;
+  minEveryMs?: number;
+  maxShare?: number;
+  idleDelayMs?: number;
+}
+
 export class BusyCollector {
-  /** Collections run and the time they took, for benchmarks. */
-  readonly stats = { collections: 0, ms: 0 };
+  /** Collections run, the time they took, and releases after idleness, for benchmarks and /metrics. */
+  readonly stats = { collections: 0, ms: 0, releases: 0 };
   private busySince: number | undefined;
   private everyMs: number;
   private idleTimer: NodeJS.Timeout | undefined;
+  private readonly release: (() => unknown) | null;
+  private readonly minEveryMs: number;
+  private readonly maxShare: number;
+  private readonly idleDelayMs: number;
 
-  constructor(
-    private readonly collect: (() => void) | null,
-    private readonly minEveryMs = MIN_EVERY_MS,
-    private readonly maxShare = MAX_SHARE,
-    private readonly idleDelayMs = IDLE_DELAY_MS,
-  ) {
-    this.everyMs = minEveryMs;
+  constructor(private readonly collect: (() => void) | null, options: CollectorOptions = {}) {
+    this.release = options.release ?? null;
+    this.minEveryMs = options.minEveryMs ?? MIN_EVERY_MS;
+    this.maxShare = options.maxShare ?? MAX_SHARE;
+    this.idleDelayMs = options.idleDelayMs ?? IDLE_DELAY_MS;
+    this.everyMs = this.minEveryMs;
   }
 
   /** After submitting work: collects when the engine has been busy long enough since the last collection. */
@@ -69,6 +80,10 @@ export class BusyCollector {
       this.idleTimer = undefined;
       this.run(performance.now());
       this.busySince = undefined;
+      if (this.release) {
+        this.release();
+        this.stats.releases++;
+      }
     }, this.idleDelayMs);
     this.idleTimer.unref();
   }

@@ -6,6 +6,7 @@
 import { PREVIOUS_SAMPLE, type CausalLM, type StepEntry, type StepResult } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
 import { BusyCollector, fullCollection } from './collector.ts';
+import { nativeMemory } from './native.ts';
 import { checkRequest, promptTokenFlags, type FinishReason } from './generate.ts';
 import { Sampler, type SamplingOptions } from './sampler.ts';
 import { GeneratedText } from './stop.ts';
@@ -209,7 +210,9 @@ export class Scheduler {
     this.cache = model.createKVCache(this.allocator.total, options.maxBatch);
     this.freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
     this.observer = options.observer;
-    this.collector = new BusyCollector(model.backend.leavesNativeGarbage ? fullCollection() : null);
+    const collect = model.backend.leavesNativeGarbage ? fullCollection() : null;
+    const native = nativeMemory();
+    this.collector = new BusyCollector(collect, { release: collect && native ? () => native.trim() : null });
     this.loop = this.run();
   }
 

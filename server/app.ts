@@ -185,6 +185,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     blocksFree: model.scheduler.allocator.total - model.scheduler.allocator.used,
     collections: model.scheduler.collector.stats.collections,
     collectionSeconds: model.scheduler.collector.stats.ms / 1000,
+    memoryReleases: model.scheduler.collector.stats.releases,
   });
   const observer = {
     firstToken: (ms: number) => metrics.timeToFirstToken.observe(ms / 1000),

@@ -87,6 +87,7 @@ export interface SchedulerState {
   blocksFree: number;
   collections: number;
   collectionSeconds: number;
+  memoryReleases: number;
 }
 
 /** What /metrics reports. Gauges read the scheduler (when a model is loaded) at scrape time. */
@@ -107,6 +108,7 @@ export class ServerMetrics {
       new Gauge('blr_kv_cache_blocks_free', 'KV-cache blocks free.', read('blocksFree')),
       new Gauge('blr_full_collections_total', 'Full JS collections the scheduler ran to free WebGPU\'s per-step native memory (engine/collector.ts).', read('collections'), 'counter'),
       new Gauge('blr_full_collection_seconds_total', 'Time those collections took.', read('collectionSeconds'), 'counter'),
+      new Gauge('blr_memory_releases_total', 'Times the idle scheduler handed the pages malloc freed back to the system (malloc_trim; engine/native.ts).', read('memoryReleases'), 'counter'),
       new Gauge('blr_resident_memory_bytes', 'Resident memory of the server process.', () => process.memoryUsage.rss()),
     ];
   }

@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { BusyCollector, fullCollection } from '../engine/collector.ts';
+import { nativeMemory } from '../engine/native.ts';
 
 describe('BusyCollector', () => {
   it('collects once per everyMs of busy time, and once the engine has stayed idle idleDelayMs after work', async () => {
     let runs = 0;
-    const collector = new BusyCollector(() => runs++, 100, 0.05, 20);
+    const releases: number[] = [];
+    const collector = new BusyCollector(() => runs++, { release: () => releases.push(runs), minEveryMs: 100, idleDelayMs: 20 });
     collector.idle(); // idle with no work since: nothing to collect
     await new Promise((resolve) => setTimeout(resolve, 40));
     expect(runs).toBe(0);
@@ -28,10 +30,13 @@ describe('BusyCollector', () => {
     await new Promise((resolve) => setTimeout(resolve, 40));
     expect(runs).toBe(2);
     expect(collector.stats.collections).toBe(2);
+    // Released once, after the collection that followed idleness.
+    expect(releases).toEqual([2]);
+    expect(collector.stats.releases).toBe(1);
   });
 
   it('does nothing without a collection function', () => {
-    const collector = new BusyCollector(null, 1);
+    const collector = new BusyCollector(null, { minEveryMs: 1 });
     collector.busy(0);
     collector.busy(10);
     collector.idle();
@@ -56,7 +61,7 @@ describe('BusyCollector pace', () => {
     let clock = 0;
     const realNow = performance.now.bind(performance);
     // A collection that takes 40 ms of (fake) time.
-    const collector = new BusyCollector(() => (clock += 40), 100, 0.05);
+    const collector = new BusyCollector(() => (clock += 40), { minEveryMs: 100, maxShare: 0.05 });
     performance.now = () => clock;
     try {
       collector.busy();
@@ -74,5 +79,41 @@ describe('BusyCollector pace', () => {
     } finally {
       performance.now = realNow;
     }
+  });
+});
+
+describe('native memory helper (engine/native/memory.c)', () => {
+  it('hands the pages malloc freed back to the system: resident memory falls, what is in use stays', async ({ skip }) => {
+    const helper = nativeMemory();
+    // npm's postinstall builds it where there is a C compiler (.ci/run checks that it did).
+    if (!helper) return skip();
+    const gc = fullCollection()!;
+    const mb = 2 ** 20;
+    // 190 MB of 64 KB buffers from malloc's arena, one in 20 kept: the free ones cannot all come back from its top.
+    let all: Buffer[] | null = [];
+    const kept: Buffer[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const buffer = Buffer.allocUnsafeSlow(64 * 1024).fill(i);
+      all.push(buffer);
+      if (i % 20 === 19) kept.push(buffer);
+    }
+    const allocated = helper.stats();
+    all = null;
+    // V8 frees the buffers' memory on a background thread after the collection that finds them dead.
+    for (let attempt = 0; attempt < 100; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      gc();
+      if (allocated && helper.stats()!.inUseBytes < allocated.inUseBytes - 150 * mb) break;
+    }
+    const freed = helper.stats();
+    const before = process.memoryUsage.rss();
+    expect(helper.trim()).toBe(true);
+    const after = process.memoryUsage.rss();
+    expect(before - after).toBeGreaterThan(100 * mb);
+    if (freed) {
+      expect(freed.freeBytes).toBeGreaterThan(150 * mb);
+      expect(Math.abs(helper.stats()!.inUseBytes - freed.inUseBytes)).toBeLessThan(mb);
+    }
+    expect(kept.every((buffer, i) => buffer[0] === ((20 * i + 19) & 255))).toBe(true);
   });
 });

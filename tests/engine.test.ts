@@ -9,7 +9,8 @@ import { StopStringMatcher } from '../engine/stop.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
-import { TextTokenizer } from '../weights/tokenizer.ts';
+import { MergeRanks, TextTokenizer } from '../weights/tokenizer.ts';
+import { Tokenizer } from '@huggingface/tokenizers';
 import { DEFAULT_MODEL, FIXTURES, reference } from './helpers.ts';
 
 function fixtureTokenizer(name: string): TextTokenizer {
@@ -28,6 +29,40 @@ describe('TextTokenizer', () => {
     expect(second.encode(text)).toEqual(first.encode(text));
     // Merges applied: far fewer tokens than bytes.
     expect(first.encode(text, false).length).toBeLessThan(new TextEncoder().encode(text).length / 2);
+  });
+
+  const texts = [
+    'Once upon a time, naïve 🦙 tokenizers merged everything: 日本語 1234',
+    '"quoted", \\back\\slashes\\, ",", commas,,, and \t\ttabs\n\n\r\n  spaces    ',
+    fs.readFileSync(path.join(FIXTURES, '..', '..', 'README.md'), 'utf8').slice(0, 6000),
+  ];
+  it.each(['llama3', 'llama2', 'gpt2'])('encodes %s text as the library does with its own merge table, which it no longer keeps', (name) => {
+    const json = JSON.parse(zlib.gunzipSync(fs.readFileSync(path.join(FIXTURES, 'tokenizers', `${name}.tokenizer.json.gz`))).toString('utf8'));
+    const library = new Tokenizer(structuredClone(json), {});
+    const ours = new TextTokenizer(json, {});
+    for (const text of texts) expect(ours.encode(text)).toEqual(library.encode(text).ids);
+    // Every pair the library's Map ranks, ranked alike; pairs it does not rank, not ranked.
+    const theirs = (library as unknown as { model: { bpe_ranks: Map<string, number> } }).model.bpe_ranks;
+    const table = (ours as unknown as { tokenizer: { model: { bpe_ranks: MergeRanks } } }).tokenizer.model.bpe_ranks;
+    expect(table).toBeInstanceOf(MergeRanks);
+    expect(table.size).toBe(theirs.size);
+    for (const [key, rank] of theirs) if (table.get(key) !== rank) expect(table.get(key), key).toBe(rank);
+    const unranked = [['Hello', 'World'], ['a', '"'], [',', ','], ['', 'x']].map((pair) => JSON.stringify(pair)).filter((key) => !theirs.has(key));
+    expect(unranked.length).toBeGreaterThan(2);
+    for (const key of unranked) expect(table.get(key), key).toBeUndefined();
+  });
+
+  it('ranks merges by token ids, the last rank of a pair listed twice as a Map would, and halves outside the vocabulary by their JSON', () => {
+    const ids = new Map(['a', 'b', 'ab', '"', '\\', ','].map((token, id) => [token, id]));
+    const merges = [['a', 'b'], ['"', '\\'], [',', ','], ['ab', 'zz'], ['a', 'b'], ['b', 'a']];
+    const byJson = new Map(merges.map((pair, rank) => [JSON.stringify(pair), rank]));
+    const table = MergeRanks.from(merges, byJson, ids);
+    expect(table.size).toBe(5);
+    for (const [key, rank] of byJson) expect(table.get(key), key).toBe(rank);
+    expect(table.get(JSON.stringify(['a', 'a']))).toBeUndefined();
+    expect(table.get(JSON.stringify(['zz', 'ab']))).toBeUndefined();
+    expect(() => MergeRanks.from([['a']], byJson, ids)).toThrow(/not a pair/);
+    expect(() => MergeRanks.from([['a', 'a']], byJson, ids)).toThrow(/no rank/);
   });
 });
 

