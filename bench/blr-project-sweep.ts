@@ -20,20 +20,22 @@ const ws = Array.from({ length: COPIES }, () => { const w = mk(rowsW * width * 2
 const x = mk(b * r * 4); device.queue.writeBuffer(x, 0, new Float32Array(b * r).fill(0.5));
 const s = mk(b * b * r * 4); device.queue.writeBuffer(s, 0, new Float32Array(b * b * r).fill(0.25));
 const z = mk(b * r * 4);
+const norm = mk(i * 4); // the NORMED pipeline's norm weight
+device.queue.writeBuffer(norm, 0, new Float32Array(i).fill(1));
 const qs = device.createQuerySet({ type: 'timestamp', count: 2 });
 const resolve = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
 const read = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-async function time(label: string, source: string, params: number[], groups: number) {
+async function time(label: string, source: string, params: number[], groups: number, constants: Record<string, number> = {}) {
   const module = device.createShaderModule({ code: source });
   const info = await module.getCompilationInfo();
   const errors = info.messages.filter((m) => m.type === 'error');
   if (errors.length) { console.log(label, 'compile error', errors.map((e) => e.message).join('; ')); return; }
-  const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main', constants: { BATCH: 1 } } });
+  const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main', constants: { BATCH: 1, ...constants } } });
   const u = device.createBuffer({ size: 64, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   device.queue.writeBuffer(u, 0, new Uint32Array([...params, 0, 0, 0, 0].slice(0, 16)));
   const groupsB = ws.map((w) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [
     { binding: 0, resource: { buffer: u } }, { binding: 1, resource: { buffer: x } }, { binding: 2, resource: { buffer: w } },
-    { binding: 3, resource: { buffer: s } }, { binding: 4, resource: { buffer: z } }] }));
+    { binding: 3, resource: { buffer: s } }, { binding: 4, resource: { buffer: z } }, { binding: 5, resource: { buffer: norm } }] }));
   const results: number[] = [];
   for (let rep = 0; rep < 4; rep++) {
     const enc = device.createCommandEncoder();
@@ -56,8 +58,9 @@ async function time(label: string, source: string, params: number[], groups: num
 const base = wgsl('block_gemv.wgsl');
 const wStride = width / 8;
 // params: rows, width, factor_rows, w_stride, rank, blocks, mode, flags, group_rows, channels,
-// per_block, x_stride, then layer_groups (all of the grid: one layer) and layer 0.
-const run = (label: string, source: string, params: number[], groups: number) => time(label, source, [...params, groups, 0], groups);
+// per_block, x_stride, then layer_groups (all of the grid: one layer), layer 0 and norm_eps.
+// (norm_eps, the last word, is left 0: the normed pipeline then divides by rms(x) alone.)
+const run = (label: string, source: string, params: number[], groups: number, constants: Record<string, number> = {}) => time(label, source, [...params, groups, 0], groups, constants);
 for (const groupRows of [16, 32, 64]) {
   const src = base.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, groupRows)}u;`);
   await run(`monarch group ${groupRows}`, src, [1, width, rowsW, wStride, r, b, 1, 0, groupRows, 0, 0, i], Math.ceil(rowsW / groupRows));
@@ -66,6 +69,8 @@ for (const channels of [1, 2, 4]) {
   const src = base.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, channels * b)}u;`);
   await run(`blast channels ${channels}`, src, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
 }
+// BLAST with the RMSNorm of its input inside (the NORMED pipeline the model's q|k|v and gate|up use).
+await run('blast channels 2, normed', base, [1, width, rowsW, wStride, r, b, 0, 0, 2 * b, 2, 0, i], r / 2, { NORMED: 1, NORM_SUBGROUPS: 64 });
 // Without the emit (stores): what the loads and sums alone cost.
 await run('monarch, no stores', base.replace('emit(layer, first + k, rows[k], n, b, total[k]);', 'if (total[k] == 12345.0) { emit(layer, first + k, rows[k], n, b, total[k]); }'), [1, width, rowsW, wStride, r, b, 1, 0, 32, 0, 0, i], rowsW / 32);
 await run('monarch, 1 workgroup of 64 threads per 8 rows', base.replace('const WORKGROUP: u32 = 256u;', 'const WORKGROUP: u32 = 64u;'), [1, width, rowsW, wStride, r, b, 1, 0, 8, 0, 0, i], rowsW / 8);

@@ -122,8 +122,8 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
       features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind) } } : undefined]))),
-    ...Object.fromEntries(GEMV_BATCHES.map((batch) => [blockGemvName(batch),
-      features.subgroups ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'], constants: { BATCH: batch } } : undefined])),
+    ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => [false, true].map((normed) => [blockGemvName(batch, normed),
+      features.subgroups ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: normed ? 1 : 0, NORM_SUBGROUPS: normed ? 64 : 1 } } : undefined]))),
   };
 }
 
@@ -131,7 +131,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
 const GEMV_BATCHES = [1, 4, 16] as const;
 type GemvBatch = (typeof GEMV_BATCHES)[number];
 const gemvSubgroupName = (batch: GemvBatch, kind: 'plain' | 'normed' | 'blocked') => `gemvSubgroup${batch}${kind === 'plain' ? '' : kind === 'normed' ? 'Normed' : 'Blocked'}` as const;
-const blockGemvName = (batch: GemvBatch) => `blockGemv${batch}` as const;
+const blockGemvName = (batch: GemvBatch, normed = false) => `blockGemv${batch}${normed ? 'Normed' : ''}` as const;
 /**
  * Weight rows each x load serves in wgsl/gemv_subgroup.wgsl (a workgroup makes twice that many
  * outputs): 4 for batched plain matmuls (8–16 rows of Llama-3.2-1B: 7–9% less GPU time than 2 on an
@@ -612,13 +612,16 @@ export class WebGpuBackend implements Backend {
     const { inFeatures: i, rank: r, blocks: b } = shape;
     const layers = shape.layers ?? 1;
     const subgroupPath = this.kernels.has('blockGemv1') && (i / b) % 8 === 0 && (!coupling || b <= BLOCK_GEMV_MAX_BLAST_BLOCKS);
-    if (inputNorm) {
+    const tensorCores = this.blockTensorCores(rows, i / b, i);
+    // BLAST's subgroup kernel normalises its own input (wgsl/block_gemv.wgsl NORMED); elsewhere the norm runs first.
+    const normedHere = inputNorm && subgroupPath && coupling && !tensorCores ? inputNorm : undefined;
+    if (inputNorm && !normedHere) {
       const normed = this.normScratch(rows * i);
       this.rmsNorm(normed, x, inputNorm.weight, rows, i, inputNorm.eps);
       x = normed;
     }
     const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
-    if (this.blockTensorCores(rows, i / b, i)) {
+    if (tensorCores) {
       // Tensor cores: one GEMM per input block in one dispatch (a dispatch per stacked layer);
       // BLAST's products y go through a scratch buffer to the coupling kernel, Monarch's straight
       // to their permuted places in z.
@@ -644,8 +647,8 @@ export class WebGpuBackend implements Backend {
       const channels = coupling ? Math.max(1, Math.floor(BLOCK_GEMV_GROUP_ROWS / b)) : 0;
       const groupRows = coupling ? channels * b : BLOCK_GEMV_GROUP_ROWS;
       const groups = coupling ? Math.ceil(r / channels) : Math.ceil((b * r) / groupRows);
-      this.dispatch(blockGemvName(batch), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, 0, groupRows, channels, 0, i, groups, 0],
-        buffers, [layers * groups, Math.ceil(rows / batch)]);
+      this.dispatch(blockGemvName(batch, !!normedHere), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, 0, groupRows, channels, 0, i, groups, 0, { f32: normedHere?.eps ?? 0 }],
+        [...buffers, normedHere ? tensor(normedHere.weight).buffer : this.dummy], [layers * groups, Math.ceil(rows / batch)]);
       return;
     }
     for (let layer = 0; layer < layers; layer++) {
@@ -683,8 +686,8 @@ export class WebGpuBackend implements Backend {
       if (this.kernels.has('blockGemv1') && r % 8 === 0) {
         const batch = gemvBatch(rows);
         const groups = Math.ceil(o / BLOCK_GEMV_EXPAND_ROWS);
-        this.dispatch(blockGemvName(batch), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, strided ? 3 : 2, flags, BLOCK_GEMV_EXPAND_ROWS, 0, o / b, 0, groups, layer],
-          buffersFor(layer), [groups, Math.ceil(rows / batch)]);
+        this.dispatch(blockGemvName(batch), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, strided ? 3 : 2, flags, BLOCK_GEMV_EXPAND_ROWS, 0, o / b, 0, groups, layer, 0],
+          [...buffersFor(layer), this.dummy], [groups, Math.ceil(rows / batch)]);
       } else {
         this.dispatch('blockExpand', [rows, o, r, b, f.rowStrideHalves / 2, flags | (strided ? 4 : 0), layer, 0], buffersFor(layer), [Math.ceil(o / 64), rows]);
       }

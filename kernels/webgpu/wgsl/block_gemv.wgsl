@@ -16,6 +16,11 @@
 // Stacked layers (several projections of the same x, their factors, couplings and z one after
 // another): workgroup w takes layer params.layer + w / layer_groups; each layer's rows, couplings
 // and z blocks are offset by one layer's worth.
+// NORMED (a pipeline of its own, BLAST steps 1 + 2 only): the input is RMSNorm(x) · norm_weight.
+// A BLAST workgroup reads every block of x (its channels of each input block), so it multiplies x
+// by the norm weight as it loads it, sums x · x from the same loads (the first channel of each
+// block counts its block), and scales z by 1 / rms at the store: RMSNorm(x) = x / rms(x), and
+// steps 1–3 are linear. No pass over x before the factor streams, and no dispatch for the norm.
 enable subgroups;
 diagnostic(off, subgroup_uniformity);
 
@@ -34,6 +39,7 @@ struct Params {
   x_stride: u32,     // floats per row of x: in_features (steps 1–2); unused by step 3 (z rows are rank wide)
   layer_groups: u32, // workgroups per layer
   layer: u32,        // the first workgroup's layer
+  norm_eps: f32,     // NORMED
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -41,6 +47,12 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // the factor
 @group(0) @binding(3) var<storage, read> aux: array<f32>;       // S (BLAST, b × b × rank) or the bias
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // z (b × rows × rank) or the output
+@group(0) @binding(5) var<storage, read> norm_weight: array<vec4<f32>>; // NORMED: in_features
+
+override NORMED: bool = false;
+// Sums of squares per (subgroup, row of x): 64 subgroups (of 4 lanes) in the normed pipeline, 1 elsewhere.
+override NORM_SUBGROUPS: u32 = 1u;
+var<workgroup> norm_partial: array<f32, NORM_SUBGROUPS * BATCH>;
 
 override BATCH: u32 = 1u;
 const MAX_BATCH: u32 = 16u;
@@ -140,6 +152,11 @@ fn main(
   for (var b = 0u; b < BATCH; b++) {
     n_offset[b] = min(r0 + b, params.rows - 1u) * step;
   }
+  // NORMED: this lane's part of each row of x's sum of squares.
+  var squares: array<f32, MAX_BATCH>;
+  for (var b = 0u; b < BATCH; b++) {
+    squares[b] = 0.0;
+  }
   for (var first = subgroup * ROWS_AT_ONCE; first < params.group_rows; first += subgroups * ROWS_AT_ONCE) {
     // A missing row reads row 0; its sums are dropped.
     let f0 = factor_row(group, first);
@@ -155,6 +172,13 @@ fn main(
     for (var b = 0u; b < BATCH; b++) {
       acc[b] = vec4<f32>(0.0);
     }
+    // NORMED: which of the four rows count their block's squares (its first channel, once per block).
+    var counts = vec4<f32>(0.0);
+    if (NORMED) {
+      for (var k = 0u; k < ROWS_AT_ONCE; k++) {
+        counts[k] = select(0.0, 1.0, first + k < params.group_rows && (first + k) % params.channels == 0u);
+      }
+    }
     for (var c = lane; c < chunks; c += subgroup_size) {
       let p0 = w[w_base.x + c];
       let p1 = w[w_base.y + c];
@@ -165,13 +189,38 @@ fn main(
       let u1 = unpack8(p1);
       let u2 = unpack8(p2);
       let u3 = unpack8(p3);
-      for (var b = 0u; b < BATCH; b++) {
-        let n = n_offset[b] / 4u + 2u * c;
-        acc[b] += vec4<f32>(
-          dot(u0[0], x[x_off.x + n]) + dot(u0[1], x[x_off.x + n + 1u]),
-          dot(u1[0], x[x_off.y + n]) + dot(u1[1], x[x_off.y + n + 1u]),
-          dot(u2[0], x[x_off.z + n]) + dot(u2[1], x[x_off.z + n + 1u]),
-          dot(u3[0], x[x_off.w + n]) + dot(u3[1], x[x_off.w + n + 1u]));
+      if (NORMED) {
+        // The norm weight of each row's 8 inputs, once for every row of the batch.
+        let g = array<vec4<f32>, 8>(norm_weight[x_off.x + 2u * c], norm_weight[x_off.x + 2u * c + 1u],
+          norm_weight[x_off.y + 2u * c], norm_weight[x_off.y + 2u * c + 1u],
+          norm_weight[x_off.z + 2u * c], norm_weight[x_off.z + 2u * c + 1u],
+          norm_weight[x_off.w + 2u * c], norm_weight[x_off.w + 2u * c + 1u]);
+        for (var b = 0u; b < BATCH; b++) {
+          let n = n_offset[b] / 4u + 2u * c;
+          let x0 = x[x_off.x + n];
+          let x1 = x[x_off.x + n + 1u];
+          let x2 = x[x_off.y + n];
+          let x3 = x[x_off.y + n + 1u];
+          let x4 = x[x_off.z + n];
+          let x5 = x[x_off.z + n + 1u];
+          let x6 = x[x_off.w + n];
+          let x7 = x[x_off.w + n + 1u];
+          squares[b] += dot(counts, vec4<f32>(dot(x0, x0) + dot(x1, x1), dot(x2, x2) + dot(x3, x3), dot(x4, x4) + dot(x5, x5), dot(x6, x6) + dot(x7, x7)));
+          acc[b] += vec4<f32>(
+            dot(u0[0], x0 * g[0]) + dot(u0[1], x1 * g[1]),
+            dot(u1[0], x2 * g[2]) + dot(u1[1], x3 * g[3]),
+            dot(u2[0], x4 * g[4]) + dot(u2[1], x5 * g[5]),
+            dot(u3[0], x6 * g[6]) + dot(u3[1], x7 * g[7]));
+        }
+      } else {
+        for (var b = 0u; b < BATCH; b++) {
+          let n = n_offset[b] / 4u + 2u * c;
+          acc[b] += vec4<f32>(
+            dot(u0[0], x[x_off.x + n]) + dot(u0[1], x[x_off.x + n + 1u]),
+            dot(u1[0], x[x_off.y + n]) + dot(u1[1], x[x_off.y + n + 1u]),
+            dot(u2[0], x[x_off.z + n]) + dot(u2[1], x[x_off.z + n + 1u]),
+            dot(u3[0], x[x_off.w + n]) + dot(u3[1], x[x_off.w + n + 1u]));
+        }
       }
     }
     let exists = vec4<u32>(f0.y, f1.y, f2.y, f3.y);
@@ -190,6 +239,14 @@ fn main(
   if (params.mode != 0u) {
     return;
   }
+  if (NORMED) {
+    for (var b = 0u; b < BATCH; b++) {
+      let total = subgroupAdd(squares[b]);
+      if (lane == 0u) {
+        norm_partial[subgroup * BATCH + b] = total;
+      }
+    }
+  }
   // BLAST's coupling: z[a][n][q] = Σ_c S[a][c][q] · y[c][q][n] for this workgroup's channels.
   workgroupBarrier();
   let count = params.blocks * params.channels * BATCH;
@@ -203,6 +260,13 @@ fn main(
       var sum = 0.0;
       for (var c = 0u; c < params.blocks; c++) {
         sum += s_tile[(a * params.blocks + c) * params.channels + qq] * y[(c * params.channels + qq) * BATCH + b];
+      }
+      if (NORMED) {
+        var squares_total = 0.0;
+        for (var p = 0u; p < subgroups; p++) {
+          squares_total += norm_partial[p * BATCH + b];
+        }
+        sum *= inverseSqrt(squares_total / f32(params.x_stride) + params.norm_eps);
       }
       out[((layer * params.blocks + a) * params.rows + n) * params.rank + q] = sum;
     }
