@@ -47,6 +47,8 @@ const { values } = parseArgs({
     temperature: { type: 'string', default: '0.8' },
     'idle-seconds': { type: 'string', default: '5' },
     'heap-snapshots': { type: 'string' },
+    /** Ask for the logprobs of each generated token and this many alternatives (0–5; unset: none). */
+    logprobs: { type: 'string' },
     out: { type: 'string', default: 'bench/out/load.json' },
   },
   strict: true,
@@ -86,7 +88,7 @@ const served = await modelPromise;
 const app = buildApp({ model: modelPromise, logger: false });
 const base = await app.listen({ host: '127.0.0.1', port: 0 });
 const vocabSize = served.scheduler.model.config.vocabSize;
-console.log(`# serving ${served.name} on ${served.scheduler.model.backend.description}; max batch ${maxBatch}, context ${served.contextLength}, ${served.scheduler.allocator.total} KV blocks`);
+console.log(`# serving ${served.name} on ${served.scheduler.model.backend.description}; max batch ${maxBatch}, context ${served.contextLength}, ${served.scheduler.allocator.total} KV blocks${values.logprobs !== undefined ? `; requests ask for logprobs ${values.logprobs}` : ''}`);
 
 interface RequestOutcome {
   ok: boolean;
@@ -104,7 +106,10 @@ async function streamOnce(promptIds: number[], seed: number): Promise<RequestOut
     const response = await fetch(`${base}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: served.name, prompt: promptIds, max_tokens: maxTokens, temperature: Number(values.temperature), seed, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+      body: JSON.stringify({
+        model: served.name, prompt: promptIds, max_tokens: maxTokens, temperature: Number(values.temperature), seed, ignore_eos: true, stream: true, stream_options: { include_usage: true },
+        ...(values.logprobs !== undefined ? { logprobs: Number(values.logprobs) } : {}),
+      }),
     });
     if (!response.ok || !response.body) return { ok: false, tokens: 0, firstTokenMs, error: `HTTP ${response.status}: ${await response.text()}` };
     const decoder = new TextDecoder();
@@ -209,7 +214,7 @@ await served.scheduler.close();
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(values.out, JSON.stringify({
   date: new Date().toISOString(), model: served.name, backend: served.scheduler.model.backend.description, maxBatch, contextLength: served.contextLength,
-  maxTokens, promptTokens, temperature: Number(values.temperature), seconds, levels: results,
+  maxTokens, promptTokens, temperature: Number(values.temperature), logprobs: values.logprobs === undefined ? null : Number(values.logprobs), seconds, levels: results,
   memory: { before: memoryBefore, after: memoryAfter, idleSeconds: Number(values['idle-seconds']), kvBlocksUsedAfter: blocksUsedAfter },
 }, null, 2));
 console.log(`wrote ${values.out}`);

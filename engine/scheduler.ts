@@ -3,6 +3,8 @@
 // being read (so a long prompt never stalls running streams for more than a chunk), runs them as
 // one forward step, and hands each sampled token to its sequence. New requests join between steps;
 // finished, failed and cancelled ones give their blocks and slot back at once.
+import { logprobStride } from '../kernels/backend.ts';
+import { rowLogprobs } from '../kernels/cpu/logprobs.ts';
 import { PREVIOUS_SAMPLE, type CausalLM, type StepEntry, type StepResult } from '../models/model.ts';
 import type { TextTokenizer } from '../weights/tokenizer.ts';
 import { BusyCollector, fullCollection } from './collector.ts';
@@ -340,7 +342,7 @@ export class Scheduler {
         tokens: Int32Array.of(sequence.ids[sequence.ids.length - 1]),
         startPosition: position,
         sample: sequence.sampler.next(),
-        logits: sequence.request.logprobs !== undefined,
+        logprobs: sequence.request.logprobs !== undefined ? { top: sequence.request.logprobs } : undefined,
       });
       owners.push(sequence);
     }
@@ -355,14 +357,20 @@ export class Scheduler {
       const count = Math.min(budget, prompt.length - sequence.prefilled, rowLogits ? outputRows : Infinity);
       const last = sequence.prefilled + count === prompt.length;
       const samples = last && sequence.request.maxTokens > 0;
+      const sampledLogprobs = samples && sequence.request.logprobs !== undefined;
       this.ensureBlocks(sequence, sequence.prefilled + count);
+      const start = sequence.prefilled;
       entries.push({
         sequence: { slot: sequence.slot, blockTable: sequence.blockTable },
-        tokens: Int32Array.from(prompt.slice(sequence.prefilled, sequence.prefilled + count)),
-        startPosition: sequence.prefilled,
+        tokens: Int32Array.from(prompt.slice(start, start + count)),
+        startPosition: start,
         sample: samples ? sequence.sampler.next() : undefined,
-        logits: samples && sequence.request.logprobs !== undefined,
         rowLogits,
+        // A scored prompt's rows each give the logprob of the prompt token after them (none after the last).
+        logprobs: rowLogits || sampledLogprobs ? {
+          top: Math.max(rowLogits ? sequence.request.promptLogprobs! : 0, sampledLogprobs ? sequence.request.logprobs! : 0),
+          nextTokens: rowLogits ? Int32Array.from({ length: count }, (_, i) => prompt[start + i + 1] ?? -1) : undefined,
+        } : undefined,
       });
       owners.push(sequence);
       budget -= count;
@@ -396,7 +404,7 @@ export class Scheduler {
         tokens: PREVIOUS_SAMPLE,
         startPosition: position,
         sample: sequence.sampler.next(),
-        logits: sequence.request.logprobs !== undefined,
+        logprobs: sequence.request.logprobs !== undefined ? { top: sequence.request.logprobs } : undefined,
       } satisfies StepEntry;
     });
     return { entries, owners: step.owners };
@@ -419,15 +427,14 @@ export class Scheduler {
     const acceptStart = performance.now();
     this.stats.waitMs += acceptStart - waitStart;
     let output = 0;
-    const vocab = this.model.config.vocabSize;
     step.entries.forEach((entry, i) => {
       const sequence = step.owners[i];
-      const rows = entry.rowLogits ? (entry.tokens as Int32Array).length : entry.sample || entry.logits ? 1 : 0;
+      const rows = entry.rowLogits ? (entry.tokens as Int32Array).length : entry.sample || entry.logits || entry.logprobs ? 1 : 0;
       const first = output;
       output += rows;
       const k = output - 1;
       if (!this.running.includes(sequence)) return; // finished or cancelled meanwhile
-      if (entry.rowLogits && result.logits) this.scorePrompt(sequence, entry.startPosition, rows, result.logits.subarray(first * vocab, output * vocab));
+      if (entry.rowLogits && result.logprobs) this.scorePrompt(sequence, entry.startPosition, rows, result.logprobs, first);
       if (!entry.sample) {
         sequence.prefilled += (entry.tokens as Int32Array).length;
         // All of a prompt that asked for no tokens after it: scored, done.
@@ -442,23 +449,23 @@ export class Scheduler {
         sequence.phase = 'decode';
         if (sequence.request.promptLogprobs !== undefined) sequence.request.onPrompt?.(sequence.promptLogprobs);
       }
-      const logits = result.logits && entry.logits ? result.logits.subarray(k * vocab, (k + 1) * vocab) : null;
-      this.accept(sequence, result.ids[k], logits);
+      const wanted = sequence.request.logprobs;
+      const token = result.logprobs && wanted !== undefined ? logprobToken(result.logprobs, k, result.ids[k], wanted) : null;
+      this.accept(sequence, result.ids[k], token);
     });
     this.stats.acceptMs += performance.now() - acceptStart;
   }
 
-  /** The logprobs of the prompt tokens that follow `rows` rows from `start`, from those rows' logits. */
-  private scorePrompt(sequence: Sequence, start: number, rows: number, logits: Float32Array): void {
+  /** The logprobs of the prompt tokens that follow `rows` rows from `start`: the step's outputs from `firstOutput`. */
+  private scorePrompt(sequence: Sequence, start: number, rows: number, logprobs: StepLogprobs, firstOutput: number): void {
     const { promptIds, promptLogprobs } = sequence.request;
-    const vocab = this.model.config.vocabSize;
     for (let r = 0; r < rows && start + r + 1 < promptIds.length; r++) {
-      sequence.promptLogprobs.push(tokenLogprobs(logits.subarray(r * vocab, (r + 1) * vocab), promptIds[start + r + 1], promptLogprobs ?? 0));
+      sequence.promptLogprobs.push(logprobToken(logprobs, firstOutput + r, promptIds[start + r + 1], promptLogprobs ?? 0));
     }
   }
 
   /** A sampled token: record it, release the text it completes, and finish the sequence when it is done. */
-  private accept(sequence: Sequence, id: number, logits: Float32Array | null): void {
+  private accept(sequence: Sequence, id: number, token: GeneratedToken | null): void {
     const now = performance.now();
     if (sequence.ids.length === 0) {
       sequence.firstTokenAt = now;
@@ -471,8 +478,7 @@ export class Scheduler {
     // End of sequence: counted as generated, but neither text nor a reported token.
     if (sequence.eos.has(id)) return this.complete(sequence, 'stop');
     const pending: GeneratedToken[] = [];
-    if (logits) {
-      const token = tokenLogprobs(logits, id, sequence.request.logprobs ?? 0);
+    if (token) {
       sequence.tokens.push(token);
       pending.push(token);
     }
@@ -529,23 +535,23 @@ export class Scheduler {
 
 /** log_softmax of the logits at `id`, and the `top` most likely tokens (best first, lower id on ties). */
 export function tokenLogprobs(logits: Float32Array, id: number, top: number): GeneratedToken {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
-  const logNormaliser = max + Math.log(sum);
-  const token: GeneratedToken = { id, logprob: logits[id] - logNormaliser };
+  const values = new Float64Array(logprobStride(top));
+  rowLogprobs(logits, id, top, values);
+  return logprobToken({ top, values }, 0, id, top);
+}
+
+/** A step's logprobs (StepResult), or one row made on the CPU in float64. */
+interface StepLogprobs {
+  top: number;
+  values: ArrayLike<number>;
+}
+
+/** Output k's token `id` with the first `top` alternatives of those the step computed. */
+function logprobToken(logprobs: StepLogprobs, k: number, id: number, top: number): GeneratedToken {
+  const at = k * logprobStride(logprobs.top);
+  const token: GeneratedToken = { id, logprob: logprobs.values[at] };
   if (top > 0) {
-    // A running list of the best `top` (top ≤ 20): one pass, no sort of the vocabulary.
-    const best: number[] = [];
-    for (let i = 0; i < logits.length; i++) {
-      if (best.length === top && logits[i] <= logits[best[best.length - 1]]) continue;
-      let at = best.length;
-      while (at > 0 && logits[best[at - 1]] < logits[i]) at--;
-      best.splice(at, 0, i);
-      if (best.length > top) best.pop();
-    }
-    token.top = best.map((i) => ({ id: i, logprob: logits[i] - logNormaliser }));
+    token.top = Array.from({ length: Math.min(top, logprobs.top) }, (_, j) => ({ id: Math.round(logprobs.values[at + 1 + 2 * j]), logprob: logprobs.values[at + 2 + 2 * j] }));
   }
   return token;
 }

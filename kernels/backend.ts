@@ -35,6 +35,14 @@ export interface KVCache {
 }
 
 /** Entries per sequence row of KVCache.tokenFlags: the vocabulary rounded up to whole vec4s. */
+/** The most alternatives a logprobs row holds (OpenAI's top_logprobs maximum). */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** Values per row of the logprobs op's output: the next token's log-probability, then (id, log-probability) × top. */
+export function logprobStride(top: number): number {
+  return 1 + 2 * top;
+}
+
 export function flagStride(vocabSize: number): number {
   return Math.ceil(vocabSize / 4) * 4;
 }
@@ -226,6 +234,14 @@ export interface Backend {
    * flagStride(count)) gives the penalties and counts the drawn token. One dispatch on the GPU.
    */
   sample(out: IndexTensor, logits: Tensor, count: number, rows: SampleRow[], tokenFlags: IndexTensor | null): void;
+  /**
+   * Log-probabilities (log_softmax) from rows 0..rows-1 of `logits` (rows of `count`), so that only
+   * these cross back: row r of `out` (logprobStride(top) values) holds the log-probability of token
+   * next[r] — nextTokens[r], or sampled[r] where that is negative — then the `top` (≤
+   * MAX_TOP_LOGPROBS) most likely tokens as (id, log-probability) pairs, best first, the lower id
+   * first on ties. One dispatch on the GPU (kernels/cpu/logprobs.ts is the reference).
+   */
+  logprobs(out: Tensor, logits: Tensor, count: number, rows: number, nextTokens: IndexTensor, sampled: IndexTensor, top: number): void;
 
   /** Starts running what was recorded, without waiting (index uploads after it see it done). */
   flush(): void;

@@ -1,6 +1,6 @@
 // What the engine sees of a model, and the pieces Llama and GPT-2 share: shape-checked weight
 // reads and the final norm + LM head on the last row of a step.
-import { usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type SampleRow, type Tensor } from '../kernels/backend.ts';
+import { logprobStride, MAX_TOP_LOGPROBS, usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type SampleRow, type Tensor } from '../kernels/backend.ts';
 import { blastOnSquareBlocks } from '../kernels/cpu/blr.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
@@ -37,6 +37,13 @@ export interface StepEntry {
    * the entry takes tokens.length output rows of the step, the last one sampled when `sample` is set.
    */
   rowLogits?: boolean;
+  /**
+   * Log-probabilities instead of logits, computed where the logits are (backend `logprobs`): for
+   * each of the entry's output rows, its next token's and the `top` most likely tokens'. The next
+   * token is the sampled one for a sampled row, else nextTokens[row of the entry] (a prompt's
+   * following tokens; negative: none, its value is meaningless).
+   */
+  logprobs?: { top: number; nextTokens?: ArrayLike<number> };
 }
 
 /**
@@ -48,6 +55,11 @@ export interface StepResult {
   ids: Int32Array;
   /** (outputs × vocabSize) logits, when some entry asked for them. */
   logits: Float32Array | null;
+  /**
+   * When some entry asked for logprobs: logprobStride(top) values per output (kernels/backend.ts
+   * `logprobs`), `top` the most any entry asked for.
+   */
+  logprobs: { top: number; values: Float32Array } | null;
 }
 
 /** A KV cache holding one sequence in blocks 0, 1, ... (the single-sequence API below). */
@@ -145,17 +157,21 @@ export abstract class DecoderModel implements CausalLM {
     this.backend.sample(this.buffers.sampled, this.buffers.logits, vocab, uncounted, null);
     if (outputs.length === 0) {
       this.backend.flush();
-      return Promise.resolve({ ids: new Int32Array(0), logits: null });
+      return Promise.resolve({ ids: new Int32Array(0), logits: null, logprobs: null });
     }
-    // Both reads are submitted here, synchronously: a step recorded after this call runs after this one.
+    const asking = outputs.filter((e) => e.logprobs);
+    const top = asking.length > 0 ? Math.max(...asking.map((e) => e.logprobs!.top)) : 0;
+    if (asking.length > 0) this.backend.logprobs(this.buffers.logprobs, this.buffers.logits, vocab, outputs.length, this.buffers.indices.nextTokens, this.buffers.sampled, top);
+    // The reads are submitted here, synchronously: a step recorded after this call runs after this one.
     const logits = outputs.some((e) => e.logits) ? this.backend.read(this.buffers.logits, outputs.length * vocab) : Promise.resolve(null);
+    const logprobs = asking.length > 0 ? this.backend.read(this.buffers.logprobs, outputs.length * logprobStride(top)).then((values) => ({ top, values })) : Promise.resolve(null);
     const ids = sampling ? this.backend.readIndices(this.buffers.sampled, outputs.length) : Promise.resolve(new Int32Array(outputs.length));
-    return Promise.all([ids, logits]).then(([sampled, values]) => {
+    return Promise.all([ids, logits, logprobs]).then(([sampled, values, probabilities]) => {
       const result = Int32Array.from(sampled);
       outputs.forEach((entry, k) => {
         if (!entry.sample) result[k] = -1;
       });
-      return { ids: result, logits: values };
+      return { ids: result, logits: values, logprobs: probabilities };
     });
   }
 
@@ -416,6 +432,8 @@ export class StepBuffers {
   readonly logits: Tensor;
   /** The sampled tokens, one per output entry, picked on the device; the next step can read its ids from here. */
   readonly sampled: IndexTensor;
+  /** The outputs' log-probabilities when asked (backend `logprobs`, up to MAX_TOP_LOGPROBS alternatives). */
+  readonly logprobs: Tensor;
 
   constructor(backend: Backend, config: ModelConfig, readonly rows: number, readonly outputs: number, options: { gatedMlp: boolean }) {
     const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, vocabSize } = config;
@@ -433,6 +451,7 @@ export class StepBuffers {
     this.lastHidden = backend.allocate(outputs * H);
     this.lastNormed = backend.allocate(outputs * H);
     this.logits = backend.allocate(outputs * vocabSize);
+    this.logprobs = backend.allocate(outputs * logprobStride(MAX_TOP_LOGPROBS));
   }
 }
 
@@ -466,10 +485,14 @@ export class StepIndices {
   readonly positions: IndexTensor;
   readonly pages: IndexTensor;
   readonly outputRows: IndexTensor;
+  /** Each output's next token for the logprobs op (-1: the one sampled for it). */
+  readonly nextTokens: IndexTensor;
   private readonly tokenValues: Int32Array;
   private readonly positionValues: Int32Array;
   private readonly pageValues: Int32Array;
   private readonly outputRowValues: Int32Array;
+  private readonly nextTokenValues: Int32Array;
+  private readonly vocabSize: number;
 
   constructor(private readonly backend: Backend, config: ModelConfig, private readonly maxRows: number, private readonly maxOutputs: number, private readonly sampled: IndexTensor) {
     this.tokens = backend.allocateIndices(maxRows);
@@ -484,6 +507,9 @@ export class StepIndices {
     this.positionValues = new Int32Array(maxRows);
     this.pageValues = new Int32Array(pageEntries);
     this.outputRowValues = new Int32Array(maxOutputs);
+    this.nextTokens = backend.allocateIndices(maxOutputs);
+    this.nextTokenValues = new Int32Array(maxOutputs);
+    this.vocabSize = config.vocabSize;
   }
 
   /** Checks the step against the cache and uploads its indices. */
@@ -492,11 +518,22 @@ export class StepIndices {
     if (entries.length > this.maxOutputs) throw new RangeError(`a step holds at most ${this.maxOutputs} sequences, got ${entries.length}`);
     const previous = entries.filter((e) => e.tokens === PREVIOUS_SAMPLE).length;
     if (previous !== 0 && previous !== entries.length) throw new RangeError('a step takes the previous samples as the tokens of every sequence or of none');
-    if (previous !== 0 && entries.some((e) => !e.sample && !e.logits)) throw new RangeError('a step fed the previous samples must sample or read every sequence');
+    if (previous !== 0 && entries.some((e) => !e.sample && !e.logits && !e.logprobs)) throw new RangeError('a step fed the previous samples must sample or read every sequence');
     const outputs: StepEntry[] = [];
-    const output = (entry: StepEntry, row: number) => {
+    let logprobs = false;
+    // `entryRow`: which of the entry's rows this output is (its next token for logprobs).
+    const output = (entry: StepEntry, row: number, entryRow: number) => {
       if (outputs.length === this.maxOutputs) throw new RangeError(`a step reads at most ${this.maxOutputs} rows of logits`);
       this.outputRowValues[outputs.length] = row;
+      if (entry.logprobs) {
+        const { top, nextTokens } = entry.logprobs;
+        if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) throw new RangeError(`logprobs take 0 to ${MAX_TOP_LOGPROBS} alternatives, not ${top}`);
+        const next = entry.sample ? -1 : (nextTokens?.[entryRow] ?? -1);
+        if (!entry.sample && next >= this.vocabSize) throw new RangeError(`next token ${next} is outside the vocabulary of ${this.vocabSize}`);
+        // Without a next token the row's own value is not wanted: any valid id will do.
+        this.nextTokenValues[outputs.length] = entry.sample ? -1 : Math.max(0, next);
+        logprobs = true;
+      }
       outputs.push(entry);
     };
     const rows = entries.reduce((n, e) => n + (e.tokens === PREVIOUS_SAMPLE ? 1 : e.tokens.length), 0);
@@ -538,9 +575,10 @@ export class StepIndices {
         segments.push({ firstRow: row, rows: count, length: end });
       }
       lastSingle = count === 1;
-      // Rows before the last that want their logits are outputs that sample nothing.
-      if (entry.rowLogits) for (let i = 0; i < count - 1; i++) output({ ...entry, sample: undefined, logits: true }, row + i);
-      if (entry.sample || entry.logits || entry.rowLogits) output(entry.rowLogits ? { ...entry, logits: true } : entry, row + count - 1);
+      // Rows before the last that want their logits (or logprobs) are outputs that sample nothing.
+      const rowOutput = { ...entry, logits: entry.logits || !entry.logprobs };
+      if (entry.rowLogits) for (let i = 0; i < count - 1; i++) output({ ...rowOutput, sample: undefined }, row + i, i);
+      if (entry.sample || entry.logits || entry.logprobs || entry.rowLogits) output(entry.rowLogits ? rowOutput : entry, row + count - 1, count - 1);
       tableAt += blocks;
       row += count;
     }
@@ -548,6 +586,7 @@ export class StepIndices {
     this.backend.uploadIndices(this.positions, this.positionValues.subarray(0, rows));
     this.backend.uploadIndices(this.pages, this.pageValues.subarray(0, tableAt));
     if (outputs.length > 0) this.backend.uploadIndices(this.outputRows, this.outputRowValues.subarray(0, outputs.length));
+    if (logprobs) this.backend.uploadIndices(this.nextTokens, this.nextTokenValues.subarray(0, outputs.length));
     return { rows, tokenIds: previous ? this.sampled : this.tokens, positions: this.positions, pages: this.pages, outputRows: this.outputRows, outputs, segments };
   }
 }

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { Rng } from '../engine/rng.ts';
 import { GREEDY } from '../engine/sampler.ts';
-import { flagStride, type Backend, type BlockShape, type IndexTensor, type SampleParams } from '../kernels/backend.ts';
+import { flagStride, logprobStride, type Backend, type BlockShape, type IndexTensor, type SampleParams } from '../kernels/backend.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
@@ -536,6 +536,48 @@ describe.each([
           expect(Math.abs(params.draw - boundary), label).toBeLessThan(1e-4);
         }
       }
+    });
+
+    it.for<[number, number, number]>([[1, 1, 0], [3, 7, 5], [2, 300, 20], [4, 50261, 5], [2, 4099, 20], [33, 130, 3]])('logprobs rows=%i count=%i top=%i: the next token\'s (given or sampled) and the best alternatives, the lower id first on ties', async ([rows, count, top], { skip }) => {
+      if (!gpu) return skip();
+      const logits = random(rows * count, 4);
+      for (let r = 0; r < rows; r++) {
+        // Ties: the row's best value again at a later and an earlier id, and a repeated runner-up.
+        const row = logits.subarray(r * count, (r + 1) * count);
+        const best = row.reduce((b, v, i) => (v > row[b] ? i : b), 0);
+        if (count > 4) {
+          row[(best + 3) % count] = row[best];
+          row[(best + count - 2) % count] = row[best];
+          row[(best + 1) % count] = row[best] - 0.5;
+          row[(best + 5) % count] = row[best] - 0.5;
+        }
+      }
+      const next = Int32Array.from({ length: rows }, (_, r) => (r % 2 === 0 ? -1 : (r * 7919) % count));
+      const sampledIds = Int32Array.from({ length: rows }, (_, r) => (r * 104729 + 3) % count);
+      const stride = logprobStride(top);
+      const [g, c] = await both(async (be) => {
+        const out = be.allocate(rows * stride);
+        const nextTensor = be.allocateIndices(rows);
+        const sampledTensor = be.allocateIndices(rows);
+        be.uploadIndices(nextTensor, next);
+        be.uploadIndices(sampledTensor, sampledIds);
+        be.logprobs(out, be.upload(logits), count, rows, nextTensor, sampledTensor, top);
+        return be.read(out, rows * stride);
+      });
+      for (let r = 0; r < rows; r++) {
+        for (let k = 0; k < stride; k++) {
+          const at = r * stride + k;
+          // Ids (odd places after the first) exactly; log-probabilities to f32 accuracy (sums of `count` exponentials).
+          if (k % 2 === 1) expect(g[at], `row ${r} place ${(k - 1) / 2}`).toBe(c[at]);
+          else expect(Math.abs(g[at] - c[at]), `row ${r} value ${k}`).toBeLessThan(2e-5 * Math.max(1, Math.abs(c[at])));
+        }
+      }
+      // The CPU oracle against float64 by hand for one row: log-probability of the sampled token.
+      const row0 = Array.from(logits.subarray(0, count));
+      const max = Math.max(...row0);
+      const lse = max + Math.log(row0.reduce((sum, v) => sum + Math.exp(v - max), 0));
+      expect(c[0]).toBeCloseTo(row0[sampledIds[0]] - lse, 5);
+      expect(() => gpu!.logprobs(gpu!.allocate(stride), gpu!.upload(logits), count, 1, gpu!.allocateIndices(1), gpu!.allocateIndices(1), 21)).toThrow(/alternatives/);
     });
 
     it('sample draws tokens with their probabilities', async ({ skip }) => {

@@ -1,9 +1,10 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import { flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { flagStride, MAX_TOP_LOGPROBS, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
+import { logprobRows } from './logprobs.ts';
 import { sampleToken } from './sample.ts';
 
 class CpuTensor implements Tensor {
@@ -203,6 +204,11 @@ export class CpuBackend implements Backend {
       const flags = tokenFlags ? indices(tokenFlags).subarray(flagsRow * stride, (flagsRow + 1) * stride) : null;
       indices(out)[row] = sampleToken(data(logits).subarray(row * count, (row + 1) * count), count, params, flags);
     }
+  }
+
+  logprobs(out: Tensor, logits: Tensor, count: number, rows: number, nextTokens: IndexTensor, sampled: IndexTensor, top: number): void {
+    if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS && top <= count)) throw new RangeError(`logprobs: ${top} alternatives (0 to ${Math.min(MAX_TOP_LOGPROBS, count)})`);
+    logprobRows(data(out), data(logits), count, rows, indices(nextTokens), indices(sampled), top);
   }
 
   flush(): void {} // every op has already run

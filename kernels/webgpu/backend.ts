@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import { flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { flagStride, logprobStride, MAX_TOP_LOGPROBS, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -113,6 +113,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write', 'read'], constants: { THREADS: sampleThreads(limits) } },
+    logprobs: { source: wgsl('logprobs.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     toHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     blockProject: { source: wgsl('block_project.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
@@ -173,7 +174,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
 }
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
-  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample';
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -817,6 +818,13 @@ export class WebGpuBackend implements Backend {
     this.device.queue.writeBuffer(this.sampleParams, first * SAMPLE_PARAM_BYTES, words);
     this.dispatch('sample', [count, first, 0, 0],
       [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer, this.sampleParams], [rows.length]);
+  }
+
+  logprobs(out: Tensor, logits: Tensor, count: number, rows: number, nextTokens: IndexTensor, sampled: IndexTensor, top: number): void {
+    if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS && top <= count)) throw new GpuError(`logprobs: ${top} alternatives (0 to ${Math.min(MAX_TOP_LOGPROBS, count)})`);
+    if (rows === 0) return;
+    this.dispatch('logprobs', [count, top, logprobStride(top), 0],
+      [tensor(logits).buffer, indexTensor(nextTokens).buffer, indexTensor(sampled).buffer, tensor(out).buffer], [rows]);
   }
 
   flush(): void {
