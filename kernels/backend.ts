@@ -184,6 +184,12 @@ export interface Backend {
    */
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void;
   /**
+   * The same matmul (up to three projections, no bias) with its outputs one after another in one
+   * tensor: projection i's rows × widths[i] values start after the earlier projections' (the
+   * layout stacked block low-rank layers keep their intermediate in: low-rank's x·Vᵀ per layer).
+   */
+  matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void;
+  /**
    * Steps 1 and 2 of a Monarch or BLAST layer (kernels/cpu/blr.ts `blockProject`): z (blocks ×
    * rows × rank) from x (rows × inFeatures, or RMSNorm(x) · weight with `inputNorm`), the factor
    * ((blocks·rank) × (inFeatures / blocks), from uploadMatrix) and, for BLAST, the coupling

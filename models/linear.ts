@@ -209,6 +209,48 @@ export class StackedBlockLinears implements LinearGroup {
   }
 }
 
+/**
+ * Low-rank projections of one input and one shape (q, k, v; gate, up) stacked: their V factors
+ * one matrix of concatenated rows (one matmul makes every layer's x·Vᵀ, each rows × rank, one
+ * after another: matmulStacked), their U factors one after another (one stacked expansion, a
+ * low-rank layer being a block low-rank layer of one block, writes every layer's output). Two
+ * dispatches for the group on a GPU instead of two per projection, and the norm fused into the
+ * first where the matmul can.
+ */
+export class StackedLowRankLinears implements LinearGroup {
+  readonly method = 'lowrank' as const;
+  readonly parameters: number;
+  private readonly shape: BlockShape;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly v: Tensor,
+    private readonly u: Tensor,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    readonly rank: number,
+    readonly layers: number,
+    private readonly maxRows: number,
+    private readonly scratch = new SharedScratch(backend),
+  ) {
+    if (layers < 1 || layers > 3) throw new RangeError(`1 to 3 stacked layers, not ${layers}`);
+    if (v.elements < layers * rank * inFeatures || u.elements < layers * outFeatures * rank) {
+      throw new RangeError(`${layers} stacked low-rank layers ${inFeatures}→${outFeatures} at rank ${rank}: factors of ${v.elements} and ${u.elements} values are too small`);
+    }
+    this.parameters = layers * rank * (inFeatures + outFeatures);
+    this.shape = { inFeatures, outFeatures, rank, blocks: 1, layers };
+    scratch.reserve(layers * maxRows * rank);
+  }
+
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    if (rows > this.maxRows) throw new RangeError(`low-rank layers sized for ${this.maxRows} rows, given ${rows}`);
+    if (outs.length !== this.layers) throw new RangeError(`${this.layers} stacked layers write ${this.layers} outputs, given ${outs.length}`);
+    const z = this.scratch.get(this.layers * this.maxRows * this.rank);
+    this.backend.matmulStacked(z, x, this.v, rows, this.inFeatures, new Array(this.layers).fill(this.rank), inputNorm);
+    this.backend.blockExpand(outs, z, this.u, null, rows, this.shape, false);
+  }
+}
+
 /** Several projections of the same input (q, k, v; gate, up), each written to its own tensor. */
 export interface LinearGroup {
   readonly parameters: number;

@@ -4,7 +4,7 @@ import { logprobStride, MAX_TOP_LOGPROBS, usesTokenCounts, type Backend, type In
 import { blastOnSquareBlocks } from '../kernels/cpu/blr.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
-import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, StackedBlockLinears, type LinearGroup, type LinearLayer } from './linear.ts';
+import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, StackedBlockLinears, StackedLowRankLinears, type LinearGroup, type LinearLayer } from './linear.ts';
 
 /**
  * A step's input when it is the token the previous step sampled: it stays on the device, so the
@@ -292,14 +292,15 @@ export class WeightReader {
   }
 
   /**
-   * Monarch or BLAST projections of one input that share their method, shape, rank and blocks
-   * (and have no bias), stacked into one group (StackedBlockLinears); undefined otherwise.
+   * Block low-rank projections of one input that share their method, shape, rank and blocks (and
+   * have no bias), stacked into one group (StackedBlockLinears; StackedLowRankLinears for
+   * low-rank); undefined otherwise.
    */
-  private stackedBlocks(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): StackedBlockLinears | undefined {
+  private stackedBlocks(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): StackedBlockLinears | StackedLowRankLinears | undefined {
     if (!this.compressed || withBias || prefixes.length < 2 || prefixes.length > 3 || widths.some((w) => w !== widths[0])) return undefined;
     const specs = prefixes.map((p) => compressedLayer(this.compressed!.config, p));
     const first = specs[0];
-    if (!first || first.method === 'lowrank' || specs.some((s) => !s || s.method !== first.method || s.rank !== first.rank || s.blocks !== first.blocks || s.inputBlocks !== undefined)) return undefined;
+    if (!first || specs.some((s) => !s || s.method !== first.method || s.rank !== first.rank || s.blocks !== first.blocks || s.inputBlocks !== undefined)) return undefined;
     const { method, rank: r, blocks: b } = first;
     const o = widths[0];
     if (inFeatures % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) return undefined; // linear() explains
@@ -317,6 +318,9 @@ export class WeightReader {
     };
     const shape = { inFeatures, outFeatures: o, rank: r, blocks: b };
     const maxRows = this.compressed.maxRows;
+    if (method === 'lowrank') {
+      return new StackedLowRankLinears(this.backend, stack('V', [r, inFeatures], inFeatures), stack('U', [o, r], r), inFeatures, o, r, L, maxRows, this.scratch);
+    }
     if (method === 'monarch') {
       return new StackedBlockLinears(this.backend, method, stack('W1', [b, r, inFeatures / b], inFeatures / b), stack('W2', [b, o / b, r], r), null, shape, L, maxRows, this.scratch);
     }

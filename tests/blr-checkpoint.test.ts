@@ -11,7 +11,7 @@ import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { blrToDense, type BlrFactors } from '../kernels/cpu/blr.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { loadModel } from '../models/load.ts';
-import { StackedBlockLinears } from '../models/linear.ts';
+import { StackedBlockLinears, StackedLowRankLinears } from '../models/linear.ts';
 import { WeightReader } from '../models/model.ts';
 import { loadRandomModel, tensorPlan } from '../models/random.ts';
 import { transpose } from '../kernels/cpu/ops.ts';
@@ -147,7 +147,7 @@ describe('block low-rank checkpoints', () => {
     expect(compressed.parameters).toBeLessThan(twin.parameters);
   });
 
-  it('projections of one input, method and shape are stacked (gate|up as BLAST; q|k|v with q dense stays separate) and give the dense twin\'s logits', async () => {
+  it('projections of one input, method and shape are stacked (gate|up as BLAST and as low-rank; q|k|v with q dense stays separate) and give the dense twin\'s logits', async () => {
     const dense = denseWeights();
     const l0 = 'model.layers.0', l1 = 'model.layers.1';
     const replacements = [
@@ -155,6 +155,8 @@ describe('block low-rank checkpoints', () => {
       replacement(`${l0}.mlp.up_proj`, 'blast', 32, 48, 6, 4),
       replacement(`${l1}.self_attn.k_proj`, 'monarch', 32, 16, 8, 4),
       replacement(`${l1}.self_attn.v_proj`, 'monarch', 32, 16, 8, 4),
+      replacement(`${l1}.mlp.gate_proj`, 'lowrank', 32, 48, 5, 1),
+      replacement(`${l1}.mlp.up_proj`, 'lowrank', 32, 48, 5, 1),
     ];
     const blrLayers = Object.fromEntries(replacements.map((r) => [r.module, { method: r.factors.method, rank: r.rank, blocks: r.blocks }]));
     const directory = writeCheckpoint('stacked', { ...BASE, blr_layers: blrLayers }, replacements, dense, false);
@@ -165,6 +167,7 @@ describe('block low-rank checkpoints', () => {
     const config = parseModelConfig({ ...BASE, blr_layers: blrLayers });
     const reader = new WeightReader(ShardedSafetensors.openDirectory(directory), new CpuBackend(), undefined, { config, maxRows: 4 });
     expect(reader.linearGroup([`${l0}.mlp.gate_proj`, `${l0}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(StackedBlockLinears);
+    expect(reader.linearGroup([`${l1}.mlp.gate_proj`, `${l1}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(StackedLowRankLinears);
     expect(reader.linearGroup([`${l1}.self_attn.q_proj`, `${l1}.self_attn.k_proj`, `${l1}.self_attn.v_proj`], 32, [32, 16, 16], false)).not.toBeInstanceOf(StackedBlockLinears);
   });
 

@@ -12,7 +12,7 @@ import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { compressCheckpoint, GPT2_PROJECTIONS, PROJECTIONS } from '../models/compress.ts';
-import { BlockLowRankLinear, LowRankLinear, StackedBlockLinears } from '../models/linear.ts';
+import { BlockLowRankLinear, LowRankLinear, StackedBlockLinears, StackedLowRankLinears, type LinearGroup } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
@@ -95,6 +95,15 @@ function concat(...parts: Float32Array[]): Float32Array {
     offset += p.length;
   }
   return out;
+}
+
+/** A group of `layers` stacked projections (o outputs each) of RMSNorm(x) · norm: their outputs, joined. */
+async function stackedOutputs(be: Backend, group: LinearGroup, x: Float32Array, norm: Float32Array, rows: number, o: number, layers: number): Promise<Float32Array> {
+  const outs = Array.from({ length: layers }, () => be.allocate(rows * o));
+  group.forward(outs, be.upload(x), rows, { weight: be.upload(norm), eps: 1e-5 });
+  const results: Float32Array[] = [];
+  for (const out of outs) results.push(await be.read(out, rows * o));
+  return concat(...results);
 }
 
 function expectClose(actual: Float32Array, expected: Float32Array, tolerance = 1e-5) {
@@ -191,6 +200,18 @@ describe.each([
       });
       // f32 sums in another order: rounding grows with the length of the dot products.
       expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8) : Math.max(1e-5, inFeatures * 6e-8));
+      // matmulStacked: the same projections (no bias) one after another in one tensor, which is
+      // what the split writes, joined: the same sums, so exactly the same values.
+      for (const be of [gpu, cpu] as Backend[]) {
+        const xt = be.upload(x), wt = be.uploadMatrix(w, total, inFeatures, 'qkv');
+        const stacked = be.allocate(rows * total);
+        be.matmulStacked(stacked, xt, wt, rows, inFeatures, widths);
+        const outs = widths.map((width) => be.allocate(rows * width));
+        be.matmulSplit(outs, xt, wt, null, rows, inFeatures, widths);
+        const split: Float32Array[] = [];
+        for (const [i, o] of outs.entries()) split.push(await be.read(o, rows * widths[i]));
+        expect(Array.from(await be.read(stacked, rows * total)), be.name).toEqual(Array.from(concat(...split)));
+      }
     });
 
     it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64], [1, 3000], [2, 4104], [20, 136], [16, 4104]])('matmul of RMSNorm(x) rows=%i in=%i (fused into the subgroup GEMV where it can be)', async ([rows, inFeatures], { skip }) => {
@@ -217,6 +238,27 @@ describe.each([
         return concat(await be.read(out, rows * 33), await be.read(sum, rows * 33));
       });
       expectClose(g, c);
+    });
+
+    // Low-rank q|k|v or gate|up stacked: one matmul writing every layer's x·Vᵀ one after another
+    // (matmulStacked; the subgroup GEMV with the norm inside for one row, batched GEMV, tiled GEMM
+    // and tensor cores from 32 rows), then one stacked expansion; against the same layers apart.
+    it.for<[number, number, number, number, number]>([[1, 64, 40, 16, 3], [3, 64, 40, 16, 2], [1, 13, 6, 3, 3], [9, 40, 33, 8, 3], [40, 64, 48, 24, 2]])('stacked low-rank layers rows=%i %i→%i rank %i, %i deep: each layer\'s own output, from RMSNorm(x)', async ([rows, i, o, r, layers], { skip }) => {
+      if (!gpu) return skip();
+      const v = random(layers * r * i), u = random(layers * o * r), x = random(rows * i), norm = random(i);
+      const tensorCores = gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16;
+      const [g, c] = await both((be) => stackedOutputs(be, new StackedLowRankLinears(be, be.uploadMatrix(v, layers * r, i, 'v'), be.uploadMatrix(u, layers * o, r, 'u'), i, o, r, layers, rows), x, norm, rows, o, layers));
+      if (tensorCores) expectCloseToLargest(g, c);
+      else expectClose(g, c, 5e-5); // two sums of i and r terms, in another order
+      // The layers one by one on the CPU give the same (the stacking is only a layout).
+      const apart: Float32Array[] = [];
+      for (let layer = 0; layer < layers; layer++) {
+        const one = new LowRankLinear(cpu, cpu.uploadMatrix(v.subarray(layer * r * i, (layer + 1) * r * i), r, i), cpu.uploadMatrix(u.subarray(layer * o * r, (layer + 1) * o * r), o, r), null, i, o, r, rows);
+        const out = cpu.allocate(rows * o);
+        one.forward(out, cpu.upload(x), rows, { weight: cpu.upload(norm), eps: 1e-5 });
+        apart.push(await cpu.read(out, rows * o));
+      }
+      expectClose(c, concat(...apart), 1e-6);
     });
 
     it.for<['monarch' | 'blast', BlockShape, number]>([
@@ -274,15 +316,8 @@ describe.each([
       const x = random(rows * i), norm = random(i);
       // x and z go to f16 where tensor cores take the rows (as in the tensor-core layer test).
       const tensorCores = gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16;
-      const [g, c] = await both(async (be) => {
-        const group = new StackedBlockLinears(be, method, be.uploadMatrix(inner, layers * b * r, i / b, 'inner'), be.uploadMatrix(outer, layers * o, r, 'outer'),
-          method === 'blast' ? be.upload(coupling) : null, shape, layers, rows);
-        const outs = Array.from({ length: layers }, () => be.allocate(rows * o));
-        group.forward(outs, be.upload(x), rows, { weight: be.upload(norm), eps: 1e-5 });
-        const results: Float32Array[] = [];
-        for (const out of outs) results.push(await be.read(out, rows * o));
-        return concat(...results);
-      });
+      const [g, c] = await both((be) => stackedOutputs(be, new StackedBlockLinears(be, method, be.uploadMatrix(inner, layers * b * r, i / b, 'inner'), be.uploadMatrix(outer, layers * o, r, 'outer'),
+        method === 'blast' ? be.upload(coupling) : null, shape, layers, rows), x, norm, rows, o, layers));
       if (tensorCores) expectCloseToLargest(g, c);
       else expectClose(g, c, 2e-5 * Math.max(1, Math.sqrt(i + b * r) / 8));
     });

@@ -145,6 +145,16 @@ export class CpuBackend implements Backend {
     });
   }
 
+  matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
+    const w = data(weight), target = data(out);
+    const input = this.input(x, rows, inFeatures, inputNorm);
+    let first = 0;
+    widths.forEach((width) => {
+      ops.matmul(target.subarray(first * rows, (first + width) * rows), input, w.subarray(first * inFeatures, (first + width) * inFeatures), null, rows, inFeatures, width);
+      first += width;
+    });
+  }
+
   blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void {
     const { inFeatures: i, rank: r, blocks: b } = shape;
     const input = this.input(x, rows, i, inputNorm);

@@ -541,7 +541,12 @@ export class WebGpuBackend implements Backend {
     this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm);
   }
 
-  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, inputNorm?: InputNorm): void {
+  matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
+    if (widths.length < 1 || widths.length > 3) throw new GpuError(`matmulStacked writes 1 to 3 projections, got ${widths.length}`);
+    this.recordMatmul([out], x, weight, null, rows, inFeatures, widths, false, inputNorm, true);
+  }
+
+  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, inputNorm?: InputNorm, stacked = false): void {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
     if (inputNorm && !(decodeSubgroup && rows === 1)) {
@@ -555,13 +560,13 @@ export class WebGpuBackend implements Backend {
     }
     const w = tensor(weight);
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
-    if (outs.length < 1 || outs.length > 3 || outs.length !== widths.length) throw new GpuError(`matmul writes 1 to 3 outputs, got ${outs.length} for ${widths.length} widths`);
+    if (!stacked && (outs.length < 1 || outs.length > 3 || outs.length !== widths.length)) throw new GpuError(`matmul writes 1 to 3 outputs, got ${outs.length} for ${widths.length} widths`);
     if (outs.includes(x)) throw new GpuError('matmul cannot write over its input');
     const outFeatures = widths.reduce((a, b) => a + b, 0);
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy,
       tensor(outs[0]).buffer, outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1]];
     buffers.push(inputNorm ? tensor(inputNorm.weight).buffer : this.dummy);
-    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
+    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (stacked ? 4 : 0);
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: inputNorm?.eps ?? 0 }];
     if (this.matmulRoundsActivations(rows)) {
       // These kernels take the weight stride in halves, and a buffer for split-K sums in place of

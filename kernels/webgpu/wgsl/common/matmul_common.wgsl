@@ -7,7 +7,7 @@ struct Params {
   in_features: u32,
   out_features: u32,
   w_stride: u32, // weight row stride: vec4<u32> (8 halves) units, or halves for the tensor-core kernel
-  flags: u32,    // bit 0: add bias; bit 1: accumulate into the output (RMSNorm: the normed GEMV pipeline)
+  flags: u32,    // bit 0: add bias; bit 1: accumulate into the output; bit 2: stacked (see store) (RMSNorm: the normed GEMV pipeline)
   width0: u32,   // output features that go to out0; the next width1 go to out1, the rest to out2
   width1: u32,
   norm_eps: f32, // for the normed GEMV pipeline (wgsl/gemv_subgroup.wgsl NORMED)
@@ -26,11 +26,23 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 
 // Writes output feature o of row r: bias (flags bit 0), then accumulate into what the output
-// already holds (flags bit 1: residual connections, out += x · Wᵀ).
+// already holds (flags bit 1: residual connections, out += x · Wᵀ). Flags bit 2 (stacked): the
+// three row ranges all go to out0, one after another, each rows × its width.
 fn store(r: u32, o: u32, value: f32) {
   var v = value;
   if ((params.flags & 1u) != 0u) {
     v += bias[o];
+  }
+  if ((params.flags & 4u) != 0u) {
+    let width2 = params.out_features - params.width0 - params.width1;
+    var index = r * params.width0 + o;
+    if (o >= params.width0 + params.width1) {
+      index = params.rows * (params.width0 + params.width1) + r * width2 + (o - params.width0 - params.width1);
+    } else if (o >= params.width0) {
+      index = params.rows * params.width0 + r * params.width1 + (o - params.width0);
+    }
+    out0[index] = v;
+    return;
   }
   let accumulate = (params.flags & 2u) != 0u;
   if (o < params.width0) {
