@@ -18,7 +18,8 @@ const mk = (bytes: number, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_
 const fill = (buf: GPUBuffer, n: number) => { const a = new Uint32Array(n); for (let k = 0; k < n; k++) a[k] = 0x3c003c00 ^ (k * 2654435761 & 0x03ff03ff); device.queue.writeBuffer(buf, 0, a); };
 const ws = Array.from({ length: COPIES }, () => { const w = mk(rowsW * width * 2); fill(w, rowsW * width / 2); return w; });
 const x = mk(b * r * 4); device.queue.writeBuffer(x, 0, new Float32Array(b * r).fill(0.5));
-const s = mk(b * b * r * 4); device.queue.writeBuffer(s, 0, new Float32Array(b * b * r).fill(0.25));
+// Couplings: one per factor copy, so that (as in a model, where every layer has its own) they come from memory, not L2.
+const ss = Array.from({ length: COPIES }, () => { const s = mk(b * b * r * 4); device.queue.writeBuffer(s, 0, new Float32Array(b * b * r).fill(0.25)); return s; });
 const z = mk(b * r * 4);
 const norm = mk(i * 4); // the NORMED pipeline's norm weight
 device.queue.writeBuffer(norm, 0, new Float32Array(i).fill(1));
@@ -33,9 +34,9 @@ async function time(label: string, source: string, params: number[], groups: num
   const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main', constants: { BATCH: 1, ...constants } } });
   const u = device.createBuffer({ size: 64, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   device.queue.writeBuffer(u, 0, new Uint32Array([...params, 0, 0, 0, 0].slice(0, 16)));
-  const groupsB = ws.map((w) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [
+  const groupsB = ws.map((w, copy) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [
     { binding: 0, resource: { buffer: u } }, { binding: 1, resource: { buffer: x } }, { binding: 2, resource: { buffer: w } },
-    { binding: 3, resource: { buffer: s } }, { binding: 4, resource: { buffer: z } }, { binding: 5, resource: { buffer: norm } }] }));
+    { binding: 3, resource: { buffer: ss[copy] } }, { binding: 4, resource: { buffer: z } }, { binding: 5, resource: { buffer: norm } }] }));
   const results: number[] = [];
   for (let rep = 0; rep < 4; rep++) {
     const enc = device.createCommandEncoder();
@@ -68,6 +69,24 @@ for (const groupRows of [16, 32, 64]) {
 for (const channels of [1, 2, 4]) {
   const src = base.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, channels * b)}u;`);
   await run(`blast channels ${channels}`, src, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
+}
+// BLAST with each channel's coupling contiguous (S stored (rank, b, b) instead of (b, b, rank)):
+// a workgroup's coupling tile is then one run of memory instead of b² runs of `channels` floats.
+const channelMajor = base.replace(
+  `      let q = group * params.channels + t % params.channels;
+      s_tile[t] = select(0.0, aux[s_layer + (t / params.channels) * params.rank + q], q < params.rank);`,
+  `      let pairs = params.blocks * params.blocks;
+      let q = group * params.channels + t / pairs;
+      s_tile[(t % pairs) * params.channels + t / pairs] = select(0.0, aux[s_layer + q * pairs + t % pairs], q < params.rank);`);
+if (channelMajor === base) throw new Error('the coupling load was not found');
+for (const channels of [2, 4]) {
+  const src = channelMajor.replace('const MAX_GROUP_ROWS: u32 = 32u;', `const MAX_GROUP_ROWS: u32 = ${Math.max(32, channels * b)}u;`);
+  await run(`blast channels ${channels}, coupling channel-major`, src, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
+}
+// Smaller workgroups (Monarch's fastest shape below): 128 threads, 16 or 32 factor rows.
+for (const [channels, label, source] of [[1, 'coupling as stored', base], [1, 'coupling channel-major', channelMajor], [2, 'coupling channel-major', channelMajor]] as const) {
+  const src = source.replace('const WORKGROUP: u32 = 256u;', 'const WORKGROUP: u32 = 128u;');
+  await run(`blast channels ${channels}, 128 threads, ${label}`, src, [1, width, rowsW, wStride, r, b, 0, 0, channels * b, channels, 0, i], Math.ceil(r / channels));
 }
 // BLAST with the RMSNorm of its input inside (the NORMED pipeline the model's q|k|v and gate|up use).
 await run('blast channels 2, normed', base, [1, width, rowsW, wStride, r, b, 0, 0, 2 * b, 2, 0, i], r / 2, { NORMED: 1, NORM_SUBGROUPS: 64 });
