@@ -5,12 +5,13 @@
 //   npx tsx bench/load.ts [--model DIR | --random llama-3.2-1b|llama-2-7b|gpt2] [--backend auto|cpu|webgpu]
 //                         [--clients 1,8,32] [--seconds 20] [--max-tokens 128] [--prompt-tokens 64]
 //                         [--max-batch 32] [--ctx 1024] [--temperature 0.8] [--idle-seconds 5]
-//                         [--heap-snapshots DIR] [--out bench/out/load.json]
+//                         [--logprobs N] [--client-process] [--heap-snapshots DIR] [--out bench/out/load.json]
 //
 // --random serves a full-size model of that config with random weights made on the device (no
 // download) and the matching tokenizer from tests/fixtures; prompts are random token ids. Every
 // request streams with ignore_eos, so each generates exactly --max-tokens tokens, counted from the
-// usage chunk.
+// usage chunk. --logprobs N asks for each token's logprob and N alternatives. --client-process runs
+// the clients in a child process (bench/load-client.ts) instead of on the server's event loop.
 //
 // Memory: the baseline is taken after a warm-up at the largest
 // concurrency and a full collection; after the last level the server idles --idle-seconds with
@@ -23,7 +24,6 @@ import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import { DEFAULT_MODEL_DIR } from '../engine/load.ts';
 import { nativeMemory } from '../engine/native.ts';
-import { Rng } from '../engine/rng.ts';
 import { Scheduler } from '../engine/scheduler.ts';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
 import { loadRandomModel } from '../models/random.ts';
@@ -31,6 +31,7 @@ import { buildApp, type ServedModel } from '../server/app.ts';
 import { ChatTemplate } from '../server/chat.ts';
 import { loadServedModel } from '../server/model.ts';
 import { TextTokenizer } from '../weights/tokenizer.ts';
+import { childClients, LoadClients, type Clients } from './load-client.ts';
 import { collectGarbage, describeSnapshot, memorySnapshot } from './memory.ts';
 
 const { values } = parseArgs({
@@ -47,6 +48,8 @@ const { values } = parseArgs({
     temperature: { type: 'string', default: '0.8' },
     'idle-seconds': { type: 'string', default: '5' },
     'heap-snapshots': { type: 'string' },
+    /** The clients in a child process (bench/load-client.ts), off the server's event loop. */
+    'client-process': { type: 'boolean' },
     /** Ask for the logprobs of each generated token and this many alternatives (0–5; unset: none). */
     logprobs: { type: 'string' },
     out: { type: 'string', default: 'bench/out/load.json' },
@@ -90,68 +93,22 @@ const base = await app.listen({ host: '127.0.0.1', port: 0 });
 const vocabSize = served.scheduler.model.config.vocabSize;
 console.log(`# serving ${served.name} on ${served.scheduler.model.backend.description}; max batch ${maxBatch}, context ${served.contextLength}, ${served.scheduler.allocator.total} KV blocks${values.logprobs !== undefined ? `; requests ask for logprobs ${values.logprobs}` : ''}`);
 
-interface RequestOutcome {
-  ok: boolean;
-  tokens: number;
-  firstTokenMs: number;
-  error?: string;
-}
-
-/** One streaming completion; reads the SSE stream to its end. */
-async function streamOnce(promptIds: number[], seed: number): Promise<RequestOutcome> {
-  const start = performance.now();
-  let firstTokenMs = Number.NaN;
-  let tokens = 0;
-  try {
-    const response = await fetch(`${base}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        model: served.name, prompt: promptIds, max_tokens: maxTokens, temperature: Number(values.temperature), seed, ignore_eos: true, stream: true, stream_options: { include_usage: true },
-        ...(values.logprobs !== undefined ? { logprobs: Number(values.logprobs) } : {}),
-      }),
-    });
-    if (!response.ok || !response.body) return { ok: false, tokens: 0, firstTokenMs, error: `HTTP ${response.status}: ${await response.text()}` };
-    const decoder = new TextDecoder();
-    let buffered = '';
-    let done = false;
-    for await (const bytes of response.body) {
-      buffered += decoder.decode(bytes as Uint8Array, { stream: true });
-      let end: number;
-      while ((end = buffered.indexOf('\n\n')) !== -1) {
-        const event = buffered.slice(0, end);
-        buffered = buffered.slice(end + 2);
-        if (!event.startsWith('data: ')) continue;
-        const data = event.slice(6);
-        if (data === '[DONE]') {
-          done = true;
-          continue;
-        }
-        const chunk = JSON.parse(data);
-        if (chunk.error) return { ok: false, tokens, firstTokenMs, error: chunk.error.message };
-        if (chunk.usage) tokens = chunk.usage.completion_tokens;
-        else if (Number.isNaN(firstTokenMs) && chunk.choices?.[0]?.text) firstTokenMs = performance.now() - start;
-      }
-    }
-    return done ? { ok: true, tokens, firstTokenMs } : { ok: false, tokens, firstTokenMs, error: 'stream ended without [DONE]' };
-  } catch (error) {
-    return { ok: false, tokens, firstTokenMs, error: (error as Error).message };
-  }
-}
-
 const percentile = (values: number[], p: number) => {
   if (values.length === 0) return Number.NaN;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 };
 
-const rng = new Rng(7);
-const randomPrompt = () => Array.from({ length: promptTokens }, () => 3 + Math.floor(rng.next() * (Math.min(vocabSize, 32000) - 3)));
+const clientOptions = {
+  base, model: served.name, promptTokens, vocabSize, maxTokens, temperature: Number(values.temperature),
+  logprobs: values.logprobs !== undefined ? Number(values.logprobs) : undefined,
+};
+const clients: Clients = values['client-process'] ? await childClients(clientOptions) : new LoadClients(clientOptions);
 // Warm-up: compile pipelines, allocate scratch; at the largest concurrency, so the scratch buffers
 // have grown to their high-water marks before the baseline is taken: the figures after the run then
 // show what a run leaves behind. Both are taken the same way: after --idle-seconds idle (when the
 // scheduler has collected and released what its work freed), then after full collections.
-await Promise.all(Array.from({ length: Math.max(...levels) }, (_, i) => streamOnce(randomPrompt(), i)));
+await clients.warmUp(Math.max(...levels));
 const idle = () => new Promise((resolve) => setTimeout(resolve, Number(values['idle-seconds']) * 1000));
 await idle();
 console.log(`collections before the baseline, JS heap in use after each: ${(await collectGarbage()).join(' → ')} MB`);
@@ -165,25 +122,18 @@ writeHeapSnapshot('baseline');
 console.log(`baseline: ${describeSnapshot(memoryBefore)}`);
 const results = [];
 console.log('clients | requests | errors | tokens | tok/s  | per stream tok/s | TTFT p50 ms | TTFT p99 ms | steps | rows/step | ms/step: record, wait, accept | collections (time) | RSS MB');
-for (const clients of levels) {
-  const outcomes: RequestOutcome[] = [];
+for (const level of levels) {
   const stepsBefore = { ...served.scheduler.stats };
   const collectionsBefore = { ...served.scheduler.collector.stats };
-  const start = performance.now();
-  const deadline = start + seconds * 1000;
-  await Promise.all(Array.from({ length: clients }, async (_, c) => {
-    let seed = c * 1000;
-    while (performance.now() < deadline) outcomes.push(await streamOnce(randomPrompt(), seed++));
-  }));
-  const wallS = (performance.now() - start) / 1000;
+  const { outcomes, wallS } = await clients.level(level, seconds);
   const tokens = outcomes.reduce((n, o) => n + o.tokens, 0);
   const ttft = outcomes.filter((o) => o.ok).map((o) => o.firstTokenMs);
   const stats = served.scheduler.stats;
   const steps = stats.steps - stepsBefore.steps;
   const perStep = (key: 'recordMs' | 'waitMs' | 'acceptMs') => (stats[key] - stepsBefore[key]) / Math.max(1, steps);
   const row = {
-    clients, requests: outcomes.length, errors: outcomes.filter((o) => !o.ok).length, tokens, seconds: wallS,
-    tokensPerS: tokens / wallS, perStreamTokensPerS: tokens / wallS / clients,
+    clients: level, requests: outcomes.length, errors: outcomes.filter((o) => !o.ok).length, tokens, seconds: wallS,
+    tokensPerS: tokens / wallS, perStreamTokensPerS: tokens / wallS / level,
     ttftP50Ms: percentile(ttft, 50), ttftP99Ms: percentile(ttft, 99),
     steps, rowsPerStep: (stats.rows - stepsBefore.rows) / Math.max(1, steps),
     recordMsPerStep: perStep('recordMs'), waitMsPerStep: perStep('waitMs'), acceptMsPerStep: perStep('acceptMs'),
@@ -194,7 +144,7 @@ for (const clients of levels) {
     rssMB: memorySnapshot().rssMB,
   };
   results.push(row);
-  console.log(`${String(clients).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1).padStart(9)} | ${row.recordMsPerStep.toFixed(2)}, ${row.waitMsPerStep.toFixed(2)}, ${row.acceptMsPerStep.toFixed(2)} | ${row.collections} (${(100 * row.collectionShare).toFixed(1)}%) | ${row.rssMB}`);
+  console.log(`${String(level).padStart(7)} | ${String(row.requests).padStart(8)} | ${String(row.errors).padStart(6)} | ${String(tokens).padStart(6)} | ${row.tokensPerS.toFixed(1).padStart(6)} | ${row.perStreamTokensPerS.toFixed(1).padStart(16)} | ${row.ttftP50Ms.toFixed(1).padStart(11)} | ${row.ttftP99Ms.toFixed(1).padStart(11)} | ${String(steps).padStart(5)} | ${row.rowsPerStep.toFixed(1).padStart(9)} | ${row.recordMsPerStep.toFixed(2)}, ${row.waitMsPerStep.toFixed(2)}, ${row.acceptMsPerStep.toFixed(2)} | ${row.collections} (${(100 * row.collectionShare).toFixed(1)}%) | ${row.rssMB}`);
   if (row.firstError) console.log(`  first error: ${row.firstError}`);
 }
 // Idle (sockets close, the server has nothing to do), then collect, as before the first level.
@@ -209,6 +159,7 @@ console.log(`memory before: ${describeSnapshot(memoryBefore)}`);
 console.log(`memory after:  ${describeSnapshot(memoryAfter)}; KV blocks in use: ${blocksUsedAfter}`);
 console.log(`the idle scheduler released freed memory ${served.scheduler.collector.stats.releases} times${nativeMemory() ? '' : ' (no native memory helper: engine/native/build.ts did not build it)'}`);
 if (single && most.clients > 1) console.log(`aggregate at ${most.clients} clients: ${(most.tokensPerS / single.tokensPerS).toFixed(2)}x one stream`);
+clients.close();
 await app.close();
 await served.scheduler.close();
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
