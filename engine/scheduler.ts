@@ -549,9 +549,9 @@ interface StepLogprobs {
 /** Output k's token `id` with the first `top` alternatives of those the step computed. */
 function logprobToken(logprobs: StepLogprobs, k: number, id: number, top: number): GeneratedToken {
   const at = k * logprobStride(logprobs.top);
-  const token: GeneratedToken = { id, logprob: logprobs.values[at] };
+  const token: GeneratedToken = { id, logprob: logprobs.values[at + 1] };
   if (top > 0) {
-    token.top = Array.from({ length: Math.min(top, logprobs.top) }, (_, j) => ({ id: Math.round(logprobs.values[at + 1 + 2 * j]), logprob: logprobs.values[at + 2 + 2 * j] }));
+    token.top = Array.from({ length: Math.min(top, logprobs.top) }, (_, j) => ({ id: Math.round(logprobs.values[at + 2 + 2 * j]), logprob: logprobs.values[at + 3 + 2 * j] }));
   }
   return token;
 }

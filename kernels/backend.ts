@@ -38,9 +38,16 @@ export interface KVCache {
 /** The most alternatives a logprobs row holds (OpenAI's top_logprobs maximum). */
 export const MAX_TOP_LOGPROBS = 20;
 
-/** Values per row of the logprobs op's output: the next token's log-probability, then (id, log-probability) × top. */
+/** Values per row of the logprobs op's output: the next token's id and log-probability, then (id, log-probability) × top. */
 export function logprobStride(top: number): number {
-  return 1 + 2 * top;
+  return 2 + 2 * top;
+}
+
+/** Refuses a logprobs op's `top` outside 0..MAX_TOP_LOGPROBS (and the `count` tokens a row has). */
+export function checkLogprobsTop(top: number, count = Infinity): void {
+  if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS && top <= count)) {
+    throw new RangeError(`logprobs take 0 to ${Math.min(MAX_TOP_LOGPROBS, count)} alternatives, not ${top}`);
+  }
 }
 
 export function flagStride(vocabSize: number): number {
@@ -242,8 +249,9 @@ export interface Backend {
   sample(out: IndexTensor, logits: Tensor, count: number, rows: SampleRow[], tokenFlags: IndexTensor | null): void;
   /**
    * Log-probabilities (log_softmax) from rows 0..rows-1 of `logits` (rows of `count`), so that only
-   * these cross back: row r of `out` (logprobStride(top) values) holds the log-probability of token
-   * next[r] — nextTokens[r], or sampled[r] where that is negative — then the `top` (≤
+   * these cross back: row r of `out` (logprobStride(top) values) holds token next[r] — nextTokens[r],
+   * or sampled[r] where that is negative — (as a float, so a step reading these needs no other
+   * readback for its sampled ids) and its log-probability, then the `top` (≤
    * MAX_TOP_LOGPROBS) most likely tokens as (id, log-probability) pairs, best first, the lower id
    * first on ties. One dispatch on the GPU (kernels/cpu/logprobs.ts is the reference).
    */

@@ -221,6 +221,7 @@ export class StackedLowRankLinears implements LinearGroup {
   readonly method = 'lowrank' as const;
   readonly parameters: number;
   private readonly shape: BlockShape;
+  private readonly widths: number[];
 
   constructor(
     private readonly backend: Backend,
@@ -239,6 +240,7 @@ export class StackedLowRankLinears implements LinearGroup {
     }
     this.parameters = layers * rank * (inFeatures + outFeatures);
     this.shape = { inFeatures, outFeatures, rank, blocks: 1, layers };
+    this.widths = new Array(layers).fill(rank);
     scratch.reserve(layers * maxRows * rank);
   }
 
@@ -246,7 +248,7 @@ export class StackedLowRankLinears implements LinearGroup {
     if (rows > this.maxRows) throw new RangeError(`low-rank layers sized for ${this.maxRows} rows, given ${rows}`);
     if (outs.length !== this.layers) throw new RangeError(`${this.layers} stacked layers write ${this.layers} outputs, given ${outs.length}`);
     const z = this.scratch.get(this.layers * this.maxRows * this.rank);
-    this.backend.matmulStacked(z, x, this.v, rows, this.inFeatures, new Array(this.layers).fill(this.rank), inputNorm);
+    this.backend.matmulStacked(z, x, this.v, rows, this.inFeatures, this.widths, inputNorm);
     this.backend.blockExpand(outs, z, this.u, null, rows, this.shape, false);
   }
 }

@@ -1,6 +1,6 @@
 // What the engine sees of a model, and the pieces Llama and GPT-2 share: shape-checked weight
 // reads and the final norm + LM head on the last row of a step.
-import { logprobStride, MAX_TOP_LOGPROBS, usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type SampleRow, type Tensor } from '../kernels/backend.ts';
+import { checkLogprobsTop, logprobStride, MAX_TOP_LOGPROBS, usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type SampleRow, type Tensor } from '../kernels/backend.ts';
 import { blastOnSquareBlocks } from '../kernels/cpu/blr.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
@@ -159,17 +159,21 @@ export abstract class DecoderModel implements CausalLM {
       this.backend.flush();
       return Promise.resolve({ ids: new Int32Array(0), logits: null, logprobs: null });
     }
-    const asking = outputs.filter((e) => e.logprobs);
-    const top = asking.length > 0 ? Math.max(...asking.map((e) => e.logprobs!.top)) : 0;
-    if (asking.length > 0) this.backend.logprobs(this.buffers.logprobs, this.buffers.logits, vocab, outputs.length, this.buffers.indices.nextTokens, this.buffers.sampled, top);
+    let top = -1;
+    for (const entry of outputs) if (entry.logprobs) top = Math.max(top, entry.logprobs.top);
+    // The logprobs op covers every output row and writes each row's next token (the sampled one for
+    // a sampled row) with it: a step that asks for logprobs reads those alone, not the ids as well.
+    if (top >= 0) this.backend.logprobs(this.buffers.logprobs, this.buffers.logits, vocab, outputs.length, this.buffers.indices.nextTokens, this.buffers.sampled, top);
     // The reads are submitted here, synchronously: a step recorded after this call runs after this one.
     const logits = outputs.some((e) => e.logits) ? this.backend.read(this.buffers.logits, outputs.length * vocab) : Promise.resolve(null);
-    const logprobs = asking.length > 0 ? this.backend.read(this.buffers.logprobs, outputs.length * logprobStride(top)).then((values) => ({ top, values })) : Promise.resolve(null);
-    const ids = sampling ? this.backend.readIndices(this.buffers.sampled, outputs.length) : Promise.resolve(new Int32Array(outputs.length));
+    const stride = logprobStride(top);
+    const logprobs = top >= 0 ? this.backend.read(this.buffers.logprobs, outputs.length * stride).then((values) => ({ top, values })) : Promise.resolve(null);
+    const ids = sampling && top < 0 ? this.backend.readIndices(this.buffers.sampled, outputs.length) : Promise.resolve(null);
     return Promise.all([ids, logits, logprobs]).then(([sampled, values, probabilities]) => {
-      const result = Int32Array.from(sampled);
+      const result = new Int32Array(outputs.length);
       outputs.forEach((entry, k) => {
         if (!entry.sample) result[k] = -1;
+        else result[k] = sampled ? sampled[k] : Math.round(probabilities!.values[k * stride]);
       });
       return { ids: result, logits: values, logprobs: probabilities };
     });
@@ -529,15 +533,18 @@ export class StepIndices {
     const output = (entry: StepEntry, row: number, entryRow: number) => {
       if (outputs.length === this.maxOutputs) throw new RangeError(`a step reads at most ${this.maxOutputs} rows of logits`);
       this.outputRowValues[outputs.length] = row;
+      // Every output's next token, whoever asked for logprobs: a sampled row's (-1: the sample) is
+      // how the step's ids come back when it reads logprobs. Without a next token (or logprobs) a
+      // row's value is not wanted: any valid id will do.
+      let next = entry.sample ? -1 : 0;
       if (entry.logprobs) {
         const { top, nextTokens } = entry.logprobs;
-        if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) throw new RangeError(`logprobs take 0 to ${MAX_TOP_LOGPROBS} alternatives, not ${top}`);
-        const next = entry.sample ? -1 : (nextTokens?.[entryRow] ?? -1);
-        if (!entry.sample && next >= this.vocabSize) throw new RangeError(`next token ${next} is outside the vocabulary of ${this.vocabSize}`);
-        // Without a next token the row's own value is not wanted: any valid id will do.
-        this.nextTokenValues[outputs.length] = entry.sample ? -1 : Math.max(0, next);
+        checkLogprobsTop(top, this.vocabSize);
+        if (!entry.sample) next = Math.max(0, nextTokens?.[entryRow] ?? 0);
+        if (next >= this.vocabSize) throw new RangeError(`next token ${next} is outside the vocabulary of ${this.vocabSize}`);
         logprobs = true;
       }
+      this.nextTokenValues[outputs.length] = next;
       outputs.push(entry);
     };
     const rows = entries.reduce((n, e) => n + (e.tokens === PREVIOUS_SAMPLE ? 1 : e.tokens.length), 0);

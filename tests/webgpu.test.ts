@@ -602,8 +602,8 @@ describe.each([
       for (let r = 0; r < rows; r++) {
         for (let k = 0; k < stride; k++) {
           const at = r * stride + k;
-          // Ids (odd places after the first) exactly; log-probabilities to f32 accuracy (sums of `count` exponentials).
-          if (k % 2 === 1) expect(g[at], `row ${r} place ${(k - 1) / 2}`).toBe(c[at]);
+          // Ids (even places: the next token, then the alternatives) exactly; log-probabilities to f32 accuracy (sums of `count` exponentials).
+          if (k % 2 === 0) expect(g[at], `row ${r} place ${k / 2}`).toBe(c[at]);
           else expect(Math.abs(g[at] - c[at]), `row ${r} value ${k}`).toBeLessThan(2e-5 * Math.max(1, Math.abs(c[at])));
         }
       }
@@ -611,7 +611,10 @@ describe.each([
       const row0 = Array.from(logits.subarray(0, count));
       const max = Math.max(...row0);
       const lse = max + Math.log(row0.reduce((sum, v) => sum + Math.exp(v - max), 0));
-      expect(c[0]).toBeCloseTo(row0[sampledIds[0]] - lse, 5);
+      expect(c[0]).toBe(sampledIds[0]);
+      expect(c[1]).toBeCloseTo(row0[sampledIds[0]] - lse, 5);
+      // Given next tokens come back as given.
+      for (let r = 1; r < rows; r += 2) expect(g[r * stride]).toBe(next[r]);
       expect(() => gpu!.logprobs(gpu!.allocate(stride), gpu!.upload(logits), count, 1, gpu!.allocateIndices(1), gpu!.allocateIndices(1), 21)).toThrow(/alternatives/);
     });
 

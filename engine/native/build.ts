@@ -28,6 +28,7 @@ function build(): string {
   try {
     execFileSync(compiler, ['-O2', '-fPIC', '-shared', '-Wall', '-Werror', '-I', headers, '-o', temporary, path.join(here, 'memory.c'), '-ldl'], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (error) {
+    fs.rmSync(temporary, { force: true });
     const reason = (error as { stderr?: Buffer }).stderr?.toString().trim() || (error as Error).message;
     return `skipped: ${compiler} failed: ${reason.split('\n').slice(0, 3).join(' ')}`;
   }

@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import { flagStride, MAX_TOP_LOGPROBS, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
@@ -217,7 +217,7 @@ export class CpuBackend implements Backend {
   }
 
   logprobs(out: Tensor, logits: Tensor, count: number, rows: number, nextTokens: IndexTensor, sampled: IndexTensor, top: number): void {
-    if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS && top <= count)) throw new RangeError(`logprobs: ${top} alternatives (0 to ${Math.min(MAX_TOP_LOGPROBS, count)})`);
+    checkLogprobsTop(top, count);
     logprobRows(data(out), data(logits), count, rows, indices(nextTokens), indices(sampled), top);
   }
 

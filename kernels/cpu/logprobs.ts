@@ -3,7 +3,7 @@
 import { logprobStride } from '../backend.ts';
 
 /**
- * Writes logprobStride(top) values at out[at..]: the log-probability of `next`, then the `top`
+ * Writes logprobStride(top) values at out[at..]: `next` and its log-probability, then the `top`
  * most likely tokens as (id, log-probability), best first, the lower id first on ties.
  */
 export function rowLogprobs(logits: Float32Array, next: number, top: number, out: Float32Array | Float64Array, at = 0): void {
@@ -12,7 +12,8 @@ export function rowLogprobs(logits: Float32Array, next: number, top: number, out
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
   const logNormaliser = max + Math.log(sum);
-  out[at] = logits[next] - logNormaliser;
+  out[at] = next;
+  out[at + 1] = logits[next] - logNormaliser;
   // A running list of the best `top`: one pass, no sort of the vocabulary.
   const best: number[] = [];
   if (top > 0) {
@@ -26,8 +27,8 @@ export function rowLogprobs(logits: Float32Array, next: number, top: number, out
   }
   for (let k = 0; k < top; k++) {
     const id = best[k];
-    out[at + 1 + 2 * k] = id ?? -1;
-    out[at + 2 + 2 * k] = id === undefined ? -Infinity : logits[id] - logNormaliser;
+    out[at + 2 + 2 * k] = id ?? -1;
+    out[at + 3 + 2 * k] = id === undefined ? -Infinity : logits[id] - logNormaliser;
   }
 }
 

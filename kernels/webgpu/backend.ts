@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import { flagStride, logprobStride, MAX_TOP_LOGPROBS, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -826,7 +826,7 @@ export class WebGpuBackend implements Backend {
   }
 
   logprobs(out: Tensor, logits: Tensor, count: number, rows: number, nextTokens: IndexTensor, sampled: IndexTensor, top: number): void {
-    if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS && top <= count)) throw new GpuError(`logprobs: ${top} alternatives (0 to ${Math.min(MAX_TOP_LOGPROBS, count)})`);
+    checkLogprobsTop(top, count);
     if (rows === 0) return;
     this.dispatch('logprobs', [count, top, logprobStride(top), 0],
       [tensor(logits).buffer, indexTensor(nextTokens).buffer, indexTensor(sampled).buffer, tensor(out).buffer], [rows]);

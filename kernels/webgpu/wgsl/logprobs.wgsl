@@ -1,17 +1,17 @@
 // Log-probabilities on the GPU (reference: kernels/cpu/logprobs.ts), so that a request for
-// logprobs reads back 1 + 2·top values a row instead of the row's logits (128K floats for Llama 3).
+// logprobs reads back 2 + 2·top values a row instead of the row's logits (128K floats for Llama 3).
 // One workgroup per row: each invocation scans a strided share of the row once, keeping a running
 // maximum and sum of exponentials (online softmax) and its own best `top` values, best first (its
 // ids rise, so a later equal value never passes an earlier one); a tree reduction combines the
 // sums, and `top` rounds of an argmax over the invocations' next candidates pick the overall best.
 // Invocation i % WORKGROUP owns token i, so the round's winner knows it was picked.
-// out row r: log_softmax(row)[next], then (id, log-probability) × top; next = next_tokens[r], or
-// sampled[r] where that is negative.
+// out row r: next (as a float: the step's sampled ids come back with these), log_softmax(row)[next],
+// then (id, log-probability) × top; next = next_tokens[r], or sampled[r] where that is negative.
 
 struct Params {
   count: u32, // logits per row
   top: u32,   // ≤ MAX_TOP
-  stride: u32, // out values per row: 1 + 2 · top
+  stride: u32, // out values per row: 2 + 2 · top
   _pad: u32,
 }
 
@@ -83,7 +83,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
       next = sampled[row];
     }
     let token = min(u32(max(next, 0)), params.count - 1u);
-    out[out_base] = logits[base + token] - log_normaliser;
+    out[out_base] = f32(token);
+    out[out_base + 1u] = logits[base + token] - log_normaliser;
   }
   workgroupBarrier();
   // The best `top`: each round, every invocation offers its next candidate.
@@ -115,8 +116,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
       taken += 1u;
     }
     if (lid == 0u) {
-      out[out_base + 1u + 2u * k] = select(f32(winner), -1.0, winner == NONE);
-      out[out_base + 2u + 2u * k] = winning - log_normaliser;
+      out[out_base + 2u + 2u * k] = select(f32(winner), -1.0, winner == NONE);
+      out[out_base + 3u + 2u * k] = winning - log_normaliser;
     }
     workgroupBarrier();
   }
