@@ -274,6 +274,8 @@ describe.each([
       ['blast', { inFeatures: 128, outFeatures: 48, rank: 40, blocks: 16 }, 17],
       ['blast', { inFeatures: 48, outFeatures: 30, rank: 16, blocks: 6 }, 1],
       ['blast', { inFeatures: 160, outFeatures: 40, rank: 8, blocks: 20 }, 2],
+      // A rank not a multiple of 4: Monarch's quads of rows then span two blocks of x (no shared loads).
+      ['monarch', { inFeatures: 32, outFeatures: 40, rank: 18, blocks: 2 }, 2],
       // Step 3 on the blocked subgroup GEMV (even outputs per block), Monarch's strided outputs too.
       ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 3],
       ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 17],

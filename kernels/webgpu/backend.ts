@@ -140,10 +140,23 @@ const blockGemvName = (batch: GemvBatch, normed = false) => `blockGemv${batch}${
  * block; the one-row pipelines were tuned with 2).
  */
 const gemvRowsPerGroup = (batch: GemvBatch, kind: 'plain' | 'normed' | 'blocked') => (batch > 1 && kind === 'plain' ? 4 : 2);
-/** Factor rows per workgroup of wgsl/block_gemv.wgsl (its MAX_GROUP_ROWS): steps 1–2, and step 3; BLAST blocks it takes (MAX_COUPLING / its rows). */
+/** Factor rows per workgroup of wgsl/block_gemv.wgsl: Monarch's step 1, and step 3; BLAST's steps 1–2 take up to BLOCK_GEMV_BLAST_ROWS (its MAX_GROUP_ROWS). */
 const BLOCK_GEMV_GROUP_ROWS = 32;
-const BLOCK_GEMV_MAX_BLAST_BLOCKS = 32;
 const BLOCK_GEMV_EXPAND_ROWS = 32;
+const BLOCK_GEMV_BLAST_ROWS = 64;
+/** BLAST blocks the kernel takes: its coupling tile (MAX_COUPLING = 1024 values) holds blocks² of them per channel. */
+const BLOCK_GEMV_MAX_BLAST_BLOCKS = 32;
+/**
+ * BLAST channels per workgroup of wgsl/block_gemv.wgsl: as many as its rows and coupling tile hold,
+ * a multiple of 4 where that leaves at least 4 (each quad of rows then reads one block of x, loaded
+ * once: flags bit 2). 7B shapes on an H200 (bench/blr-project-sweep.ts): 4 channels of 16 blocks
+ * took 15.4 µs for down's 33 MB where 2 took 17.4, q|k|v with the norm inside 21.5 µs for 25 MB
+ * where 2 took 24.6.
+ */
+function blastChannels(blocks: number): number {
+  const most = Math.min(Math.floor(BLOCK_GEMV_BLAST_ROWS / blocks), Math.floor(1024 / (blocks * blocks)));
+  return Math.max(1, most >= 4 ? most - (most % 4) : most);
+}
 /** The smallest batch that takes `rows` rows in one workgroup, or the largest. */
 const gemvBatch = (rows: number): GemvBatch => GEMV_BATCHES.find((b) => b >= rows) ?? GEMV_BATCHES[GEMV_BATCHES.length - 1];
 /** The tensor-core tile for this device, where it has f16 → f32 16 × 16 × 16 subgroup matrices. */
@@ -650,10 +663,12 @@ export class WebGpuBackend implements Backend {
     if (subgroupPath) {
       // Every stacked layer in one dispatch.
       const batch = gemvBatch(rows);
-      const channels = coupling ? Math.max(1, Math.floor(BLOCK_GEMV_GROUP_ROWS / b)) : 0;
+      const channels = coupling ? blastChannels(b) : 0;
       const groupRows = coupling ? channels * b : BLOCK_GEMV_GROUP_ROWS;
       const groups = coupling ? Math.ceil(r / channels) : Math.ceil((b * r) / groupRows);
-      this.dispatch(blockGemvName(batch, !!normedHere), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, 0, groupRows, channels, 0, i, groups, 0, { f32: normedHere?.eps ?? 0 }],
+      // Flags bit 2: each quad of rows reads one block of x (BLAST: a quad's four channels of a block; Monarch: consecutive rows of a block).
+      const sharedX = (coupling ? channels : r) % 4 === 0 ? 4 : 0;
+      this.dispatch(blockGemvName(batch, !!normedHere), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, sharedX, groupRows, channels, 0, i, groups, 0, { f32: normedHere?.eps ?? 0 }],
         [...buffers, normedHere ? tensor(normedHere.weight).buffer : this.dummy], [layers * groups, Math.ceil(rows / batch)]);
       return;
     }

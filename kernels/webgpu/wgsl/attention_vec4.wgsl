@@ -25,6 +25,9 @@ var<workgroup> p_shared: array<f32, CHUNK>;
 var<workgroup> slot_shared: array<u32, CHUNK>;
 var<workgroup> stripes: array<vec4<f32>, CHUNK>; // per-thread partial weighted values
 var<workgroup> length_shared: u32;
+const SCORE_THREADS: u32 = 8u;                       // threads per position while scoring
+const SCORE_POSITIONS: u32 = CHUNK / SCORE_THREADS;  // positions per scoring pass
+var<workgroup> score_parts: array<f32, CHUNK * SCORE_THREADS>; // (position, slice) partial scores
 
 
 @compute @workgroup_size(CHUNK)
@@ -58,26 +61,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var running_max = LOWEST;
   var running_sum = 0.0;
   var acc = vec4<f32>(0.0); // output columns, held by threads lid < columns
+  // Scoring: SCORE_THREADS threads per position, each over a slice of its columns with four loads
+  // in flight, SCORE_POSITIONS positions a pass; the slices' sums meet in workgroup memory.
+  let slice = lid % SCORE_THREADS;
+  let slice_position = lid / SCORE_THREADS;
   for (var start = begin; start < end; start += CHUNK) {
+    let count = min(CHUNK, end - start); // positions in this chunk
+    for (var round = 0u; round * SCORE_POSITIONS < count; round++) {
+      let j = round * SCORE_POSITIONS + slice_position;
+      var part = 0.0;
+      if (j < count) {
+        let slot = page_slot(r, start + j, params.block_size);
+        if (slice == 0u) {
+          slot_shared[j] = slot;
+        }
+        let k_base = kv_base + slot * columns;
+        var s = vec4<f32>(0.0);
+        for (var c = slice; c < columns; c += 4u * SCORE_THREADS) {
+          // Columns c, c + 8, c + 16, c + 24: loaded together (a column past the row reads its
+          // last column and counts zero).
+          let c1 = c + SCORE_THREADS;
+          let c2 = c + 2u * SCORE_THREADS;
+          let c3 = c + 3u * SCORE_THREADS;
+          let last = columns - 1u;
+          let k0 = keys[k_base + c];
+          let k1 = keys[k_base + min(c1, last)];
+          let k2 = keys[k_base + min(c2, last)];
+          let k3 = keys[k_base + min(c3, last)];
+          s += k0 * q_shared[c];
+          s += select(vec4<f32>(0.0), k1 * q_shared[min(c1, last)], c1 < columns);
+          s += select(vec4<f32>(0.0), k2 * q_shared[min(c2, last)], c2 < columns);
+          s += select(vec4<f32>(0.0), k3 * q_shared[min(c3, last)], c3 < columns);
+        }
+        part = s.x + s.y + s.z + s.w;
+      }
+      score_parts[j * SCORE_THREADS + slice] = part;
+    }
+    workgroupBarrier();
     let t = start + lid;
     var score = LOWEST;
-    if (t < end) {
-      let slot = page_slot(r, t, params.block_size);
-      slot_shared[lid] = slot;
-      let k_base = kv_base + slot * columns;
-      var s = vec4<f32>(0.0);
-      var c = 0u;
-      for (; c + 4u <= columns; c += 4u) {
-        let k0 = keys[k_base + c];
-        let k1 = keys[k_base + c + 1u];
-        let k2 = keys[k_base + c + 2u];
-        let k3 = keys[k_base + c + 3u];
-        s += k0 * q_shared[c] + k1 * q_shared[c + 1u] + k2 * q_shared[c + 2u] + k3 * q_shared[c + 3u];
+    if (lid < count) {
+      var s = 0.0;
+      for (var k = 0u; k < SCORE_THREADS; k++) {
+        s += score_parts[lid * SCORE_THREADS + k];
       }
-      for (; c < columns; c++) {
-        s += keys[k_base + c] * q_shared[c];
-      }
-      score = (s.x + s.y + s.z + s.w) * params.scale;
+      score = s * params.scale;
     }
     let new_max = max(running_max, workgroup_max(score, lid));
     var p = 0.0;
@@ -92,8 +120,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     var partial = vec4<f32>(0.0);
     if (stripe < stripe_count) {
-      let count = min(CHUNK, end - start);
-      for (var j = stripe; j < count; j += stripe_count) {
+      // Four positions' values loaded together, then the rest one at a time.
+      var j = stripe;
+      for (; j + 3u * stripe_count < count; j += 4u * stripe_count) {
+        let j1 = j + stripe_count;
+        let j2 = j + 2u * stripe_count;
+        let j3 = j + 3u * stripe_count;
+        let v0 = values[kv_base + slot_shared[j] * columns + column];
+        let v1 = values[kv_base + slot_shared[j1] * columns + column];
+        let v2 = values[kv_base + slot_shared[j2] * columns + column];
+        let v3 = values[kv_base + slot_shared[j3] * columns + column];
+        partial += p_shared[j] * v0 + p_shared[j1] * v1 + p_shared[j2] * v2 + p_shared[j3] * v3;
+      }
+      for (; j < count; j += stripe_count) {
         partial += p_shared[j] * values[kv_base + slot_shared[j] * columns + column];
       }
     }

@@ -13,6 +13,9 @@
 //   2 step 3: output feature j = z[j / per_block][n] · factor row j (+ bias, + out), and
 //   3 the same with Monarch's strided outputs: feature (j % per_block) · b + j / per_block.
 // Needs the dot products' length (`width`: in/b for steps 1–2, rank for step 3) a multiple of 8.
+// Flags bit 2 (steps 1–2) says each quad of rows (four consecutive local rows from a multiple of
+// 4) reads one block of x — BLAST with channels a multiple of 4, Monarch with a rank that is — so its x
+// (and norm weight) is loaded once for the four (H200, Llama-2-7B shapes: ~10% less time).
 // Stacked layers (several projections of the same x, their factors, couplings and z one after
 // another): workgroup w takes layer params.layer + w / layer_groups; each layer's rows, couplings
 // and z blocks are offset by one layer's worth.
@@ -32,7 +35,7 @@ struct Params {
   rank: u32,
   blocks: u32,
   mode: u32,
-  flags: u32,        // step 3: bit 0 bias, bit 1 accumulate into out
+  flags: u32,        // step 3: bit 0 bias, bit 1 accumulate into out; steps 1–2: bit 2 every quad's rows read one block of x
   group_rows: u32,   // factor rows per workgroup (BLAST: channels · blocks)
   channels: u32,     // BLAST: channels per workgroup
   per_block: u32,    // step 3: out_features / blocks
@@ -57,10 +60,10 @@ var<workgroup> norm_partial: array<f32, NORM_SUBGROUPS * BATCH>;
 override BATCH: u32 = 1u;
 const MAX_BATCH: u32 = 16u;
 const WORKGROUP: u32 = 256u;
-const MAX_GROUP_ROWS: u32 = 32u;
+const MAX_GROUP_ROWS: u32 = 64u;
 var<workgroup> y: array<f32, MAX_GROUP_ROWS * BATCH>;
-// BLAST: the coupling of this workgroup's channels, S[a][c][q] at (a · b + c) · channels + q - q0,
-// loaded up front so that its reads are contiguous runs and overlap the factor's. Up to 32 blocks.
+// BLAST: the coupling of this workgroup's channels, S[a][c][q] at (a · b + c) · channels + q - q0.
+// Up to 32 blocks.
 const MAX_COUPLING: u32 = 1024u;
 var<workgroup> s_tile: array<f32, MAX_COUPLING>;
 
@@ -121,9 +124,157 @@ fn emit(layer: u32, local: u32, row: u32, n: u32, b: u32, total: f32) {
   out[index] = v;
 }
 
-// Each subgroup takes ROWS_AT_ONCE factor rows at a time, so that many 16-byte loads per lane are
-// in flight together (one row at a time left the loads waiting on each other).
-const ROWS_AT_ONCE: u32 = 4u;
+// Each subgroup takes four factor rows at a time (a quad), so that four 16-byte loads per lane are
+// in flight together (one row at a time left the loads waiting on each other; eight at a time,
+// two quads, measured slower on an H200). Written out as vec4s: the same code over arrays indexed
+// in loops ran 3x slower there.
+
+// Four factor rows of a workgroup from local row `first`: which rows, whether they exist, where
+// their factor rows and inputs start, and (NORMED) which of them count their block's squares (its
+// first channel, once per block).
+struct Quad {
+  rows: vec4<u32>,
+  exists: vec4<u32>,
+  w_base: vec4<u32>,
+  x_off: vec4<u32>,
+  counts: vec4<f32>,
+}
+
+fn quad(group: u32, layer: u32, first: u32) -> Quad {
+  var q: Quad;
+  let step = vec4<u32>(0u, 1u, 2u, 3u);
+  let local = vec4<u32>(first) + step;
+  if ((params.flags & 4u) != 0u) {
+    // The four rows are consecutive rows of one block (flags bit 2): one division finds them all.
+    // (Index arithmetic, not the loads, bounded 256-wide rows: per quad this path has a division
+    // where the general one below has twelve.)
+    var block = 0u;
+    var row0 = 0u;
+    var exists = local < vec4<u32>(params.group_rows);
+    var first_channel = false;
+    if (params.mode == 0u) {
+      block = first / params.channels;
+      let channel = first - block * params.channels;
+      let q0 = group * params.channels + channel;
+      row0 = block * params.rank + q0;
+      exists &= vec4<u32>(q0) + step < vec4<u32>(params.rank);
+      first_channel = channel == 0u;
+    } else {
+      row0 = group * params.group_rows + first;
+      block = row0 / params.rank;
+      exists &= vec4<u32>(row0) + step < vec4<u32>(params.factor_rows);
+    }
+    // A missing row reads row 0; its sums are dropped.
+    q.rows = select(vec4<u32>(0u), vec4<u32>(row0) + step, exists);
+    q.exists = select(vec4<u32>(0u), vec4<u32>(1u), exists);
+    q.w_base = (q.rows + vec4<u32>(layer * params.factor_rows)) * params.w_stride;
+    q.x_off = vec4<u32>(block * params.width / 4u);
+    q.counts = vec4<f32>(select(0.0, 1.0, NORMED && first_channel), 0.0, 0.0, 0.0);
+    return q;
+  }
+  // A missing row reads row 0; its sums are dropped.
+  let f0 = factor_row(group, first);
+  let f1 = factor_row(group, first + 1u);
+  let f2 = factor_row(group, first + 2u);
+  let f3 = factor_row(group, first + 3u);
+  q.rows = vec4<u32>(f0.x * f0.y, f1.x * f1.y, f2.x * f2.y, f3.x * f3.y);
+  q.exists = vec4<u32>(f0.y, f1.y, f2.y, f3.y);
+  q.w_base = (q.rows + vec4<u32>(layer * params.factor_rows)) * params.w_stride;
+  q.x_off = vec4<u32>(input_offset(layer, q.rows.x), input_offset(layer, q.rows.y), input_offset(layer, q.rows.z), input_offset(layer, q.rows.w)) / 4u;
+  let channels = vec4<u32>(max(params.channels, 1u));
+  q.counts = select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<bool>(NORMED) & (local < vec4<u32>(params.group_rows)) & (local % channels == vec4<u32>(0u)));
+  return q;
+}
+
+// One factor row's 8 halves (one 16-byte load) times x's 8 inputs from vec4 `xo` (times the norm
+// weight's from `go`, NORMED), and (NORMED) those inputs' sum of squares.
+fn row_dot(packed: vec4<u32>, xo: u32, go: u32) -> vec2<f32> {
+  let u = unpack8(packed);
+  let x0 = x[xo];
+  let x1 = x[xo + 1u];
+  if (NORMED) {
+    return vec2<f32>(dot(u[0], x0 * norm_weight[go]) + dot(u[1], x1 * norm_weight[go + 1u]), dot(x0, x0) + dot(x1, x1));
+  }
+  return vec2<f32>(dot(u[0], x0) + dot(u[1], x1), 0.0);
+}
+
+// A quad's four rows' dot products with one row of x (vec4 offset `n` from each row's input), and
+// the squares its counting rows add.
+fn quad_dots(q: Quad, p0: vec4<u32>, p1: vec4<u32>, p2: vec4<u32>, p3: vec4<u32>, n: u32, c: u32) -> array<vec4<f32>, 2> {
+  if ((params.flags & 4u) != 0u) {
+    // The four rows read one block of x (flags bit 2, steps 1–2): its inputs loaded once.
+    let x0 = x[q.x_off.x + n];
+    let x1 = x[q.x_off.x + n + 1u];
+    var g0 = x0;
+    var g1 = x1;
+    var squares = 0.0;
+    if (NORMED) {
+      g0 = x0 * norm_weight[q.x_off.x + 2u * c];
+      g1 = x1 * norm_weight[q.x_off.x + 2u * c + 1u];
+      squares = q.counts.x * (dot(x0, x0) + dot(x1, x1));
+    }
+    let u0 = unpack8(p0);
+    let u1 = unpack8(p1);
+    let u2 = unpack8(p2);
+    let u3 = unpack8(p3);
+    return array<vec4<f32>, 2>(vec4<f32>(dot(u0[0], g0) + dot(u0[1], g1), dot(u1[0], g0) + dot(u1[1], g1),
+      dot(u2[0], g0) + dot(u2[1], g1), dot(u3[0], g0) + dot(u3[1], g1)), vec4<f32>(squares));
+  }
+  let s0 = row_dot(p0, q.x_off.x + n, q.x_off.x + 2u * c);
+  let s1 = row_dot(p1, q.x_off.y + n, q.x_off.y + 2u * c);
+  let s2 = row_dot(p2, q.x_off.z + n, q.x_off.z + 2u * c);
+  let s3 = row_dot(p3, q.x_off.w + n, q.x_off.w + 2u * c);
+  return array<vec4<f32>, 2>(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(dot(q.counts, vec4<f32>(s0.y, s1.y, s2.y, s3.y))));
+}
+
+// BLAST's coupling value t = at.x · channels + at.y (block pair, channel) of this workgroup's tile (0 past its end).
+fn coupling_value(t: u32, at: vec2<u32>, count: u32, group: u32, layer: u32) -> f32 {
+  let q = group * params.channels + at.y;
+  if (t >= count || q >= params.rank) {
+    return 0.0;
+  }
+  return aux[layer * params.blocks * params.blocks * params.rank + at.x * params.rank + q];
+}
+
+// (pair, channel) of the tile value WORKGROUP further on, `step` being WORKGROUP as (pairs, channels).
+fn next_coupling(at: vec2<u32>, step: vec2<u32>) -> vec2<u32> {
+  let next = at + step;
+  if (next.y >= params.channels) {
+    return vec2<u32>(next.x + 1u, next.y - params.channels);
+  }
+  return next;
+}
+
+// Each thread's share of the coupling tile (MAX_COUPLING values over the workgroup).
+const COUPLING_PER_THREAD: u32 = 4u;
+const_assert MAX_COUPLING == COUPLING_PER_THREAD * WORKGROUP;
+
+// Lane 0 stores a quad's sums for row b of the batch.
+fn emit_quad(layer: u32, q: Quad, first: u32, n: u32, b: u32, total: vec4<f32>) {
+  if (params.mode == 1u && n < params.rows) {
+    // Monarch's rows are consecutive (missing ones only at the end): one division places the four.
+    var rest = q.rows.x % params.blocks;
+    var column = q.rows.x / params.blocks;
+    for (var k = 0u; k < 4u; k++) {
+      if (first + k < params.group_rows && q.exists[k] == 1u) {
+        out[((layer * params.blocks + rest) * params.rows + n) * params.rank + column] = total[k];
+      }
+      rest += 1u;
+      if (rest == params.blocks) {
+        rest = 0u;
+        column += 1u;
+      }
+    }
+    return;
+  }
+  if (n < params.rows || params.mode == 0u) {
+    for (var k = 0u; k < 4u; k++) {
+      if (first + k < params.group_rows && (q.exists[k] == 1u || params.mode == 0u)) {
+        emit(layer, first + k, q.rows[k], n, b, total[k]);
+      }
+    }
+  }
+}
 
 @compute @workgroup_size(WORKGROUP)
 fn main(
@@ -139,14 +290,24 @@ fn main(
   let step = row_step();
   let layer = params.layer + wid.x / params.layer_groups;
   let group = wid.x % params.layer_groups;
-  let layer_rows = layer * params.factor_rows;
+  // BLAST's coupling tile: read into registers before the factor, stored to workgroup memory after
+  // it, so that its reads' latency overlaps the factor's instead of coming first.
+  let coupling_count = select(0u, params.blocks * params.blocks * params.channels, params.mode == 0u);
+  // Value lid + k · WORKGROUP of the tile is (block pair, channel) = (pair, channel) stepped k times
+  // by (pairs_step, channel_step): two divisions per thread where each value's own took two.
+  // (Written out: a vector indexed in a loop may be kept in memory.)
+  var s_reg = vec4<f32>(0.0);
   if (params.mode == 0u) {
-    let count = params.blocks * params.blocks * params.channels;
-    let s_layer = layer * params.blocks * params.blocks * params.rank;
-    for (var t = lid; t < count; t += WORKGROUP) {
-      let q = group * params.channels + t % params.channels;
-      s_tile[t] = select(0.0, aux[s_layer + (t / params.channels) * params.rank + q], q < params.rank);
-    }
+    let channels = params.channels;
+    let pair0 = lid / channels;
+    let at0 = vec2<u32>(pair0, lid - pair0 * channels);
+    let pairs_step = WORKGROUP / channels;
+    let step = vec2<u32>(pairs_step, WORKGROUP - pairs_step * channels);
+    let at1 = next_coupling(at0, step);
+    let at2 = next_coupling(at1, step);
+    let at3 = next_coupling(at2, step);
+    s_reg = vec4<f32>(coupling_value(lid, at0, coupling_count, group, layer), coupling_value(lid + WORKGROUP, at1, coupling_count, group, layer),
+      coupling_value(lid + 2u * WORKGROUP, at2, coupling_count, group, layer), coupling_value(lid + 3u * WORKGROUP, at3, coupling_count, group, layer));
   }
   var n_offset: array<u32, MAX_BATCH>;
   for (var b = 0u; b < BATCH; b++) {
@@ -157,82 +318,30 @@ fn main(
   for (var b = 0u; b < BATCH; b++) {
     squares[b] = 0.0;
   }
-  for (var first = subgroup * ROWS_AT_ONCE; first < params.group_rows; first += subgroups * ROWS_AT_ONCE) {
-    // A missing row reads row 0; its sums are dropped.
-    let f0 = factor_row(group, first);
-    let f1 = factor_row(group, first + 1u);
-    let f2 = factor_row(group, first + 2u);
-    let f3 = factor_row(group, first + 3u);
-    let rows = vec4<u32>(f0.x * f0.y, f1.x * f1.y, f2.x * f2.y, f3.x * f3.y);
-    let w_base = (rows + vec4<u32>(layer_rows)) * params.w_stride;
-    let x_off = vec4<u32>(input_offset(layer, rows.x), input_offset(layer, rows.y), input_offset(layer, rows.z), input_offset(layer, rows.w)) / 4u;
+  for (var first = subgroup * 4u; first < params.group_rows; first += subgroups * 4u) {
+    let q = quad(group, layer, first);
     // Zeroed explicitly: a declaration in a loop body is not reliably re-zeroed everywhere (lavapipe
     // kept the previous rows' sums).
     var acc: array<vec4<f32>, MAX_BATCH>;
     for (var b = 0u; b < BATCH; b++) {
       acc[b] = vec4<f32>(0.0);
     }
-    // NORMED: which of the four rows count their block's squares (its first channel, once per block).
-    var counts = vec4<f32>(0.0);
-    if (NORMED) {
-      for (var k = 0u; k < ROWS_AT_ONCE; k++) {
-        counts[k] = select(0.0, 1.0, first + k < params.group_rows && (first + k) % params.channels == 0u);
-      }
-    }
     for (var c = lane; c < chunks; c += subgroup_size) {
-      let p0 = w[w_base.x + c];
-      let p1 = w[w_base.y + c];
-      let p2 = w[w_base.z + c];
-      let p3 = w[w_base.w + c];
-      // Unpacked once for every row of the batch.
-      let u0 = unpack8(p0);
-      let u1 = unpack8(p1);
-      let u2 = unpack8(p2);
-      let u3 = unpack8(p3);
-      if (NORMED) {
-        // The norm weight of each row's 8 inputs, once for every row of the batch.
-        let g = array<vec4<f32>, 8>(norm_weight[x_off.x + 2u * c], norm_weight[x_off.x + 2u * c + 1u],
-          norm_weight[x_off.y + 2u * c], norm_weight[x_off.y + 2u * c + 1u],
-          norm_weight[x_off.z + 2u * c], norm_weight[x_off.z + 2u * c + 1u],
-          norm_weight[x_off.w + 2u * c], norm_weight[x_off.w + 2u * c + 1u]);
-        for (var b = 0u; b < BATCH; b++) {
-          let n = n_offset[b] / 4u + 2u * c;
-          let x0 = x[x_off.x + n];
-          let x1 = x[x_off.x + n + 1u];
-          let x2 = x[x_off.y + n];
-          let x3 = x[x_off.y + n + 1u];
-          let x4 = x[x_off.z + n];
-          let x5 = x[x_off.z + n + 1u];
-          let x6 = x[x_off.w + n];
-          let x7 = x[x_off.w + n + 1u];
-          squares[b] += dot(counts, vec4<f32>(dot(x0, x0) + dot(x1, x1), dot(x2, x2) + dot(x3, x3), dot(x4, x4) + dot(x5, x5), dot(x6, x6) + dot(x7, x7)));
-          acc[b] += vec4<f32>(
-            dot(u0[0], x0 * g[0]) + dot(u0[1], x1 * g[1]),
-            dot(u1[0], x2 * g[2]) + dot(u1[1], x3 * g[3]),
-            dot(u2[0], x4 * g[4]) + dot(u2[1], x5 * g[5]),
-            dot(u3[0], x6 * g[6]) + dot(u3[1], x7 * g[7]));
-        }
-      } else {
-        for (var b = 0u; b < BATCH; b++) {
-          let n = n_offset[b] / 4u + 2u * c;
-          acc[b] += vec4<f32>(
-            dot(u0[0], x[x_off.x + n]) + dot(u0[1], x[x_off.x + n + 1u]),
-            dot(u1[0], x[x_off.y + n]) + dot(u1[1], x[x_off.y + n + 1u]),
-            dot(u2[0], x[x_off.z + n]) + dot(u2[1], x[x_off.z + n + 1u]),
-            dot(u3[0], x[x_off.w + n]) + dot(u3[1], x[x_off.w + n + 1u]));
-        }
+      // Every row's load first, then the sums (unpacked once for every row of the batch).
+      let p0 = w[q.w_base.x + c];
+      let p1 = w[q.w_base.y + c];
+      let p2 = w[q.w_base.z + c];
+      let p3 = w[q.w_base.w + c];
+      for (var b = 0u; b < BATCH; b++) {
+        let sums = quad_dots(q, p0, p1, p2, p3, n_offset[b] / 4u + 2u * c, c);
+        acc[b] += sums[0];
+        squares[b] += sums[1].x;
       }
     }
-    let exists = vec4<u32>(f0.y, f1.y, f2.y, f3.y);
     for (var b = 0u; b < BATCH; b++) {
       let total = subgroupAdd(acc[b]);
-      let n = r0 + b;
-      if (lane == 0u && (n < params.rows || params.mode == 0u)) {
-        for (var k = 0u; k < ROWS_AT_ONCE; k++) {
-          if (first + k < params.group_rows && (exists[k] == 1u || params.mode == 0u)) {
-            emit(layer, first + k, rows[k], n, b, total[k]);
-          }
-        }
+      if (lane == 0u) {
+        emit_quad(layer, q, first, r0 + b, b, total);
       }
     }
   }
@@ -247,13 +356,19 @@ fn main(
       }
     }
   }
+  for (var k = 0u; k < COUPLING_PER_THREAD; k++) {
+    let t = lid + k * WORKGROUP;
+    if (t < coupling_count) {
+      s_tile[t] = s_reg[k];
+    }
+  }
   // BLAST's coupling: z[a][n][q] = Σ_c S[a][c][q] · y[c][q][n] for this workgroup's channels.
   workgroupBarrier();
   let count = params.blocks * params.channels * BATCH;
   for (var t = lid; t < count; t += WORKGROUP) {
     let b = t % BATCH;
-    let qq = (t / BATCH) % params.channels;
-    let a = t / (BATCH * params.channels);
+    let a = (t / BATCH) / params.channels;
+    let qq = t / BATCH - a * params.channels;
     let q = group * params.channels + qq;
     let n = r0 + b;
     if (q < params.rank && n < params.rows) {
