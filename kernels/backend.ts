@@ -140,6 +140,19 @@ export interface InputNorm {
   eps: number;
 }
 
+/**
+ * SwiGLU made as a matmul reads its input (a gated MLP's down projection): x is the gate, and the
+ * input is silu(x) ⊙ up (both rows × inFeatures).
+ */
+export interface InputGate {
+  up: Tensor;
+}
+
+/** What a matmul does to x as it reads it: RMS-normalise it (InputNorm) or gate it (InputGate). */
+export type InputTransform = InputNorm | InputGate;
+
+export const isInputNorm = (input: InputTransform): input is InputNorm => 'weight' in input;
+
 export interface Backend {
   readonly name: 'cpu' | 'webgpu';
   /** One line for people: the device and how it runs. */
@@ -181,9 +194,10 @@ export interface Backend {
   /**
    * out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ + bias; with `accumulate`,
    * out += x · weightᵀ + bias instead (a residual connection in the matmul's epilogue); with
-   * `inputNorm`, x is first RMS-normalised per row and scaled by the norm weight.
+   * `input`, x is first RMS-normalised per row and scaled by the norm weight (InputNorm), or the
+   * input is silu(x) ⊙ up (InputGate).
    */
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean, inputNorm?: InputNorm): void;
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean, input?: InputTransform): void;
   /**
    * One matmul whose output features are split over up to three tensors: `weight` holds the
    * concatenated rows of several projections of the same input (q|k|v, gate|up), and outs[i]
@@ -198,11 +212,11 @@ export interface Backend {
   matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void;
   /**
    * Steps 1 and 2 of a Monarch or BLAST layer (kernels/cpu/blr.ts `blockProject`): z (blocks ×
-   * rows × rank) from x (rows × inFeatures, or RMSNorm(x) · weight with `inputNorm`), the factor
+   * rows × rank) from x (rows × inFeatures, or RMSNorm(x) · weight, or silu(x) ⊙ up, with `input`), the factor
    * ((blocks·rank) × (inFeatures / blocks), from uploadMatrix) and, for BLAST, the coupling
    * (blocks × blocks × rank, f32); a null coupling applies the Monarch permutation instead.
    */
-  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void;
+  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, input?: InputTransform): void;
   /**
    * Step 3 (kernels/cpu/blr.ts `blockExpand`): out (rows × outFeatures) = each block's z_a ·
    * factor_aᵀ (factor: (blocks·outFeatures/blocks) × rank) + bias, output p of block a at

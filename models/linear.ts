@@ -1,6 +1,6 @@
 // One interface for every linear layer; the checkpoint decides which implementation a projection
 // gets, and the model never asks.
-import type { Backend, BlockShape, IndexTensor, InputNorm, Tensor } from '../kernels/backend.ts';
+import type { Backend, BlockShape, IndexTensor, InputNorm, InputTransform, Tensor } from '../kernels/backend.ts';
 
 export type LinearMethod = 'dense' | 'lowrank' | 'monarch' | 'blast';
 
@@ -9,10 +9,13 @@ export interface LinearLayer {
   readonly inFeatures: number;
   readonly outFeatures: number;
   readonly parameters: number;
-  /** out (rows × outFeatures) = layer(x (rows × inFeatures)), or layer(RMSNorm(x) · norm weight). */
-  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void;
-  /** out += layer(x): a residual connection, fused into the layer's last step where it can be. */
-  forwardAdd(out: Tensor, x: Tensor, rows: number): void;
+  /**
+   * out (rows × outFeatures) = layer(x (rows × inFeatures)), or layer(RMSNorm(x) · norm weight), or
+   * layer(silu(x) ⊙ up) (`input`: kernels/backend.ts InputTransform).
+   */
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void;
+  /** out += layer(x) (or of x transformed, as forward): a residual connection, fused into the layer's last step where it can be. */
+  forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void;
 }
 
 /** y = x Wᵀ + b with W stored (outFeatures × inFeatures). */
@@ -33,12 +36,12 @@ export class DenseLinear implements LinearLayer {
     this.parameters = inFeatures * outFeatures + (bias ? outFeatures : 0);
   }
 
-  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
-    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, false, inputNorm);
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, false, input);
   }
 
-  forwardAdd(out: Tensor, x: Tensor, rows: number): void {
-    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, true);
+  forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, true, input);
   }
 }
 
@@ -91,20 +94,20 @@ export class LowRankLinear implements LinearLayer {
     scratch.reserve(maxRows * rank);
   }
 
-  private project(x: Tensor, rows: number, inputNorm?: InputNorm): Tensor {
+  private project(x: Tensor, rows: number, input?: InputTransform): Tensor {
     if (rows > this.maxRows) throw new RangeError(`low-rank layer sized for ${this.maxRows} rows, given ${rows}`);
     const intermediate = this.scratch.get(this.maxRows * this.rank);
-    this.backend.matmul(intermediate, x, this.v, null, rows, this.inFeatures, this.rank, false, inputNorm);
+    this.backend.matmul(intermediate, x, this.v, null, rows, this.inFeatures, this.rank, false, input);
     return intermediate;
   }
 
-  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
-    const intermediate = this.project(x, rows, inputNorm);
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+    const intermediate = this.project(x, rows, input);
     this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures);
   }
 
-  forwardAdd(out: Tensor, x: Tensor, rows: number): void {
-    const intermediate = this.project(x, rows);
+  forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+    const intermediate = this.project(x, rows, input);
     this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, true);
   }
 }
@@ -153,20 +156,20 @@ export class BlockLowRankLinear implements LinearLayer {
     scratch.reserve(b * maxRows * r);
   }
 
-  private project(x: Tensor, rows: number, inputNorm?: InputNorm): Tensor {
+  private project(x: Tensor, rows: number, input?: InputTransform): Tensor {
     if (rows > this.maxRows) throw new RangeError(`${this.method} layer sized for ${this.maxRows} rows, given ${rows}`);
     const z = this.scratch.get(this.shape.blocks * this.maxRows * this.shape.rank);
-    this.backend.blockProject(z, x, this.inner, this.coupling, rows, this.shape, inputNorm);
+    this.backend.blockProject(z, x, this.inner, this.coupling, rows, this.shape, input);
     return z;
   }
 
-  forward(out: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
-    const z = this.project(x, rows, inputNorm);
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+    const z = this.project(x, rows, input);
     this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch');
   }
 
-  forwardAdd(out: Tensor, x: Tensor, rows: number): void {
-    const z = this.project(x, rows);
+  forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+    const z = this.project(x, rows, input);
     this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch', true);
   }
 }

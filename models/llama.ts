@@ -68,11 +68,12 @@ export class LlamaModel extends DecoderModel {
   protected record(cache: KVCache, step: StepPlan): void {
     const be = this.backend;
     const b = this.buffers;
-    const { hiddenSize: H, intermediateSize: I, heads, kvHeads, headDim, normEps: eps } = this.config;
+    const { hiddenSize: H, heads, kvHeads, headDim, normEps: eps } = this.config;
     const { rows, tokenIds, positions, pages } = step;
 
     // Each RMSNorm travels with the projection that consumes it (fused into the matmul where a
-    // kernel can): qkv(norm(hidden)), gateUp(norm(hidden)), lmHead(norm(last hidden)).
+    // kernel can): qkv(norm(hidden)), gateUp(norm(hidden)), lmHead(norm(last hidden)); so does the
+    // MLP's SwiGLU: down(silu(gate) ⊙ up).
     be.gatherRows(b.hidden, this.embedding, tokenIds, rows, H);
     this.layers.forEach((layer, l) => {
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
@@ -81,8 +82,8 @@ export class LlamaModel extends DecoderModel {
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
       layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });
-      be.swiglu(b.mlp, b.mlp, b.mlpUp, rows * I);
-      layer.down.forwardAdd(b.hidden, b.mlp, rows);
+      // SwiGLU travels with the down projection (silu(gate) ⊙ up made as it reads its input).
+      layer.down.forwardAdd(b.hidden, b.mlp, rows, { up: b.mlpUp });
     });
     const outputs = step.outputs.length;
     if (outputs === 0) return;

@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { Rng } from '../engine/rng.ts';
 import { GREEDY } from '../engine/sampler.ts';
-import { flagStride, logprobStride, type Backend, type BlockShape, type IndexTensor, type SampleParams } from '../kernels/backend.ts';
+import { flagStride, logprobStride, type Backend, type BlockShape, type IndexTensor, type SampleParams, type Tensor } from '../kernels/backend.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
@@ -30,14 +30,22 @@ async function both(op: (backend: Backend) => Promise<Float32Array>): Promise<[F
   return [await op(gpu!), await op(cpu)];
 }
 
+/** A tensor holding `values` that kernels may write and tests read back (uploads are read-only). */
+function writableCopy(be: Backend, values: Float32Array): Tensor {
+  const t = be.allocate(values.length);
+  be.add(t, be.upload(values), be.upload(new Float32Array(values.length)), values.length);
+  return t;
+}
+
 /**
  * A Monarch or BLAST layer with random factors and bias on the GPU and on the CPU oracle: its
- * forward (of RMSNorm(x) with `withNorm`), then forwardAdd onto a residual; both results, joined.
+ * forward (of RMSNorm(x) with `withNorm`), then forwardAdd onto a residual, of x and of SwiGLU's
+ * silu(x) ⊙ up; the three results, joined.
  */
 async function blockLayerBoth(method: 'monarch' | 'blast', shape: BlockShape, rows: number, withNorm: boolean): Promise<[Float32Array, Float32Array]> {
   const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
   const inner = random(b * r * (i / b)), outer = random(o * r), coupling = random(b * b * r), bias = random(o);
-  const x = random(rows * i), norm = withNorm ? random(i) : null, residual = random(rows * o);
+  const x = random(rows * i), norm = withNorm ? random(i) : null, residual = random(rows * o), up = random(rows * i);
   return both(async (be) => {
     const layer = new BlockLowRankLinear(be, method, be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'),
       method === 'blast' ? be.upload(coupling) : null, be.upload(bias), shape, rows);
@@ -46,7 +54,9 @@ async function blockLayerBoth(method: 'monarch' | 'blast', shape: BlockShape, ro
     const sum = be.allocate(rows * o);
     be.add(sum, be.upload(residual), be.upload(new Float32Array(rows * o)), rows * o);
     layer.forwardAdd(sum, be.upload(x), rows);
-    return concat(await be.read(out, rows * o), await be.read(sum, rows * o));
+    const gated = writableCopy(be, residual);
+    layer.forwardAdd(gated, be.upload(x), rows, { up: be.upload(up) });
+    return concat(await be.read(out, rows * o), await be.read(sum, rows * o), await be.read(gated, rows * o));
   });
 }
 
@@ -225,9 +235,21 @@ describe.each([
       expectClose(gpuOut, cpuOut, 2e-5 * Math.max(1, Math.sqrt(inFeatures) / 8));
     });
 
-    it.for<[number]>([[1], [3], [9]])('LowRankLinear rows=%i: two matmuls through its rank-wide intermediate, with bias and residual', async ([rows], { skip }) => {
+    it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64], [1, 3000], [2, 4104], [20, 136], [1, 4104]])('matmul of SwiGLU silu(gate) ⊙ up rows=%i in=%i, with a residual', async ([rows, inFeatures], { skip }) => {
       if (!gpu) return skip();
-      const v = random(6 * 40), u = random(33 * 6), bias = random(33), x = random(rows * 40), residual = random(rows * 33);
+      // Gates over ±6, where silu bends and saturates.
+      const gate = random(rows * inFeatures, 6), up = random(rows * inFeatures), w = random(7 * inFeatures), residual = random(rows * 7);
+      const [gpuOut, cpuOut] = await both((be) => {
+        const out = writableCopy(be, residual);
+        be.matmul(out, be.upload(gate), be.uploadMatrix(w, 7, inFeatures, 'w'), null, rows, inFeatures, 7, true, { up: be.upload(up) });
+        return be.read(out, rows * 7);
+      });
+      expectClose(gpuOut, cpuOut, 2e-5 * Math.max(1, Math.sqrt(inFeatures) / 8));
+    });
+
+    it.for<[number]>([[1], [3], [9]])('LowRankLinear rows=%i: two matmuls through its rank-wide intermediate, with bias and residual, and of a gated input', async ([rows], { skip }) => {
+      if (!gpu) return skip();
+      const v = random(6 * 40), u = random(33 * 6), bias = random(33), x = random(rows * 40), residual = random(rows * 33), up = random(rows * 40);
       const [g, c] = await both(async (be) => {
         const layer = new LowRankLinear(be, be.uploadMatrix(v, 6, 40, 'v'), be.uploadMatrix(u, 33, 6, 'u'), be.upload(bias), 40, 33, 6, 9);
         const out = be.allocate(rows * 33);
@@ -235,7 +257,10 @@ describe.each([
         const sum = be.allocate(rows * 33);
         be.add(sum, be.upload(residual), be.upload(new Float32Array(rows * 33)), rows * 33);
         layer.forwardAdd(sum, be.upload(x), rows);
-        return concat(await be.read(out, rows * 33), await be.read(sum, rows * 33));
+        // And of a SwiGLU's silu(x) ⊙ up (the low-rank layer's first matmul gates its input).
+        const gated = writableCopy(be, residual);
+        layer.forwardAdd(gated, be.upload(x), rows, { up: be.upload(up) });
+        return concat(await be.read(out, rows * 33), await be.read(sum, rows * 33), await be.read(gated, rows * 33));
       });
       expectClose(g, c);
     });
@@ -276,6 +301,10 @@ describe.each([
       ['blast', { inFeatures: 160, outFeatures: 40, rank: 8, blocks: 20 }, 2],
       // A rank not a multiple of 4: Monarch's quads of rows then span two blocks of x (no shared loads).
       ['monarch', { inFeatures: 32, outFeatures: 40, rank: 18, blocks: 2 }, 2],
+      // One row (the gated pipeline's): each quad in one block of x, or not.
+      ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 1],
+      ['monarch', { inFeatures: 32, outFeatures: 40, rank: 18, blocks: 2 }, 1],
+      ['blast', { inFeatures: 160, outFeatures: 40, rank: 8, blocks: 20 }, 1],
       // Step 3 on the blocked subgroup GEMV (even outputs per block), Monarch's strided outputs too.
       ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 3],
       ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 17],
@@ -379,12 +408,7 @@ describe.each([
       const [g, c] = await both(async (be) => {
         const positions = be.allocateIndices(rows);
         be.uploadIndices(positions, Int32Array.of(0, 17, 49));
-        const writable = (values: Float32Array) => {
-          const t = be.allocate(values.length);
-          be.add(t, be.upload(values), be.upload(new Float32Array(values.length)), values.length);
-          return t;
-        };
-        const qt = writable(q), kt = writable(k);
+        const qt = writableCopy(be, q), kt = writableCopy(be, k);
         be.rope(qt, kt, positions, be.upload(concat(cos, sin)), rows, heads, kvHeads, headDim);
         return concat(await be.read(qt, q.length), await be.read(kt, k.length));
       });

@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
@@ -122,15 +122,16 @@ export class CpuBackend implements Backend {
   }
 
   /** x, or RMSNorm(x) · weight in a scratch buffer kept for the purpose. */
-  private input(x: Tensor, rows: number, inFeatures: number, norm?: InputNorm): Float32Array {
-    if (!norm) return data(x);
+  private input(x: Tensor, rows: number, inFeatures: number, transform?: InputTransform): Float32Array {
+    if (!transform) return data(x);
     if (this.normScratch.length < rows * inFeatures) this.normScratch = new Float32Array(rows * inFeatures);
-    ops.rmsNorm(this.normScratch, data(x), data(norm.weight), rows, inFeatures, norm.eps);
+    if (isInputNorm(transform)) ops.rmsNorm(this.normScratch, data(x), data(transform.weight), rows, inFeatures, transform.eps);
+    else ops.swiglu(this.normScratch, data(x), data(transform.up), rows * inFeatures);
     return this.normScratch;
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, inputNorm?: InputNorm): void {
-    ops.matmul(data(out), this.input(x, rows, inFeatures, inputNorm), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform): void {
+    ops.matmul(data(out), this.input(x, rows, inFeatures, input), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
   }
 
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
@@ -155,11 +156,11 @@ export class CpuBackend implements Backend {
     });
   }
 
-  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void {
+  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, input?: InputTransform): void {
     const { inFeatures: i, rank: r, blocks: b } = shape;
-    const input = this.input(x, rows, i, inputNorm);
+    const values = this.input(x, rows, i, input);
     for (let layer = 0; layer < (shape.layers ?? 1); layer++) {
-      blr.blockProject(data(z).subarray(layer * b * rows * r), input, data(factor).subarray(layer * r * i),
+      blr.blockProject(data(z).subarray(layer * b * rows * r), values, data(factor).subarray(layer * r * i),
         coupling ? data(coupling).subarray(layer * b * b * r) : null, rows, shape);
     }
   }

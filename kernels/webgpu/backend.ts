@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -123,23 +123,29 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
       features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind) } } : undefined]))),
-    ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => [false, true].map((normed) => [blockGemvName(batch, normed),
-      features.subgroups ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: normed ? 1 : 0, NORM_SUBGROUPS: normed ? 64 : 1 } } : undefined]))),
+    ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'gated'] as const).map((kind) => [blockGemvName(batch, kind),
+      features.subgroups && (kind !== 'gated' || batch === 1) ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
   };
 }
 
 /** Rows of x per workgroup of the subgroup GEMV's pipelines (wgsl/gemv_subgroup.wgsl BATCH). */
 const GEMV_BATCHES = [1, 4, 16] as const;
 type GemvBatch = (typeof GEMV_BATCHES)[number];
-const gemvSubgroupName = (batch: GemvBatch, kind: 'plain' | 'normed' | 'blocked') => `gemvSubgroup${batch}${kind === 'plain' ? '' : kind === 'normed' ? 'Normed' : 'Blocked'}` as const;
-const blockGemvName = (batch: GemvBatch, normed = false) => `blockGemv${batch}${normed ? 'Normed' : ''}` as const;
+/**
+ * The subgroup GEMVs' pipelines: plain, RMSNorm inside (normed), a block low-rank layer's step 3
+ * (blocked, wgsl/gemv_subgroup.wgsl), SwiGLU inside (gated, wgsl/block_gemv.wgsl only).
+ */
+type GemvKind = 'plain' | 'normed' | 'blocked' | 'gated';
+const GEMV_KIND_SUFFIX = { plain: '', normed: 'Normed', blocked: 'Blocked', gated: 'Gated' } as const;
+const gemvSubgroupName = <K extends Exclude<GemvKind, 'gated'>>(batch: GemvBatch, kind: K) => `gemvSubgroup${batch}${GEMV_KIND_SUFFIX[kind]}` as `gemvSubgroup${GemvBatch}${(typeof GEMV_KIND_SUFFIX)[K]}`;
+const blockGemvName = <K extends 'plain' | 'normed' | 'gated'>(batch: GemvBatch, kind: K) => `blockGemv${batch}${GEMV_KIND_SUFFIX[kind]}` as `blockGemv${GemvBatch}${(typeof GEMV_KIND_SUFFIX)[K]}`;
 /**
  * Weight rows each x load serves in wgsl/gemv_subgroup.wgsl (a workgroup makes twice that many
  * outputs): 4 for batched plain matmuls (8–16 rows of Llama-3.2-1B: 7–9% less GPU time than 2 on an
  * H200, bench/batch-step.ts --profile), 2 elsewhere (the blocked pipeline's rows must share a
  * block; the one-row pipelines were tuned with 2).
  */
-const gemvRowsPerGroup = (batch: GemvBatch, kind: 'plain' | 'normed' | 'blocked') => (batch > 1 && kind === 'plain' ? 4 : 2);
+const gemvRowsPerGroup = (batch: GemvBatch, kind: GemvKind) => (batch > 1 && kind === 'plain' ? 4 : 2);
 /** Factor rows per workgroup of wgsl/block_gemv.wgsl: Monarch's step 1, and step 3; BLAST's steps 1–2 take up to BLOCK_GEMV_BLAST_ROWS (its MAX_GROUP_ROWS). */
 const BLOCK_GEMV_GROUP_ROWS = 32;
 const BLOCK_GEMV_EXPAND_ROWS = 32;
@@ -541,13 +547,26 @@ export class WebGpuBackend implements Backend {
     return this.normScratchTensor;
   }
 
+  /** x normalised or gated into a scratch tensor, for the kernels that do not do it as they read. */
+  private transformInput(x: Tensor, rows: number, inFeatures: number, input: InputTransform): Tensor {
+    const scratch = this.normScratch(rows * inFeatures);
+    if (isInputNorm(input)) this.rmsNorm(scratch, x, input.weight, rows, inFeatures, input.eps);
+    else this.swiglu(scratch, x, input.up, rows * inFeatures);
+    return scratch;
+  }
+
+  /** The second input of a kernel that transforms x as it reads it: the norm weight, or the gated MLP's up. */
+  private transformBuffer(input: InputTransform): GPUBuffer {
+    return tensor(isInputNorm(input) ? input.weight : input.up).buffer;
+  }
+
   /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
   matmulRoundsActivations(rows: number): boolean {
     return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmTensor');
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, inputNorm?: InputNorm): void {
-    this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate, inputNorm);
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform): void {
+    this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate, input);
   }
 
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
@@ -559,17 +578,17 @@ export class WebGpuBackend implements Backend {
     this.recordMatmul([out], x, weight, null, rows, inFeatures, widths, false, inputNorm, true);
   }
 
-  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, inputNorm?: InputNorm, stacked = false): void {
+  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, input?: InputTransform, stacked = false): void {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
-    if (inputNorm && !(decodeSubgroup && rows === 1)) {
-      // Only the one-row subgroup GEMV normalises its own input; elsewhere the norm runs first. (Every
-      // workgroup normalises the rows it reads: for 4 output features per workgroup and 16 rows of
-      // 2048, the LM head re-read 4 GB of x, 7x slower than normalising once.)
-      const normed = this.normScratch(rows * inFeatures);
-      this.rmsNorm(normed, x, inputNorm.weight, rows, inFeatures, inputNorm.eps);
-      x = normed;
-      inputNorm = undefined;
+    if (input && !(decodeSubgroup && rows === 1 && isInputNorm(input))) {
+      // Only the one-row subgroup GEMV normalises its own input; elsewhere the norm runs first.
+      // (Every workgroup normalises the rows it reads: for 4 output features per workgroup and 16
+      // rows of 2048, the LM head re-read 4 GB of x, 7x slower than normalising once.) SwiGLU runs
+      // first here too: inside the GEMV, each pair of output rows recomputed silu over all of x,
+      // and Llama-2-7B's decode measured no faster for the dispatch saved (H200, RESULTS.md).
+      x = this.transformInput(x, rows, inFeatures, input);
+      input = undefined;
     }
     const w = tensor(weight);
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
@@ -578,9 +597,9 @@ export class WebGpuBackend implements Backend {
     const outFeatures = widths.reduce((a, b) => a + b, 0);
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy,
       tensor(outs[0]).buffer, outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1]];
-    buffers.push(inputNorm ? tensor(inputNorm.weight).buffer : this.dummy);
+    buffers.push(input ? this.transformBuffer(input) : this.dummy);
     const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (stacked ? 4 : 0);
-    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: inputNorm?.eps ?? 0 }];
+    const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: input && isInputNorm(input) ? input.eps : 0 }];
     if (this.matmulRoundsActivations(rows)) {
       // These kernels take the weight stride in halves, and a buffer for split-K sums in place of
       // the norm weight.
@@ -589,7 +608,7 @@ export class WebGpuBackend implements Backend {
       this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures);
     } else if (decodeSubgroup) {
       const batch = gemvBatch(rows);
-      const kind = inputNorm ? 'normed' : 'plain';
+      const kind = input ? 'normed' : 'plain';
       this.dispatch(gemvSubgroupName(batch, kind), params, buffers, [Math.ceil(outFeatures / (2 * gemvRowsPerGroup(batch, kind))), Math.ceil(rows / batch)]);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
@@ -625,20 +644,17 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, inputNorm?: InputNorm): void {
+  blockProject(z: Tensor, x: Tensor, factor: Tensor, coupling: Tensor | null, rows: number, shape: BlockShape, input?: InputTransform): void {
     const f = tensor(factor);
     if (!f.isHalfMatrix) throw new GpuError('blockProject needs a factor from uploadMatrix');
     const { inFeatures: i, rank: r, blocks: b } = shape;
     const layers = shape.layers ?? 1;
     const subgroupPath = this.kernels.has('blockGemv1') && (i / b) % 8 === 0 && (!coupling || b <= BLOCK_GEMV_MAX_BLAST_BLOCKS);
     const tensorCores = this.blockTensorCores(rows, i / b, i);
-    // BLAST's subgroup kernel normalises its own input (wgsl/block_gemv.wgsl NORMED); elsewhere the norm runs first.
-    const normedHere = inputNorm && subgroupPath && coupling && !tensorCores ? inputNorm : undefined;
-    if (inputNorm && !normedHere) {
-      const normed = this.normScratch(rows * i);
-      this.rmsNorm(normed, x, inputNorm.weight, rows, i, inputNorm.eps);
-      x = normed;
-    }
+    // The subgroup kernel normalises BLAST's input itself (wgsl/block_gemv.wgsl NORMED: a BLAST
+    // workgroup reads every block of x) and gates one row's (GATED); elsewhere that runs first.
+    const inHere = input && subgroupPath && !tensorCores && (isInputNorm(input) ? coupling !== null : rows === 1) ? input : undefined;
+    if (input && !inHere) x = this.transformInput(x, rows, i, input);
     const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
     if (tensorCores) {
       // Tensor cores: one GEMM per input block in one dispatch (a dispatch per stacked layer);
@@ -668,8 +684,9 @@ export class WebGpuBackend implements Backend {
       const groups = coupling ? Math.ceil(r / channels) : Math.ceil((b * r) / groupRows);
       // Flags bit 2: each quad of rows reads one block of x (BLAST: a quad's four channels of a block; Monarch: consecutive rows of a block).
       const sharedX = (coupling ? channels : r) % 4 === 0 ? 4 : 0;
-      this.dispatch(blockGemvName(batch, !!normedHere), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, sharedX, groupRows, channels, 0, i, groups, 0, { f32: normedHere?.eps ?? 0 }],
-        [...buffers, normedHere ? tensor(normedHere.weight).buffer : this.dummy], [layers * groups, Math.ceil(rows / batch)]);
+      const kind = !inHere ? 'plain' : isInputNorm(inHere) ? 'normed' : 'gated';
+      this.dispatch(blockGemvName(batch, kind), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, sharedX, groupRows, channels, 0, i, groups, 0, { f32: inHere && isInputNorm(inHere) ? inHere.eps : 0 }],
+        [...buffers, inHere ? this.transformBuffer(inHere) : this.dummy], [layers * groups, Math.ceil(rows / batch)]);
       return;
     }
     for (let layer = 0; layer < layers; layer++) {
@@ -707,7 +724,7 @@ export class WebGpuBackend implements Backend {
       if (this.kernels.has('blockGemv1') && r % 8 === 0) {
         const batch = gemvBatch(rows);
         const groups = Math.ceil(o / BLOCK_GEMV_EXPAND_ROWS);
-        this.dispatch(blockGemvName(batch), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, strided ? 3 : 2, flags, BLOCK_GEMV_EXPAND_ROWS, 0, o / b, 0, groups, layer, 0],
+        this.dispatch(blockGemvName(batch, 'plain'), [rows, r, o, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, strided ? 3 : 2, flags, BLOCK_GEMV_EXPAND_ROWS, 0, o / b, 0, groups, layer, 0],
           [...buffersFor(layer), this.dummy], [groups, Math.ceil(rows / batch)]);
       } else {
         this.dispatch('blockExpand', [rows, o, r, b, f.rowStrideHalves / 2, flags | (strided ? 4 : 0), layer, 0], buffersFor(layer), [Math.ceil(o / 64), rows]);

@@ -50,9 +50,22 @@ struct Params {
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;   // the factor
 @group(0) @binding(3) var<storage, read> aux: array<f32>;       // S (BLAST, b × b × rank) or the bias
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // z (b × rows × rank) or the output
-@group(0) @binding(5) var<storage, read> norm_weight: array<vec4<f32>>; // NORMED: in_features
+// NORMED: the norm weight (in_features); GATED: up (rows × in_features, as x).
+@group(0) @binding(5) var<storage, read> norm_weight: array<vec4<f32>>;
 
 override NORMED: bool = false;
+// GATED (a pipeline of its own, steps 1–2, one row): the input is SwiGLU's silu(x) ⊙ up, up bound
+// where the norm weight goes: a gated MLP's down projection combines its gate and up as it reads.
+override GATED: bool = false;
+
+// Input vec4 `index` of x (steps 1–2): as stored, or (GATED) silu(x) ⊙ up.
+fn input4(index: u32) -> vec4<f32> {
+  let v = x[index];
+  if (GATED) {
+    return v / (vec4<f32>(1.0) + exp(-v)) * norm_weight[index];
+  }
+  return v;
+}
 // Sums of squares per (subgroup, row of x): 64 subgroups (of 4 lanes) in the normed pipeline, 1 elsewhere.
 override NORM_SUBGROUPS: u32 = 1u;
 var<workgroup> norm_partial: array<f32, NORM_SUBGROUPS * BATCH>;
@@ -190,8 +203,8 @@ fn quad(group: u32, layer: u32, first: u32) -> Quad {
 // weight's from `go`, NORMED), and (NORMED) those inputs' sum of squares.
 fn row_dot(packed: vec4<u32>, xo: u32, go: u32) -> vec2<f32> {
   let u = unpack8(packed);
-  let x0 = x[xo];
-  let x1 = x[xo + 1u];
+  let x0 = input4(xo);
+  let x1 = input4(xo + 1u);
   if (NORMED) {
     return vec2<f32>(dot(u[0], x0 * norm_weight[go]) + dot(u[1], x1 * norm_weight[go + 1u]), dot(x0, x0) + dot(x1, x1));
   }
@@ -203,8 +216,8 @@ fn row_dot(packed: vec4<u32>, xo: u32, go: u32) -> vec2<f32> {
 fn quad_dots(q: Quad, p0: vec4<u32>, p1: vec4<u32>, p2: vec4<u32>, p3: vec4<u32>, n: u32, c: u32) -> array<vec4<f32>, 2> {
   if ((params.flags & 4u) != 0u) {
     // The four rows read one block of x (flags bit 2, steps 1–2): its inputs loaded once.
-    let x0 = x[q.x_off.x + n];
-    let x1 = x[q.x_off.x + n + 1u];
+    let x0 = input4(q.x_off.x + n);
+    let x1 = input4(q.x_off.x + n + 1u);
     var g0 = x0;
     var g1 = x1;
     var squares = 0.0;
