@@ -152,6 +152,8 @@ const BLOCK_GEMV_EXPAND_ROWS = 32;
 const BLOCK_GEMV_BLAST_ROWS = 64;
 /** BLAST blocks the kernel takes: its coupling tile (MAX_COUPLING = 1024 values) holds blocks² of them per channel. */
 const BLOCK_GEMV_MAX_BLAST_BLOCKS = 32;
+/** BLAST blocks that wgsl/blast_couple.wgsl's tiled entry takes (its TILE_BLOCKS). */
+const BLAST_COUPLE_TILE_BLOCKS = 16;
 /**
  * BLAST channels per workgroup of wgsl/block_gemv.wgsl: as many as its rows and coupling tile hold,
  * a multiple of 4 where that leaves at least 4 (each quad of rows then reads one block of x, loaded
@@ -188,12 +190,13 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
     gemmTensorScalarX: spec('f32'),
     gemmTensorBlocks: { source: composeWgsl([...commonWgsl('block_gemm_common'), gemmSubgroupMatrixSource(tile, 'vec4', 'blocks')]), entryPoint: 'main', storage: GEMM_BINDINGS },
     blastCouple: { source: wgsl('blast_couple.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
+    blastCoupleTiled: { source: wgsl('blast_couple.wgsl'), entryPoint: 'tiled', storage: ['read', 'read', 'write'] },
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
   };
 }
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
-  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -668,7 +671,10 @@ export class WebGpuBackend implements Backend {
       }
       for (let layer = 0; layer < layers; layer++) {
         this.recordBlockGemm(rows, i / b, b * r, r, f, 0, coupling ? 0 : 1, i / b, i, r, b, [buffers[0], f.buffer, this.dummy, target], layer, 0, coupling ? 0 : layer * b * rows * r);
-        if (coupling) {
+        if (coupling && b <= BLAST_COUPLE_TILE_BLOCKS && Math.ceil(rows / 32) <= 65535) {
+          // A workgroup per 8 channels × 32 rows, its coupling in workgroup memory (wgsl/blast_couple.wgsl tiled).
+          this.dispatch('blastCoupleTiled', [rows, r, b, 0, layer], [target, buffers[2], buffers[3]], [Math.ceil(r / 8), Math.ceil(rows / 32)]);
+        } else if (coupling) {
           const groups = Math.ceil((rows * r) / 256);
           const gridX = Math.min(groups, 65535);
           this.dispatch('blastCouple', [rows, r, b, gridX * 256, layer], [target, buffers[2], buffers[3]], [gridX, Math.ceil(groups / gridX)]);
