@@ -91,4 +91,46 @@ for (const shape of shapes) {
   }
   for (const buf of [...ws, ...ss, x, z, norm]) buf.destroy();
 }
+
+// Step 3 (the expansion) at the 7B q|k|v stacked shape (3 × 4096 outputs from rank 1024, 16 blocks
+// a layer: z as 48 blocks), two ways: wgsl/block_gemv.wgsl mode 2 (32 rows a workgroup, four at a
+// time), and the blocked pipeline of wgsl/gemv_subgroup.wgsl the models use (4 outputs a
+// workgroup, K split over 4 subgroups).
+{
+  const [o, r, b] = [3 * 4096, 1024, 48];
+  const bytes = o * r * 2;
+  const copies = Math.ceil(160e6 / bytes) + 1;
+  const ws = Array.from({ length: copies }, () => { const w = mk(bytes); fill(w, bytes / 4); return w; });
+  const z = mk(b * r * 4); device.queue.writeBuffer(z, 0, new Float32Array(b * r).fill(0.5));
+  const out = mk(o * 4), spare1 = mk(o * 4), spare2 = mk(o * 4), dummy = mk(o * 4);
+  const runs: [string, string, Record<string, number>, number[], number, GPUBuffer[]][] = [
+    ['block_gemv mode 2', current, {}, [1, r, o, r / 8, r, b, 2, 0, 32, 0, o / b, 0, o / 32, 0, 0, 0], o / 32, [z, dummy, dummy, out, dummy]],
+    ['gemv_subgroup blocked (the models\' step 3)', wgsl('gemv_subgroup.wgsl', 'matmul_common'), { BLOCKED: 1, ROWS_PER_GROUP: 2 }, [1, r, o, r / 8, 0, o, 0, 0, o / b, b, 0, 0, 0, 0, 0, 0], o / 4, [z, dummy, dummy, out, spare1, spare2, dummy]],
+  ];
+  for (const [label, source, constants, params, groups, buffers] of runs) {
+    const module = device.createShaderModule({ code: source });
+    const pipeline = await device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main', constants: { BATCH: 1, ...constants } } });
+    const u = device.createBuffer({ size: 64, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(u, 0, new Uint32Array(params));
+    const bindGroups = ws.map((w) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [
+      { binding: 0, resource: { buffer: u } }, ...buffers.map((buffer, k) => ({ binding: k + 1, resource: { buffer: k === 1 ? w : buffer } }))] }));
+    const results: number[] = [];
+    for (let rep = 0; rep < 5; rep++) {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+      pass.setPipeline(pipeline);
+      for (let k = 0; k < CALLS; k++) { pass.setBindGroup(0, bindGroups[k % copies]); pass.dispatchWorkgroups(groups, 1); }
+      pass.end();
+      enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+      enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+      device.queue.submit([enc.finish()]);
+      await read.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(read.getMappedRange().slice(0));
+      read.unmap();
+      results.push(Number(t[1] - t[0]) / 1000 / CALLS);
+    }
+    results.sort((a, c) => a - c);
+    console.log(`expansion q|k|v (${(bytes / 1e6).toFixed(1)} MB), ${label}: ${results[2].toFixed(2)} µs per call, ${(bytes / results[2] / 1e3).toFixed(0)} GB/s`);
+  }
+}
 process.exit(0);
