@@ -22,6 +22,26 @@ const qs = device.createQuerySet({ type: 'timestamp', count: 2 });
 const resolve = device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
 const read = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
 
+/** µs per call, the median of five passes of CALLS dispatches (bind groups, one per factor copy, in turn). */
+async function timeCalls(pipeline: GPUComputePipeline, bindGroups: GPUBindGroup[], groups: number): Promise<number> {
+  const results: number[] = [];
+  for (let rep = 0; rep < 5; rep++) {
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
+    pass.setPipeline(pipeline);
+    for (let k = 0; k < CALLS; k++) { pass.setBindGroup(0, bindGroups[k % bindGroups.length]); pass.dispatchWorkgroups(groups, 1); }
+    pass.end();
+    enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+    device.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    results.push(Number(t[1] - t[0]) / 1000 / CALLS);
+  }
+  return results.sort((a, c) => a - c)[2];
+}
+
 interface Shape { label: string; i: number; r: number; b: number; layers: number; normed: boolean }
 const shapes: Shape[] = [
   { label: 'q', i: 4096, r: 1024, b: 16, layers: 1, normed: false },
@@ -70,23 +90,7 @@ for (const shape of shapes) {
     const bindGroups = ws.map((w, copy) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [
       { binding: 0, resource: { buffer: u } }, { binding: 1, resource: { buffer: x } }, { binding: 2, resource: { buffer: w } },
       { binding: 3, resource: { buffer: ss[copy] } }, { binding: 4, resource: { buffer: z } }, { binding: 5, resource: { buffer: norm } }] }));
-    const results: number[] = [];
-    for (let rep = 0; rep < 5; rep++) {
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
-      pass.setPipeline(pipeline);
-      for (let k = 0; k < CALLS; k++) { pass.setBindGroup(0, bindGroups[k % copies]); pass.dispatchWorkgroups(layers * groups, 1); }
-      pass.end();
-      enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
-      device.queue.submit([enc.finish()]);
-      await read.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(read.getMappedRange().slice(0));
-      read.unmap();
-      results.push(Number(t[1] - t[0]) / 1000 / CALLS);
-    }
-    results.sort((a, c) => a - c);
-    const us = results[2];
+    const us = await timeCalls(pipeline, bindGroups, layers * groups);
     console.log(`${shape.label} (${(bytes / 1e6).toFixed(1)} MB), ${v.label}${normed ? ', normed' : ''}: ${us.toFixed(2)} µs per call, ${(bytes / us / 1e3).toFixed(0)} GB/s`);
   }
   for (const buf of [...ws, ...ss, x, z, norm]) buf.destroy();
@@ -114,23 +118,8 @@ for (const shape of shapes) {
     device.queue.writeBuffer(u, 0, new Uint32Array(params));
     const bindGroups = ws.map((w) => device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [
       { binding: 0, resource: { buffer: u } }, ...buffers.map((buffer, k) => ({ binding: k + 1, resource: { buffer: k === 1 ? w : buffer } }))] }));
-    const results: number[] = [];
-    for (let rep = 0; rep < 5; rep++) {
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } });
-      pass.setPipeline(pipeline);
-      for (let k = 0; k < CALLS; k++) { pass.setBindGroup(0, bindGroups[k % copies]); pass.dispatchWorkgroups(groups, 1); }
-      pass.end();
-      enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-      enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
-      device.queue.submit([enc.finish()]);
-      await read.mapAsync(GPUMapMode.READ);
-      const t = new BigUint64Array(read.getMappedRange().slice(0));
-      read.unmap();
-      results.push(Number(t[1] - t[0]) / 1000 / CALLS);
-    }
-    results.sort((a, c) => a - c);
-    console.log(`expansion q|k|v (${(bytes / 1e6).toFixed(1)} MB), ${label}: ${results[2].toFixed(2)} µs per call, ${(bytes / results[2] / 1e3).toFixed(0)} GB/s`);
+    const us = await timeCalls(pipeline, bindGroups, groups);
+    console.log(`expansion q|k|v (${(bytes / 1e6).toFixed(1)} MB), ${label}: ${us.toFixed(2)} µs per call, ${(bytes / us / 1e3).toFixed(0)} GB/s`);
   }
 }
 process.exit(0);
