@@ -157,9 +157,9 @@ const BLAST_COUPLE_TILE_BLOCKS = 16;
 /**
  * BLAST channels per workgroup of wgsl/block_gemv.wgsl: as many as its rows and coupling tile hold,
  * a multiple of 4 where that leaves at least 4 (each quad of rows then reads one block of x, loaded
- * once: flags bit 2). 7B shapes on an H200 (bench/blr-project-sweep.ts): 4 channels of 16 blocks
- * took 15.4 µs for down's 33 MB where 2 took 17.4, q|k|v with the norm inside 21.5 µs for 25 MB
- * where 2 took 24.6.
+ * once, and is placed with one division: flags bit 2). 7B shapes on an H200 (bench/blr-project-sweep.ts,
+ * RESULTS.md): 4 channels of 16 blocks, q|k|v with the norm inside 14.3 µs for 25 MB where 2 channels
+ * took 23.5-25.6.
  */
 function blastChannels(blocks: number): number {
   const most = Math.min(Math.floor(BLOCK_GEMV_BLAST_ROWS / blocks), Math.floor(1024 / (blocks * blocks)));

@@ -112,14 +112,11 @@ fn row_step() -> u32 {
   return select(params.width, params.x_stride, params.mode <= 1u);
 }
 
-// Layer `layer`'s row `row`'s dot product with row n of x: stored where the mode puts it.
+// Layer `layer`'s row `row`'s dot product with row n of x: stored where the mode puts it (Monarch's
+// step 1, mode 1, is placed four rows at a time by emit_quad).
 fn emit(layer: u32, local: u32, row: u32, n: u32, b: u32, total: f32) {
   if (params.mode == 0u) {
     y[local * BATCH + b] = total;
-    return;
-  }
-  if (params.mode == 1u) {
-    out[((layer * params.blocks + row % params.blocks) * params.rows + n) * params.rank + row / params.blocks] = total;
     return;
   }
   var feature = row;
