@@ -60,8 +60,12 @@ const OPTIONAL_FEATURES: GPUFeatureName[] = ['subgroups', 'chromium-experimental
 
 /**
  * `portable` opens the device without subgroups and subgroup matrices even where the adapter has
- * them, so the kernels for adapters that lack them can be tested on any machine.
+ * them, and with WebGPU's default 16 KB of workgroup memory (the least an adapter may offer), so the
+ * kernels for adapters that lack them can be tested on any machine.
  */
+/** WebGPU's default maxComputeWorkgroupStorageSize: every adapter offers at least this much. */
+const DEFAULT_WORKGROUP_STORAGE = 16384;
+
 export async function openGpu(options: { allowSoftware: boolean; portable?: boolean }): Promise<Gpu> {
   const adapter = await gpuInstance().requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new GpuUnavailableError('no WebGPU adapter (no Vulkan driver found: install a GPU driver, or Mesa ≥ 25 for the software adapter)');
@@ -78,7 +82,7 @@ export async function openGpu(options: { allowSoftware: boolean; portable?: bool
       maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
       maxBufferSize: limits.maxBufferSize,
       maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
-      maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupStorageSize: options.portable ? Math.min(DEFAULT_WORKGROUP_STORAGE, limits.maxComputeWorkgroupStorageSize) : limits.maxComputeWorkgroupStorageSize,
       maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
       maxComputeWorkgroupSizeY: limits.maxComputeWorkgroupSizeY,

@@ -23,11 +23,13 @@ const LOWEST: f32 = -3.0e38;
 var<workgroup> q_shared: array<vec4<f32>, 64>;   // head_dim ≤ 256
 var<workgroup> p_shared: array<f32, CHUNK>;
 var<workgroup> slot_shared: array<u32, CHUNK>;
-var<workgroup> stripes: array<vec4<f32>, CHUNK>; // per-thread partial weighted values
 var<workgroup> length_shared: u32;
-const SCORE_THREADS: u32 = 8u;                       // threads per position while scoring
+const SCORE_THREADS: u32 = 8u;                       // threads per position while scoring (the sums below read two vec4s)
 const SCORE_POSITIONS: u32 = CHUNK / SCORE_THREADS;  // positions per scoring pass
-var<workgroup> score_parts: array<f32, CHUNK * SCORE_THREADS>; // (position, slice) partial scores
+// Shared by the two inner loops, one after the other (workgroup memory stays within WebGPU's
+// default 16 KB): the scores' (position, slice) partial sums, 4 to a vec4; then each thread's
+// partial weighted values (the stripes).
+var<workgroup> work: array<vec4<f32>, CHUNK * SCORE_THREADS / 4u>;
 
 
 @compute @workgroup_size(CHUNK)
@@ -95,17 +97,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         part = s.x + s.y + s.z + s.w;
       }
-      score_parts[j * SCORE_THREADS + slice] = part;
+      let at = j * SCORE_THREADS + slice;
+      work[at / 4u][at % 4u] = part;
     }
     workgroupBarrier();
     let t = start + lid;
     var score = LOWEST;
     if (lid < count) {
-      var s = 0.0;
-      for (var k = 0u; k < SCORE_THREADS; k++) {
-        s += score_parts[lid * SCORE_THREADS + k];
-      }
-      score = s * params.scale;
+      // This position's SCORE_THREADS (8) partial sums: two vec4s.
+      let a = work[lid * 2u];
+      let b = work[lid * 2u + 1u];
+      score = (a.x + a.y + a.z + a.w + b.x + b.y + b.z + b.w) * params.scale;
     }
     let new_max = max(running_max, workgroup_max(score, lid));
     var p = 0.0;
@@ -136,16 +138,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         partial += p_shared[j] * values[kv_base + slot_shared[j] * columns + column];
       }
     }
-    stripes[lid] = partial;
+    // (Every thread read its scores from `work` before the barriers of workgroup_max and _sum.)
+    work[lid] = partial;
     workgroupBarrier();
     if (lid < columns) {
       var total = vec4<f32>(0.0);
       for (var s = 0u; s < stripe_count; s++) {
-        total += stripes[s * columns + lid];
+        total += work[s * columns + lid];
       }
       acc = acc * correction + total;
     }
-    workgroupBarrier(); // p_shared, slot_shared and stripes are rewritten by the next chunk
+    workgroupBarrier(); // p_shared, slot_shared and work are rewritten by the next chunk
   }
   if (params.split_length == 0u) {
     if (lid < columns) {
