@@ -24,12 +24,12 @@ var<workgroup> q_shared: array<vec4<f32>, 64>;   // head_dim ≤ 256
 var<workgroup> p_shared: array<f32, CHUNK>;
 var<workgroup> slot_shared: array<u32, CHUNK>;
 var<workgroup> length_shared: u32;
-const SCORE_THREADS: u32 = 8u;                       // threads per position while scoring (the sums below read two vec4s)
+const SCORE_THREADS: u32 = 8u;                       // threads per position while scoring
 const SCORE_POSITIONS: u32 = CHUNK / SCORE_THREADS;  // positions per scoring pass
 // Shared by the two inner loops, one after the other (workgroup memory stays within WebGPU's
-// default 16 KB): the scores' (position, slice) partial sums, 4 to a vec4; then each thread's
-// partial weighted values (the stripes).
-var<workgroup> work: array<vec4<f32>, CHUNK * SCORE_THREADS / 4u>;
+// default 16 KB): the scores' (position, slice) partial sums; then each thread's partial weighted
+// values (the stripes), four floats a thread. Scalars only: no two threads write one vector.
+var<workgroup> work: array<f32, CHUNK * SCORE_THREADS>;
 
 
 @compute @workgroup_size(CHUNK)
@@ -97,17 +97,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         part = s.x + s.y + s.z + s.w;
       }
-      let at = j * SCORE_THREADS + slice;
-      work[at / 4u][at % 4u] = part;
+      work[j * SCORE_THREADS + slice] = part;
     }
     workgroupBarrier();
     let t = start + lid;
     var score = LOWEST;
     if (lid < count) {
-      // This position's SCORE_THREADS (8) partial sums: two vec4s.
-      let a = work[lid * 2u];
-      let b = work[lid * 2u + 1u];
-      score = (a.x + a.y + a.z + a.w + b.x + b.y + b.z + b.w) * params.scale;
+      var s = 0.0;
+      for (var k = 0u; k < SCORE_THREADS; k++) {
+        s += work[lid * SCORE_THREADS + k];
+      }
+      score = s * params.scale;
     }
     let new_max = max(running_max, workgroup_max(score, lid));
     var p = 0.0;
@@ -139,12 +139,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
     // (Every thread read its scores from `work` before the barriers of workgroup_max and _sum.)
-    work[lid] = partial;
+    work[4u * lid] = partial.x;
+    work[4u * lid + 1u] = partial.y;
+    work[4u * lid + 2u] = partial.z;
+    work[4u * lid + 3u] = partial.w;
     workgroupBarrier();
     if (lid < columns) {
       var total = vec4<f32>(0.0);
       for (var s = 0u; s < stripe_count; s++) {
-        total += work[s * columns + lid];
+        let at = 4u * (s * columns + lid);
+        total += vec4<f32>(work[at], work[at + 1u], work[at + 2u], work[at + 3u]);
       }
       acc = acc * correction + total;
     }
