@@ -35,6 +35,10 @@ export interface KVCache {
 }
 
 /** Entries per sequence row of KVCache.tokenFlags: the vocabulary rounded up to whole vec4s. */
+export function flagStride(vocabSize: number): number {
+  return Math.ceil(vocabSize / 4) * 4;
+}
+
 /** The most alternatives a logprobs row holds (OpenAI's top_logprobs maximum). */
 export const MAX_TOP_LOGPROBS = 20;
 
@@ -48,10 +52,6 @@ export function checkLogprobsTop(top: number, count = Infinity): void {
   if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS && top <= count)) {
     throw new RangeError(`logprobs take 0 to ${Math.min(MAX_TOP_LOGPROBS, count)} alternatives, not ${top}`);
   }
-}
-
-export function flagStride(vocabSize: number): number {
-  return Math.ceil(vocabSize / 4) * 4;
 }
 
 export interface KVCacheShape {

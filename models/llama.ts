@@ -75,6 +75,7 @@ export class LlamaModel extends DecoderModel {
     // kernel can): qkv(norm(hidden)), gateUp(norm(hidden)), lmHead(norm(last hidden)); so does the
     // MLP's SwiGLU: down(silu(gate) ⊙ up).
     be.gatherRows(b.hidden, this.embedding, tokenIds, rows, H);
+    const gate = { up: b.mlpUp };
     this.layers.forEach((layer, l) => {
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
       be.rope(b.q, b.k, positions, this.rotary, rows, heads, kvHeads, headDim, { cache, layer: l, v: b.v, pages });
@@ -83,7 +84,7 @@ export class LlamaModel extends DecoderModel {
 
       layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });
       // SwiGLU travels with the down projection (silu(gate) ⊙ up made as it reads its input).
-      layer.down.forwardAdd(b.hidden, b.mlp, rows, { up: b.mlpUp });
+      layer.down.forwardAdd(b.hidden, b.mlp, rows, gate);
     });
     const outputs = step.outputs.length;
     if (outputs === 0) return;

@@ -145,7 +145,7 @@ const blockGemvName = <K extends 'plain' | 'normed' | 'gated'>(batch: GemvBatch,
  * H200, bench/batch-step.ts --profile), 2 elsewhere (the blocked pipeline's rows must share a
  * block; the one-row pipelines were tuned with 2).
  */
-const gemvRowsPerGroup = (batch: GemvBatch, kind: GemvKind) => (batch > 1 && kind === 'plain' ? 4 : 2);
+const gemvRowsPerGroup = (batch: GemvBatch, kind: Exclude<GemvKind, 'gated'>) => (batch > 1 && kind === 'plain' ? 4 : 2);
 /** Factor rows per workgroup of wgsl/block_gemv.wgsl: Monarch's step 1, and step 3; BLAST's steps 1–2 take up to BLOCK_GEMV_BLAST_ROWS (its MAX_GROUP_ROWS). */
 const BLOCK_GEMV_GROUP_ROWS = 32;
 const BLOCK_GEMV_EXPAND_ROWS = 32;
