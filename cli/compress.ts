@@ -1,5 +1,6 @@
 // blr compress IN OUT: a dense Llama or GPT-2 checkpoint → block low-rank (low-rank, Monarch or BLAST).
 import { COMPRESS_PRESETS, compressCheckpoint, GPT2_PROJECTIONS, presetOptions, PROJECTIONS, type CompressOptions, type CompressPreset, type Projection } from '../models/compress.ts';
+import { BACKEND_KINDS, isBackendKind } from '../kernels/select.ts';
 import { numberOption, parseCommandLine, UsageError } from './args.ts';
 
 export const COMPRESS_HELP = `Usage: blr compress IN OUT --method lowrank|monarch|blast (--preset NAME | --blocks B (--rank R | --ratio X)) [options]
@@ -7,7 +8,8 @@ export const COMPRESS_HELP = `Usage: blr compress IN OUT --method lowrank|monarc
 Factorises the chosen projections of a dense Llama or GPT-2 checkpoint directory IN into block
 low-rank form and writes OUT in blr's format (README: config blr_layers, factor tensors), tokenizer
 files copied. Low-rank: truncated SVD. Monarch: truncated SVD of each sub-block (rank r/b).
-BLAST: preconditioned gradient descent from the low-rank start. Prints each projection's
+BLAST: preconditioned gradient descent from the low-rank start. Low-rank and BLAST run on the
+GPU when there is one (f32; Monarch's small SVDs run on the CPU). Prints each projection's
 relative Frobenius error and size as it goes (stderr), then the totals.
 
 Options:
@@ -19,6 +21,9 @@ Options:
   --layers LIST        projections, comma-separated (default: all): ${PROJECTIONS.join(',')} for Llama,
                        ${GPT2_PROJECTIONS.join(',')} for GPT-2 (c_proj: the MLP's; attn.c_proj: the attention's)
   --iterations N       BLAST gradient-descent iterations (default 300)
+  --backend NAME       ${BACKEND_KINDS.join(' | ')}: where low-rank and BLAST factorise (default auto: a
+                       hardware WebGPU adapter when there is one, else the CPU; webgpu takes a
+                       software adapter too)
   -h, --help           show this help
 `;
 
@@ -31,6 +36,7 @@ export async function runCompress(args: string[]): Promise<void> {
     ratio: { type: 'string' },
     layers: { type: 'string' },
     iterations: { type: 'string' },
+    backend: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -63,6 +69,9 @@ export async function runCompress(args: string[]): Promise<void> {
     if (Number.isNaN(options.blocks)) throw new UsageError(`--blocks is required for ${method}`, 'compress');
   }
   options.iterations = numberOption('iterations', values.iterations, 300, { integer: true, min: 1 });
+  const backend = values.backend ?? 'auto';
+  if (!isBackendKind(backend)) throw new UsageError(`--backend must be one of ${BACKEND_KINDS.join(', ')}, got "${backend}"`, 'compress');
+  options.backend = backend;
   const [input, output] = positionals;
   const results = await compressCheckpoint(input, output, { ...options, onProgress: (message) => process.stderr.write(`blr compress: ${message}\n`) });
   const dense = results.reduce((sum, r) => sum + r.denseBytes, 0);

@@ -3,6 +3,7 @@
 // `cpu` never touches the GPU.
 import type { Backend } from './backend.ts';
 import { CpuBackend } from './cpu/backend.ts';
+import type { GpuLinalg } from './webgpu/linalg.ts';
 
 export const BACKEND_KINDS = ['auto', 'cpu', 'webgpu'] as const;
 export type BackendKind = (typeof BACKEND_KINDS)[number];
@@ -15,13 +16,28 @@ export async function createBackend(kind: BackendKind, notice: (message: string)
   if (kind === 'cpu') return new CpuBackend();
   // Loaded only when asked for: the CPU path never pays for Dawn's native module.
   const { WebGpuBackend } = await import('./webgpu/backend.ts');
+  return (await openGpuOrNot(kind, (allowSoftware) => WebGpuBackend.create({ allowSoftware }), (reason) => notice(`${reason}; using the CPU backend`))) ?? new CpuBackend();
+}
+
+/**
+ * The GPU's linear algebra for factorising weights (`blr compress`), or undefined where the
+ * factorisations run on the CPU (`cpu`, or `auto` without a hardware adapter, with a notice).
+ */
+export async function openLinalg(kind: BackendKind, notice: (message: string) => void = () => {}): Promise<GpuLinalg | undefined> {
+  if (kind === 'cpu') return undefined;
+  const { GpuLinalg: Linalg } = await import('./webgpu/linalg.ts');
+  return openGpuOrNot(kind, (allowSoftware) => Linalg.open({ allowSoftware }), (reason) => notice(`${reason}; factorising on the CPU`));
+}
+
+/** `webgpu` insists (a software adapter will do); `auto` takes a hardware adapter or, without one, undefined. */
+async function openGpuOrNot<T>(kind: Exclude<BackendKind, 'cpu'>, open: (allowSoftware: boolean) => Promise<T>, notice: (reason: string) => void): Promise<T | undefined> {
   const { GpuUnavailableError } = await import('./webgpu/gpu.ts');
-  if (kind === 'webgpu') return WebGpuBackend.create({ allowSoftware: true });
+  if (kind === 'webgpu') return open(true);
   try {
-    return await WebGpuBackend.create({ allowSoftware: false });
+    return await open(false);
   } catch (error) {
     if (!(error instanceof GpuUnavailableError)) throw error;
-    notice(`${error.message}; using the CPU backend`);
-    return new CpuBackend();
+    notice(error.message);
+    return undefined;
   }
 }

@@ -7,7 +7,8 @@ import path from 'node:path';
 import { blrParameters, blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
 import { transpose } from '../kernels/cpu/ops.ts';
 import { DTYPE_BYTES, fromFloat32 } from '../weights/dtypes.ts';
-import { CheckpointError, ShardedSafetensors, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
+import { openLinalg, type BackendKind } from '../kernels/select.ts';
+import { CheckpointError, ShardedSafetensors, writeSafetensorsAsync, type TensorToWriteAsync } from '../weights/safetensors.ts';
 import { parseModelConfig, type CompressedLayer, type ModelConfig } from './config.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from './factorize.ts';
 import { gpt2Names } from './gpt2.ts';
@@ -42,6 +43,11 @@ export interface CompressOptions {
   projections?: Projection[];
   /** BLAST's gradient-descent iterations. */
   iterations?: number;
+  /**
+   * Where low-rank and BLAST factorise (Monarch's small SVDs stay on the CPU): `auto` on a
+   * hardware GPU when there is one, else the CPU (default `cpu`).
+   */
+  backend?: BackendKind;
   onProgress?: (message: string) => void;
 }
 
@@ -123,13 +129,19 @@ export async function compressCheckpoint(input: string, output: string, options:
   const config = parseModelConfig(rawConfig, configPath);
   if (config.compression) throw new CheckpointError(`${configPath}: already block low-rank`);
   const source = ShardedSafetensors.openDirectory(input);
+  let closeLinalg = (): void => {};
   try {
     const conv1d = config.architecture === 'gpt2';
     const modules = planCompression(config, options, source.has('transformer.wte.weight') ? 'transformer.' : '');
 
     const results: CompressedProjection[] = [];
-    const tensors: TensorToWrite[] = [];
+    const tensors: TensorToWriteAsync[] = [];
     const total = modules.size;
+    const linalg = options.method === 'monarch' ? undefined : await openLinalg(options.backend ?? 'cpu', progress);
+    if (linalg) progress(`factorising on ${linalg.gpu.description}`);
+    // Loaded only with a GPU: the CPU path never pays for Dawn's native module.
+    const gpu = linalg && { linalg, factorise: await import('./factorize_gpu.ts'), CapacityError: (await import('../kernels/webgpu/linalg.ts')).GpuCapacityError };
+    closeLinalg = () => linalg?.close();
     for (const name of source.names()) {
       const info = source.info(name);
       const module = name.endsWith('.weight') ? modules.get(name.slice(0, -'.weight'.length)) : undefined;
@@ -146,23 +158,33 @@ export async function compressCheckpoint(input: string, output: string, options:
       // Factors keep the checkpoint's 16-bit type (f32 otherwise).
       const factorDtype = info.dtype === 'F16' || info.dtype === 'BF16' ? info.dtype : 'F32';
       // Factorised when the writer reaches the first factor; the others reuse it.
-      let factors: BlrFactors | undefined;
-      const factorise = (): BlrFactors => {
-        if (factors) return factors;
+      let factored: Promise<BlrFactors> | undefined;
+      const factorise = (): Promise<BlrFactors> => factored ??= (async () => {
         const weight = conv1d ? transpose(source.readFloat32(name), shape.inFeatures, shape.outFeatures) : source.readFloat32(name);
         const started = performance.now();
-        factors = options.method === 'lowrank' ? compressLowRank(weight, shape)
+        // The GPU reports its own error (from its residual); the CPU's is measured against toDense.
+        const onGpu = async (): Promise<{ factors: BlrFactors; error: number } | undefined> => {
+          if (!gpu) return undefined;
+          try {
+            return options.method === 'blast' ? await gpu.factorise.compressBlastGpu(gpu.linalg, weight, shape, { iterations: options.iterations })
+              : await gpu.factorise.compressLowRankGpu(gpu.linalg, weight, shape);
+          } catch (error) {
+            if (!(error instanceof gpu.CapacityError)) throw error;
+            progress(`${prefix}: ${error.message}; factorising it on the CPU`);
+            return undefined;
+          }
+        };
+        const { factors, error } = await onGpu() ?? withError(weight, shape, options.method === 'lowrank' ? compressLowRank(weight, shape)
           : options.method === 'monarch' ? compressMonarch(weight, shape)
-            : compressBlast(weight, shape, { iterations: options.iterations });
-        const error = relativeError(weight, blrToDense(factors, shape));
+            : compressBlast(weight, shape, { iterations: options.iterations }));
         const bytes = DTYPE_BYTES[factorDtype] * blrParameters(shape, options.method);
         results.push({ module: prefix, shape, error, denseBytes: info.byteLength, bytes });
-        progress(`${results.length}/${total} ${prefix} ${shape.inFeatures}→${shape.outFeatures} ${options.method} b${shape.blocks} r${shape.rank}: relative error ${error.toFixed(4)}, ${(info.byteLength / 1e6).toFixed(2)} → ${(bytes / 1e6).toFixed(2)} MB (${((performance.now() - started) / 1000).toFixed(1)} s)`);
+        progress(`${results.length}/${total} ${prefix} ${shape.inFeatures}→${shape.outFeatures} ${options.method} b${shape.blocks} r${shape.rank}: relative error ${error.toFixed(4)}, ${(info.byteLength / 1e6).toFixed(2)} → ${(bytes / 1e6).toFixed(2)} MB (${((performance.now() - started) / 1000).toFixed(1)} s${linalg ? ' on the GPU' : ''})`);
         return factors;
-      };
+      })();
       const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
-      const factor = (suffix: string, factorShape: number[], pick: (f: BlrFactors) => Float32Array): TensorToWrite =>
-        ({ name: `${prefix}.${suffix}`, dtype: factorDtype, shape: factorShape, data: () => fromFloat32(pick(factorise()), factorDtype) });
+      const factor = (suffix: string, factorShape: number[], pick: (f: BlrFactors) => Float32Array): TensorToWriteAsync =>
+        ({ name: `${prefix}.${suffix}`, dtype: factorDtype, shape: factorShape, data: async () => fromFloat32(pick(await factorise()), factorDtype) });
       if (options.method === 'lowrank') {
         tensors.push(factor('U', [o, r], (f) => (f as Extract<BlrFactors, { method: 'lowrank' }>).u), factor('V', [r, i], (f) => (f as Extract<BlrFactors, { method: 'lowrank' }>).v));
       } else if (options.method === 'monarch') {
@@ -179,15 +201,20 @@ export async function compressCheckpoint(input: string, output: string, options:
     if (missing) throw new CheckpointError(`${input}: missing tensor "${missing}.weight"`);
 
     fs.mkdirSync(output, { recursive: true });
-    writeSafetensors(path.join(output, 'model.safetensors'), tensors, { format: 'pt' });
+    await writeSafetensorsAsync(path.join(output, 'model.safetensors'), tensors, { format: 'pt' });
     fs.writeFileSync(path.join(output, 'config.json'), `${JSON.stringify({ ...rawConfig, blr_layers: blrLayersConfig(modules, options.method) }, null, 2)}\n`);
     for (const file of ['tokenizer.json', 'tokenizer.json.gz', 'tokenizer_config.json', 'generation_config.json']) {
       if (fs.existsSync(path.join(input, file))) fs.copyFileSync(path.join(input, file), path.join(output, file));
     }
     return results;
   } finally {
+    closeLinalg();
     source.close();
   }
+}
+
+function withError(weight: Float32Array, shape: BlrShape, factors: BlrFactors): { factors: BlrFactors; error: number } {
+  return { factors, error: relativeError(weight, blrToDense(factors, shape)) };
 }
 
 /** The paper's configurations (../shared/ANCHORS.md §1) for Llama-2-7B, Llama-3.2-1B and GPT2-S: projections, blocks, ranks. */

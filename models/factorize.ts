@@ -8,6 +8,7 @@
 // Truncated SVDs are randomised (range finder with power iterations, oversampled), exact for
 // matrices of the requested rank.
 import { monarchSource, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
+import { choleskySolve } from '../kernels/cpu/linalg.ts';
 import { randomNormalMatrix } from '../kernels/cpu/ops.ts';
 
 type Matrix = { rows: number; cols: number; data: Float64Array<ArrayBufferLike> };
@@ -184,29 +185,19 @@ export function compressMonarch(weight: ArrayLike<number>, shape: BlrShape, seed
 
 /** Solves (G + εI) x = y for symmetric positive definite G (Cholesky), for each column of y. */
 function solveRegularised(gram: Matrix, epsilon: number, y: Matrix): Matrix {
-  const n = gram.rows;
-  const l = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let sum = gram.data[i * n + j] + (i === j ? epsilon : 0);
-      for (let k = 0; k < j; k++) sum -= l[i * n + k] * l[j * n + k];
-      l[i * n + j] = i === j ? Math.sqrt(Math.max(sum, 1e-300)) : sum / l[j * n + j];
-    }
-  }
-  const x = matrix(y.rows, y.cols, Float64Array.from(y.data));
-  for (let c = 0; c < y.cols; c++) {
-    for (let i = 0; i < n; i++) {
-      let sum = x.data[i * y.cols + c];
-      for (let k = 0; k < i; k++) sum -= l[i * n + k] * x.data[k * y.cols + c];
-      x.data[i * y.cols + c] = sum / l[i * n + i];
-    }
-    for (let i = n - 1; i >= 0; i--) {
-      let sum = x.data[i * y.cols + c];
-      for (let k = i + 1; k < n; k++) sum -= l[k * n + i] * x.data[k * y.cols + c];
-      x.data[i * y.cols + c] = sum / l[i * n + i];
-    }
-  }
-  return x;
+  const shifted = Float64Array.from(gram.data);
+  for (let i = 0; i < gram.rows; i++) shifted[i * gram.rows + i] += epsilon;
+  return matrix(y.rows, y.cols, choleskySolve(shifted, gram.rows, y.data, y.cols));
+}
+
+/** The standard deviation of a weight's values (1 for a constant weight): BLAST factorises W / std. */
+export function standardDeviation(weight: ArrayLike<number>): number {
+  let mean = 0;
+  for (let k = 0; k < weight.length; k++) mean += weight[k];
+  mean /= weight.length;
+  let variance = 0;
+  for (let k = 0; k < weight.length; k++) variance += (weight[k] - mean) ** 2;
+  return Math.sqrt(variance / weight.length) || 1;
 }
 
 /**
@@ -218,13 +209,9 @@ export function compressBlast(weight: ArrayLike<number>, shape: BlrShape, option
   const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
   const ib = i / b, ob = o / b;
   const iterations = options.iterations ?? 300;
-  let mean = 0;
-  for (let k = 0; k < weight.length; k++) mean += weight[k];
-  mean /= weight.length;
-  let variance = 0;
-  for (let k = 0; k < weight.length; k++) variance += (weight[k] - mean) ** 2;
-  const std = Math.sqrt(variance / weight.length) || 1;
-  const a = Float64Array.from(weight, (x) => x / std);
+  const std = standardDeviation(weight);
+  const a = new Float64Array(weight.length);
+  for (let k = 0; k < weight.length; k++) a[k] = weight[k] / std;
   // Start: the rank-r SVD, √S on both sides, every coupling 1.
   const start = truncatedSvd(matrix(o, i, a), r, options.seed ?? 0);
   const u = Array.from({ length: b }, (_, blk) => matrix(ob, r, Float64Array.from({ length: ob * r }, (_, e) => start.u.data[(blk * ob + Math.floor(e / r)) * r + (e % r)] * Math.sqrt(start.s[e % r]))));

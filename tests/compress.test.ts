@@ -8,7 +8,11 @@ import { transpose } from '../kernels/cpu/ops.ts';
 import { rankForRatio } from '../models/compress.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from '../models/factorize.ts';
 import { ShardedSafetensors } from '../weights/safetensors.ts';
+import { gpuForTests } from './gpu.ts';
 import { DEFAULT_MODEL, runBlr, tempDirectory, tinyModelDirectory } from './helpers.ts';
+
+/** Whether the subprocess's `--backend webgpu` will find an adapter (in CI it must: gpuForTests throws). */
+const gpuAvailable = (await gpuForTests()).backend !== undefined;
 
 const rng = new Rng(77);
 const random = (n: number) => Float32Array.from({ length: n }, () => rng.normal());
@@ -127,7 +131,35 @@ describe('blr compress', () => {
     expect(larger.stderr).toMatch(/warning: 2 of 2 projections are no smaller than their dense weights \(e\.g\. h\.0\.mlp\.c_fc, rank 64/);
   });
 
+  it.skipIf(!gpuAvailable)('compresses on the GPU with --backend webgpu (low-rank and BLAST), reporting errors the written factors have', () => {
+    const input = tinyModelDirectory('gpt2-style');
+    for (const method of ['blast', 'lowrank'] as const) {
+      const out = path.join(tempDirectory('blr-compress-'), `gpt2-${method}-gpu`);
+      const run = blr(['compress', input, out, '--method', method, '--blocks', '2', '--rank', '8', '--layers', 'c_attn', '--iterations', '30', '--backend', 'webgpu']);
+      expect(run.status).toBe(0);
+      expect(run.stderr).toMatch(/factorising on WebGPU/);
+      const line = run.stderr.split('\n').find((l) => l.includes('h.1.attn.c_attn'))!;
+      expect(line).toMatch(/on the GPU\)$/);
+      const reported = Number(/relative error ([\d.]+)/.exec(line)![1]);
+      const original = ShardedSafetensors.openDirectory(input);
+      const written = ShardedSafetensors.openDirectory(out);
+      const shape = { inFeatures: 64, outFeatures: 192, rank: 8, blocks: method === 'blast' ? 2 : 1 };
+      const factors: BlrFactors = method === 'blast'
+        ? { method, u: written.readFloat32('h.1.attn.c_attn.B'), v: written.readFloat32('h.1.attn.c_attn.C'), s: written.readFloat32('h.1.attn.c_attn.D') }
+        : { method, u: written.readFloat32('h.1.attn.c_attn.U'), v: written.readFloat32('h.1.attn.c_attn.V') };
+      const weight = transpose(original.readFloat32('h.1.attn.c_attn.weight'), 64, 192);
+      expect(relativeError(weight, blrToDense(factors, shape))).toBeCloseTo(reported, 3);
+      // As good as the CPU's factorisation of the same weight.
+      const cpu = relativeError(weight, blrToDense(method === 'blast' ? compressBlast(weight, shape, { iterations: 30 }) : compressLowRank(weight, shape), shape));
+      expect(reported).toBeLessThan(1.05 * cpu + 1e-3);
+      original.close();
+      written.close();
+      expect(blr(['generate', 'Hello, my dog', '--model', out, '--max-tokens', '4']).status).toBe(0);
+    }
+  });
+
   it('refuses options it cannot honour', () => {
+    expect(blr(['compress', DEFAULT_MODEL, 'x', '--method', 'lowrank', '--rank', '4', '--backend', 'tpu']).stderr).toMatch(/--backend must be one of auto, cpu, webgpu/);
     const out = path.join(tempDirectory('blr-compress-'), 'x');
     expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'tucker', '--rank', '4']).status).toBe(2);
     expect(blr(['compress', DEFAULT_MODEL, out, '--method', 'blast', '--blocks', '4']).stderr).toMatch(/give --rank or --ratio/);

@@ -187,11 +187,16 @@ export interface TensorToWrite {
   data: Uint8Array | (() => Uint8Array);
 }
 
-/**
- * Writes a safetensors file. Tensors are written one at a time, and lazy data is produced only
- * when its turn comes, so converting a checkpoint never holds more than one tensor in memory.
- */
-export function writeSafetensors(filePath: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+/** A tensor whose bytes may take asynchronous work to produce (factorising on the GPU). */
+export interface TensorToWriteAsync {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  data: Uint8Array | (() => Uint8Array | Promise<Uint8Array>);
+}
+
+/** The 8-byte header length and the JSON header (padded so tensor data starts 8-byte aligned). */
+function safetensorsHeader(tensors: { name: string; dtype: DType; shape: number[] }[], metadata?: Record<string, string>): Buffer {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
@@ -206,28 +211,62 @@ export function writeSafetensors(filePath: string, tensors: TensorToWrite[], met
   const headerBytes = Buffer.from(json, 'utf8');
   const lengthBytes = Buffer.alloc(8);
   lengthBytes.writeBigUInt64LE(BigInt(headerBytes.byteLength));
+  return Buffer.concat([lengthBytes, headerBytes]);
+}
+
+function writeTensorBytes(fd: number, t: { name: string; dtype: DType; shape: number[] }, data: Uint8Array): void {
+  const expected = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
+  if (data.byteLength !== expected) {
+    throw new Error(`writeSafetensors: tensor "${t.name}" has ${data.byteLength} bytes, ${t.dtype} ${JSON.stringify(t.shape)} needs ${expected}`);
+  }
+  let done = 0;
+  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done);
+}
+
+/** Opens FILE.partial for writing; `finish(true)` renames it into place, `finish(false)` removes it. */
+function openPartial(filePath: string): { fd: number; finish: (complete: boolean) => void } {
   fs.mkdirSync(path.dirname(filePath), { recursive: true });
   // Written under another name and renamed at the end: a failure never leaves a half file behind.
   const partial = `${filePath}.partial`;
   const fd = fs.openSync(partial, 'w');
+  return {
+    fd,
+    finish: (complete) => {
+      fs.closeSync(fd);
+      if (complete) fs.renameSync(partial, filePath);
+      else fs.rmSync(partial, { force: true });
+    },
+  };
+}
+
+/**
+ * Writes a safetensors file. Tensors are written one at a time, and lazy data is produced only
+ * when its turn comes, so converting a checkpoint never holds more than one tensor in memory.
+ */
+export function writeSafetensors(filePath: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+  const header = safetensorsHeader(tensors, metadata);
+  const { fd, finish } = openPartial(filePath);
   let complete = false;
   try {
-    fs.writeSync(fd, lengthBytes);
-    fs.writeSync(fd, headerBytes);
-    for (const t of tensors) {
-      const data = typeof t.data === 'function' ? t.data() : t.data;
-      const expected = elementCount(t.shape) * DTYPE_BYTES[t.dtype];
-      if (data.byteLength !== expected) {
-        throw new Error(`writeSafetensors: tensor "${t.name}" has ${data.byteLength} bytes, ${t.dtype} ${JSON.stringify(t.shape)} needs ${expected}`);
-      }
-      let done = 0;
-      while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done);
-    }
+    fs.writeSync(fd, header);
+    for (const t of tensors) writeTensorBytes(fd, t, typeof t.data === 'function' ? t.data() : t.data);
     complete = true;
   } finally {
-    fs.closeSync(fd);
-    if (complete) fs.renameSync(partial, filePath);
-    else fs.rmSync(partial, { force: true });
+    finish(complete);
+  }
+}
+
+/** `writeSafetensors` for tensors whose lazy data is asynchronous. */
+export async function writeSafetensorsAsync(filePath: string, tensors: TensorToWriteAsync[], metadata?: Record<string, string>): Promise<void> {
+  const header = safetensorsHeader(tensors, metadata);
+  const { fd, finish } = openPartial(filePath);
+  let complete = false;
+  try {
+    fs.writeSync(fd, header);
+    for (const t of tensors) writeTensorBytes(fd, t, typeof t.data === 'function' ? await t.data() : t.data);
+    complete = true;
+  } finally {
+    finish(complete);
   }
 }
 

@@ -930,8 +930,10 @@ function kvCache(c: KVCache): GpuKVCache {
 }
 
 /** Timestamp queries around each dispatch (profile mode), summed per kernel name. */
-class Profiler {
-  private static readonly CAPACITY = 2048; // dispatches per submit (4096 queries, the WebGPU maximum)
+export class Profiler {
+  /** Dispatches `resolve` takes at once. */
+  static readonly CAPACITY_PER_RESOLVE = 2048;
+  private static readonly CAPACITY = Profiler.CAPACITY_PER_RESOLVE; // dispatches per submit (4096 queries, the WebGPU maximum)
   private readonly querySet: GPUQuerySet;
   private readonly resolved: GPUBuffer;
   private readonly readable: GPUBuffer;

@@ -58,13 +58,14 @@ const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp
 /** Features the kernels can do without, left off in portable mode to run the fallback paths. */
 const OPTIONAL_FEATURES: GPUFeatureName[] = ['subgroups', 'chromium-experimental-subgroup-matrix' as GPUFeatureName];
 
+/** WebGPU's default maxComputeWorkgroupStorageSize: every adapter offers at least this much. */
+const DEFAULT_WORKGROUP_STORAGE = 16384;
+
 /**
  * `portable` opens the device without subgroups and subgroup matrices even where the adapter has
  * them, and with WebGPU's default 16 KB of workgroup memory (the least an adapter may offer), so the
  * kernels for adapters that lack them can be tested on any machine.
  */
-/** WebGPU's default maxComputeWorkgroupStorageSize: every adapter offers at least this much. */
-const DEFAULT_WORKGROUP_STORAGE = 16384;
 
 export async function openGpu(options: { allowSoftware: boolean; portable?: boolean }): Promise<Gpu> {
   const adapter = await gpuInstance().requestAdapter({ powerPreference: 'high-performance' });

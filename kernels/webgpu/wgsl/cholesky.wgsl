@@ -1,0 +1,233 @@
+// Batched Cholesky factorisation and solves of symmetric positive definite systems, for
+// factorising weights on the GPU (models/factorize_gpu.ts). Blocked by panels of NB columns; the
+// host records, for each panel j (columns j0 .. j0 + w):
+//   factor:  `panel` factors the diagonal block A_jj = L_jj L_jjᵀ in workgroup memory, writes
+//            L_jj⁻¹ to `inverses` and the panel below it, L_ij = A_ij L_jj⁻ᵀ, over A_ij;
+//            `update` subtracts L_ij L_kjᵀ from the trailing lower triangle (i ≥ k > j).
+//   solve L Lᵀ X = Y (Y overwritten by X): forward, panel by panel, `diag_solve` Y_j ← L_jj⁻¹ Y_j
+//            and `update` Y_i −= L_ij Y_j below it; backward, last panel first, Y_j ← L_jj⁻ᵀ Y_j
+//            and Y_i −= L_jiᵀ Y_j above it.
+// Only the lower triangle of A is read; the diagonal blocks keep A's values (solves use the
+// inverses). CPU reference: kernels/cpu/linalg.ts choleskySolve.
+//
+// `update` is C(r, c) −= Σ_{t < w} P(r, t) · Q(c, t) on strided views, P and Q read from either
+// binding (flags), C written in place: one binding holds what is written and what is read beside
+// it (disjoint parts), since WebGPU forbids binding a buffer twice when one binding writes.
+
+struct Params {
+  n: u32, j0: u32, w: u32, flags: u32,
+  mat_off: u32, mat_batch: u32, inv_off: u32, inv_batch: u32,
+  rows: u32, cols: u32, pad0: u32, pad1: u32,
+  c_off: u32, c_batch: u32, c_row: u32, c_col: u32,
+  p_off: u32, p_batch: u32, p_row: u32, p_col: u32,
+  q_off: u32, q_batch: u32, q_row: u32, q_col: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+/** The matrices being factored (panel), or the right-hand sides (diag_solve), or C (update). */
+@group(0) @binding(1) var<storage, read_write> target_data: array<f32>;
+/** The factored matrices, when `update` works on right-hand sides. */
+@group(0) @binding(2) var<storage, read> other: array<f32>;
+/** L_jj⁻¹ of every panel of every matrix, NB × NB each. */
+@group(0) @binding(3) var<storage, read_write> inverses: array<f32>;
+
+const NB: u32 = 32u;
+const LOWER_ONLY: u32 = 1u;
+const P_IN_TARGET: u32 = 2u;
+const Q_IN_TARGET: u32 = 4u;
+/** P's tile loads run along t (contiguous in t); otherwise along r. Likewise Q's along t or c. */
+const P_ALONG_T: u32 = 8u;
+const Q_ALONG_T: u32 = 16u;
+/** diag_solve with L_jj⁻ᵀ (backward). */
+const TRANSPOSED: u32 = 32u;
+
+var<workgroup> diagonal: array<f32, 1024>; // [NB][NB]
+var<workgroup> lower_inverse: array<f32, 1024>; // [NB][NB]
+
+@compute @workgroup_size(256)
+fn panel(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let z = group.y;
+  let n = params.n;
+  let j0 = params.j0;
+  let w = params.w;
+  let base = params.mat_off + z * params.mat_batch;
+  // The diagonal block's lower triangle, padded to NB × NB with the identity.
+  for (var e = lid; e < NB * NB; e += 256u) {
+    let r = e / NB;
+    let col = e % NB;
+    var value = select(0.0, 1.0, r == col);
+    if (r < w && col <= r) {
+      value = target_data[base + (j0 + r) * n + j0 + col];
+    }
+    diagonal[e] = value;
+  }
+  for (var k = 0u; k < NB; k++) {
+    workgroupBarrier();
+    // Regularised systems are positive definite; the floor only keeps rounding from taking a root of < 0.
+    let pivot = sqrt(max(diagonal[k * NB + k], 1e-30));
+    workgroupBarrier();
+    if (lid >= k && lid < NB) {
+      diagonal[lid * NB + k] = select(diagonal[lid * NB + k] / pivot, pivot, lid == k);
+    }
+    workgroupBarrier();
+    for (var e = lid; e < NB * NB; e += 256u) {
+      let r = e / NB;
+      let col = e % NB;
+      if (col > k && r >= col) {
+        diagonal[e] -= diagonal[r * NB + k] * diagonal[col * NB + k];
+      }
+    }
+  }
+  workgroupBarrier();
+  // L_jj⁻¹ by forward substitution, one column per invocation.
+  if (lid < NB) {
+    for (var i = 0u; i < NB; i++) {
+      var value = 0.0;
+      if (i >= lid) {
+        var sum = select(0.0, 1.0, i == lid);
+        for (var t = lid; t < i; t++) {
+          sum -= diagonal[i * NB + t] * lower_inverse[t * NB + lid];
+        }
+        value = sum / diagonal[i * NB + i];
+      }
+      lower_inverse[i * NB + lid] = value;
+    }
+  }
+  workgroupBarrier();
+  if (group.x == 0u) {
+    for (var e = lid; e < NB * NB; e += 256u) {
+      inverses[params.inv_off + z * params.inv_batch + e] = lower_inverse[e];
+    }
+  }
+  // One row of the panel below the diagonal block per invocation: L_ij = A_ij L_jj⁻ᵀ.
+  let row = j0 + w + group.x * 256u + lid;
+  if (row < n) {
+    let at = base + row * n + j0;
+    var x: array<f32, NB>;
+    for (var t = 0u; t < w; t++) {
+      x[t] = target_data[at + t];
+    }
+    for (var col = 0u; col < w; col++) {
+      var sum = 0.0;
+      for (var t = 0u; t <= col; t++) {
+        sum += x[t] * lower_inverse[col * NB + t];
+      }
+      target_data[at + col] = sum;
+    }
+  }
+}
+
+/** Y_j ← L_jj⁻¹ Y_j (or L_jj⁻ᵀ Y_j), one right-hand side per invocation; Y is the view c_*. */
+@compute @workgroup_size(256)
+fn diag_solve(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let z = group.y;
+  for (var e = lid; e < NB * NB; e += 256u) {
+    lower_inverse[e] = inverses[params.inv_off + z * params.inv_batch + e];
+  }
+  workgroupBarrier();
+  let column = group.x * 256u + lid;
+  if (column >= params.cols) {
+    return;
+  }
+  let base = params.c_off + z * params.c_batch + column * params.c_col + params.j0 * params.c_row;
+  let w = params.w;
+  var y: array<f32, NB>;
+  for (var t = 0u; t < w; t++) {
+    y[t] = target_data[base + t * params.c_row];
+  }
+  let transposed = (params.flags & TRANSPOSED) != 0u;
+  for (var i = 0u; i < w; i++) {
+    var sum = 0.0;
+    if (transposed) {
+      for (var t = i; t < w; t++) {
+        sum += lower_inverse[t * NB + i] * y[t];
+      }
+    } else {
+      for (var t = 0u; t <= i; t++) {
+        sum += lower_inverse[i * NB + t] * y[t];
+      }
+    }
+    target_data[base + i * params.c_row] = sum;
+  }
+}
+
+var<workgroup> p_tile: array<f32, 1024>; // [16][64]: P(r0 + rr, t0 + tt) at tt * 64 + rr
+var<workgroup> q_tile: array<f32, 1024>; // [16][64]
+
+fn load_p(index: u32) -> f32 {
+  if ((params.flags & P_IN_TARGET) != 0u) {
+    return target_data[index];
+  }
+  return other[index];
+}
+
+fn load_q(index: u32) -> f32 {
+  if ((params.flags & Q_IN_TARGET) != 0u) {
+    return target_data[index];
+  }
+  return other[index];
+}
+
+/** C(r, c) −= Σ_{t < w} P(r, t) Q(c, t) for r < rows, c < cols (tiles right of the diagonal skipped with LOWER_ONLY). */
+@compute @workgroup_size(256)
+fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  if ((params.flags & LOWER_ONLY) != 0u && group.x > group.y) {
+    return;
+  }
+  let z = group.z;
+  let r0 = group.y * 64u;
+  let c0 = group.x * 64u;
+  let p_base = params.p_off + z * params.p_batch;
+  let q_base = params.q_off + z * params.q_batch;
+  let tr = (lid / 16u) * 4u;
+  let tc = (lid % 16u) * 4u;
+  var acc: array<vec4<f32>, 4>;
+  for (var t0 = 0u; t0 < params.w; t0 += 16u) {
+    for (var e = lid; e < 1024u; e += 256u) {
+      var rr = e % 64u;
+      var tt = e / 64u;
+      if ((params.flags & P_ALONG_T) != 0u) {
+        rr = e / 16u;
+        tt = e % 16u;
+      }
+      var value = 0.0;
+      if (r0 + rr < params.rows && t0 + tt < params.w) {
+        value = load_p(p_base + (r0 + rr) * params.p_row + (t0 + tt) * params.p_col);
+      }
+      p_tile[tt * 64u + rr] = value;
+      var cc = e % 64u;
+      tt = e / 64u;
+      if ((params.flags & Q_ALONG_T) != 0u) {
+        cc = e / 16u;
+        tt = e % 16u;
+      }
+      var q_value = 0.0;
+      if (c0 + cc < params.cols && t0 + tt < params.w) {
+        q_value = load_q(q_base + (c0 + cc) * params.q_row + (t0 + tt) * params.q_col);
+      }
+      q_tile[tt * 64u + cc] = q_value;
+    }
+    workgroupBarrier();
+    for (var tt = 0u; tt < 16u; tt++) {
+      let qv = vec4<f32>(q_tile[tt * 64u + tc], q_tile[tt * 64u + tc + 1u], q_tile[tt * 64u + tc + 2u], q_tile[tt * 64u + tc + 3u]);
+      for (var i = 0u; i < 4u; i++) {
+        acc[i] += p_tile[tt * 64u + tr + i] * qv;
+      }
+    }
+    workgroupBarrier();
+  }
+  let c_base = params.c_off + z * params.c_batch;
+  for (var i = 0u; i < 4u; i++) {
+    let r = r0 + tr + i;
+    if (r >= params.rows) {
+      break;
+    }
+    for (var j = 0u; j < 4u; j++) {
+      let col = c0 + tc + j;
+      if (col < params.cols) {
+        let index = c_base + r * params.c_row + col * params.c_col;
+        target_data[index] -= acc[i][j];
+      }
+    }
+  }
+}
