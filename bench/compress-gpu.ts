@@ -1,7 +1,7 @@
 // `blr compress` on the GPU (models/factorize_gpu.ts) at full model shapes, random weights (timing
 // only; a Gaussian matrix is the hard case for the error, so the errors printed are no guide to a
 // trained weight's): BLAST's start and its time per gradient-descent iteration, and the low-rank
-// factorisation, per projection shape. BLAST runs twice (few and more iterations): its phases
+// and Monarch factorisations, per projection shape. BLAST runs twice (few and more iterations): its phases
 // (normalising and uploading, the start) are timed inside, the time per iteration is the
 // difference of the iteration phases over the extra iterations, and 300 iterations (the default)
 // are projected from it. --profile times every dispatch of one BLAST run and prints the GPU time per kernel.
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomNormalMatrix } from '../kernels/cpu/ops.ts';
 import { GpuLinalg } from '../kernels/webgpu/linalg.ts';
-import { compressBlastGpu, compressLowRankGpu } from '../models/factorize_gpu.ts';
+import { compressBlastGpu, compressLowRankGpu, compressMonarchGpu } from '../models/factorize_gpu.ts';
 
 const { values } = parseArgs({
   options: {
@@ -34,7 +34,7 @@ if (!(few >= 1 && more > few)) throw new Error('--iterations takes two counts, t
 
 const linalg = await GpuLinalg.open({ allowSoftware: true });
 console.log(`device: ${linalg.gpu.description}`);
-const rows: { shape: string; prepareS: number; startS: number; iterationMs: number; projected300S: number; measuredS: number; blastError: number; lowRankS: number; lowRankError: number }[] = [];
+const rows: { shape: string; prepareS: number; startS: number; iterationMs: number; projected300S: number; measuredS: number; blastError: number; lowRankS: number; lowRankError: number; monarchS: number; monarchError: number }[] = [];
 for (const shape of shapes) {
   const { outFeatures: o, inFeatures: i, rank: r, blocks: b } = shape;
   const weight = randomNormalMatrix(o, i, 0.02, o * 31 + i);
@@ -50,9 +50,13 @@ for (const shape of shapes) {
   const iterationMs = ((result.seconds.iterations - fewRun.seconds.iterations) * 1000) / (more - few);
   const { prepare, start } = result.seconds;
   const [lowRank, lowRankS] = await timed(() => compressLowRankGpu(linalg, weight, { ...shape, blocks: 1 }));
-  const row = { shape: `${o}×${i} r${r} b${b}`, prepareS: prepare, startS: start, iterationMs, projected300S: prepare + start + (300 * iterationMs) / 1000, measuredS: moreS, blastError: result.error, lowRankS, lowRankError: lowRank.error };
+  // Monarch at the same rank and blocks (its rank rounded down to a multiple of the blocks).
+  const monarchShape = { ...shape, rank: r - (r % b) };
+  await compressMonarchGpu(linalg, weight, monarchShape);
+  const [monarch, monarchS] = await timed(() => compressMonarchGpu(linalg, weight, monarchShape));
+  const row = { shape: `${o}×${i} r${r} b${b}`, prepareS: prepare, startS: start, iterationMs, projected300S: prepare + start + (300 * iterationMs) / 1000, measuredS: moreS, blastError: result.error, lowRankS, lowRankError: lowRank.error, monarchS, monarchError: monarch.error };
   rows.push(row);
-  console.log(`${row.shape}: prepare ${prepare.toFixed(2)} s, start ${start.toFixed(2)} s, ${iterationMs.toFixed(1)} ms per iteration, 300 iterations ≈ ${row.projected300S.toFixed(1)} s; low-rank ${lowRankS.toFixed(2)} s`);
+  console.log(`${row.shape}: prepare ${prepare.toFixed(2)} s, start ${start.toFixed(2)} s, ${iterationMs.toFixed(1)} ms per iteration, 300 iterations ≈ ${row.projected300S.toFixed(1)} s; low-rank ${lowRankS.toFixed(2)} s; Monarch ${monarchS.toFixed(2)} s`);
   if (values.profile) {
     linalg.startProfile();
     linalg.takeProfile();
@@ -65,9 +69,9 @@ for (const shape of shapes) {
     break;
   }
 }
-console.log(`\n| shape (out×in, rank, blocks) | prepare s | BLAST start s | ms / iteration | ${more} iterations, measured s | 300 iterations s | low-rank s |`);
-console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
-for (const r of rows) console.log(`| ${r.shape} | ${r.prepareS.toFixed(2)} | ${r.startS.toFixed(2)} | ${r.iterationMs.toFixed(1)} | ${r.measuredS.toFixed(1)} | ${r.projected300S.toFixed(1)} | ${r.lowRankS.toFixed(2)} |`);
+console.log(`\n| shape (out×in, rank, blocks) | prepare s | BLAST start s | ms / iteration | ${more} iterations, measured s | 300 iterations s | low-rank s | Monarch s |`);
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const r of rows) console.log(`| ${r.shape} | ${r.prepareS.toFixed(2)} | ${r.startS.toFixed(2)} | ${r.iterationMs.toFixed(1)} | ${r.measuredS.toFixed(1)} | ${r.projected300S.toFixed(1)} | ${r.lowRankS.toFixed(2)} | ${r.monarchS.toFixed(2)} |`);
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(values.out, `${JSON.stringify({ date: new Date().toISOString(), device: linalg.gpu.description, iterations: [few, more], rows }, null, 2)}\n`);
 console.log(`wrote ${values.out}`);

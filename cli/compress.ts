@@ -8,9 +8,9 @@ export const COMPRESS_HELP = `Usage: blr compress IN OUT --method lowrank|monarc
 Factorises the chosen projections of a dense Llama or GPT-2 checkpoint directory IN into block
 low-rank form and writes OUT in blr's format (README: config blr_layers, factor tensors), tokenizer
 files copied. Low-rank: truncated SVD. Monarch: truncated SVD of each sub-block (rank r/b).
-BLAST: preconditioned gradient descent from the low-rank start. Low-rank and BLAST run on the
-GPU when there is one (f32; Monarch's small SVDs run on the CPU). Prints each projection's
-relative Frobenius error and size as it goes (stderr), then the totals.
+BLAST: preconditioned gradient descent from the low-rank start. Runs on the GPU when there is
+one (f32), else on the CPU (float64; hours per 7B layer). Prints each projection's relative
+Frobenius error and size as it goes (stderr), then the totals.
 
 Options:
   --method NAME        lowrank, monarch or blast
@@ -21,7 +21,7 @@ Options:
   --layers LIST        projections, comma-separated (default: all): ${PROJECTIONS.join(',')} for Llama,
                        ${GPT2_PROJECTIONS.join(',')} for GPT-2 (c_proj: the MLP's; attn.c_proj: the attention's)
   --iterations N       BLAST gradient-descent iterations (default 300)
-  --backend NAME       ${BACKEND_KINDS.join(' | ')}: where low-rank and BLAST factorise (default auto: a
+  --backend NAME       ${BACKEND_KINDS.join(' | ')}: where the factorisations run (default auto: a
                        hardware WebGPU adapter when there is one, else the CPU; webgpu takes a
                        software adapter too)
   -h, --help           show this help

@@ -43,10 +43,7 @@ export interface CompressOptions {
   projections?: Projection[];
   /** BLAST's gradient-descent iterations. */
   iterations?: number;
-  /**
-   * Where low-rank and BLAST factorise (Monarch's small SVDs stay on the CPU): `auto` on a
-   * hardware GPU when there is one, else the CPU (default `cpu`).
-   */
+  /** Where the factorisations run: `auto` on a hardware GPU when there is one, else the CPU (default `cpu`). */
   backend?: BackendKind;
   onProgress?: (message: string) => void;
 }
@@ -137,7 +134,7 @@ export async function compressCheckpoint(input: string, output: string, options:
     const results: CompressedProjection[] = [];
     const tensors: TensorToWriteAsync[] = [];
     const total = modules.size;
-    const linalg = options.method === 'monarch' ? undefined : await openLinalg(options.backend ?? 'cpu', progress);
+    const linalg = await openLinalg(options.backend ?? 'cpu', progress);
     if (linalg) progress(`factorising on ${linalg.gpu.description}`);
     // Loaded only with a GPU: the CPU path never pays for Dawn's native module.
     const gpu = linalg && { linalg, factorise: await import('./factorize_gpu.ts'), CapacityError: (await import('../kernels/webgpu/linalg.ts')).GpuCapacityError };
@@ -167,7 +164,8 @@ export async function compressCheckpoint(input: string, output: string, options:
           if (!gpu) return undefined;
           try {
             return options.method === 'blast' ? await gpu.factorise.compressBlastGpu(gpu.linalg, weight, shape, { iterations: options.iterations })
-              : await gpu.factorise.compressLowRankGpu(gpu.linalg, weight, shape);
+              : options.method === 'monarch' ? await gpu.factorise.compressMonarchGpu(gpu.linalg, weight, shape)
+                : await gpu.factorise.compressLowRankGpu(gpu.linalg, weight, shape);
           } catch (error) {
             if (!(error instanceof gpu.CapacityError)) throw error;
             progress(`${prefix}: ${error.message}; factorising it on the CPU`);

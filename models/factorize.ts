@@ -1,4 +1,5 @@
-// Dense → block low-rank factorisations (`blr compress`) (../shared/ANCHORS.md §1), in float64 on the CPU:
+// Dense → block low-rank factorisations (`blr compress`) (../shared/ANCHORS.md §1), in float64 on the CPU
+// (factorize_gpu.ts does them in f32 on the GPU):
 //   low-rank: truncated SVD, √S on both factors;
 //   Monarch: per sub-block truncated SVD (rank r/b) of the row-permuted matrix, paired with the
 //     channels the Monarch permutation routes through that block;
@@ -7,7 +8,7 @@
 //     ε = 0.1·‖A − Â‖ (normalised), step 1.0 decayed linearly to 0, from a low-rank start.
 // Truncated SVDs are randomised (range finder with power iterations, oversampled), exact for
 // matrices of the requested rank.
-import { monarchSource, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
+import { monarchSource, type BlrFactors, type BlrShape, type MonarchFactors } from '../kernels/cpu/blr.ts';
 import { choleskySolve } from '../kernels/cpu/linalg.ts';
 import { randomNormalMatrix } from '../kernels/cpu/ops.ts';
 
@@ -160,6 +161,24 @@ export function compressLowRank(weight: ArrayLike<number>, shape: BlrShape, seed
 export function compressMonarch(weight: ArrayLike<number>, shape: BlrShape, seed = 0): BlrFactors {
   const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
   const ib = i / b, ob = o / b, k = r / b;
+  return monarchFromBlocks(shape, (l, j) => {
+    const block = matrix(ob, ib);
+    for (let s = 0; s < ob; s++) for (let m = 0; m < ib; m++) block.data[s * ib + m] = weight[(s * b + l) * i + j * ib + m];
+    const svd = truncatedSvd(block, k, seed + l * b + j);
+    const root = (t: number) => Math.sqrt(svd.s[t]);
+    return { u: (s, t) => svd.u.data[s * k + t] * root(t), v: (t, m) => svd.v.data[m * k + t] * root(t) };
+  });
+}
+
+/**
+ * Monarch's factors from the rank-r/b factors of each block (ℓ, j) of the row-permuted W (block
+ * (ℓ, j): rows s · b + ℓ, columns j · i/b + m), √S on both sides: u(s, t) (o/b × r/b) and
+ * v(t, m) (r/b × i/b), components in descending order. Each pairs with the channels the Monarch
+ * permutation routes from input block j to output block ℓ.
+ */
+export function monarchFromBlocks(shape: BlrShape, block: (l: number, j: number) => { u: (s: number, t: number) => number; v: (t: number, m: number) => number }): MonarchFactors {
+  const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+  const ib = i / b, ob = o / b;
   const w1 = new Float32Array(r * i);
   const w2 = new Float32Array(o * r);
   for (let l = 0; l < b; l++) {
@@ -170,13 +189,10 @@ export function compressMonarch(weight: ArrayLike<number>, shape: BlrShape, seed
       channels[source.block].push({ q, channel: source.channel });
     }
     for (let j = 0; j < b; j++) {
-      const block = matrix(ob, ib);
-      for (let s = 0; s < ob; s++) for (let m = 0; m < ib; m++) block.data[s * ib + m] = weight[(s * b + l) * i + j * ib + m];
-      const svd = truncatedSvd(block, k, seed + l * b + j);
+      const { u, v } = block(l, j);
       channels[j].forEach(({ q, channel }, t) => {
-        const root = Math.sqrt(svd.s[t]);
-        for (let s = 0; s < ob; s++) w2[(l * ob + s) * r + q] = svd.u.data[s * k + t] * root;
-        for (let m = 0; m < ib; m++) w1[(j * r + channel) * ib + m] = svd.v.data[m * k + t] * root;
+        for (let s = 0; s < ob; s++) w2[(l * ob + s) * r + q] = u(s, t);
+        for (let m = 0; m < ib; m++) w1[(j * r + channel) * ib + m] = v(t, m);
       });
     }
   }

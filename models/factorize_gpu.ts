@@ -13,10 +13,10 @@
 // Low-rank compression (compressLowRankGpu) is that start alone.
 // Memory: the weight twice (A and R), the factors twice (values and gradients), 2b + chunk·b
 // r × r Gram matrices; the couplings' b² systems are solved a chunk of output blocks at a time.
-import type { BlastFactors, BlrShape, LowRankFactors } from '../kernels/cpu/blr.ts';
+import type { BlastFactors, BlrShape, LowRankFactors, MonarchFactors } from '../kernels/cpu/blr.ts';
 import { randomNormalMatrix } from '../kernels/cpu/ops.ts';
-import { PANEL, STATS, type GpuArray, type GpuLinalg, type Step } from '../kernels/webgpu/linalg.ts';
-import { standardDeviation } from './factorize.ts';
+import { PANEL, STATS, type GpuArray, type GpuLinalg, type Step, type View } from '../kernels/webgpu/linalg.ts';
+import { monarchFromBlocks, standardDeviation } from './factorize.ts';
 
 /** Alternating least-squares rounds of the low-rank start. */
 const START_ROUNDS = 8;
@@ -74,7 +74,7 @@ export async function compressBlastGpu(linalg: GpuLinalg, weight: ArrayLike<numb
     linalg.write(s, new Float32Array(b * b * r).fill(1));
     await linalg.finish();
     const prepared = performance.now();
-    const start = options.start ?? await lowRankStart(linalg, a, o, i, r, options.seed ?? 0);
+    const start = options.start ?? await lowRankStart(linalg, { view: { array: a, row: i, col: 1 }, batch: 1, zInner: 1, o, i }, r, options.seed ?? 0);
     linalg.write(u, start.u);
     linalg.write(v, start.v);
     const started = performance.now();
@@ -158,7 +158,7 @@ export async function compressLowRankGpu(linalg: GpuLinalg, weight: ArrayLike<nu
   const work = new Workspace(linalg);
   try {
     const a = work.upload(dense);
-    const { u, v } = await lowRankStart(linalg, a, o, i, r, seed);
+    const { u, v } = await lowRankStart(linalg, { view: { array: a, row: i, col: 1 }, batch: 1, zInner: 1, o, i }, r, seed);
     const stats = work.stats(0);
     const residual = work.zeros(o * i);
     await linalg.run([
@@ -168,6 +168,42 @@ export async function compressLowRankGpu(linalg: GpuLinalg, weight: ArrayLike<nu
     ]);
     const squared = await linalg.read(stats, STATS.errorSquared, 1);
     return { factors: { method: 'lowrank', u, v }, error: Math.sqrt(Math.max(squared[0], 0)) / frobenius(dense) };
+  } finally {
+    work.destroy();
+  }
+}
+
+/**
+ * Monarch factors of W (out × in) and the relative error: the b² blocks of the row-permuted W
+ * (block (ℓ, j): rows s · b + ℓ, columns j · i/b + m, read in place through a strided view) each
+ * get the rank r/b start above, assembled as models/factorize.ts compressMonarch assembles its SVDs.
+ */
+export async function compressMonarchGpu(linalg: GpuLinalg, weight: ArrayLike<number>, shape: BlrShape, seed = 0): Promise<{ factors: MonarchFactors; error: number }> {
+  const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+  const ib = i / b, ob = o / b, k = r / b;
+  if (!Number.isInteger(ib) || !Number.isInteger(ob) || !Number.isInteger(k)) throw new RangeError(`Monarch with ${b} blocks needs features and rank divisible by it (${i}→${o}, rank ${r})`);
+  const dense = new Float32Array(weight);
+  const work = new Workspace(linalg);
+  try {
+    const a = work.upload(dense);
+    // z = ℓ · b + j.
+    const view: View = { array: a, outer: i, inner: ib, row: b * i, col: 1 };
+    const { u, v } = await lowRankStart(linalg, { view, batch: b * b, zInner: b, o: ob, i: ib }, k, seed);
+    const factors = monarchFromBlocks(shape, (l, j) => {
+      const z = l * b + j;
+      return { u: (s, t) => u[(z * ob + s) * k + t], v: (t, m) => v[(z * k + t) * ib + m] };
+    });
+    // The error from each block's residual, A_z − U_z V_z, in place of A's copy.
+    const stats = work.stats(0);
+    const residual = work.zeros(o * i);
+    await linalg.run([
+      linalg.copy(a, residual),
+      linalg.gemm({ m: ob, n: ib, k, batch: b * b, zInner: b }, { ...view, array: residual }, { array: work.upload(u), outer: b * ob * k, inner: ob * k, row: k, col: 1 },
+        { array: work.upload(v), outer: b * k * ib, inner: k * ib, row: ib, col: 1 }, { alpha: -1, beta: 1 }),
+      ...linalg.sumSquares(residual, o * i, work.add(linalg.partials()), stats, { slot: STATS.errorSquared }),
+    ]);
+    const squared = await linalg.read(stats, STATS.errorSquared, 1);
+    return { factors, error: Math.sqrt(Math.max(squared[0], 0)) / frobenius(dense) };
   } finally {
     work.destroy();
   }
@@ -213,74 +249,89 @@ class Workspace {
 }
 
 
+/** `batch` matrices of o × i, matrix z of A at `view` (two-level: ⌊z / zInner⌋, z mod zInner). */
+interface MatrixBatch {
+  view: View;
+  batch: number;
+  zInner: number;
+  o: number;
+  i: number;
+}
+
 /**
- * The rank-r start A ≈ U V (U: o × r, V: r × i, A on the GPU) with u_k = √σ_k · left singular
- * vector k and v_k = √σ_k · right singular vector k, the top r singular components, as the CPU's
- * truncated SVD gives. Worked at rank l = r + OVERSAMPLE (as the SVD's range finder oversamples):
- * alternating least squares U ← A Vᵀ (V Vᵀ)⁻¹, V ← (UᵀU)⁻¹ Uᵀ A (ridge-regularised) from a
- * random V; then with UᵀU = L Lᵀ, U = Q Lᵀ (Q orthonormal) and A ≈ Q (Lᵀ V), one-sided Jacobi makes
- * the rows of Lᵀ V orthogonal (rotations P: Lᵀ V = Pᵀ Σ Zᵀ), so A ≈ (Q Pᵀ) Σ Zᵀ; balancing the
- * columns of Q Pᵀ (norm 1) against the rows of Σ Zᵀ (norm σ_k) puts √σ_k on both, and the r
- * components of largest σ_k are kept.
+ * The rank-r start A ≈ U V (U: o × r, V: r × i) with u_k = √σ_k · left singular vector k and
+ * v_k = √σ_k · right singular vector k, the top r singular components in descending order, as the
+ * CPU's truncated SVD gives; for each matrix of the batch (results one after another). Worked at
+ * rank l = r + OVERSAMPLE (as the SVD's range finder oversamples): alternating least squares
+ * U ← A Vᵀ (V Vᵀ)⁻¹, V ← (UᵀU)⁻¹ Uᵀ A (ridge-regularised) from a random V; then with UᵀU = L Lᵀ,
+ * U = Q Lᵀ (Q orthonormal) and A ≈ Q (Lᵀ V), one-sided Jacobi makes the rows of Lᵀ V orthogonal
+ * (rotations P: Lᵀ V = Pᵀ Σ Zᵀ), so A ≈ (Q Pᵀ) Σ Zᵀ; balancing the columns of Q Pᵀ (norm 1)
+ * against the rows of Σ Zᵀ (norm σ_k) puts √σ_k on both, and the r components of largest σ_k are kept.
  */
-async function lowRankStart(linalg: GpuLinalg, a: GpuArray, o: number, i: number, r: number, seed: number): Promise<{ u: Float32Array; v: Float32Array }> {
+async function lowRankStart(linalg: GpuLinalg, a: MatrixBatch, r: number, seed: number): Promise<{ u: Float32Array; v: Float32Array }> {
+  const { o, i, batch, zInner } = a;
   const l = Math.max(r, Math.min(r + OVERSAMPLE, o, i));
   const work = new Workspace(linalg);
+  // Matrix z of a buffer holding `batch` matrices of `size` one after another, for the two-level GEMM batch.
+  const each = (array: GpuArray, size: number, row: number, col: number): View => ({ array, outer: zInner * size, inner: size, row, col });
+  const dims = (m: number, n: number, k: number) => ({ m, n, k, batch, zInner });
   try {
     const stats = work.stats(1);
-    const u = work.zeros(o * l), gradU = work.zeros(o * l);
-    const v = work.upload(randomNormalMatrix(l, i, 1, seed)), gradV = work.zeros(l * i);
-    const gram = work.zeros(l * l), rotations = work.zeros(l * l);
-    const system = work.zeros(l * l), inverses = work.zeros(Math.ceil(l / PANEL) * PANEL * PANEL);
+    const u = work.zeros(batch * o * l), gradU = work.zeros(batch * o * l);
+    const v = work.upload(randomNormalMatrix(batch * l, i, 1, seed)), gradV = work.zeros(batch * l * i);
+    const gram = work.zeros(batch * l * l), rotations = work.zeros(batch * l * l);
+    const system = work.zeros(batch * l * l), inverses = work.zeros(batch * Math.ceil(l / PANEL) * PANEL * PANEL);
     const ridge = { diagScale: 1 + 1e-5, epsSlot: STATS.one, epsFactor: 1e-6 };
-    // `gram` ← the Gram matrix of `of` (UᵀU or V Vᵀ) and its ridge-regularised Cholesky factor in `system`.
+    // `gram` ← the Gram matrices of `of` (UᵀU or V Vᵀ) and their ridge-regularised Cholesky factors in `system`.
     const factorGram = (of: 'u' | 'v'): Step[] => [
       of === 'u'
-        ? linalg.gemm({ m: l, n: l, k: o }, { array: gram, row: l, col: 1 }, { array: u, row: 1, col: l }, { array: u, row: l, col: 1 })
-        : linalg.gemm({ m: l, n: l, k: i }, { array: gram, row: l, col: 1 }, { array: v, row: i, col: 1 }, { array: v, row: 1, col: i }),
-      linalg.gram(0, system, gram, gram, stats, { r: l, count: 1, ...ridge }),
-      ...linalg.cholesky(system, inverses, l, 1),
+        ? linalg.gemm(dims(l, l, o), each(gram, l * l, l, 1), each(u, o * l, 1, l), each(u, o * l, l, 1))
+        : linalg.gemm(dims(l, l, i), each(gram, l * l, l, 1), each(v, l * i, i, 1), each(v, l * i, 1, i)),
+      linalg.gram(0, system, gram, gram, stats, { r: l, count: batch, ...ridge }),
+      ...linalg.cholesky(system, inverses, l, batch),
     ];
     const steps: Step[] = [];
     for (let round = 0; round < START_ROUNDS; round++) {
       steps.push(
-        linalg.gemm({ m: o, n: l, k: i }, { array: u, row: l, col: 1 }, { array: a, row: i, col: 1 }, { array: v, row: 1, col: i }),
+        linalg.gemm(dims(o, l, i), each(u, o * l, l, 1), a.view, each(v, l * i, 1, i)),
         ...factorGram('v'),
-        ...linalg.solve(system, inverses, l, 1, { array: u, row: 1, col: l }, o),
-        linalg.gemm({ m: l, n: i, k: o }, { array: v, row: i, col: 1 }, { array: u, row: 1, col: l }, { array: a, row: i, col: 1 }),
+        ...linalg.solve(system, inverses, l, batch, { array: u, inner: o * l, row: 1, col: l }, o),
+        linalg.gemm(dims(l, i, o), each(v, l * i, i, 1), each(u, o * l, 1, l), a.view),
         ...factorGram('u'),
-        ...linalg.solve(system, inverses, l, 1, { array: v, row: i, col: 1 }, i),
+        ...linalg.solve(system, inverses, l, batch, { array: v, inner: l * i, row: i, col: 1 }, i),
       );
     }
     // Lᵀ V = L⁻¹ (UᵀU) V into gradV; Qᵀ = L⁻¹ Uᵀ in place of U.
     steps.push(
       ...factorGram('u'),
-      linalg.gemm({ m: l, n: i, k: l }, { array: gradV, row: i, col: 1 }, { array: gram, row: l, col: 1 }, { array: v, row: i, col: 1 }),
-      ...linalg.solve(system, inverses, l, 1, { array: gradV, row: i, col: 1 }, i, { forwardOnly: true }),
-      ...linalg.solve(system, inverses, l, 1, { array: u, row: 1, col: l }, o, { forwardOnly: true }),
+      linalg.gemm(dims(l, i, l), each(gradV, l * i, i, 1), each(gram, l * l, l, 1), each(v, l * i, i, 1)),
+      ...linalg.solve(system, inverses, l, batch, { array: gradV, inner: l * i, row: i, col: 1 }, i, { forwardOnly: true }),
+      ...linalg.solve(system, inverses, l, batch, { array: u, inner: o * l, row: 1, col: l }, o, { forwardOnly: true }),
     );
     await linalg.run(steps);
-    const identity = new Float32Array(l * l);
-    for (let k = 0; k < l; k++) identity[k * l + k] = 1;
+    const identity = new Float32Array(batch * l * l);
+    for (let z = 0; z < batch; z++) for (let k = 0; k < l; k++) identity[(z * l + k) * l + k] = 1;
     linalg.write(rotations, identity);
-    const sweep = linalg.jacobiSweep(gradV, rotations, l, i, l);
+    const sweep = linalg.jacobiSweep(gradV, rotations, l, i, l, batch);
     for (let t = 0; t < JACOBI_SWEEPS; t++) await linalg.run(sweep);
-    const squaredNorms = work.zeros(l);
+    const squaredNorms = work.zeros(batch * l);
     await linalg.run([
-      linalg.gemm({ m: o, n: l, k: l }, { array: gradU, row: l, col: 1 }, { array: u, row: l, col: 1 }, { array: rotations, row: 1, col: l }),
-      linalg.balance(gradU, gradV, o, l, i),
+      linalg.gemm(dims(o, l, l), each(gradU, o * l, l, 1), each(u, o * l, l, 1), each(rotations, l * l, 1, l)),
+      linalg.balance(gradU, gradV, o, l, i, batch),
       // ‖v_k‖² = σ_k after balancing (v_k · v_k, from a copy: one buffer may not fill a read and a writable binding).
       linalg.copy(gradV, v),
-      linalg.diagDot(squaredNorms, gradV, v, { r: l, batch: 1, count: i, xBatch: 0, xRow: i, yBatch: 0, yRow: i }),
+      linalg.diagDot(squaredNorms, gradV, v, { r: l, batch, count: i, xBatch: l * i, xRow: i, yBatch: l * i, yRow: i }),
     ]);
     const [sigma, uAll, vAll] = await Promise.all([linalg.read(squaredNorms), linalg.read(gradU), linalg.read(gradV)]);
-    const kept = Array.from({ length: l }, (_, k) => k).sort((x, y) => sigma[y] - sigma[x]).slice(0, r);
-    const uOut = new Float32Array(o * r);
-    const vOut = new Float32Array(r * i);
-    kept.forEach((from, to) => {
-      for (let p = 0; p < o; p++) uOut[p * r + to] = uAll[p * l + from];
-      vOut.set(vAll.subarray(from * i, (from + 1) * i), to * i);
-    });
+    const uOut = new Float32Array(batch * o * r);
+    const vOut = new Float32Array(batch * r * i);
+    for (let z = 0; z < batch; z++) {
+      const kept = Array.from({ length: l }, (_, k) => k).sort((x, y) => sigma[z * l + y] - sigma[z * l + x]).slice(0, r);
+      kept.forEach((from, to) => {
+        for (let p = 0; p < o; p++) uOut[(z * o + p) * r + to] = uAll[(z * o + p) * l + from];
+        vOut.set(vAll.subarray((z * l + from) * i, (z * l + from + 1) * i), (z * r + to) * i);
+      });
+    }
     return { u: uOut, v: vOut };
   } finally {
     work.destroy();

@@ -81,8 +81,10 @@ describe('blr compress', () => {
     const out = path.join(tempDirectory('blr-compress-'), 'monarch');
     const run = blr(['compress', DEFAULT_MODEL, out, '--method', 'monarch', '--blocks', '2', '--rank', '16', '--layers', 'q,up']);
     expect(run.status).toBe(0);
-    const lines = run.stderr.trim().split('\n');
+    // One progress line per projection (besides where it runs: the CPU, or a GPU, with the adapter's notices).
+    const lines = run.stderr.trim().split('\n').filter((l) => /^blr compress: \d+\/\d+ /.test(l));
     expect(lines).toHaveLength(10); // 5 layers × (q, up)
+    expect(lines.map((l) => /^blr compress: (\d+)\/10 /.exec(l)?.[1])).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']);
     expect(run.stdout).toMatch(/10 projections as monarch, [\d.]+ → [\d.]+ MB \([\d.]+%\), relative error mean [\d.]+, worst [\d.]+/);
     const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
     expect(config.blr_layers['model.layers.0.mlp.up_proj']).toEqual({ method: 'monarch', rank: 16, blocks: 2 });
@@ -131,9 +133,9 @@ describe('blr compress', () => {
     expect(larger.stderr).toMatch(/warning: 2 of 2 projections are no smaller than their dense weights \(e\.g\. h\.0\.mlp\.c_fc, rank 64/);
   });
 
-  it.skipIf(!gpuAvailable)('compresses on the GPU with --backend webgpu (low-rank and BLAST), reporting errors the written factors have', () => {
+  it.skipIf(!gpuAvailable)('compresses on the GPU with --backend webgpu (every method), reporting errors the written factors have', () => {
     const input = tinyModelDirectory('gpt2-style');
-    for (const method of ['blast', 'lowrank'] as const) {
+    for (const method of ['blast', 'lowrank', 'monarch'] as const) {
       const out = path.join(tempDirectory('blr-compress-'), `gpt2-${method}-gpu`);
       const run = blr(['compress', input, out, '--method', method, '--blocks', '2', '--rank', '8', '--layers', 'c_attn', '--iterations', '30', '--backend', 'webgpu']);
       expect(run.status).toBe(0);
@@ -143,14 +145,16 @@ describe('blr compress', () => {
       const reported = Number(/relative error ([\d.]+)/.exec(line)![1]);
       const original = ShardedSafetensors.openDirectory(input);
       const written = ShardedSafetensors.openDirectory(out);
-      const shape = { inFeatures: 64, outFeatures: 192, rank: 8, blocks: method === 'blast' ? 2 : 1 };
+      const shape = { inFeatures: 64, outFeatures: 192, rank: 8, blocks: method === 'lowrank' ? 1 : 2 };
       const factors: BlrFactors = method === 'blast'
         ? { method, u: written.readFloat32('h.1.attn.c_attn.B'), v: written.readFloat32('h.1.attn.c_attn.C'), s: written.readFloat32('h.1.attn.c_attn.D') }
-        : { method, u: written.readFloat32('h.1.attn.c_attn.U'), v: written.readFloat32('h.1.attn.c_attn.V') };
+        : method === 'monarch' ? { method, w1: written.readFloat32('h.1.attn.c_attn.W1'), w2: written.readFloat32('h.1.attn.c_attn.W2') }
+          : { method, u: written.readFloat32('h.1.attn.c_attn.U'), v: written.readFloat32('h.1.attn.c_attn.V') };
       const weight = transpose(original.readFloat32('h.1.attn.c_attn.weight'), 64, 192);
       expect(relativeError(weight, blrToDense(factors, shape))).toBeCloseTo(reported, 3);
       // As good as the CPU's factorisation of the same weight.
-      const cpu = relativeError(weight, blrToDense(method === 'blast' ? compressBlast(weight, shape, { iterations: 30 }) : compressLowRank(weight, shape), shape));
+      const cpuFactors = method === 'blast' ? compressBlast(weight, shape, { iterations: 30 }) : method === 'monarch' ? compressMonarch(weight, shape) : compressLowRank(weight, shape);
+      const cpu = relativeError(weight, blrToDense(cpuFactors, shape));
       expect(reported).toBeLessThan(1.05 * cpu + 1e-3);
       original.close();
       written.close();

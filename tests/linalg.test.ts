@@ -5,8 +5,8 @@ import { Rng } from '../engine/rng.ts';
 import { blrToDense } from '../kernels/cpu/blr.ts';
 import { choleskySolve, stridedGemm } from '../kernels/cpu/linalg.ts';
 import { GpuLinalg, PANEL, STATS, type View } from '../kernels/webgpu/linalg.ts';
-import { compressBlast, compressLowRank, relativeError } from '../models/factorize.ts';
-import { compressBlastGpu, compressLowRankGpu } from '../models/factorize_gpu.ts';
+import { compressBlast, compressLowRank, compressMonarch, relativeError } from '../models/factorize.ts';
+import { compressBlastGpu, compressLowRankGpu, compressMonarchGpu } from '../models/factorize_gpu.ts';
 import { gpuForTests } from './gpu.ts';
 
 const rng = new Rng(4242);
@@ -227,5 +227,22 @@ describe.skipIf(!gpu.backend)(`low-rank compression on the GPU${gpu.backend ? ''
     }).sort((x, y) => y - x);
     const [gpuSigma, cpuSigma] = [norms(factors), norms(cpu as { u: Float32Array; v: Float32Array })];
     gpuSigma.forEach((sigma, k) => expect(Math.abs(sigma - cpuSigma[k])).toBeLessThan(1e-2 * cpuSigma[0]));
+  });
+});
+
+describe.skipIf(!gpu.backend)(`Monarch compression on the GPU${gpu.backend ? '' : ` (skipped: ${gpu.reason})`}`, () => {
+  it.each([[4, 24, 36, 8], [3, 33, 21, 9]])('is each block\'s truncated SVD, as the CPU\'s (%i blocks, %i → %i, rank %i)', async (b, i, o, r) => {
+    const linalg = await GpuLinalg.create(gpu.backend!.gpu);
+    const shape = { inFeatures: i, outFeatures: o, rank: r, blocks: b };
+    const w = random(o * i);
+    const cpuError = relativeError(w, blrToDense(compressMonarch(w, shape), shape));
+    const { factors, error } = await compressMonarchGpu(linalg, w, shape);
+    expect(relativeError(w, blrToDense(factors, shape))).toBeCloseTo(error, 4);
+    expect(Math.abs(error - cpuError)).toBeLessThan(1e-3 * cpuError);
+    // A matrix that is Monarch of that shape comes back, to f32 and the start's ridge (1e-5 of the Gram diagonals).
+    const exact = blrToDense({ method: 'monarch', w1: random(r * i), w2: random(o * r) }, shape);
+    const again = await compressMonarchGpu(linalg, exact, shape);
+    expect(again.error).toBeLessThan(1e-3);
+    expect(relativeError(exact, blrToDense(again.factors, shape))).toBeLessThan(1e-3);
   });
 });

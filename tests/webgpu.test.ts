@@ -16,6 +16,7 @@ import { BlockLowRankLinear, LowRankLinear, StackedBlockLinears, StackedLowRankL
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
+import { DEFAULT_WORKGROUP_STORAGE } from '../kernels/webgpu/gpu.ts';
 import { gpuForTests } from './gpu.ts';
 import { DEFAULT_MODEL, maxRelativeError, reference, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
@@ -724,5 +725,26 @@ describe.each([
       const top = expected.top_ids.map((id) => onGpu.logits[id]);
       expect(maxRelativeError(top, expected.top_logits)).toBeLessThan(2e-2);
     });
+  });
+});
+
+// An adapter with subgroups but only WebGPU's default 16 KB of workgroup memory: every kernel it
+// gets must fit (the batch-16 subgroup GEMV's sums are sized by the adapter's smallest subgroup).
+describe('WebGPU with subgroups and the default 16 KB of workgroup memory', () => {
+  it('compiles every kernel and runs the batched subgroup GEMV as the CPU does', async ({ skip }) => {
+    const shared = (await gpuForTests()).backend;
+    if (!shared?.gpu.features.subgroups) return skip();
+    const { WebGpuBackend } = await import('../kernels/webgpu/backend.ts');
+    const small = await WebGpuBackend.create({ allowSoftware: true, workgroupStorage: DEFAULT_WORKGROUP_STORAGE });
+    expect(small.gpu.device.limits.maxComputeWorkgroupStorageSize).toBe(DEFAULT_WORKGROUP_STORAGE);
+    const [rows, inFeatures, outFeatures] = [16, 264, 13];
+    const x = random(rows * inFeatures), w = random(outFeatures * inFeatures);
+    const run = async (be: Backend) => {
+      const out = be.allocate(rows * outFeatures);
+      be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), null, rows, inFeatures, outFeatures, false);
+      return be.read(out, rows * outFeatures);
+    };
+    expectClose(await run(small), await run(cpu), 2e-5 * Math.sqrt(inFeatures) / 8);
+    small.gpu.device.destroy();
   });
 });

@@ -87,7 +87,7 @@ fn load_table(row: u32, column: u32) -> f32 {
 }
 `;
 
-function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial<Record<KernelName, KernelSpec>> {
+function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroupMinSize: number | undefined): Partial<Record<KernelName, KernelSpec>> {
   const norm = wgsl('norm.wgsl', 'workgroup_reduce');
   const normVec4 = wgsl('norm_vec4.wgsl', 'workgroup_reduce');
   const matmul = wgsl('matmul.wgsl', 'matmul_common');
@@ -122,7 +122,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial
     // Only where the adapter has subgroups; elsewhere gemvAligned and gemm do the same jobs.
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
-      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind) } } : undefined]))),
+      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind), SUBGROUP_SLOTS: 256 / Math.max(4, subgroupMinSize || 4) } } : undefined]))),
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'gated'] as const).map((kind) => [blockGemvName(batch, kind),
       features.subgroups && (kind !== 'gated' || batch === 1) ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
   };
@@ -318,7 +318,7 @@ export class WebGpuBackend implements Backend {
    * overall); `takeProfile()` returns the totals per kernel. `portable` leaves subgroups and
    * subgroup matrices off (tests of the fallback kernels).
    */
-  static async create(options: { allowSoftware: boolean; profile?: boolean; portable?: boolean }): Promise<WebGpuBackend> {
+  static async create(options: { allowSoftware: boolean; profile?: boolean; portable?: boolean; workgroupStorage?: number }): Promise<WebGpuBackend> {
     const backend = new WebGpuBackend(await openGpu(options));
     await backend.compileKernels();
     if (options.profile) {
@@ -335,7 +335,7 @@ export class WebGpuBackend implements Backend {
   }
 
   private async compileKernels(): Promise<void> {
-    const specs = kernelSpecs(this.gpu.features, this.device.limits);
+    const specs = kernelSpecs(this.gpu.features, this.device.limits, this.gpu.adapterInfo.subgroupMinSize);
     const modules = new Map<string, GPUShaderModule>();
     await Promise.all(Object.entries(specs).map(async ([name, spec]) => {
       if (!spec) return;

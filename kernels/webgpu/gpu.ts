@@ -59,15 +59,16 @@ const WANTED_FEATURES: GPUFeatureName[] = ['shader-f16', 'subgroups', 'timestamp
 const OPTIONAL_FEATURES: GPUFeatureName[] = ['subgroups', 'chromium-experimental-subgroup-matrix' as GPUFeatureName];
 
 /** WebGPU's default maxComputeWorkgroupStorageSize: every adapter offers at least this much. */
-const DEFAULT_WORKGROUP_STORAGE = 16384;
+export const DEFAULT_WORKGROUP_STORAGE = 16384;
 
 /**
  * `portable` opens the device without subgroups and subgroup matrices even where the adapter has
  * them, and with WebGPU's default 16 KB of workgroup memory (the least an adapter may offer), so the
- * kernels for adapters that lack them can be tested on any machine.
+ * kernels for adapters that lack them can be tested on any machine. `workgroupStorage` caps the
+ * workgroup memory asked for (tests of adapters with subgroups but only 16 KB).
  */
 
-export async function openGpu(options: { allowSoftware: boolean; portable?: boolean }): Promise<Gpu> {
+export async function openGpu(options: { allowSoftware: boolean; portable?: boolean; workgroupStorage?: number }): Promise<Gpu> {
   const adapter = await gpuInstance().requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new GpuUnavailableError('no WebGPU adapter (no Vulkan driver found: install a GPU driver, or Mesa ≥ 25 for the software adapter)');
   const info = adapter.info;
@@ -83,7 +84,7 @@ export async function openGpu(options: { allowSoftware: boolean; portable?: bool
       maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
       maxBufferSize: limits.maxBufferSize,
       maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
-      maxComputeWorkgroupStorageSize: options.portable ? Math.min(DEFAULT_WORKGROUP_STORAGE, limits.maxComputeWorkgroupStorageSize) : limits.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupStorageSize: Math.min(options.workgroupStorage ?? (options.portable ? DEFAULT_WORKGROUP_STORAGE : Infinity), limits.maxComputeWorkgroupStorageSize),
       maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
       maxComputeWorkgroupSizeY: limits.maxComputeWorkgroupSizeY,

@@ -433,17 +433,21 @@ export class GpuLinalg {
 
   /**
    * The rounds of one sweep of one-sided Jacobi on the rows of x (rows × cols), rotating the rows
-   * of y (rows × yCols) alike (linalg_misc.wgsl jacobi_round). Repeat sweeps until x's rows are orthogonal.
+   * of y (rows × yCols) alike (linalg_misc.wgsl jacobi_round), for `batch` such pairs stored one
+   * after another. Repeat sweeps until x's rows are orthogonal.
    */
-  jacobiSweep(x: GpuArray, y: GpuArray, rows: number, cols: number, yCols: number): Step[] {
+  jacobiSweep(x: GpuArray, y: GpuArray, rows: number, cols: number, yCols: number, batch = 1): Step[] {
     const even = rows + (rows % 2);
     return Array.from({ length: even - 1 }, (_, round) =>
-      this.step('jacobi_round', this.miscParams().u(0, cols).u(1, round).u(4, rows).u(6, yCols), { 2: y, 3: x }, [even / 2, 1, 1]));
+      this.step('jacobi_round', this.miscParams().u(0, cols).u(1, round).u(4, rows).u(6, yCols), { 2: y, 3: x }, [even / 2, batch, 1]));
   }
 
-  /** Balances U (rows × r) and V (r × cols) component by component (equal norms, product unchanged). */
-  balance(u: GpuArray, v: GpuArray, rows: number, r: number, cols: number): Step {
+  /**
+   * Balances U (rows × r) and V (r × cols) component by component (equal norms, product
+   * unchanged), for `batch` such pairs stored one after another.
+   */
+  balance(u: GpuArray, v: GpuArray, rows: number, r: number, cols: number, batch = 1): Step {
     const p = this.miscParams().u(0, rows).u(4, r).u(6, cols);
-    return this.step('balance', p, { 2: v, 3: u }, [r, 1, 1]);
+    return this.step('balance', p, { 2: v, 3: u }, [r, batch, 1]);
   }
 }

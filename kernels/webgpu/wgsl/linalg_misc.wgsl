@@ -134,22 +134,24 @@ fn diag_dot(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_i
 }
 
 /**
- * Balances a product U V (U: count × r in out, V: r × x_row in second) component by component: u_k
- * and v_k scaled to equal norms, √(‖u_k‖ ‖v_k‖) each, as √S on both sides of an SVD. One
- * workgroup per k.
+ * Balances products U V (U: count × r in out, V: r × x_row in second; matrix z of each at
+ * z · count · r and z · r · x_row, z = workgroup y) component by component: u_k and v_k scaled to
+ * equal norms, √(‖u_k‖ ‖v_k‖) each, as √S on both sides of an SVD. One workgroup per k.
  */
 @compute @workgroup_size(256)
 fn balance(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let k = group.x;
   let r = params.r;
+  let u_base = group.y * params.count * r + k;
+  let v_base = (group.y * r + k) * params.x_row;
   var u_sum = 0.0;
   for (var p = lid; p < params.count; p += 256u) {
-    let x = out[p * r + k];
+    let x = out[u_base + p * r];
     u_sum += x * x;
   }
   var v_sum = 0.0;
   for (var q = lid; q < params.x_row; q += 256u) {
-    let x = second[k * params.x_row + q];
+    let x = second[v_base + q];
     v_sum += x * x;
   }
   let u_norm = sqrt(workgroup_sum(u_sum, lid));
@@ -159,19 +161,20 @@ fn balance(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_in
   }
   let f = sqrt(v_norm / u_norm);
   for (var p = lid; p < params.count; p += 256u) {
-    out[p * r + k] *= f;
+    out[u_base + p * r] *= f;
   }
   for (var q = lid; q < params.x_row; q += 256u) {
-    second[k * params.x_row + q] /= f;
+    second[v_base + q] /= f;
   }
 }
 
 /**
  * One round of one-sided Jacobi on the rows of out (r rows of `count`), rotating the rows of second
- * (r × x_row) alike: the round's pairs (round robin, round `slot` of r' − 1, r' = r rounded up to
- * even: the last index fixed, the others turning) are disjoint, one per workgroup. A pair whose
- * rows are not yet orthogonal is rotated to make them so; after enough sweeps the rows of out are
- * orthogonal (row k = σ_k z_kᵀ) and second holds the rotations applied.
+ * (r × x_row) alike, for matrix z = workgroup y of each (at z · r · count and z · r · x_row): the
+ * round's pairs (round robin, round `slot` of r' − 1, r' = r rounded up to even: the last index
+ * fixed, the others turning) are disjoint, one per workgroup x. A pair whose rows are not yet
+ * orthogonal is rotated to make them so; after enough sweeps the rows of out are orthogonal (row
+ * k = σ_k z_kᵀ) and second holds the rotations applied.
  */
 @compute @workgroup_size(256)
 fn jacobi_round(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -189,12 +192,14 @@ fn jacobi_round(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocati
     return;
   }
   let n = params.count;
+  let x_base = group.y * params.r * n;
+  let y_base = group.y * params.r * params.x_row;
   var alpha = 0.0;
   var beta = 0.0;
   var gamma = 0.0;
   for (var e = lid; e < n; e += 256u) {
-    let x = out[p * n + e];
-    let y = out[q * n + e];
+    let x = out[x_base + p * n + e];
+    let y = out[x_base + q * n + e];
     alpha += x * x;
     beta += y * y;
     gamma += x * y;
@@ -210,16 +215,16 @@ fn jacobi_round(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocati
   let c = 1.0 / sqrt(1.0 + t * t);
   let s = c * t;
   for (var e = lid; e < n; e += 256u) {
-    let x = out[p * n + e];
-    let y = out[q * n + e];
-    out[p * n + e] = c * x - s * y;
-    out[q * n + e] = s * x + c * y;
+    let x = out[x_base + p * n + e];
+    let y = out[x_base + q * n + e];
+    out[x_base + p * n + e] = c * x - s * y;
+    out[x_base + q * n + e] = s * x + c * y;
   }
   let m = params.x_row;
   for (var e = lid; e < m; e += 256u) {
-    let x = second[p * m + e];
-    let y = second[q * m + e];
-    second[p * m + e] = c * x - s * y;
-    second[q * m + e] = s * x + c * y;
+    let x = second[y_base + p * m + e];
+    let y = second[y_base + q * m + e];
+    second[y_base + p * m + e] = c * x - s * y;
+    second[y_base + q * m + e] = s * x + c * y;
   }
 }
