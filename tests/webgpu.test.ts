@@ -307,8 +307,11 @@ describe.each([
       ['monarch', { inFeatures: 32, outFeatures: 40, rank: 18, blocks: 2 }, 1],
       ['blast', { inFeatures: 160, outFeatures: 40, rank: 8, blocks: 20 }, 1],
       // Step 3 on the blocked subgroup GEMV (even outputs per block), Monarch's strided outputs too.
+      ['monarch', { inFeatures: 64, outFeatures: 32, rank: 32, blocks: 4 }, 3],
+      ['monarch', { inFeatures: 64, outFeatures: 48, rank: 16, blocks: 4 }, 17],
+      ['blast', { inFeatures: 96, outFeatures: 48, rank: 24, blocks: 4 }, 1],
+      ['blast', { inFeatures: 96, outFeatures: 48, rank: 24, blocks: 4 }, 5],
       ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 3],
-      ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 17],
       // Past the subgroup kernel's 32 BLAST blocks: the portable kernel takes any number.
       ['blast', { inFeatures: 320, outFeatures: 80, rank: 8, blocks: 40 }, 2],
     ])('%s layer %o over %i rows: blockProject and blockExpand, with bias, norm and residual', async ([method, shape, rows], { skip }) => {
@@ -336,6 +339,8 @@ describe.each([
     // the block_gemv expansion for odd outputs per block).
     it.for<['monarch' | 'blast', BlockShape, number, number]>([
       ['blast', { inFeatures: 96, outFeatures: 40, rank: 24, blocks: 4 }, 3, 1],
+      ['blast', { inFeatures: 96, outFeatures: 48, rank: 24, blocks: 4 }, 3, 1],
+      ['monarch', { inFeatures: 64, outFeatures: 32, rank: 32, blocks: 4 }, 2, 5],
       ['monarch', { inFeatures: 64, outFeatures: 40, rank: 32, blocks: 4 }, 2, 5],
       ['blast', { inFeatures: 128, outFeatures: 48, rank: 40, blocks: 16 }, 2, 17],
       ['monarch', { inFeatures: 64, outFeatures: 36, rank: 24, blocks: 4 }, 3, 2],
