@@ -15,6 +15,8 @@ import { gpt2Names } from './gpt2.ts';
 import { llamaNames } from './llama.ts';
 
 export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
+/** Progress within one projection's factorisation (BLAST's iterations) at most this often. */
+const PROGRESS_EVERY_MS = 10_000;
 export type LlamaProjection = (typeof PROJECTIONS)[number];
 /** GPT-2's: c_proj is the MLP's output projection (as the paper names it), attn.c_proj the attention's. */
 export const GPT2_PROJECTIONS = ['c_attn', 'attn.c_proj', 'c_fc', 'c_proj'] as const;
@@ -45,6 +47,8 @@ export interface CompressOptions {
   iterations?: number;
   /** Where the factorisations run: `auto` on a hardware GPU when there is one, else the CPU (default `cpu`). */
   backend?: BackendKind;
+  /** Progress within a projection (BLAST's iterations) at most this often (default 10 s). */
+  progressEveryMs?: number;
   onProgress?: (message: string) => void;
 }
 
@@ -159,11 +163,18 @@ export async function compressCheckpoint(input: string, output: string, options:
       const factorise = (): Promise<BlrFactors> => factored ??= (async () => {
         const weight = conv1d ? transpose(source.readFloat32(name), shape.inFeatures, shape.outFeatures) : source.readFloat32(name);
         const started = performance.now();
+        // BLAST's iterations, every PROGRESS_EVERY_MS at most: a 7B projection takes most of a minute on a GPU, hours on a CPU.
+        let shown = started;
+        const onIteration = (iteration: number, error: number) => {
+          if (performance.now() - shown < (options.progressEveryMs ?? PROGRESS_EVERY_MS)) return;
+          shown = performance.now();
+          progress(`${results.length + 1}/${total} ${prefix}: iteration ${iteration + 1}/${options.iterations ?? 300}, relative error ${error.toFixed(4)} (${((shown - started) / 1000).toFixed(0)} s)`);
+        };
         // The GPU reports its own error (from its residual); the CPU's is measured against toDense.
         const onGpu = async (): Promise<{ factors: BlrFactors; error: number } | undefined> => {
           if (!gpu) return undefined;
           try {
-            return options.method === 'blast' ? await gpu.factorise.compressBlastGpu(gpu.linalg, weight, shape, { iterations: options.iterations })
+            return options.method === 'blast' ? await gpu.factorise.compressBlastGpu(gpu.linalg, weight, shape, { iterations: options.iterations, onIteration })
               : options.method === 'monarch' ? await gpu.factorise.compressMonarchGpu(gpu.linalg, weight, shape)
                 : await gpu.factorise.compressLowRankGpu(gpu.linalg, weight, shape);
           } catch (error) {
@@ -174,7 +185,7 @@ export async function compressCheckpoint(input: string, output: string, options:
         };
         const { factors, error } = await onGpu() ?? withError(weight, shape, options.method === 'lowrank' ? compressLowRank(weight, shape)
           : options.method === 'monarch' ? compressMonarch(weight, shape)
-            : compressBlast(weight, shape, { iterations: options.iterations }));
+            : compressBlast(weight, shape, { iterations: options.iterations, onIteration }));
         const bytes = DTYPE_BYTES[factorDtype] * blrParameters(shape, options.method);
         results.push({ module: prefix, shape, error, denseBytes: info.byteLength, bytes });
         progress(`${results.length}/${total} ${prefix} ${shape.inFeatures}→${shape.outFeatures} ${options.method} b${shape.blocks} r${shape.rank}: relative error ${error.toFixed(4)}, ${(info.byteLength / 1e6).toFixed(2)} → ${(bytes / 1e6).toFixed(2)} MB (${((performance.now() - started) / 1000).toFixed(1)} s${linalg ? ' on the GPU' : ''})`);

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../engine/rng.ts';
 import { blrToDense, type BlrFactors, type BlrShape } from '../kernels/cpu/blr.ts';
 import { transpose } from '../kernels/cpu/ops.ts';
-import { rankForRatio } from '../models/compress.ts';
+import { compressCheckpoint, rankForRatio } from '../models/compress.ts';
 import { compressBlast, compressLowRank, compressMonarch, relativeError } from '../models/factorize.ts';
 import { ShardedSafetensors } from '../weights/safetensors.ts';
 import { gpuForTests } from './gpu.ts';
@@ -81,8 +81,8 @@ describe('blr compress', () => {
     const out = path.join(tempDirectory('blr-compress-'), 'monarch');
     const run = blr(['compress', DEFAULT_MODEL, out, '--method', 'monarch', '--blocks', '2', '--rank', '16', '--layers', 'q,up']);
     expect(run.status).toBe(0);
-    // One progress line per projection (besides where it runs: the CPU, or a GPU, with the adapter's notices).
-    const lines = run.stderr.trim().split('\n').filter((l) => /^blr compress: \d+\/\d+ /.test(l));
+    // One result line per projection (besides where it runs, the adapter's notices, and any progress within a long one).
+    const lines = run.stderr.trim().split('\n').filter((l) => /^blr compress: \d+\/\d+ .* MB \(/.test(l));
     expect(lines).toHaveLength(10); // 5 layers × (q, up)
     expect(lines.map((l) => /^blr compress: (\d+)\/10 /.exec(l)?.[1])).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']);
     expect(run.stdout).toMatch(/10 projections as monarch, [\d.]+ → [\d.]+ MB \([\d.]+%\), relative error mean [\d.]+, worst [\d.]+/);
@@ -113,7 +113,7 @@ describe('blr compress', () => {
     expect(run.stdout).toMatch(/4 projections as blast/); // 2 layers × (c_attn, mlp c_proj)
     const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
     expect(Object.keys(config.blr_layers).sort()).toEqual(['h.0.attn.c_attn', 'h.0.mlp.c_proj', 'h.1.attn.c_attn', 'h.1.mlp.c_proj']);
-    const line = run.stderr.split('\n').find((l) => l.includes('h.1.attn.c_attn'))!;
+    const line = run.stderr.split('\n').find((l) => l.includes('h.1.attn.c_attn') && l.includes(' MB ('))!;
     const reported = Number(/relative error ([\d.]+)/.exec(line)![1]);
     const original = ShardedSafetensors.openDirectory(input);
     const written = ShardedSafetensors.openDirectory(out);
@@ -140,7 +140,7 @@ describe('blr compress', () => {
       const run = blr(['compress', input, out, '--method', method, '--blocks', '2', '--rank', '8', '--layers', 'c_attn', '--iterations', '30', '--backend', 'webgpu']);
       expect(run.status).toBe(0);
       expect(run.stderr).toMatch(/factorising on WebGPU/);
-      const line = run.stderr.split('\n').find((l) => l.includes('h.1.attn.c_attn'))!;
+      const line = run.stderr.split('\n').find((l) => l.includes('h.1.attn.c_attn') && l.includes(' MB ('))!;
       expect(line).toMatch(/on the GPU\)$/);
       const reported = Number(/relative error ([\d.]+)/.exec(line)![1]);
       const original = ShardedSafetensors.openDirectory(input);
@@ -160,6 +160,16 @@ describe('blr compress', () => {
       written.close();
       expect(blr(['generate', 'Hello, my dog', '--model', out, '--max-tokens', '4']).status).toBe(0);
     }
+  });
+
+  it('shows progress within a long factorisation (BLAST\'s iterations), then the projection\'s result', async () => {
+    const messages: string[] = [];
+    const out = path.join(tempDirectory('blr-compress-'), 'progress');
+    await compressCheckpoint(DEFAULT_MODEL, out, { method: 'blast', blocks: 2, rank: 8, projections: ['q'], iterations: 4, progressEveryMs: 0, onProgress: (m) => messages.push(m) });
+    const first = messages.filter((m) => m.includes('model.layers.0.self_attn.q_proj'));
+    expect(first.slice(0, 4).map((m) => /iteration (\d+)\/4, relative error [\d.]+ \(\d+ s\)$/.exec(m)?.[1])).toEqual(['1', '2', '3', '4']);
+    expect(first[4]).toMatch(/^1\/5 model\.layers\.0\.self_attn\.q_proj 64→64 blast b2 r8: relative error [\d.]+, /);
+    expect(first).toHaveLength(5);
   });
 
   it('refuses options it cannot honour', () => {

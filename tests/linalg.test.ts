@@ -83,7 +83,8 @@ describe.skipIf(!gpu.backend)(`GPU linear algebra for compression${gpu.backend ?
     expect(maxError(await linalg.read(gg), gradU)).toBeLessThan(1e-5);
   });
 
-  it.each([[1, 1, 1], [5, 3, 2], [PANEL, 4, 3], [PANEL + 1, 70, 2], [3 * PANEL + 7, 9, 4], [130, 1, 5]])('Cholesky solve: n %i, %i right-hand sides, %i systems', async (n, cols, count) => {
+  // Past one group of four panels (130), and past two with a ragged third (9 panels and 13 columns).
+  it.each([[1, 1, 1], [5, 3, 2], [PANEL, 4, 3], [PANEL + 1, 70, 2], [3 * PANEL + 7, 9, 4], [130, 1, 5], [9 * PANEL + 13, 3, 2]])('Cholesky solve: n %i, %i right-hand sides, %i systems', async (n, cols, count) => {
     const systems = Array.from({ length: count }, () => spd(n, 0.5));
     const rhs = random(count * n * cols);
     const matrices = linalg.upload(Float32Array.from(systems.flatMap((a) => [...a])));

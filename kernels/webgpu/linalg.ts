@@ -49,6 +49,8 @@ export type Step =
 
 /** Cholesky panel width (cholesky.wgsl NB). */
 export const PANEL = 32;
+/** Panels whose trailing update is made at once (cholesky's look-ahead within a group). */
+const PANEL_GROUP = 4;
 /** stats slots (linalg_misc.wgsl): error², ε, iteration, step size; a constant 1; history from HISTORY on. */
 export const STATS = { errorSquared: 0, epsilon: 1, iteration: 2, step: 3, one: 7, history: 8 } as const;
 const GEMM_PARAM_WORDS = 40;
@@ -308,21 +310,28 @@ export class GpuLinalg {
     const panels = Math.ceil(n / PANEL);
     if (count * n * n > matrices.length || count * panels * PANEL * PANEL > inverses.length) throw new RangeError('cholesky: matrices or inverses too small');
     const steps: Step[] = [];
-    for (let panel = 0; panel < panels; panel++) {
-      const j0 = panel * PANEL;
-      const w = Math.min(PANEL, n - j0);
-      const t0 = j0 + w;
-      const below = n - t0;
-      const p = this.choleskyParams(n, j0, w, 0).u(5, n * n).u(6, panel * PANEL * PANEL).u(7, panels * PANEL * PANEL);
-      steps.push(this.step('panel', p, { 1: matrices, 3: inverses }, [Math.max(1, Math.ceil(below / 256)), count, 1]));
-      if (below === 0) continue;
-      // Trailing lower triangle: C(r, c) = A(t0 + r, t0 + c) −= L(t0 + r, j0 + t) L(t0 + c, j0 + t).
-      const u = this.choleskyParams(n, j0, w, 1 | 2 | 4 | 8 | 16).u(8, below).u(9, below);
-      u.u(12, t0 * n + t0).u(13, n * n).u(14, n).u(15, 1);
-      u.u(16, t0 * n + j0).u(17, n * n).u(18, n).u(19, 1);
-      u.u(20, t0 * n + j0).u(21, n * n).u(22, n).u(23, 1);
-      const tiles = Math.ceil(below / TILE);
-      steps.push(this.step('update', u, { 1: matrices, 2: this.dummy }, [tiles, tiles, count]));
+    // C(r, c) = A(from + r, from + c) −= Σ_{t < width} L(from + r, k0 + t) L(from + c, k0 + t), lower part.
+    const update = (from: number, rows: number, cols: number, k0: number, width: number): Step => {
+      const u = this.choleskyParams(n, k0, width, 1 | 2 | 4 | 8 | 16).u(8, rows).u(9, cols);
+      u.u(12, from * n + from).u(13, n * n).u(14, n).u(15, 1);
+      u.u(16, from * n + k0).u(17, n * n).u(18, n).u(19, 1);
+      u.u(20, from * n + k0).u(21, n * n).u(22, n).u(23, 1);
+      return this.step('update', u, { 1: matrices, 2: this.dummy }, [Math.ceil(cols / TILE), Math.ceil(rows / TILE), count]);
+    };
+    // Panels in groups: each panel updates only the rest of its group's columns, and the columns
+    // past the group take one update of the whole group's width (up to PANEL · PANEL_GROUP deep),
+    // so the trailing matrix is read and written once per group instead of once per panel.
+    for (let g0 = 0; g0 < panels; g0 += PANEL_GROUP) {
+      const groupEnd = Math.min(n, (g0 + PANEL_GROUP) * PANEL);
+      for (let panel = g0; panel < Math.min(panels, g0 + PANEL_GROUP); panel++) {
+        const j0 = panel * PANEL;
+        const w = Math.min(PANEL, n - j0);
+        const t0 = j0 + w;
+        const p = this.choleskyParams(n, j0, w, 0).u(5, n * n).u(6, panel * PANEL * PANEL).u(7, panels * PANEL * PANEL);
+        steps.push(this.step('panel', p, { 1: matrices, 3: inverses }, [Math.max(1, Math.ceil((n - t0) / 256)), count, 1]));
+        if (groupEnd > t0) steps.push(update(t0, n - t0, groupEnd - t0, j0, w));
+      }
+      if (n > groupEnd) steps.push(update(groupEnd, n - groupEnd, n - groupEnd, g0 * PANEL, groupEnd - g0 * PANEL));
     }
     return steps;
   }

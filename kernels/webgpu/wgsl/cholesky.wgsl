@@ -3,7 +3,9 @@
 // host records, for each panel j (columns j0 .. j0 + w):
 //   factor:  `panel` factors the diagonal block A_jj = L_jj L_jjᵀ in workgroup memory, writes
 //            L_jj⁻¹ to `inverses` and the panel below it, L_ij = A_ij L_jj⁻ᵀ, over A_ij;
-//            `update` subtracts L_ij L_kjᵀ from the trailing lower triangle (i ≥ k > j).
+//            `update` subtracts L_ij L_kjᵀ from the trailing lower triangle (i ≥ k > j): the
+//            rest of the panel's group of columns at once, the columns past the group once for
+//            the whole group (kernels/webgpu/linalg.ts).
 //   solve L Lᵀ X = Y (Y overwritten by X): forward, panel by panel, `diag_solve` Y_j ← L_jj⁻¹ Y_j
 //            and `update` Y_i −= L_ij Y_j below it; backward, last panel first, Y_j ← L_jj⁻ᵀ Y_j
 //            and Y_i −= L_jiᵀ Y_j above it.
