@@ -156,15 +156,9 @@ fn diag_solve(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation
 var<workgroup> p_tile: array<f32, 1024>; // [16][64]: P(r0 + rr, t0 + tt) at tt * 64 + rr
 var<workgroup> q_tile: array<f32, 1024>; // [16][64]
 
-fn load_p(index: u32) -> f32 {
-  if ((params.flags & P_IN_TARGET) != 0u) {
-    return target_data[index];
-  }
-  return other[index];
-}
-
-fn load_q(index: u32) -> f32 {
-  if ((params.flags & Q_IN_TARGET) != 0u) {
+/** A value of P or Q, from the binding the flag (P_IN_TARGET or Q_IN_TARGET) names. */
+fn load_operand(index: u32, in_target_flag: u32) -> f32 {
+  if ((params.flags & in_target_flag) != 0u) {
     return target_data[index];
   }
   return other[index];
@@ -194,7 +188,7 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
       }
       var value = 0.0;
       if (r0 + rr < params.rows && t0 + tt < params.w) {
-        value = load_p(p_base + (r0 + rr) * params.p_row + (t0 + tt) * params.p_col);
+        value = load_operand(p_base + (r0 + rr) * params.p_row + (t0 + tt) * params.p_col, P_IN_TARGET);
       }
       p_tile[tt * 64u + rr] = value;
       var cc = e % 64u;
@@ -205,7 +199,7 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
       }
       var q_value = 0.0;
       if (c0 + cc < params.cols && t0 + tt < params.w) {
-        q_value = load_q(q_base + (c0 + cc) * params.q_row + (t0 + tt) * params.q_col);
+        q_value = load_operand(q_base + (c0 + cc) * params.q_row + (t0 + tt) * params.q_col, Q_IN_TARGET);
       }
       q_tile[tt * 64u + cc] = q_value;
     }
