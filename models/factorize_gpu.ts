@@ -26,7 +26,7 @@ const JACOBI_SWEEPS = 10;
 const OVERSAMPLE = 10;
 /** Bytes of coupling Gram matrices solved at once by default (the chunk of output blocks is sized to fit). */
 const COUPLING_BYTES = 1 << 30;
-/** Iterations per submit; the error history is read back (for progress) after each group. */
+/** The error history is read back (for progress) every this many iterations (each iteration is one submit). */
 const ITERATIONS_PER_READ = 10;
 
 export interface GpuBlastResult {
