@@ -233,67 +233,80 @@ export function compressBlast(weight: ArrayLike<number>, shape: BlrShape, option
   const u = Array.from({ length: b }, (_, blk) => matrix(ob, r, Float64Array.from({ length: ob * r }, (_, e) => start.u.data[(blk * ob + Math.floor(e / r)) * r + (e % r)] * Math.sqrt(start.s[e % r]))));
   const v = Array.from({ length: b }, (_, blk) => matrix(r, ib, Float64Array.from({ length: r * ib }, (_, e) => start.v.data[(blk * ib + (e % ib)) * r + Math.floor(e / ib)] * Math.sqrt(start.s[Math.floor(e / ib)]))));
   const s = Array.from({ length: b * b }, () => new Float64Array(r).fill(1));
-  const block = (aa: number, c: number): Matrix => {
-    const m = matrix(ob, ib);
-    for (let p = 0; p < ob; p++) for (let q = 0; q < ib; q++) m.data[p * ib + q] = a[(aa * ob + p) * i + c * ib + q];
-    return m;
+  // Block (aa, c) of an o × i matrix (A or the residual R).
+  const block = (m: Float64Array, aa: number, c: number): Matrix => {
+    const out = matrix(ob, ib);
+    for (let p = 0; p < ob; p++) for (let q = 0; q < ib; q++) out.data[p * ib + q] = m[(aa * ob + p) * i + c * ib + q];
+    return out;
   };
-  const approx = (aa: number, c: number): Matrix => {
-    const scaled = matrix(ob, r, Float64Array.from(u[aa].data, (x, e) => x * s[aa * b + c][e % r]));
-    return multiply(scaled, v[c]);
+  // R = A − Â, every block R_ac = A_ac − U_a diag(s_ac) V_c; made once after each factor moves.
+  const residual = (): Float64Array => {
+    const out = a.slice();
+    for (let aa = 0; aa < b; aa++) {
+      for (let c = 0; c < b; c++) {
+        const sac = s[aa * b + c], ua = u[aa].data, vc = v[c].data;
+        for (let p = 0; p < ob; p++) {
+          const row = (aa * ob + p) * i + c * ib;
+          for (let k = 0; k < r; k++) {
+            const coefficient = ua[p * r + k] * sac[k];
+            if (coefficient === 0) continue;
+            for (let q = 0; q < ib; q++) out[row + q] -= coefficient * vc[k * ib + q];
+          }
+        }
+      }
+    }
+    return out;
   };
-  const residual = (aa: number, c: number): Matrix => {
-    const target = block(aa, c);
-    const estimate = approx(aa, c);
-    return matrix(ob, ib, target.data.map((x, e) => x - estimate.data[e]));
+  const frobenius = (m: Float64Array): number => {
+    let sum = 0;
+    for (const x of m) sum += x * x;
+    return Math.sqrt(sum);
   };
-  const totalError = (): number => {
-    let error = 0;
-    for (let aa = 0; aa < b; aa++) for (let c = 0; c < b; c++) for (const x of residual(aa, c).data) error += x * x;
-    return Math.sqrt(error);
+  // diag(d) G diag(d), accumulated into `into` (a Gram matrix of scaled rows from the plain one).
+  const addScaledGram = (into: Matrix, gram: Matrix, d: Float64Array) => {
+    for (let k = 0; k < r; k++) for (let l = 0; l < r; l++) into.data[k * r + l] += d[k] * d[l] * gram.data[k * r + l];
   };
-  let norm = 0;
-  for (const x of a) norm += x * x;
-  norm = Math.sqrt(norm);
+  const norm = frobenius(a);
+  let res = residual();
   for (let iteration = 0; iteration < iterations; iteration++) {
     const step = 1 - iteration / iterations;
-    const epsilon = 0.1 * totalError();
+    const epsilon = 0.1 * frobenius(res);
     // U_a: against W_a = [diag(s_ac) V_c]_c (r × i).
+    const vv = v.map((vc) => multiply(vc, vc, false, true));
     for (let aa = 0; aa < b; aa++) {
       const gram = matrix(r, r);
       let gradient = matrix(ob, r);
       for (let c = 0; c < b; c++) {
         const sv = matrix(r, ib, Float64Array.from(v[c].data, (x, e) => x * s[aa * b + c][Math.floor(e / ib)]));
-        const g = multiply(sv, sv, false, true);
-        g.data.forEach((x, e) => { gram.data[e] += x; });
-        const rg = multiply(residual(aa, c), sv, false, true);
+        addScaledGram(gram, vv[c], s[aa * b + c]);
+        const rg = multiply(block(res, aa, c), sv, false, true);
         gradient = matrix(ob, r, gradient.data.map((x, e) => x + rg.data[e]));
       }
       const update = solveRegularised(gram, epsilon, matrix(r, ob, transpose(gradient)));
       for (let p = 0; p < ob; p++) for (let k = 0; k < r; k++) u[aa].data[p * r + k] += step * update.data[k * ob + p];
     }
+    res = residual();
     // V_c: against the stacked [U_a diag(s_ac)]_a (o × r).
+    const uu = u.map((ua) => multiply(ua, ua, true));
     for (let c = 0; c < b; c++) {
       const gram = matrix(r, r);
       let gradient = matrix(r, ib);
       for (let aa = 0; aa < b; aa++) {
         const us = matrix(ob, r, Float64Array.from(u[aa].data, (x, e) => x * s[aa * b + c][e % r]));
-        const g = multiply(us, us, true);
-        g.data.forEach((x, e) => { gram.data[e] += x; });
-        const rg = multiply(us, residual(aa, c), true);
+        addScaledGram(gram, uu[aa], s[aa * b + c]);
+        const rg = multiply(us, block(res, aa, c), true);
         gradient = matrix(r, ib, gradient.data.map((x, e) => x + rg.data[e]));
       }
       const update = solveRegularised(gram, epsilon, gradient);
       v[c].data.forEach((_, e) => { v[c].data[e] += step * update.data[e]; });
     }
-    // s_ac: Â_ac = Σ_k s_k u_k v_kᵀ, Gram (U_aᵀU_a) ∘ (V_c V_cᵀ).
+    res = residual();
+    // s_ac: Â_ac = Σ_k s_k u_k v_kᵀ, Gram (U_aᵀU_a) ∘ (V_c V_cᵀ) (U has not moved since uu).
+    const vvMoved = v.map((vc) => multiply(vc, vc, false, true));
     for (let aa = 0; aa < b; aa++) {
-      const uu = multiply(u[aa], u[aa], true);
       for (let c = 0; c < b; c++) {
-        const vv = multiply(v[c], v[c], false, true);
-        const gram = matrix(r, r, uu.data.map((x, e) => x * vv.data[e]));
-        const res = residual(aa, c);
-        const ur = multiply(u[aa], res, true); // r × ib
+        const gram = matrix(r, r, uu[aa].data.map((x, e) => x * vvMoved[c].data[e]));
+        const ur = multiply(u[aa], block(res, aa, c), true); // r × ib
         const gradient = matrix(r, 1);
         for (let k = 0; k < r; k++) {
           let sum = 0;
@@ -304,7 +317,8 @@ export function compressBlast(weight: ArrayLike<number>, shape: BlrShape, option
         for (let k = 0; k < r; k++) s[aa * b + c][k] += step * update.data[k];
       }
     }
-    options.onIteration?.(iteration, totalError() / norm);
+    res = residual();
+    options.onIteration?.(iteration, frobenius(res) / norm);
   }
   // Undo the normalisation on U.
   const uOut = new Float32Array(o * r);
