@@ -206,6 +206,13 @@ function solveRegularised(gram: Matrix, epsilon: number, y: Matrix): Matrix {
   return matrix(y.rows, y.cols, choleskySolve(shifted, gram.rows, y.data, y.cols));
 }
 
+/** ‖values‖ (Frobenius, of a matrix's values). */
+export function frobeniusNorm(values: ArrayLike<number>): number {
+  let sum = 0;
+  for (let k = 0; k < values.length; k++) sum += values[k] * values[k];
+  return Math.sqrt(sum);
+}
+
 /** The standard deviation of a weight's values (1 for a constant weight): BLAST factorises W / std. */
 export function standardDeviation(weight: ArrayLike<number>): number {
   let mean = 0;
@@ -257,20 +264,15 @@ export function compressBlast(weight: ArrayLike<number>, shape: BlrShape, option
     }
     return out;
   };
-  const frobenius = (m: Float64Array): number => {
-    let sum = 0;
-    for (const x of m) sum += x * x;
-    return Math.sqrt(sum);
-  };
   // diag(d) G diag(d), accumulated into `into` (a Gram matrix of scaled rows from the plain one).
   const addScaledGram = (into: Matrix, gram: Matrix, d: Float64Array) => {
     for (let k = 0; k < r; k++) for (let l = 0; l < r; l++) into.data[k * r + l] += d[k] * d[l] * gram.data[k * r + l];
   };
-  const norm = frobenius(a);
+  const norm = frobeniusNorm(a);
   let res = residual();
   for (let iteration = 0; iteration < iterations; iteration++) {
     const step = 1 - iteration / iterations;
-    const epsilon = 0.1 * frobenius(res);
+    const epsilon = 0.1 * frobeniusNorm(res);
     // U_a: against W_a = [diag(s_ac) V_c]_c (r × i).
     const vv = v.map((vc) => multiply(vc, vc, false, true));
     for (let aa = 0; aa < b; aa++) {
@@ -318,7 +320,7 @@ export function compressBlast(weight: ArrayLike<number>, shape: BlrShape, option
       }
     }
     res = residual();
-    options.onIteration?.(iteration, frobenius(res) / norm);
+    options.onIteration?.(iteration, frobeniusNorm(res) / norm);
   }
   // Undo the normalisation on U.
   const uOut = new Float32Array(o * r);

@@ -16,7 +16,7 @@
 import type { BlastFactors, BlrShape, LowRankFactors, MonarchFactors } from '../kernels/cpu/blr.ts';
 import { randomNormalMatrix } from '../kernels/cpu/ops.ts';
 import { PANEL, STATS, type GpuArray, type GpuLinalg, type Step, type View } from '../kernels/webgpu/linalg.ts';
-import { monarchFromBlocks, standardDeviation } from './factorize.ts';
+import { frobeniusNorm, monarchFromBlocks, standardDeviation } from './factorize.ts';
 
 /** Alternating least-squares rounds of the low-rank start. */
 const START_ROUNDS = 8;
@@ -55,7 +55,7 @@ export async function compressBlastGpu(linalg: GpuLinalg, weight: ArrayLike<numb
   // A loop, not Float32Array.from with a function (which goes through the iterator protocol: seconds at these sizes).
   const normalised = new Float32Array(weight.length);
   for (let k = 0; k < weight.length; k++) normalised[k] = weight[k] / std;
-  const norm = frobenius(normalised);
+  const norm = (frobeniusNorm(normalised) || 1);
 
   // Coupling systems per chunk: `chunk` output blocks × b input blocks.
   const chunk = Math.max(1, Math.min(b, Math.floor(Math.min(options.couplingBytes ?? COUPLING_BYTES, linalg.maxElements * 4) / (b * r * r * 4))));
@@ -88,10 +88,13 @@ export async function compressBlastGpu(linalg: GpuLinalg, weight: ArrayLike<numb
       ...(record || epsilon ? linalg.sumSquares(residual, o * i, partials, stats, { slot: STATS.errorSquared, factor: 0.1, record }) : []),
     ];
     const epsilon = { epsSlot: STATS.epsilon, epsFactor: 1 };
+    // V_c V_cᵀ (z = c), in vv: made here for the first iteration, then by each iteration's coupling
+    // step (V does not move between that and the next U step).
+    const vGrams = linalg.gemm({ m: r, n: r, k: ib, batch: b }, { array: vv, inner: r * r, row: r, col: 1 }, { array: v, inner: ib, row: i, col: 1 }, { array: v, inner: ib, row: 1, col: i });
+    await linalg.run([vGrams]);
     const iteration: Step[] = [
       ...residualSteps(true, true),
-      // U step. V_c V_cᵀ (z = c); Gram_a; gradient G_a = Σ_c R_ac V_cᵀ diag(s_ac) (z = a), solved in place as Gᵀ.
-      linalg.gemm({ m: r, n: r, k: ib, batch: b }, { array: vv, inner: r * r, row: r, col: 1 }, { array: v, inner: ib, row: i, col: 1 }, { array: v, inner: ib, row: 1, col: i }),
+      // U step. Gram_a from vv; gradient G_a = Σ_c R_ac V_cᵀ diag(s_ac) (z = a), solved in place as Gᵀ.
       linalg.gram(1, systems, vv, s, stats, { r, count: b, blocks: b, ...epsilon }),
       ...linalg.cholesky(systems, inverses, r, b),
       linalg.gemm({ m: ob, n: r, k: i, batch: b }, { array: gradU, inner: ob * r, row: r, col: 1 }, { array: residual, inner: ob * i, row: i, col: 1 },
@@ -110,7 +113,7 @@ export async function compressBlastGpu(linalg: GpuLinalg, weight: ArrayLike<numb
       ...residualSteps(false, false),
       // Couplings: V_c V_cᵀ again (V moved); per chunk of output blocks a, the systems (U_aᵀU_a) ∘ (V_cV_cᵀ)
       // and right-hand sides diag(U_aᵀ R_ac V_cᵀ), as row sums of (U_aᵀ R_ac) ∘ V_c.
-      linalg.gemm({ m: r, n: r, k: ib, batch: b }, { array: vv, inner: r * r, row: r, col: 1 }, { array: v, inner: ib, row: i, col: 1 }, { array: v, inner: ib, row: 1, col: i }),
+      vGrams,
     ];
     for (let a0 = 0; a0 < b; a0 += chunk) {
       const count = Math.min(chunk, b - a0) * b;
@@ -167,7 +170,7 @@ export async function compressLowRankGpu(linalg: GpuLinalg, weight: ArrayLike<nu
       ...linalg.sumSquares(residual, o * i, work.add(linalg.partials()), stats, { slot: STATS.errorSquared }),
     ]);
     const squared = await linalg.read(stats, STATS.errorSquared, 1);
-    return { factors: { method: 'lowrank', u, v }, error: Math.sqrt(Math.max(squared[0], 0)) / frobenius(dense) };
+    return { factors: { method: 'lowrank', u, v }, error: Math.sqrt(Math.max(squared[0], 0)) / (frobeniusNorm(dense) || 1) };
   } finally {
     work.destroy();
   }
@@ -203,16 +206,10 @@ export async function compressMonarchGpu(linalg: GpuLinalg, weight: ArrayLike<nu
       ...linalg.sumSquares(residual, o * i, work.add(linalg.partials()), stats, { slot: STATS.errorSquared }),
     ]);
     const squared = await linalg.read(stats, STATS.errorSquared, 1);
-    return { factors, error: Math.sqrt(Math.max(squared[0], 0)) / frobenius(dense) };
+    return { factors, error: Math.sqrt(Math.max(squared[0], 0)) / (frobeniusNorm(dense) || 1) };
   } finally {
     work.destroy();
   }
-}
-
-function frobenius(values: Float32Array): number {
-  let sum = 0;
-  for (const x of values) sum += x * x;
-  return Math.sqrt(sum) || 1;
 }
 
 /** GPU buffers made for one factorisation, destroyed together. */

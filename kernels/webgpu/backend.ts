@@ -253,6 +253,35 @@ export class GpuError extends Error {
   }
 }
 
+/**
+ * What WebGPU reports away from the call that caused it (validation errors, device loss),
+ * collected as it comes and raised at the next read: surfaced as errors, never a hang.
+ */
+export class DeviceErrors {
+  private readonly errors: string[] = [];
+  private lostReason: string | undefined;
+
+  constructor(device: GPUDevice) {
+    device.addEventListener('uncapturederror', (event) => {
+      this.errors.push((event as GPUUncapturedErrorEvent).error.message);
+    });
+    void device.lost.then((info) => {
+      this.lostReason = info.message || info.reason;
+    });
+  }
+
+  /** The error to throw when mapping a result for reading failed (`cause`: mapAsync's). */
+  readFailed(cause: unknown): GpuError {
+    return new GpuError(`reading results failed: ${this.lostReason ?? (this.errors.join('; ') || (cause as Error).message)}`);
+  }
+
+  /** Throws what was reported since the last check. */
+  check(): void {
+    if (this.errors.length > 0) throw new GpuError(`WebGPU reported: ${this.errors.splice(0).join('; ')}`);
+    if (this.lostReason) throw new GpuError(`the GPU device was lost: ${this.lostReason}`);
+  }
+}
+
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu' as const;
   readonly leavesNativeGarbage = true;
@@ -279,7 +308,7 @@ export class WebGpuBackend implements Backend {
   private readonly staging = new Map<number, GPUBuffer[]>();
   private readonly kvPool = new Map<number, GPUBuffer[]>();
   private readonly owned: GPUBuffer[] = [];
-  private readonly errors: string[] = [];
+  private readonly errors: DeviceErrors;
   /** Counters for the last `read` (one step): dispatches recorded. */
   readonly lastStep = { dispatches: 0 };
   private dispatchesSinceRead = 0;
@@ -289,17 +318,11 @@ export class WebGpuBackend implements Backend {
   private readonly sampleParams: GPUBuffer;
   private sampleParamsNext = 0;
   private attentionPartials: GPUBuffer | undefined;
-  private lostReason: string | undefined;
 
   private constructor(readonly gpu: Gpu) {
     this.device = gpu.device;
     this.description = gpu.description;
-    this.device.addEventListener('uncapturederror', (event) => {
-      this.errors.push((event as GPUUncapturedErrorEvent).error.message);
-    });
-    void this.device.lost.then((info) => {
-      this.lostReason = info.message || info.reason;
-    });
+    this.errors = new DeviceErrors(this.device);
     this.slotBytes = Math.max(PARAM_BYTES, this.device.limits.minUniformBufferOffsetAlignment);
     this.arena = this.createBuffer(ARENA_SLOTS * this.slotBytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
     this.sampleParams = this.createBuffer(SAMPLE_PARAM_ROWS * SAMPLE_PARAM_BYTES, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
@@ -895,14 +918,13 @@ export class WebGpuBackend implements Backend {
     try {
       await staging.mapAsync(GPUMapMode.READ);
     } catch (error) {
-      throw new GpuError(`reading results failed: ${this.lostReason ?? (this.errors.join('; ') || (error as Error).message)}`);
+      throw this.errors.readFailed(error);
     }
     const result = staging.getMappedRange(0, bytes).slice(0);
     staging.unmap();
     free.push(staging);
     await this.profiler?.collect();
-    if (this.errors.length > 0) throw new GpuError(`WebGPU reported: ${this.errors.splice(0).join('; ')}`);
-    if (this.lostReason) throw new GpuError(`the GPU device was lost: ${this.lostReason}`);
+    this.errors.check();
     return result;
   }
 
@@ -931,9 +953,8 @@ function kvCache(c: KVCache): GpuKVCache {
 
 /** Timestamp queries around each dispatch (profile mode), summed per kernel name. */
 export class Profiler {
-  /** Dispatches `resolve` takes at once. */
-  static readonly CAPACITY_PER_RESOLVE = 2048;
-  private static readonly CAPACITY = Profiler.CAPACITY_PER_RESOLVE; // dispatches per submit (4096 queries, the WebGPU maximum)
+  /** Dispatches timed per submit, between `resolve`s (4096 queries, the WebGPU maximum). */
+  static readonly CAPACITY = 2048;
   private readonly querySet: GPUQuerySet;
   private readonly resolved: GPUBuffer;
   private readonly readable: GPUBuffer;

@@ -8,7 +8,7 @@
 // iteration. Values that change between iterations (error, ε, step size) live in a stats buffer
 // on the GPU (linalg_misc.wgsl).
 import type { StridedScale, StridedView } from '../cpu/linalg.ts';
-import { GpuError, Profiler } from './backend.ts';
+import { DeviceErrors, GpuError, Profiler } from './backend.ts';
 import { openGpu, type Gpu } from './gpu.ts';
 import { wgsl } from './wgsl_source.ts';
 
@@ -84,8 +84,7 @@ class ParamWords {
 export class GpuLinalg {
   readonly device: GPUDevice;
   private readonly pipelines = new Map<Entry, GPUComputePipeline>();
-  private readonly errors: string[] = [];
-  private lostReason: string | undefined;
+  private readonly errors: DeviceErrors;
   /** Bound where a kernel declares a buffer this use of it does not touch. */
   private readonly dummy: GpuArray;
   private profiler: Profiler | undefined;
@@ -94,12 +93,7 @@ export class GpuLinalg {
 
   private constructor(readonly gpu: Gpu) {
     this.device = gpu.device;
-    this.device.addEventListener('uncapturederror', (event) => {
-      this.errors.push((event as GPUUncapturedErrorEvent).error.message);
-    });
-    void this.device.lost.then((info) => {
-      this.lostReason = info.message || info.reason;
-    });
+    this.errors = new DeviceErrors(this.device);
     this.dummy = this.zeros(4);
   }
 
@@ -140,7 +134,7 @@ export class GpuLinalg {
 
   /**
    * Times every dispatch from now on (one compute pass each, waiting for the times after every
-   * CAPACITY_PER_RESOLVE dispatches: slower overall); `takeProfile` returns the totals per kernel.
+   * CAPACITY dispatches: slower overall); `takeProfile` returns the totals per kernel.
    */
   startProfile(): void {
     if (!this.gpu.features.timestampQuery) throw new GpuError('profiling needs the timestamp-query feature');
@@ -188,7 +182,7 @@ export class GpuLinalg {
     try {
       await staging.mapAsync(GPUMapMode.READ, 0, bytes);
     } catch (error) {
-      throw new GpuError(`reading results failed: ${this.lostReason ?? (this.errors.join('; ') || (error as Error).message)}`);
+      throw this.errors.readFailed(error);
     }
     const result = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
     staging.unmap();
@@ -199,8 +193,7 @@ export class GpuLinalg {
 
   /** Throws what WebGPU reported since the last check. */
   check(): void {
-    if (this.errors.length > 0) throw new GpuError(`WebGPU reported: ${this.errors.splice(0).join('; ')}`);
-    if (this.lostReason) throw new GpuError(`the GPU device was lost: ${this.lostReason}`);
+    this.errors.check();
   }
 
   /**
@@ -209,8 +202,8 @@ export class GpuLinalg {
    */
   async run(steps: Step[]): Promise<void> {
     if (this.profiler) {
-      for (let at = 0; at < steps.length; at += Profiler.CAPACITY_PER_RESOLVE) {
-        this.record(steps.slice(at, at + Profiler.CAPACITY_PER_RESOLVE), this.profiler);
+      for (let at = 0; at < steps.length; at += Profiler.CAPACITY) {
+        this.record(steps.slice(at, at + Profiler.CAPACITY), this.profiler);
         await this.profiler.collect();
       }
       return;

@@ -18,8 +18,8 @@
 
 struct Params {
   n: u32, j0: u32, w: u32, flags: u32,
-  mat_off: u32, mat_batch: u32, inv_off: u32, inv_batch: u32,
-  rows: u32, cols: u32, pad0: u32, pad1: u32,
+  pad0: u32, mat_batch: u32, inv_off: u32, inv_batch: u32,
+  rows: u32, cols: u32, pad1: u32, pad2: u32,
   c_off: u32, c_batch: u32, c_row: u32, c_col: u32,
   p_off: u32, p_batch: u32, p_row: u32, p_col: u32,
   q_off: u32, q_batch: u32, q_row: u32, q_col: u32,
@@ -52,7 +52,7 @@ fn panel(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_inde
   let n = params.n;
   let j0 = params.j0;
   let w = params.w;
-  let base = params.mat_off + z * params.mat_batch;
+  let base = z * params.mat_batch;
   // The diagonal block's lower triangle, padded to NB × NB with the identity.
   for (var e = lid; e < NB * NB; e += 256u) {
     let r = e / NB;
