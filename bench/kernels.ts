@@ -2,7 +2,7 @@
 // device in the same run) and prefill GEMM (TFLOP/s against PyTorch's F.linear, run from this
 // command when python3 with torch and a GPU is there). Random weights; prints tables, writes JSON.
 //
-//   npx tsx bench/kernels.ts [--quick] [--out FILE] [--no-torch] [--portable]
+//   npx tsx bench/kernels.ts [--quick] [--tokens 128,1024,2048] [--shapes INxOUT,...] [--out FILE] [--no-torch] [--portable]
 // --portable measures the kernels for adapters without subgroups or subgroup matrices.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,14 +18,17 @@ const { values } = parseArgs({
     quick: { type: 'boolean' },
     'no-torch': { type: 'boolean' },
     portable: { type: 'boolean' },
+    tokens: { type: 'string' },
+    shapes: { type: 'string' },
     out: { type: 'string', default: 'bench/out/kernels.json' },
   },
   strict: true,
 });
 
 // (in, out): Llama-2-7B q/o and up/down, Llama-3.2-1B up.
-const SHAPES: [number, number][] = values.quick ? [[256, 384]] : [[4096, 4096], [4096, 11008], [11008, 4096], [2048, 8192]];
-const GEMM_ROWS = values.quick ? [64] : [128, 1024, 2048];
+const SHAPES: [number, number][] = values.shapes ? values.shapes.split(',').map((s) => s.split('x').map(Number) as [number, number])
+  : values.quick ? [[256, 384]] : [[4096, 4096], [4096, 11008], [11008, 4096], [2048, 8192]];
+const GEMM_ROWS = values.tokens ? values.tokens.split(',').map(Number) : values.quick ? [64] : [128, 1024, 2048];
 
 const backend = await WebGpuBackend.create({ allowSoftware: true, portable: values.portable });
 const device = backend.gpu.device;

@@ -148,6 +148,19 @@ export interface InputGate {
   up: Tensor;
 }
 
+/**
+ * RoPE on a q|k|v matmul's outputs (matmulSplit's `rope`): q and k rotated as `rope` rotates them,
+ * and with `store`, the rotated k rows and the v rows put in that cache layer as writeKV puts them.
+ */
+export interface OutputRope {
+  positions: IndexTensor;
+  rotary: Tensor;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  store?: { cache: KVCache; layer: number; pages: KVPages };
+}
+
 /** What a matmul does to x as it reads it: RMS-normalise it (InputNorm) or gate it (InputGate). */
 export type InputTransform = InputNorm | InputGate;
 
@@ -201,9 +214,18 @@ export interface Backend {
   /**
    * One matmul whose output features are split over up to three tensors: `weight` holds the
    * concatenated rows of several projections of the same input (q|k|v, gate|up), and outs[i]
-   * receives rows × widths[i]. One dispatch on the GPU instead of one per projection.
+   * receives rows × widths[i]. One dispatch on the GPU instead of one per projection. With `rope`
+   * (outs are q, k, v), the result is then rotated and stored as `rope` does it: on the GPU in the
+   * same dispatch where the kernel can (one row, on adapters with subgroups).
    */
-  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void;
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm, rope?: OutputRope): void;
+  /**
+   * A gated MLP's first half: `weight` holds the gate's rows then the up projection's (width each),
+   * and out (rows × width) = silu(x · gateᵀ) ⊙ (x · upᵀ), x RMS-normalised first with `inputNorm`.
+   * On the GPU one dispatch where the kernel can (one row, on adapters with subgroups); elsewhere the
+   * up projection goes to `up` (rows × width, scratch) and SwiGLU follows.
+   */
+  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): void;
   /**
    * The same matmul (up to three projections, no bias) with its outputs one after another in one
    * tensor: projection i's rows × widths[i] values start after the earlier projections' (the
@@ -222,9 +244,10 @@ export interface Backend {
    * factor_aᵀ (factor: (blocks·outFeatures/blocks) × rank) + bias, output p of block a at
    * feature a·(outFeatures/blocks) + p, or p·blocks + a when `strided` (Monarch); `accumulate`
    * adds to out instead (a residual connection). Stacked layers (shape.layers > 1) write one tensor
-   * each, `out` being that many (up to 3), without bias or residual.
+   * each, `out` being that many (up to 3), without bias or residual; with `rope` (three stacked
+   * layers: q, k, v), the outputs are then rotated and stored as matmulSplit's `rope` does it.
    */
-  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean): void;
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean, rope?: OutputRope): void;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */
@@ -285,4 +308,10 @@ export interface Backend {
 
 export interface IndexTensor {
   readonly elements: number;
+}
+
+/** `rope` applied to a q|k|v matmul's outputs (the unfused form of matmulSplit's `rope`). */
+export function ropeOutputs(backend: Backend, outs: Tensor[], rows: number, rope: OutputRope): void {
+  const store = rope.store ? { ...rope.store, v: outs[2] } : undefined;
+  backend.rope(outs[0], outs[1], rope.positions, rope.rotary, rows, rope.heads, rope.kvHeads, rope.headDim, store);
 }

@@ -1,6 +1,6 @@
 // One interface for every linear layer; the checkpoint decides which implementation a projection
 // gets, and the model never asks.
-import type { Backend, BlockShape, IndexTensor, InputNorm, InputTransform, Tensor } from '../kernels/backend.ts';
+import { type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, type OutputRope, ropeOutputs, type Tensor } from '../kernels/backend.ts';
 
 export type LinearMethod = 'dense' | 'lowrank' | 'monarch' | 'blast';
 
@@ -203,12 +203,12 @@ export class StackedBlockLinears implements LinearGroup {
     scratch.reserve(layers * b * maxRows * r);
   }
 
-  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     if (rows > this.maxRows) throw new RangeError(`${this.method} layers sized for ${this.maxRows} rows, given ${rows}`);
     if (outs.length !== this.layers) throw new RangeError(`${this.layers} stacked layers write ${this.layers} outputs, given ${outs.length}`);
     const z = this.scratch.get(this.layers * this.shape.blocks * this.maxRows * this.shape.rank);
     this.backend.blockProject(z, x, this.inner, this.coupling, rows, this.shape, inputNorm);
-    this.backend.blockExpand(outs, z, this.outer, null, rows, this.shape, this.method === 'monarch');
+    this.backend.blockExpand(outs, z, this.outer, null, rows, this.shape, this.method === 'monarch', false, rope);
   }
 }
 
@@ -247,20 +247,29 @@ export class StackedLowRankLinears implements LinearGroup {
     scratch.reserve(layers * maxRows * rank);
   }
 
-  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     if (rows > this.maxRows) throw new RangeError(`low-rank layers sized for ${this.maxRows} rows, given ${rows}`);
     if (outs.length !== this.layers) throw new RangeError(`${this.layers} stacked layers write ${this.layers} outputs, given ${outs.length}`);
     const z = this.scratch.get(this.layers * this.maxRows * this.rank);
     this.backend.matmulStacked(z, x, this.v, rows, this.inFeatures, this.widths, inputNorm);
-    this.backend.blockExpand(outs, z, this.u, null, rows, this.shape, false);
+    this.backend.blockExpand(outs, z, this.u, null, rows, this.shape, false, false, rope);
   }
 }
 
 /** Several projections of the same input (q, k, v; gate, up), each written to its own tensor. */
 export interface LinearGroup {
   readonly parameters: number;
-  /** outs[i] = projection i of x, or of RMSNorm(x) · norm weight. */
-  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void;
+  /**
+   * outs[i] = projection i of x, or of RMSNorm(x) · norm weight; with `rope` (outs are q, k, v),
+   * then rotated and stored in the KV cache as Backend.rope does it (in the matmul's dispatch where
+   * the backend can).
+   */
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void;
+  /**
+   * Where a group of two (gate, up) makes a gated MLP's silu(gate) ⊙ up itself (Backend.matmulSwiglu):
+   * into out, `up` being scratch of the same size. Absent where SwiGLU goes with the down projection.
+   */
+  forwardSwiglu?(out: Tensor, up: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void;
 }
 
 /**
@@ -282,13 +291,14 @@ export class SeparateLinears implements LinearGroup {
     normed.reserve(maxRows * inFeatures);
   }
 
-  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     let input = x;
     if (inputNorm) {
       input = this.normed.get(this.maxRows * this.inFeatures);
       this.backend.rmsNorm(input, x, inputNorm.weight, rows, this.inFeatures, inputNorm.eps);
     }
     this.layers.forEach((layer, i) => layer.forward(outs[i], input, rows));
+    if (rope) ropeOutputs(this.backend, outs, rows, rope);
   }
 }
 
@@ -320,11 +330,12 @@ export class SplitOutputs implements LinearGroup {
     });
   }
 
-  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     if (rows > this.maxRows) throw new RangeError(`split layer sized for ${this.maxRows} rows, given ${rows}`);
     const all = this.scratch.get(this.maxRows * this.layer.outFeatures);
     this.layer.forward(all, x, rows, inputNorm);
     this.indices.forEach((indices, i) => this.backend.gatherRows(outs[i], all, indices, rows, this.width));
+    if (rope) ropeOutputs(this.backend, outs, rows, rope);
   }
 }
 
@@ -350,8 +361,13 @@ export class ConcatenatedLinear implements LinearGroup {
     this.parameters = inFeatures * outFeatures + (bias ? outFeatures : 0);
   }
 
-  /** outs[i] (rows × widths[i]) = projection i of x, or of RMSNorm(x) · norm weight. */
-  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm): void {
-    this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm);
+  /** outs[i] (rows × widths[i]) = projection i of x, or of RMSNorm(x) · norm weight, rotated with `rope`. */
+  forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
+    this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm, rope);
+  }
+
+  forwardSwiglu(out: Tensor, up: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
+    if (this.widths.length !== 2 || this.widths[0] !== this.widths[1]) throw new RangeError(`SwiGLU takes two projections of one width, not ${this.widths.join(', ')}`);
+    this.backend.matmulSwiglu(out, up, x, this.weight, this.bias, rows, this.inFeatures, this.widths[0], inputNorm);
   }
 }

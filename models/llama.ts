@@ -77,14 +77,21 @@ export class LlamaModel extends DecoderModel {
     be.gatherRows(b.hidden, this.embedding, tokenIds, rows, H);
     const gate = { up: b.mlpUp };
     this.layers.forEach((layer, l) => {
-      layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps });
-      be.rope(b.q, b.k, positions, this.rotary, rows, heads, kvHeads, headDim, { cache, layer: l, v: b.v, pages });
+      // RoPE and the KV cache store travel with the q|k|v projection (in its epilogue where it can).
+      const rope = { positions, rotary: this.rotary, heads, kvHeads, headDim, store: { cache, layer: l, pages } };
+      layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps }, rope);
       for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length);
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
-      layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });
-      // SwiGLU travels with the down projection (silu(gate) ⊙ up made as it reads its input).
-      layer.down.forwardAdd(b.hidden, b.mlp, rows, gate);
+      if (layer.gateUp.forwardSwiglu) {
+        // Dense: silu(gate) ⊙ up made by the gate|up matmul (in its epilogue where it can).
+        layer.gateUp.forwardSwiglu(b.mlp, b.mlpUp, b.hidden, rows, { weight: layer.mlpNorm, eps });
+        layer.down.forwardAdd(b.hidden, b.mlp, rows);
+      } else {
+        // Block low-rank: SwiGLU travels with the down projection (made as it reads its input).
+        layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });
+        layer.down.forwardAdd(b.hidden, b.mlp, rows, gate);
+      }
     });
     const outputs = step.outputs.length;
     if (outputs === 0) return;

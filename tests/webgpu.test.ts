@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Generator } from '../engine/generate.ts';
 import { Rng } from '../engine/rng.ts';
 import { GREEDY } from '../engine/sampler.ts';
-import { flagStride, logprobStride, type Backend, type BlockShape, type IndexTensor, type SampleParams, type Tensor } from '../kernels/backend.ts';
+import { flagStride, logprobStride, type Backend, type BlockShape, type IndexTensor, type InputNorm, type OutputRope, type SampleParams, type Tensor } from '../kernels/backend.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
@@ -223,6 +223,102 @@ describe.each([
         for (const [i, o] of outs.entries()) split.push(await be.read(o, rows * widths[i]));
         expect(Array.from(await be.read(stacked, rows * total)), be.name).toEqual(Array.from(concat(...split)));
       }
+    });
+
+    // Dispatches recorded by `record` (counted at the next read; the GPU backend only).
+    async function dispatchesOf(be: Backend, record: () => void): Promise<number> {
+      const flush = be.allocate(1);
+      await be.read(flush, 1);
+      record();
+      await be.read(flush, 1);
+      return be.name === 'webgpu' ? (be as WebGpuBackend).lastStep.dispatches : 0;
+    }
+
+    type QkvProjection = (be: Backend, outs: Tensor[], x: Tensor, norm: InputNorm, rope: OutputRope) => void;
+    /**
+     * q|k|v of RMSNorm(x) (one row at position 13, or several from there) recorded by `project` with
+     * RoPE and the KV cache store, on the GPU and the CPU: q, k, v, then attention over the cache
+     * (which reads the stored k and v back), joined; and how many dispatches the GPU recorded.
+     */
+    async function ropeCase(rows: number, inFeatures: number, heads: number, kvHeads: number, headDim: number, project: QkvProjection) {
+      const kvWidth = kvHeads * headDim;
+      const first = 13; // positions 0..12 hold earlier keys and values, written the separate way
+      const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 500 ** ((2 * i) / headDim));
+      const { cos, sin } = ropeTables(inv, 40);
+      const x = random(rows * inFeatures, 2), norm = random(inFeatures);
+      const earlierK = random(first * kvWidth), earlierV = random(first * kvWidth);
+      const layout = pagedLayout([first + rows], 4);
+      const widths = [heads * headDim, kvWidth, kvWidth];
+      let dispatches = 0;
+      const [g, c] = await both(async (be) => {
+        const cache = be.createKVCache({ layers: 2, kvHeads, headDim, blocks: layout.blocks, blockSize: 4, sequences: 1, vocabSize: 1 });
+        const before = be.allocateIndices(first);
+        be.uploadIndices(before, Int32Array.from({ length: first }, (_, i) => i));
+        be.writeKV(cache, 1, be.upload(earlierK), be.upload(earlierV), before, uploadPages(be, layout.pages(new Array(first).fill(0))), first);
+        const positions = be.allocateIndices(rows);
+        be.uploadIndices(positions, Int32Array.from({ length: rows }, (_, i) => first + i));
+        const pages = uploadPages(be, layout.pages(new Array(rows).fill(0)));
+        const outs = widths.map((width) => be.allocate(rows * width));
+        const xt = be.upload(x), nt = be.upload(norm), rotary = be.upload(concat(cos, sin));
+        const recorded = await dispatchesOf(be, () => project(be, outs, xt, { weight: nt, eps: 1e-5 }, { positions, rotary, heads, kvHeads, headDim, store: { cache, layer: 1, pages } }));
+        if (be === gpu) dispatches = recorded;
+        const results: Float32Array[] = [];
+        for (const [i, o] of outs.entries()) results.push(await be.read(o, rows * widths[i]));
+        const attended = be.allocate(rows * widths[0]);
+        be.attention(attended, outs[0], cache, 1, positions, pages, 0, rows, { heads, kvHeads, headDim, scale: 0.3 }, first + rows);
+        results.push(await be.read(attended, rows * widths[0]));
+        cache.release();
+        return concat(...results);
+      });
+      return { g, c, dispatches };
+    }
+
+    it.for<[number, number, number, number, number]>([[1, 40, 3, 1, 10], [1, 48, 4, 2, 8], [3, 40, 3, 1, 10], [1, 13, 2, 2, 6]])('matmulSplit with RoPE rows=%i in=%i heads=%i/%i head_dim=%i: q, k, v rotated and stored in the paged cache (one dispatch for one row where the adapter has subgroups)', async ([rows, inFeatures, heads, kvHeads, headDim], { skip }) => {
+      if (!gpu) return skip();
+      const total = (heads + 2 * kvHeads) * headDim;
+      const w = random(total * inFeatures), bias = random(total);
+      const widths = [heads * headDim, kvHeads * headDim, kvHeads * headDim];
+      const { g, c, dispatches } = await ropeCase(rows, inFeatures, heads, kvHeads, headDim, (be, outs, x, norm, rope) =>
+        be.matmulSplit(outs, x, be.uploadMatrix(w, total, inFeatures, 'qkv'), be.upload(bias), rows, inFeatures, widths, norm, rope));
+      expectClose(g, c, 1e-4);
+      if (rows === 1 && inFeatures % 8 === 0 && gpu.gpu.features.subgroups) expect(dispatches).toBe(1);
+      else expect(dispatches).toBeGreaterThan(1);
+    });
+
+    // Stacked q|k|v block low-rank layers: RoPE in the expansion's epilogue (BLAST and low-rank, one
+    // row, heads whole within an output block); Monarch's strided outputs rotate after.
+    it.for<['lowrank' | 'monarch' | 'blast', number, number]>([['blast', 1, 2], ['blast', 2, 2], ['lowrank', 1, 1], ['monarch', 1, 2], ['blast', 1, 8]])('stacked %s q|k|v with RoPE rows=%i blocks=%i: rotated and stored as the CPU does (RoPE in the expansion where it can)', async ([method, rows, b], { skip }) => {
+      if (!gpu) return skip();
+      const heads = 4, headDim = 8, o = heads * headDim, i = 32, r = 8;
+      const inner = random(3 * (method === 'lowrank' ? r * i : b * r * (i / b))), outer = random(3 * o * r), coupling = random(3 * b * b * r);
+      const shape = { inFeatures: i, outFeatures: o, rank: r, blocks: b };
+      const { g, c, dispatches } = await ropeCase(rows, i, heads, heads, headDim, (be, outs, x, norm, rope) => {
+        const group: LinearGroup = method === 'lowrank'
+          ? new StackedLowRankLinears(be, be.uploadMatrix(inner, 3 * r, i, 'v'), be.uploadMatrix(outer, 3 * o, r, 'u'), i, o, r, 3, rows)
+          : new StackedBlockLinears(be, method, be.uploadMatrix(inner, 3 * b * r, i / b, 'inner'), be.uploadMatrix(outer, 3 * o, r, 'outer'), method === 'blast' ? be.upload(coupling) : null, shape, 3, rows);
+        group.forward(outs, x, rows, norm, rope);
+      });
+      expectClose(g, c, 1e-4);
+      // One dispatch for steps 1–2 (the norm inside), one for step 3 with RoPE; three where RoPE runs apart.
+      const fused = rows === 1 && method !== 'monarch' && (o / b) % headDim === 0 && gpu.gpu.features.subgroups;
+      if (fused) expect(dispatches).toBe(2);
+      else expect(dispatches).toBeGreaterThan(2);
+    });
+
+    it.for<[number, number, number]>([[1, 48, 13], [1, 40, 1], [2, 48, 13], [1, 4104, 37]])('matmulSwiglu rows=%i in=%i width=%i: silu(gate) ⊙ up of RMSNorm(x) (one dispatch for one row where the adapter has subgroups)', async ([rows, inFeatures, width], { skip }) => {
+      if (!gpu) return skip();
+      const x = random(rows * inFeatures, 2), norm = random(inFeatures), w = random(2 * width * inFeatures, 0.3), bias = random(2 * width);
+      let fusedDispatches = 0;
+      const [g, c] = await both(async (be) => {
+        const out = be.allocate(rows * width), up = be.allocate(rows * width);
+        const xt = be.upload(x), wt = be.uploadMatrix(w, 2 * width, inFeatures, 'gateUp'), bt = be.upload(bias), nt = be.upload(norm);
+        const dispatches = await dispatchesOf(be, () => be.matmulSwiglu(out, up, xt, wt, bt, rows, inFeatures, width, { weight: nt, eps: 1e-5 }));
+        if (be === gpu) fusedDispatches = dispatches;
+        return be.read(out, rows * width);
+      });
+      expectClose(g, c, Math.max(1e-4, inFeatures * 6e-8));
+      if (rows === 1 && inFeatures % 8 === 0 && gpu.gpu.features.subgroups) expect(fusedDispatches).toBe(1);
+      else expect(fusedDispatches).toBeGreaterThan(1);
     });
 
     it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64], [1, 3000], [2, 4104], [20, 136], [16, 4104]])('matmul of RMSNorm(x) rows=%i in=%i (fused into the subgroup GEMV where it can be)', async ([rows, inFeatures], { skip }) => {

@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
@@ -134,7 +134,7 @@ export class CpuBackend implements Backend {
     ops.matmul(data(out), this.input(x, rows, inFeatures, input), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
   }
 
-  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm, rope?: OutputRope): void {
     const w = data(weight), b = bias ? data(bias) : null;
     const input = this.input(x, rows, inFeatures, inputNorm);
     let first = 0;
@@ -144,6 +144,12 @@ export class CpuBackend implements Backend {
         b ? b.subarray(first, first + width) : null, rows, inFeatures, width);
       first += width;
     });
+    if (rope) ropeOutputs(this, outs, rows, rope);
+  }
+
+  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): void {
+    this.matmulSplit([out, up], x, weight, bias, rows, inFeatures, [width, width], inputNorm);
+    this.swiglu(out, out, up, rows * width);
   }
 
   matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
@@ -165,12 +171,13 @@ export class CpuBackend implements Backend {
     }
   }
 
-  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false, rope?: OutputRope): void {
     const { outFeatures: o, rank: r, blocks: b } = shape;
     const outs = Array.isArray(out) ? out : [out];
     if (outs.length !== (shape.layers ?? 1)) throw new RangeError(`blockExpand writes one output per stacked layer: ${shape.layers ?? 1} layers, ${outs.length} outputs`);
     outs.forEach((target, layer) => blr.blockExpand(data(target), data(z).subarray(layer * b * rows * r), data(factor).subarray(layer * o * r),
       bias ? data(bias) : null, rows, shape, strided, accumulate));
+    if (rope) ropeOutputs(this, outs, rows, rope);
   }
 
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void {

@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -51,6 +51,8 @@ const ATTENTION_PREFILL_WORKGROUP_BYTES = 26_436;
 type Access = 'read' | 'write';
 /** x, W, bias, three outputs (wgsl/common/matmul_common.wgsl), and an input-norm weight. */
 const MATMUL_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'write', 'read'];
+/** The RoPE pair epilogue's own (wgsl/common/gemv_pair_rope.wgsl): positions, rotary table, pages, keys, values. */
+const ROPE_PAIR_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write'];
 interface KernelSpec {
   source: string;
   entryPoint: string;
@@ -92,6 +94,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
   const normVec4 = wgsl('norm_vec4.wgsl', 'workgroup_reduce');
   const matmul = wgsl('matmul.wgsl', 'matmul_common');
   const gather = wgsl('gather.wgsl');
+  const gemvSubgroupSlots = 256 / Math.max(4, subgroupMinSize || 4);
+  const pairedConstants = { BATCH: 1, NORMED: 1, PAIRED: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots };
+  const ropeGemv = wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope');
   return {
     gatherF16: { source: GATHER_F16 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
@@ -122,10 +127,25 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     // Only where the adapter has subgroups; elsewhere gemvAligned and gemm do the same jobs.
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
-      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind), SUBGROUP_SLOTS: 256 / Math.max(4, subgroupMinSize || 4) } } : undefined]))),
+      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind), SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined]))),
+    // One row, normed, with its outputs in pairs (wgsl/gemv_subgroup.wgsl PAIRED): SwiGLU, or RoPE
+    // and the KV cache store (five more bindings: only where the device has room for them).
+    gemvPairedSwiglu: features.subgroups ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { ...pairedConstants } } : undefined,
+    ...(features.subgroups && limits.maxStorageBuffersPerShaderStage >= MATMUL_BINDINGS.length + ROPE_PAIR_BINDINGS.length ? {
+      gemvPairedRope: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants } },
+      gemvPairedRopeBlocked: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants, NORMED: 0, BLOCKED: 1 } },
+    } : {}),
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'gated'] as const).map((kind) => [blockGemvName(batch, kind),
       features.subgroups && (kind !== 'gated' || batch === 1) ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
   };
+}
+
+type PairedKernel = 'gemvPairedSwiglu' | 'gemvPairedRope';
+/** A paired GEMV pipeline and what it takes beyond the matmul's: params from pair_span on, bindings from 8 on. */
+interface Pairing {
+  kernel: PairedKernel;
+  params: number[];
+  buffers: GPUBuffer[];
 }
 
 /** Rows of x per workgroup of the subgroup GEMV's pipelines (wgsl/gemv_subgroup.wgsl BATCH). */
@@ -196,7 +216,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
 }
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
-  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -595,8 +615,36 @@ export class WebGpuBackend implements Backend {
     this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate, input);
   }
 
-  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
-    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm);
+  matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm, rope?: OutputRope): void {
+    const store = rope?.store;
+    // RoPE in the GEMV's epilogue: q|k|v whole heads, one row, and a cache to store k and v in.
+    const fused = rope && store && this.pairs(rows, inFeatures, inputNorm, 'gemvPairedRope') && rope.headDim % 2 === 0 && widths.length === 3
+      && widths[0] === rope.heads * rope.headDim && widths[1] === rope.kvHeads * rope.headDim && widths[2] === widths[1];
+    if (!fused) {
+      this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm);
+      if (rope) ropeOutputs(this, outs, rows, rope);
+      return;
+    }
+    const c = kvCache(store.cache);
+    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm, false, {
+      kernel: 'gemvPairedRope',
+      params: [rope.headDim / 2, c.blockSize, c.slots, rope.rotary.elements / 2],
+      buffers: [indexTensor(rope.positions).buffer, tensor(rope.rotary).buffer, indexTensor(store.pages).buffer, c.keys[store.layer], c.values[store.layer]],
+    });
+  }
+
+  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): void {
+    if (this.pairs(rows, inFeatures, inputNorm, 'gemvPairedSwiglu')) {
+      this.recordMatmul([out, up], x, weight, bias, rows, inFeatures, [width, width], false, inputNorm, false, { kernel: 'gemvPairedSwiglu', params: [width, 0, 0, 0], buffers: [] });
+      return;
+    }
+    this.recordMatmul([out, up], x, weight, bias, rows, inFeatures, [width, width], false, inputNorm);
+    this.swiglu(out, out, up, rows * width);
+  }
+
+  /** Whether a matmul of this shape can take a paired GEMV pipeline (recordMatmul's one-row normed subgroup GEMV). */
+  private pairs(rows: number, inFeatures: number, inputNorm: InputNorm | undefined, kernel: PairedKernel): boolean {
+    return rows === 1 && inputNorm !== undefined && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1Normed') && this.kernels.has(kernel);
   }
 
   matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
@@ -604,9 +652,10 @@ export class WebGpuBackend implements Backend {
     this.recordMatmul([out], x, weight, null, rows, inFeatures, widths, false, inputNorm, true);
   }
 
-  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, input?: InputTransform, stacked = false): void {
+  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, input?: InputTransform, stacked = false, paired?: Pairing): void {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
+    if (paired && !(decodeSubgroup && rows === 1 && input && isInputNorm(input))) throw new GpuError(`${paired.kernel} takes the one-row normed subgroup GEMV's matmuls only`);
     if (input && !(decodeSubgroup && rows === 1 && isInputNorm(input))) {
       // Only the one-row subgroup GEMV normalises its own input; elsewhere the norm runs first.
       // (Every workgroup normalises the rows it reads: for 4 output features per workgroup and 16
@@ -632,6 +681,9 @@ export class WebGpuBackend implements Backend {
       params[3] = w.rowStrideHalves;
       buffers[6] = this.unusedOutputs[2];
       this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures);
+    } else if (paired) {
+      // The pair's fields follow the blocked pipeline's three (unused here).
+      this.dispatch(paired.kernel, [...params, 0, 0, 0, ...paired.params], [...buffers, ...paired.buffers], [Math.ceil(outFeatures / 4)]);
     } else if (decodeSubgroup) {
       const batch = gemvBatch(rows);
       const kind = input ? 'normed' : 'plain';
@@ -723,7 +775,15 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false): void {
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false, rope?: OutputRope): void {
+    if (rope) {
+      const outs = Array.isArray(out) ? out : [out];
+      if (bias || !this.expandRope(outs, z, factor, rows, shape, strided, accumulate, rope)) {
+        this.blockExpand(out, z, factor, bias, rows, shape, strided, accumulate);
+        ropeOutputs(this, outs, rows, rope);
+      }
+      return;
+    }
     const f = tensor(factor);
     if (!f.isHalfMatrix) throw new GpuError('blockExpand needs a factor from uploadMatrix');
     const { outFeatures: o, rank: r, blocks: b } = shape;
@@ -759,6 +819,26 @@ export class WebGpuBackend implements Backend {
         this.dispatch('blockExpand', [rows, o, r, b, f.rowStrideHalves / 2, flags | (strided ? 4 : 0), layer, 0], buffersFor(layer), [Math.ceil(o / 64), rows]);
       }
     }
+  }
+
+  /**
+   * Step 3 of stacked q|k|v block low-rank layers (BLAST, low-rank; no bias) for one row with RoPE
+   * and the KV cache store in its epilogue (the blocked subgroup GEMV, paired), where it applies;
+   * false where it does not (Monarch's strided outputs, a head split over blocks, GQA's narrower k
+   * and v).
+   */
+  private expandRope(outs: Tensor[], z: Tensor, factor: Tensor, rows: number, shape: BlockShape, strided: boolean, accumulate: boolean, rope: OutputRope): boolean {
+    const { outFeatures: o, rank: r, blocks: b } = shape;
+    const { headDim, store } = rope;
+    if (!store || rows !== 1 || strided || accumulate || shape.layers !== 3 || outs.length !== 3 || !this.kernels.has('gemvPairedRopeBlocked')) return false;
+    if (r % 8 !== 0 || headDim % 2 !== 0 || (o / b) % headDim !== 0 || o !== rope.heads * headDim || o !== rope.kvHeads * headDim) return false;
+    const f = tensor(factor);
+    const c = kvCache(store.cache);
+    this.dispatch('gemvPairedRopeBlocked', [rows, r, 3 * o, f.rowStrideHalves / ROW_ALIGN_HALVES, 0, o, o, { f32: 0 }, o / b, b, 0, headDim / 2, c.blockSize, c.slots, rope.rotary.elements / 2],
+      [tensor(z).buffer, f.buffer, this.dummy, ...outs.map((t) => tensor(t).buffer), this.dummy,
+        indexTensor(rope.positions).buffer, tensor(rope.rotary).buffer, indexTensor(store.pages).buffer, c.keys[store.layer], c.values[store.layer]],
+      [Math.ceil((3 * o) / 4)]);
+    return true;
   }
 
   /** Whether block GEMMs over this many rows run on tensor cores (they read x as vec4: K and its row stride multiples of 4). */

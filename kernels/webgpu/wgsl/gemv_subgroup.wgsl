@@ -31,6 +31,13 @@ override NORMED: bool = false;
 // o / per_block all the same, and the outputs split over out0..out2 by width.
 override BLOCKED: bool = false;
 
+// PAIRED (one row of x; normed, or blocked): a group's two rows are a pair p, rows (p / S) · 2S + p % S and that
+// + S for S = params.pair_span, and their two sums go together to store_pair, defined by the
+// epilogue composed in: common/gemv_pair_swiglu.wgsl (a gated MLP's gate|up, S its width: silu(gate)
+// · up) or common/gemv_pair_rope.wgsl (q|k|v, S = head_dim / 2: RoPE and the KV cache store). The
+// grid covers the pairs, GROUPS a workgroup.
+override PAIRED: bool = false;
+
 override BATCH: u32 = 1u;
 const MAX_BATCH: u32 = 16u;
 
@@ -73,10 +80,17 @@ fn main(
   for (var j = 0u; j < ROWS_PER_GROUP; j++) {
     w_base[j] = min(first + j, last) * params.w_stride;
   }
+  var first_row = first;
+  if (PAIRED) {
+    first_row = pair_row(wid.x * GROUPS + group);
+    w_base[0] = min(first_row, last) * params.w_stride;
+    w_base[1] = min(first_row + params.pair_span, last) * params.w_stride;
+  }
   var x_base: array<u32, MAX_BATCH>;
   var x_block = 0u;
   if (BLOCKED) {
-    x_block = (min(first, last) / params.per_block) * params.rows;
+    // (Paired, the backend keeps both rows of a pair in one block: per_block a multiple of 2 · pair_span.)
+    x_block = (min(first_row, last) / params.per_block) * params.rows;
   }
   for (var b = 0u; b < BATCH; b++) {
     x_base[b] = (x_block + min(r0 + b, params.rows - 1u)) * chunks * 2u;
@@ -121,6 +135,22 @@ fn main(
     }
   }
   workgroupBarrier();
+  if (PAIRED) {
+    let pair = wid.x * GROUPS + lid;
+    if (lid < GROUPS && pair < params.out_features / 2u) {
+      var sums = vec2<f32>(0.0);
+      var squares_total = 0.0;
+      for (var p = 0u; p < split; p++) {
+        sums += vec2<f32>(partial[(lid * split + p) * 2u], partial[(lid * split + p) * 2u + 1u]);
+        squares_total += norm_partial[lid * split + p];
+      }
+      if (NORMED) {
+        sums *= inverseSqrt(squares_total / f32(params.in_features) + params.norm_eps);
+      }
+      store_pair(wid.y, pair_row(pair), sums.x, sums.y);
+    }
+    return;
+  }
   if (lid < outputs_per_workgroup * BATCH) {
     let output = lid / BATCH;
     let b = lid % BATCH;
@@ -148,4 +178,9 @@ fn main(
       store(r, feature, sum);
     }
   }
+}
+
+// The first row of pair p (PAIRED): pairs run along each 2 · pair_span rows' first half.
+fn pair_row(p: u32) -> u32 {
+  return (p / params.pair_span) * 2u * params.pair_span + p % params.pair_span;
 }

@@ -15,6 +15,11 @@ struct Params {
   per_block: u32, // output features per block; block k's rows read x's block k (x is blocks × rows × in)
   blocks: u32,
   strided: u32,   // 1: block k's output p is feature p · blocks + k (Monarch)
+  // For the paired GEMV pipelines (wgsl/gemv_subgroup.wgsl PAIRED, common/gemv_pair_*.wgsl):
+  pair_span: u32,     // a pair's second row is its first + pair_span (SwiGLU: the gate's width; RoPE: head_dim / 2)
+  kv_block_size: u32, // RoPE's KV cache store: the cache's block size and slots (common/kv_pages.wgsl)
+  kv_slots: u32,
+  sin_offset: u32,    // RoPE: where the sines start in the rotary table (after the cosines)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -25,14 +30,23 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out1: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 
-// Writes output feature o of row r: bias (flags bit 0), then accumulate into what the output
-// already holds (flags bit 1: residual connections, out += x · Wᵀ). Flags bit 2 (stacked): the
-// three row ranges all go to out0, one after another, each rows × its width.
+// Writes output feature o of row r: bias (flags bit 0), then as `put`.
 fn store(r: u32, o: u32, value: f32) {
-  var v = value;
+  put(r, o, biased(o, value));
+}
+
+fn biased(o: u32, value: f32) -> f32 {
   if ((params.flags & 1u) != 0u) {
-    v += bias[o];
+    return value + bias[o];
   }
+  return value;
+}
+
+// Writes output feature o of row r as it is: accumulated into what the output already holds
+// (flags bit 1: residual connections, out += x · Wᵀ), or with flags bit 2 (stacked), the three row
+// ranges all to out0, one after another, each rows × its width.
+fn put(r: u32, o: u32, value: f32) {
+  var v = value;
   if ((params.flags & 4u) != 0u) {
     let width2 = params.out_features - params.width0 - params.width1;
     var index = r * params.width0 + o;
