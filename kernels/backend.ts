@@ -221,11 +221,12 @@ export interface Backend {
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm, rope?: OutputRope): void;
   /**
    * A gated MLP's first half: `weight` holds the gate's rows then the up projection's (width each),
-   * and out (rows × width) = silu(x · gateᵀ) ⊙ (x · upᵀ), x RMS-normalised first with `inputNorm`.
-   * On the GPU one dispatch where the kernel can (one row, on adapters with subgroups); elsewhere the
-   * up projection goes to `up` (rows × width, scratch) and SwiGLU follows.
+   * x RMS-normalised first with `inputNorm`. Returns true when out (rows × width) holds
+   * silu(x · gateᵀ) ⊙ (x · upᵀ) — on the GPU one dispatch where the kernel can (one row, on adapters
+   * with subgroups) — and false when it holds x · gateᵀ and `up` x · upᵀ, as matmulSplit writes
+   * them, for the consumer to gate as it reads (InputGate: on tensor cores, as x goes to f16).
    */
-  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): void;
+  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): boolean;
   /**
    * The same matmul (up to three projections, no bias) with its outputs one after another in one
    * tensor: projection i's rows × widths[i] values start after the earlier projections' (the

@@ -266,10 +266,12 @@ export interface LinearGroup {
    */
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void;
   /**
-   * Where a group of two (gate, up) makes a gated MLP's silu(gate) ⊙ up itself (Backend.matmulSwiglu):
-   * into out, `up` being scratch of the same size. Absent where SwiGLU goes with the down projection.
+   * Where a group of two (gate, up) can make a gated MLP's silu(gate) ⊙ up itself
+   * (Backend.matmulSwiglu): true when out holds it; false when out holds the gate and `up` the up
+   * projection, as forward([out, up]) writes them, for the down projection to gate as it reads.
+   * Absent where SwiGLU always goes with the down projection.
    */
-  forwardSwiglu?(out: Tensor, up: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void;
+  forwardSwiglu?(out: Tensor, up: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): boolean;
 }
 
 /**
@@ -366,8 +368,8 @@ export class ConcatenatedLinear implements LinearGroup {
     this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm, rope);
   }
 
-  forwardSwiglu(out: Tensor, up: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): void {
+  forwardSwiglu(out: Tensor, up: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): boolean {
     if (this.widths.length !== 2 || this.widths[0] !== this.widths[1]) throw new RangeError(`SwiGLU takes two projections of one width, not ${this.widths.join(', ')}`);
-    this.backend.matmulSwiglu(out, up, x, this.weight, this.bias, rows, this.inFeatures, this.widths[0], inputNorm);
+    return this.backend.matmulSwiglu(out, up, x, this.weight, this.bias, rows, this.inFeatures, this.widths[0], inputNorm);
   }
 }

@@ -83,15 +83,13 @@ export class LlamaModel extends DecoderModel {
       for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length);
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
-      if (layer.gateUp.forwardSwiglu) {
-        // Dense: silu(gate) ⊙ up made by the gate|up matmul (in its epilogue where it can).
-        layer.gateUp.forwardSwiglu(b.mlp, b.mlpUp, b.hidden, rows, { weight: layer.mlpNorm, eps });
-        layer.down.forwardAdd(b.hidden, b.mlp, rows);
-      } else {
-        // Block low-rank: SwiGLU travels with the down projection (made as it reads its input).
-        layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, { weight: layer.mlpNorm, eps });
-        layer.down.forwardAdd(b.hidden, b.mlp, rows, gate);
-      }
+      // SwiGLU: made by a dense gate|up matmul where it can (its epilogue, decoding), else it travels
+      // with the down projection (made as it reads its input).
+      const mlpNorm = { weight: layer.mlpNorm, eps };
+      let gated = false;
+      if (layer.gateUp.forwardSwiglu) gated = layer.gateUp.forwardSwiglu(b.mlp, b.mlpUp, b.hidden, rows, mlpNorm);
+      else layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, mlpNorm);
+      layer.down.forwardAdd(b.hidden, b.mlp, rows, gated ? undefined : gate);
     });
     const outputs = step.outputs.length;
     if (outputs === 0) return;

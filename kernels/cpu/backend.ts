@@ -147,9 +147,10 @@ export class CpuBackend implements Backend {
     if (rope) ropeOutputs(this, outs, rows, rope);
   }
 
-  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): void {
+  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): boolean {
     this.matmulSplit([out, up], x, weight, bias, rows, inFeatures, [width, width], inputNorm);
     this.swiglu(out, out, up, rows * width);
+    return true;
   }
 
   matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {

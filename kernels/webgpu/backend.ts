@@ -121,6 +121,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     logprobs: { source: wgsl('logprobs.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     toHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
+    // x normalised or gated straight into f16 for the tensor-core GEMM (one pass, not two).
+    rmsNormHalf: { source: normVec4, entryPoint: 'rms_norm_half', storage: ['read', 'read', 'read', 'write'] },
+    swigluHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'swiglu_half', storage: ['read', 'write', 'read'] },
     blockProject: { source: wgsl('block_project.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     blockExpand: { source: wgsl('block_expand.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     ...tensorCoreSpecs(features, limits),
@@ -216,7 +219,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
 }
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
-  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -633,13 +636,11 @@ export class WebGpuBackend implements Backend {
     });
   }
 
-  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): void {
-    if (this.pairs(rows, inFeatures, inputNorm, 'gemvPairedSwiglu')) {
-      this.recordMatmul([out, up], x, weight, bias, rows, inFeatures, [width, width], false, inputNorm, false, { kernel: 'gemvPairedSwiglu', params: [width, 0, 0, 0], buffers: [] });
-      return;
-    }
-    this.recordMatmul([out, up], x, weight, bias, rows, inFeatures, [width, width], false, inputNorm);
-    this.swiglu(out, out, up, rows * width);
+  matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): boolean {
+    const fused = this.pairs(rows, inFeatures, inputNorm, 'gemvPairedSwiglu');
+    this.recordMatmul([out, up], x, weight, bias, rows, inFeatures, [width, width], false, inputNorm, false,
+      fused ? { kernel: 'gemvPairedSwiglu', params: [width, 0, 0, 0], buffers: [] } : undefined);
+    return fused;
   }
 
   /** Whether a matmul of this shape can take a paired GEMV pipeline (recordMatmul's one-row normed subgroup GEMV). */
@@ -656,7 +657,9 @@ export class WebGpuBackend implements Backend {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
     if (paired && !(decodeSubgroup && rows === 1 && input && isInputNorm(input))) throw new GpuError(`${paired.kernel} takes the one-row normed subgroup GEMV's matmuls only`);
-    if (input && !(decodeSubgroup && rows === 1 && isInputNorm(input))) {
+    // The tensor-core GEMM's x goes to f16 in a pass of its own, which normalises or gates it too.
+    const halfInput = this.matmulRoundsActivations(rows) && inFeatures % 8 === 0;
+    if (input && !halfInput && !(decodeSubgroup && rows === 1 && isInputNorm(input))) {
       // Only the one-row subgroup GEMV normalises its own input; elsewhere the norm runs first.
       // (Every workgroup normalises the rows it reads: for 4 output features per workgroup and 16
       // rows of 2048, the LM head re-read 4 GB of x, 7x slower than normalising once.) SwiGLU runs
@@ -680,7 +683,7 @@ export class WebGpuBackend implements Backend {
       // the norm weight.
       params[3] = w.rowStrideHalves;
       buffers[6] = this.unusedOutputs[2];
-      this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures);
+      this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures, input);
     } else if (paired) {
       // The pair's fields follow the blocked pipeline's three (unused here).
       this.dispatch(paired.kernel, [...params, 0, 0, 0, ...paired.params], [...buffers, ...paired.buffers], [Math.ceil(outFeatures / 4)]);
@@ -693,7 +696,8 @@ export class WebGpuBackend implements Backend {
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
   }
 
-  private recordTensorCoreMatmul(params: (number | { f32: number })[], buffers: GPUBuffer[], rows: number, inFeatures: number, outFeatures: number): void {
+  /** `input`: x's transform, for in_features a multiple of 8 (applied as x goes to f16). */
+  private recordTensorCoreMatmul(params: (number | { f32: number })[], buffers: GPUBuffer[], rows: number, inFeatures: number, outFeatures: number, input?: InputTransform): void {
     const tile = this.gemmTile!;
     const grid: [number, number, number] = [Math.ceil(outFeatures / gemmTileColumns(tile)), Math.ceil(rows / gemmTileRows(tile)), 1];
     const steps = Math.ceil(inFeatures / tile.depth);
@@ -706,12 +710,15 @@ export class WebGpuBackend implements Backend {
       params[4] = (params[4] as number) | (splits << 8);
     }
     if (inFeatures % 8 === 0) {
-      // x goes to f16 first (see wgsl/to_half.wgsl).
+      // x goes to f16 first (see wgsl/to_half.wgsl), normalised or gated on the way.
       const vectors = (rows * inFeatures) / 4;
       if (!this.halfScratch || this.halfScratch.size < vectors * 8) this.halfScratch = this.createBuffer(vectors * 8, GPUBufferUsage.STORAGE);
       const groups = Math.ceil(vectors / 256);
       const gridX = Math.min(groups, 65535);
-      this.dispatch('toHalf', [vectors, gridX * 256], [buffers[0], this.halfScratch], [gridX, Math.ceil(groups / gridX)]);
+      const xGrid: [number, number] = [gridX, Math.ceil(groups / gridX)];
+      if (!input) this.dispatch('toHalf', [vectors, gridX * 256], [buffers[0], this.halfScratch], xGrid);
+      else if (isInputNorm(input)) this.dispatch('rmsNormHalf', [inFeatures / 4, { f32: input.eps }, 0, 0], [buffers[0], tensor(input.weight).buffer, this.dummy, this.halfScratch], [rows]);
+      else this.dispatch('swigluHalf', [vectors, gridX * 256], [buffers[0], this.halfScratch, tensor(input.up).buffer], xGrid);
       buffers[0] = this.halfScratch;
       this.dispatch('gemmTensor', params, buffers, grid);
     } else this.dispatch(inFeatures % 4 === 0 ? 'gemmTensorVec4X' : 'gemmTensorScalarX', params, buffers, grid);

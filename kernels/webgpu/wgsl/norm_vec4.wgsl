@@ -13,6 +13,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+// rms_norm_half's output: four halves per vec4 of x, for the tensor-core GEMM that reads x in f16
+// (one pass where the norm and wgsl/to_half.wgsl took two).
+@group(0) @binding(4) var<storage, read_write> out_half: array<vec2<u32>>;
 
 const WORKGROUP: u32 = REDUCE_SIZE;
 
@@ -28,6 +31,22 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
   let scale = inverseSqrt(workgroup_sum(sum_squares, lid) / elements + params.eps);
   for (var i = lid; i < params.width; i += WORKGROUP) {
     out[base + i] = x[base + i] * scale * weight[i];
+  }
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn rms_norm_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let base = wid.x * params.width;
+  var sum_squares = 0.0;
+  for (var i = lid; i < params.width; i += WORKGROUP) {
+    let v = x[base + i];
+    sum_squares += dot(v, v);
+  }
+  let elements = f32(params.width * 4u);
+  let scale = inverseSqrt(workgroup_sum(sum_squares, lid) / elements + params.eps);
+  for (var i = lid; i < params.width; i += WORKGROUP) {
+    let v = x[base + i] * scale * weight[i];
+    out_half[base + i] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
   }
 }
 

@@ -10,12 +10,25 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec2<u32>>;
+// swiglu_half: x is a gated MLP's gate, and what goes to f16 is silu(x) ⊙ up (one pass where
+// SwiGLU and the conversion took two).
+@group(0) @binding(3) var<storage, read> up: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.y * params.row_span + gid.x;
   if (i < params.count) {
     let v = x[i];
+    out[i] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
+  }
+}
+
+@compute @workgroup_size(256)
+fn swiglu_half(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.y * params.row_span + gid.x;
+  if (i < params.count) {
+    let g = x[i];
+    let v = g / (vec4<f32>(1.0) + exp(-g)) * up[i];
     out[i] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
   }
 }
