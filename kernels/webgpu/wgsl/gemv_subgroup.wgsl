@@ -31,11 +31,11 @@ override NORMED: bool = false;
 // o / per_block all the same, and the outputs split over out0..out2 by width.
 override BLOCKED: bool = false;
 
-// PAIRED (one row of x; normed, or blocked): a group's two rows are a pair p, rows (p / S) · 2S + p % S and that
-// + S for S = params.pair_span, and their two sums go together to store_pair, defined by the
-// epilogue composed in: common/gemv_pair_swiglu.wgsl (a gated MLP's gate|up, S its width: silu(gate)
-// · up) or common/gemv_pair_rope.wgsl (q|k|v, S = head_dim / 2: RoPE and the KV cache store). The
-// grid covers the pairs, GROUPS a workgroup.
+// PAIRED (one row of x; normed, or blocked): a group's two rows are a pair p, rows
+// (p / S) · 2S + p % S and that + S for S = params.pair_span, and their two sums go together to
+// store_pair, defined by the epilogue composed in: common/gemv_pair_swiglu.wgsl (a gated MLP's
+// gate|up, S its width: silu(gate) · up) or common/gemv_pair_rope.wgsl (q|k|v, S = head_dim / 2:
+// RoPE and the KV cache store). The grid covers the pairs, GROUPS a workgroup.
 override PAIRED: bool = false;
 
 override BATCH: u32 = 1u;

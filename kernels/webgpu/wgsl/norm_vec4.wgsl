@@ -19,16 +19,20 @@ struct Params {
 
 const WORKGROUP: u32 = REDUCE_SIZE;
 
-@compute @workgroup_size(WORKGROUP)
-fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let base = wid.x * params.width;
+// 1 / rms of the row of x from `base` (every invocation of the workgroup gets it).
+fn rms_scale(base: u32, lid: u32) -> f32 {
   var sum_squares = 0.0;
   for (var i = lid; i < params.width; i += WORKGROUP) {
     let v = x[base + i];
     sum_squares += dot(v, v);
   }
-  let elements = f32(params.width * 4u);
-  let scale = inverseSqrt(workgroup_sum(sum_squares, lid) / elements + params.eps);
+  return inverseSqrt(workgroup_sum(sum_squares, lid) / f32(params.width * 4u) + params.eps);
+}
+
+@compute @workgroup_size(WORKGROUP)
+fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let base = wid.x * params.width;
+  let scale = rms_scale(base, lid);
   for (var i = lid; i < params.width; i += WORKGROUP) {
     out[base + i] = x[base + i] * scale * weight[i];
   }
@@ -37,13 +41,7 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 @compute @workgroup_size(WORKGROUP)
 fn rms_norm_half(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let base = wid.x * params.width;
-  var sum_squares = 0.0;
-  for (var i = lid; i < params.width; i += WORKGROUP) {
-    let v = x[base + i];
-    sum_squares += dot(v, v);
-  }
-  let elements = f32(params.width * 4u);
-  let scale = inverseSqrt(workgroup_sum(sum_squares, lid) / elements + params.eps);
+  let scale = rms_scale(base, lid);
   for (var i = lid; i < params.width; i += WORKGROUP) {
     let v = x[base + i] * scale * weight[i];
     out_half[base + i] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
