@@ -628,12 +628,16 @@ export class WebGpuBackend implements Backend {
       if (rope) ropeOutputs(this, outs, rows, rope);
       return;
     }
+    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm, false, { kernel: 'gemvPairedRope', ...this.ropePairFields(rope, store) });
+  }
+
+  /** What the RoPE pair epilogue (wgsl/common/gemv_pair_rope.wgsl) takes: params from pair_span on, bindings 8–12. */
+  private ropePairFields(rope: OutputRope, store: NonNullable<OutputRope['store']>): Omit<Pairing, 'kernel'> {
     const c = kvCache(store.cache);
-    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm, false, {
-      kernel: 'gemvPairedRope',
+    return {
       params: [rope.headDim / 2, c.blockSize, c.slots, rope.rotary.elements / 2],
       buffers: [indexTensor(rope.positions).buffer, tensor(rope.rotary).buffer, indexTensor(store.pages).buffer, c.keys[store.layer], c.values[store.layer]],
-    });
+    };
   }
 
   matmulSwiglu(out: Tensor, up: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, width: number, inputNorm?: InputNorm): boolean {
@@ -840,11 +844,10 @@ export class WebGpuBackend implements Backend {
     if (!store || rows !== 1 || strided || accumulate || shape.layers !== 3 || outs.length !== 3 || !this.kernels.has('gemvPairedRopeBlocked')) return false;
     if (r % 8 !== 0 || headDim % 2 !== 0 || (o / b) % headDim !== 0 || o !== rope.heads * headDim || o !== rope.kvHeads * headDim) return false;
     const f = tensor(factor);
-    const c = kvCache(store.cache);
-    this.dispatch('gemvPairedRopeBlocked', [rows, r, 3 * o, f.rowStrideHalves / ROW_ALIGN_HALVES, 0, o, o, { f32: 0 }, o / b, b, 0, headDim / 2, c.blockSize, c.slots, rope.rotary.elements / 2],
-      [tensor(z).buffer, f.buffer, this.dummy, ...outs.map((t) => tensor(t).buffer), this.dummy,
-        indexTensor(rope.positions).buffer, tensor(rope.rotary).buffer, indexTensor(store.pages).buffer, c.keys[store.layer], c.values[store.layer]],
-      [Math.ceil((3 * o) / 4)]);
+    if (!f.isHalfMatrix) return false; // (blockExpand says why)
+    const pair = this.ropePairFields(rope, store);
+    this.dispatch('gemvPairedRopeBlocked', [rows, r, 3 * o, f.rowStrideHalves / ROW_ALIGN_HALVES, 0, o, o, { f32: 0 }, o / b, b, 0, ...pair.params],
+      [tensor(z).buffer, f.buffer, this.dummy, ...outs.map((t) => tensor(t).buffer), this.dummy, ...pair.buffers], [Math.ceil((3 * o) / 4)]);
     return true;
   }
 
