@@ -704,13 +704,10 @@ export class WebGpuBackend implements Backend {
   private recordTensorCoreMatmul(params: (number | { f32: number })[], buffers: GPUBuffer[], rows: number, inFeatures: number, outFeatures: number, input?: InputTransform): void {
     const tile = this.gemmTile!;
     const grid: [number, number, number] = [Math.ceil(outFeatures / gemmTileColumns(tile)), Math.ceil(rows / gemmTileRows(tile)), 1];
-    const steps = Math.ceil(inFeatures / tile.depth);
-    while (grid[2] < MAX_GEMM_SPLITS && grid[0] * grid[1] * grid[2] * 2 <= GEMM_TARGET_WORKGROUPS && steps / (grid[2] * 2) >= GEMM_MIN_SPLIT_STEPS) grid[2] *= 2;
+    grid[2] = this.gemmSplits(grid, inFeatures, tile);
     const splits = grid[2];
     if (splits > 1) {
-      const bytes = splits * rows * outFeatures * 4;
-      if (!this.gemmPartials || this.gemmPartials.size < bytes) this.gemmPartials = this.createBuffer(bytes, GPUBufferUsage.STORAGE);
-      buffers[6] = this.gemmPartials;
+      buffers[6] = this.gemmPartialsFor(splits * rows * outFeatures);
       params[4] = (params[4] as number) | (splits << 8);
     }
     if (inFeatures % 8 === 0) {
@@ -861,8 +858,36 @@ export class WebGpuBackend implements Backend {
     xBlock: number, xRow: number, rank: number, blocks: number, buffers: GPUBuffer[], layer: number, xOffset: number, outOffset: number): void {
     const tile = this.gemmTile!;
     const tilesPerBlock = Math.ceil(blockOut / gemmTileColumns(tile));
-    this.dispatch('gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags, mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks, layer, xOffset, outOffset],
-      [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], this.unusedOutputs[2]], [blocks * tilesPerBlock, Math.ceil(rows / gemmTileRows(tile))]);
+    const grid: [number, number, number] = [blocks * tilesPerBlock, Math.ceil(rows / gemmTileRows(tile)), 1];
+    // Step 3 into plain outputs (mode 2) splits K as the dense GEMM does when a short prompt has few
+    // tiles (7B BLAST's q at 128 rows: 32 workgroups), its sums added up by gemm_combine.wgsl.
+    if (mode === 2) grid[2] = this.gemmSplits(grid, k, tile);
+    const splits = grid[2];
+    const partials = splits > 1 ? this.gemmPartialsFor(splits * rows * factorRows) : this.unusedOutputs[2];
+    this.dispatch('gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags | (splits << 8), mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks, layer, xOffset, outOffset],
+      [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], partials], grid);
+    if (splits > 1) {
+      // The combine's parameters are the dense matmul's (wgsl/common/matmul_common.wgsl): mode 2
+      // writes output feature j of row r at r · factorRows + j, as its split output 0.
+      const groups = Math.ceil((rows * factorRows) / 256);
+      const x = Math.min(groups, 65535);
+      this.dispatch('gemmCombine', [rows, k, factorRows, 0, flags | (splits << 8), factorRows, 0, { f32: 0 }],
+        [this.dummy, this.dummy, buffers[2], buffers[3], this.unusedOutputs[0], this.unusedOutputs[1], partials], [x, Math.ceil(groups / x)]);
+    }
+  }
+
+  /** Split-K ways for a tensor-core GEMM of this grid and K: up to MAX_GEMM_SPLITS, until about GEMM_TARGET_WORKGROUPS. */
+  private gemmSplits(grid: [number, number, number], k: number, tile: GemmTile): number {
+    const steps = Math.ceil(k / tile.depth);
+    let splits = 1;
+    while (splits < MAX_GEMM_SPLITS && grid[0] * grid[1] * splits * 2 <= GEMM_TARGET_WORKGROUPS && steps / (splits * 2) >= GEMM_MIN_SPLIT_STEPS) splits *= 2;
+    return splits;
+  }
+
+  /** The split-K partial sums' buffer, grown to hold `floats`. */
+  private gemmPartialsFor(floats: number): GPUBuffer {
+    if (!this.gemmPartials || this.gemmPartials.size < floats * 4) this.gemmPartials = this.createBuffer(floats * 4, GPUBufferUsage.STORAGE);
+    return this.gemmPartials;
   }
 
   private elementwise(op: number, out: Tensor, a: Tensor, b: Tensor | null, elements: number): void {
