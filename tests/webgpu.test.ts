@@ -447,6 +447,7 @@ describe.each([
       ['blast', { inFeatures: 160, outFeatures: 40, rank: 8, blocks: 20 }, 32],
       // Step 3 over a rank of 1032 (17 steps of K) in 2 workgroups: K split in two, then summed.
       ['blast', { inFeatures: 64, outFeatures: 40, rank: 1032, blocks: 2 }, 40],
+      ['monarch', { inFeatures: 64, outFeatures: 48, rank: 1040, blocks: 2 }, 40], // strided outputs, split K
     ])('%s layer %o over %i rows on tensor cores (one GEMM per block in one dispatch) where the adapter has subgroup matrices', async ([method, shape, rows], { skip }) => {
       if (!gpu?.gpu.features.subgroupMatrixF16) return skip();
       const [g, c] = await blockLayerBoth(method, shape, rows, false);

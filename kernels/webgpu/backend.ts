@@ -859,15 +859,16 @@ export class WebGpuBackend implements Backend {
     const tile = this.gemmTile!;
     const tilesPerBlock = Math.ceil(blockOut / gemmTileColumns(tile));
     const grid: [number, number, number] = [blocks * tilesPerBlock, Math.ceil(rows / gemmTileRows(tile)), 1];
-    // Step 3 into plain outputs (mode 2) splits K as the dense GEMM does when a short prompt has few
-    // tiles (7B BLAST's q at 128 rows: 32 workgroups), its sums added up by gemm_combine.wgsl.
-    if (mode === 2) grid[2] = this.gemmSplits(grid, k, tile);
+    // Step 3 (modes 2 and 3) splits K as the dense GEMM does when a short prompt has few tiles (7B
+    // BLAST's q at 128 rows: 32 workgroups), its sums (at their output features) added up by
+    // gemm_combine.wgsl.
+    if (mode === 2 || mode === 3) grid[2] = this.gemmSplits(grid, k, tile);
     const splits = grid[2];
     const partials = splits > 1 ? this.gemmPartialsFor(splits * rows * factorRows) : this.unusedOutputs[2];
     this.dispatch('gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags | (splits << 8), mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks, layer, xOffset, outOffset],
       [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], partials], grid);
     if (splits > 1) {
-      // The combine's parameters are the dense matmul's (wgsl/common/matmul_common.wgsl): mode 2
+      // The combine's parameters are the dense matmul's (wgsl/common/matmul_common.wgsl): step 3
       // writes output feature j of row r at r · factorRows + j, as its split output 0.
       const groups = Math.ceil((rows * factorRows) / 256);
       const x = Math.min(groups, 65535);

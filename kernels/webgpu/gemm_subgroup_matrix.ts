@@ -16,6 +16,7 @@
 // Split K: with a grid z of n > 1, workgroup z takes the z-th of n runs of K steps and writes its
 // raw sums to `partials` (n × rows × out_features), which wgsl/gemm_combine.wgsl adds up and
 // passes through the epilogue. Small prefill chunks have too few output tiles to fill a GPU.
+// (Layout 'blocks', step 3 only: each sum at its output feature, `output_feature` of the common part.)
 //
 // x comes as f32 read one value at a time ('f32'), as vec4<f32> ('vec4': in_features a multiple
 // of 4) or as f16 eight at a time ('f16': in_features a multiple of 8); weight rows
@@ -246,7 +247,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput, layou
       '      if (groups.z == 1u) {',
       '        store(r, o, scratch[subgroup * 256u + index]);',
       '      } else {',
-      '        partials[(wid.z * params.rows + r) * params.out_features + o] = scratch[subgroup * 256u + index];',
+      `        partials[(wid.z * params.rows + r) * params.out_features + ${blocks ? 'output_feature(o)' : 'o'}] = scratch[subgroup * 256u + index];`,
       '      }',
       '    }',
       '  }',

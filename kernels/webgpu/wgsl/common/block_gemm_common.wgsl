@@ -35,6 +35,14 @@ struct Params {
 // The block this workgroup multiplies (set first thing by the kernel).
 var<private> block: u32;
 
+// Step 3's output feature of factor row o (modes 2 and 3; split-K sums go there).
+fn output_feature(o: u32) -> u32 {
+  if (params.mode == 3u) {
+    return (o % params.block_out) * params.blocks + o / params.block_out;
+  }
+  return o;
+}
+
 fn store(r: u32, o: u32, value: f32) {
   if (params.mode == 0u) {
     out0[(block * params.rows + r) * params.block_out + (o - block * params.block_out)] = value;
@@ -44,10 +52,7 @@ fn store(r: u32, o: u32, value: f32) {
     out0[params.out_offset + ((o % params.blocks) * params.rows + r) * params.rank + o / params.blocks] = value;
     return;
   }
-  var feature = o;
-  if (params.mode == 3u) {
-    feature = (o % params.block_out) * params.blocks + o / params.block_out;
-  }
+  let feature = output_feature(o);
   var v = value;
   if ((params.flags & 1u) != 0u) {
     v += bias[feature];
