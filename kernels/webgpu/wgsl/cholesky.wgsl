@@ -164,6 +164,30 @@ fn load_operand(index: u32, in_target_flag: u32) -> f32 {
   return other[index];
 }
 
+struct TileEntry {
+  at: u32,
+  value: f32,
+}
+
+/**
+ * Entry e of a [16][64] operand tile from t0: its slot (t · 64 + i) and the operand's value at row
+ * outer0 + i, column t0 + t (zero past `limit` rows or w columns). With along_t the 1024 entries run
+ * along t first (an operand whose columns lie together in memory).
+ */
+fn operand_entry(e: u32, outer0: u32, limit: u32, t0: u32, base: u32, row: u32, col: u32, along_t: bool, in_target_flag: u32) -> TileEntry {
+  var i = e % 64u;
+  var t = e / 64u;
+  if (along_t) {
+    i = e / 16u;
+    t = e % 16u;
+  }
+  var value = 0.0;
+  if (outer0 + i < limit && t0 + t < params.w) {
+    value = load_operand(base + (outer0 + i) * row + (t0 + t) * col, in_target_flag);
+  }
+  return TileEntry(t * 64u + i, value);
+}
+
 /** C(r, c) −= Σ_{t < w} P(r, t) Q(c, t) for r < rows, c < cols (tiles right of the diagonal skipped with LOWER_ONLY). */
 @compute @workgroup_size(256)
 fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -180,28 +204,10 @@ fn update(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_ind
   var acc: array<vec4<f32>, 4>;
   for (var t0 = 0u; t0 < params.w; t0 += 16u) {
     for (var e = lid; e < 1024u; e += 256u) {
-      var rr = e % 64u;
-      var tt = e / 64u;
-      if ((params.flags & P_ALONG_T) != 0u) {
-        rr = e / 16u;
-        tt = e % 16u;
-      }
-      var value = 0.0;
-      if (r0 + rr < params.rows && t0 + tt < params.w) {
-        value = load_operand(p_base + (r0 + rr) * params.p_row + (t0 + tt) * params.p_col, P_IN_TARGET);
-      }
-      p_tile[tt * 64u + rr] = value;
-      var cc = e % 64u;
-      tt = e / 64u;
-      if ((params.flags & Q_ALONG_T) != 0u) {
-        cc = e / 16u;
-        tt = e % 16u;
-      }
-      var q_value = 0.0;
-      if (c0 + cc < params.cols && t0 + tt < params.w) {
-        q_value = load_operand(q_base + (c0 + cc) * params.q_row + (t0 + tt) * params.q_col, Q_IN_TARGET);
-      }
-      q_tile[tt * 64u + cc] = q_value;
+      let p = operand_entry(e, r0, params.rows, t0, p_base, params.p_row, params.p_col, (params.flags & P_ALONG_T) != 0u, P_IN_TARGET);
+      p_tile[p.at] = p.value;
+      let q = operand_entry(e, c0, params.cols, t0, q_base, params.q_row, params.q_col, (params.flags & Q_ALONG_T) != 0u, Q_IN_TARGET);
+      q_tile[q.at] = q.value;
     }
     workgroupBarrier();
     for (var tt = 0u; tt < 16u; tt++) {
