@@ -9,7 +9,8 @@
 // --variants: the dense model and/or its block low-rank versions at the paper's configurations
 // (models/compress.ts presets), random factors made where the backend keeps its data.
 // --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
-// the tok/s it prints are lower) and prints the GPU time per kernel.
+// the tok/s it prints are lower) and prints the GPU time per kernel. Each decode step's dispatches
+// and the CPU time of recording and submitting it are printed too (the small models wait on that).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -86,25 +87,37 @@ for (const { model: modelName, variant } of runs) {
   // Decoding as blr generate does it: each token sampled on the device, step n + 1 submitted before
   // step n's id is read (pipelined). Greedy, and top-p sampling with a repetition penalty (the
   // sampling kernel's cost). `lastStep` (WebGPU) counts the dispatches of a step.
+  // `recordMs` sums the CPU time of recording and submitting the steps (the synchronous part of
+  // forwardSample): where it nears the step time, the CPU, not the GPU, sets the pace.
+  let recordMs = 0;
   const decode = async (params: SampleParams): Promise<number> => {
     await model.forwardSample(cache, prompt, 0, params);
+    recordMs = 0;
     const t0 = performance.now();
     let inFlight = model.forwardSample(cache, PREVIOUS_SAMPLE, promptTokens, params);
+    recordMs += performance.now() - t0;
     for (let i = 1; i < newTokens - 1; i++) {
+      const r0 = performance.now();
       const next = model.forwardSample(cache, PREVIOUS_SAMPLE, promptTokens + i, params);
+      recordMs += performance.now() - r0;
       await inFlight;
       inFlight = next;
     }
     await inFlight;
+    recordMs /= newTokens - 1;
     return ((newTokens - 1) * 1000) / (performance.now() - t0);
   };
   const greedy: SampleParams = { ...GREEDY, draw: 0 };
   const sampled: SampleParams = { ...GREEDY, temperature: 0.8, topP: 0.95, repetitionPenalty: 1.1, draw: 0.5 };
   const decodeSamples: number[] = [];
+  const recordSamples: number[] = [];
   const sampledSamples: number[] = [];
   const stats = (backend as { lastStep?: { dispatches: number } }).lastStep;
   if (!values.profile) {
-    for (let run = 0; run < 3; run++) decodeSamples.push(await decode(greedy));
+    for (let run = 0; run < 3; run++) {
+      decodeSamples.push(await decode(greedy));
+      recordSamples.push(recordMs);
+    }
     for (let run = 0; run < 3; run++) sampledSamples.push(await decode(sampled));
   }
   if (values.profile && backend instanceof WebGpuBackend) {
@@ -135,7 +148,7 @@ for (const { model: modelName, variant } of runs) {
     prefillMs: median(prefillSamples),
     decodeTokensPerS: median(decodeSamples),
     sampledDecodeTokensPerS: sampledSamples.length > 0 ? median(sampledSamples) : undefined,
-    decodeStep: stats ? { dispatches: stats.dispatches, totalMs: 1000 / median(decodeSamples) } : undefined,
+    decodeStep: stats ? { dispatches: stats.dispatches, totalMs: 1000 / median(decodeSamples), recordMs: recordSamples.length > 0 ? median(recordSamples) : undefined } : undefined,
   };
   model.dispose();
   backend.dispose();
@@ -148,8 +161,8 @@ for (const { model: modelName, variant } of runs) {
   results.push(row);
   const sampledRate = row.sampledDecodeTokensPerS as number | undefined;
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
-  const step = row.decodeStep as { dispatches: number; totalMs: number } | undefined;
-  if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches`);
+  const step = row.decodeStep as { dispatches: number; totalMs: number; recordMs?: number } | undefined;
+  if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);
 }
 
 console.log(`\nbatch 1, prompt ${promptTokens} tokens, ${newTokens} new tokens; ${results[0]?.backend}`);

@@ -212,6 +212,13 @@ export interface Backend {
    */
   matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean, input?: InputTransform): void;
   /**
+   * Whether a projection of one kind over `rows` rows of `inFeatures` normalises its input (InputNorm)
+   * inside its own dispatch — 'matmul' for matmul, matmulSplit and a low-rank layer's first step;
+   * 'blast' or 'monarch' (with `blocks`) for blockProject — so that a group of separate projections
+   * of one input hands each the norm instead of normalising it first in a dispatch of its own.
+   */
+  normsInside(kind: 'matmul' | 'blast' | 'monarch', rows: number, inFeatures: number, blocks?: number): boolean;
+  /**
    * One matmul whose output features are split over up to three tensors: `weight` holds the
    * concatenated rows of several projections of the same input (q|k|v, gate|up), and outs[i]
    * receives rows × widths[i]. One dispatch on the GPU instead of one per projection. With `rope`
@@ -249,6 +256,13 @@ export interface Backend {
    * layers: q, k, v), the outputs are then rotated and stored as matmulSplit's `rope` does it.
    */
   blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean, rope?: OutputRope): void;
+  /**
+   * Step 3 of one layer (as blockExpand, no residual) with its output features split evenly over
+   * `outs` (2 or 3: GPT-2's c_attn into q, k and v), written so by the expansion's own dispatch where
+   * the backend can (true); false, with nothing recorded, where it cannot — the caller then expands
+   * into one tensor and splits that. Absent where it never can.
+   */
+  blockExpandSplit?(outs: Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean): boolean;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */

@@ -16,6 +16,14 @@ export interface LinearLayer {
   forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void;
   /** out += layer(x) (or of x transformed, as forward): a residual connection, fused into the layer's last step where it can be. */
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void;
+  /** Whether forward normalises its input (InputNorm) inside its own first dispatch at this many rows (Backend.normsInside). */
+  normsInside(rows: number): boolean;
+  /**
+   * forward with the output features split evenly over `outs` (SplitOutputs: GPT-2's c_attn into q,
+   * k, v) where the layer's last step can write them so (true); otherwise the whole output into
+   * `whole` (false), for the caller to split. Absent where it never can.
+   */
+  forwardSplit?(outs: Tensor[], whole: Tensor, x: Tensor, rows: number, input?: InputTransform): boolean;
 }
 
 /** y = x Wᵀ + b with W stored (outFeatures × inFeatures). */
@@ -42,6 +50,10 @@ export class DenseLinear implements LinearLayer {
 
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
     this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, true, input);
+  }
+
+  normsInside(rows: number): boolean {
+    return this.backend.normsInside('matmul', rows, this.inFeatures);
   }
 }
 
@@ -110,6 +122,17 @@ export class LowRankLinear implements LinearLayer {
     const intermediate = this.project(x, rows, input);
     this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, true);
   }
+
+  /** Always split: the second matmul writes several outputs as any matmulSplit does. */
+  forwardSplit(outs: Tensor[], _whole: Tensor, x: Tensor, rows: number, input?: InputTransform): boolean {
+    const intermediate = this.project(x, rows, input);
+    this.backend.matmulSplit(outs, intermediate, this.u, this.bias, rows, this.rank, new Array(outs.length).fill(this.outFeatures / outs.length));
+    return true;
+  }
+
+  normsInside(rows: number): boolean {
+    return this.backend.normsInside('matmul', rows, this.inFeatures);
+  }
 }
 
 /** Refuses Monarch or BLAST factors (of `layers` stacked layers) that do not fit their shape. */
@@ -171,6 +194,17 @@ export class BlockLowRankLinear implements LinearLayer {
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
     const z = this.project(x, rows, input);
     this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch', true);
+  }
+
+  forwardSplit(outs: Tensor[], whole: Tensor, x: Tensor, rows: number, input?: InputTransform): boolean {
+    const z = this.project(x, rows, input);
+    if (this.backend.blockExpandSplit?.(outs, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch')) return true;
+    this.backend.blockExpand(whole, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch');
+    return false;
+  }
+
+  normsInside(rows: number): boolean {
+    return this.backend.normsInside(this.method, rows, this.inFeatures, this.shape.blocks);
   }
 }
 
@@ -275,40 +309,54 @@ export interface LinearGroup {
 }
 
 /**
- * Projections that cannot share one matrix (any of them in block low-rank form): one layer each.
- * A norm on their input runs once, into `normed` (shared by the model's groups, up to `maxRows`
- * rows), rather than once per projection.
+ * Projections of one input that cannot share one matrix (any of them in block low-rank form): one
+ * layer each, or for dense neighbours (Llama-3.2-1B's k and v beside a BLAST q) one matrix of their
+ * concatenated rows. A norm on their input goes into each member's own first dispatch where every
+ * member does that at these rows (Backend.normsInside: one row, on a GPU with subgroups), else runs
+ * once into `normed` (shared by the model's groups, up to `maxRows` rows) for all of them.
  */
 export class SeparateLinears implements LinearGroup {
   readonly parameters: number;
 
   constructor(
     private readonly backend: Backend,
-    readonly layers: LinearLayer[],
+    readonly members: (LinearLayer | ConcatenatedLinear)[],
     private readonly inFeatures: number,
     private readonly maxRows: number,
     private readonly normed = new SharedScratch(backend),
   ) {
-    this.parameters = layers.reduce((sum, layer) => sum + layer.parameters, 0);
+    this.parameters = members.reduce((sum, member) => sum + member.parameters, 0);
     normed.reserve(maxRows * inFeatures);
   }
 
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     let input = x;
-    if (inputNorm) {
+    let norm = inputNorm;
+    if (inputNorm && !this.members.every((member) => member.normsInside(rows))) {
       input = this.normed.get(this.maxRows * this.inFeatures);
       this.backend.rmsNorm(input, x, inputNorm.weight, rows, this.inFeatures, inputNorm.eps);
+      norm = undefined;
     }
-    this.layers.forEach((layer, i) => layer.forward(outs[i], input, rows));
+    let next = 0;
+    for (const member of this.members) {
+      if (member instanceof ConcatenatedLinear) {
+        member.forward(outs.slice(next, next + member.widths.length), input, rows, norm);
+        next += member.widths.length;
+      } else {
+        member.forward(outs[next++], input, rows, norm);
+      }
+    }
     if (rope) ropeOutputs(this.backend, outs, rows, rope);
   }
 }
 
 /**
  * One layer whose output features are several projections side by side, each `width` wide (GPT-2's
- * c_attn in block low-rank form: q | k | v): the layer writes `scratch` (up to `maxRows` rows), and
- * each projection's columns go to its tensor by gatherRows — the scratch's rows of k · width
- * values seen as k rows of width each, projection i's being rows i, k + i, 2k + i, …
+ * c_attn in block low-rank form: q | k | v): where the layer's last step can, it writes each
+ * projection's tensor itself (LinearLayer.forwardSplit: low-rank always, Monarch and BLAST on a GPU
+ * for decoding rows); elsewhere it writes `scratch` (up to `maxRows` rows), and each projection's
+ * columns go to its tensor by gatherRows — the scratch's rows of k · width values seen as k rows of
+ * width each, projection i's being rows i, k + i, 2k + i, …
  */
 export class SplitOutputs implements LinearGroup {
   readonly parameters: number;
@@ -335,8 +383,10 @@ export class SplitOutputs implements LinearGroup {
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     if (rows > this.maxRows) throw new RangeError(`split layer sized for ${this.maxRows} rows, given ${rows}`);
     const all = this.scratch.get(this.maxRows * this.layer.outFeatures);
-    this.layer.forward(all, x, rows, inputNorm);
-    this.indices.forEach((indices, i) => this.backend.gatherRows(outs[i], all, indices, rows, this.width));
+    let split = false;
+    if (this.layer.forwardSplit) split = this.layer.forwardSplit(outs, all, x, rows, inputNorm);
+    else this.layer.forward(all, x, rows, inputNorm);
+    if (!split) this.indices.forEach((indices, i) => this.backend.gatherRows(outs[i], all, indices, rows, this.width));
     if (rope) ropeOutputs(this.backend, outs, rows, rope);
   }
 }
@@ -366,6 +416,10 @@ export class ConcatenatedLinear implements LinearGroup {
   /** outs[i] (rows × widths[i]) = projection i of x, or of RMSNorm(x) · norm weight, rotated with `rope`. */
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm, rope);
+  }
+
+  normsInside(rows: number): boolean {
+    return this.backend.normsInside('matmul', rows, this.inFeatures);
   }
 
   forwardSwiglu(out: Tensor, up: Tensor, x: Tensor, rows: number, inputNorm?: InputNorm): boolean {

@@ -283,16 +283,22 @@ export class WeightReader {
 
   /**
    * Projections of one input (`prefixes`): as one matrix of their concatenated rows when all are
-   * dense (one matmul then computes all of them), else one layer each.
+   * dense (one matmul then computes all of them), else one layer each — dense neighbours still
+   * one matrix.
    */
   linearGroup(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): LinearGroup {
     const stacked = this.stackedBlocks(prefixes, inFeatures, widths, withBias);
     if (stacked) return stacked;
-    if (prefixes.some((p) => this.compressed && compressedLayer(this.compressed.config, p))) {
-      const layers = prefixes.map((p, i) => this.linear(p, inFeatures, widths[i], withBias));
-      return new SeparateLinears(this.backend, layers, inFeatures, this.compressed!.maxRows, this.normed);
+    const compressed = (p: string) => this.isCompressed(p);
+    if (!prefixes.some(compressed)) return this.linearConcat(prefixes, inFeatures, widths, withBias);
+    const members: (LinearLayer | ConcatenatedLinear)[] = [];
+    for (let i = 0; i < prefixes.length;) {
+      let end = i + 1;
+      while (!compressed(prefixes[i]) && end < prefixes.length && !compressed(prefixes[end])) end++;
+      members.push(end - i > 1 ? this.linearConcat(prefixes.slice(i, end), inFeatures, widths.slice(i, end), withBias) : this.linear(prefixes[i], inFeatures, widths[i], withBias));
+      i = end;
     }
-    return this.linearConcat(prefixes, inFeatures, widths, withBias);
+    return new SeparateLinears(this.backend, members, inFeatures, this.compressed!.maxRows, this.normed);
   }
 
   /**

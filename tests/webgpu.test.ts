@@ -12,7 +12,7 @@ import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
 import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { compressCheckpoint, GPT2_PROJECTIONS, PROJECTIONS } from '../models/compress.ts';
-import { BlockLowRankLinear, LowRankLinear, StackedBlockLinears, StackedLowRankLinears, type LinearGroup } from '../models/linear.ts';
+import { BlockLowRankLinear, ConcatenatedLinear, LowRankLinear, SeparateLinears, SplitOutputs, StackedBlockLinears, StackedLowRankLinears, type LinearGroup } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
@@ -306,6 +306,68 @@ describe.each([
       const fused = rows === 1 && method !== 'monarch' && (o / b) % headDim === 0 && ropeEpilogue();
       if (fused) expect(dispatches).toBe(2);
       else expect(dispatches).toBeGreaterThan(2);
+    });
+
+    // (Their own random stream, so the cases after them draw what they drew before these existed.)
+    const ownRng = new Rng(7);
+    const ownRandom = (n: number, scale = 1) => Float32Array.from({ length: n }, () => scale * ownRng.normal());
+
+    // Llama-3.2-1B's q|k|v: q in block low-rank form, k and v dense as one matrix (SeparateLinears);
+    // for one row each member normalises x itself where it can (the subgroup GEMV, BLAST's block
+    // projection), so no dispatch of its own runs the norm.
+    it.for<['monarch' | 'blast', number]>([['blast', 1], ['blast', 3], ['monarch', 1], ['blast', 40]])('separate %s q and dense k|v of RMSNorm(x), rows=%i: each projection as the CPU makes it (the norm inside each for one row where it can)', async ([method, rows], { skip }) => {
+      if (!gpu) return skip();
+      const i = 64, o = 32, kv = 16, r = 8, b = 4;
+      const shape = { inFeatures: i, outFeatures: o, rank: r, blocks: b };
+      const inner = ownRandom(b * r * (i / b)), outer = ownRandom(o * r), coupling = ownRandom(b * b * r), kvWeight = ownRandom(2 * kv * i, 0.2);
+      const x = ownRandom(rows * i), norm = ownRandom(i);
+      let normInside = false;
+      let gpuDispatches = 0;
+      const [g, c] = await both(async (be) => {
+        const q = new BlockLowRankLinear(be, method, be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'), method === 'blast' ? be.upload(coupling) : null, null, shape, rows);
+        const group = new SeparateLinears(be, [q, new ConcatenatedLinear(be, be.uploadMatrix(kvWeight, 2 * kv, i, 'k|v'), null, i, [kv, kv])], i, rows);
+        const outs = [be.allocate(rows * o), be.allocate(rows * kv), be.allocate(rows * kv)];
+        const xt = be.upload(x), nt = be.upload(norm);
+        const dispatches = await dispatchesOf(be, () => group.forward(outs, xt, rows, { weight: nt, eps: 1e-5 }));
+        if (be === gpu) {
+          gpuDispatches = dispatches;
+          normInside = be.normsInside('matmul', rows, i) && be.normsInside(method, rows, i, b);
+        }
+        return concat(await be.read(outs[0], rows * o), await be.read(outs[1], rows * kv), await be.read(outs[2], rows * kv));
+      });
+      if (gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16) expectCloseToLargest(g, c);
+      else expectClose(g, c, 1e-4);
+      expect(normInside).toBe(rows === 1 && method === 'blast' && gpu.gpu.features.subgroups);
+      if (normInside) expect(gpuDispatches).toBe(3); // q's two steps, k|v
+      else expect(gpuDispatches).toBeGreaterThan(3);
+    });
+
+    // GPT-2's c_attn in block low-rank form: one layer's outputs split into q, k and v — by the
+    // expansion itself for decoding rows on the subgroup GEMV (two dispatches), by gathers elsewhere;
+    // low-rank's second matmul always writes them split.
+    it.for<['lowrank' | 'monarch' | 'blast', number]>([['blast', 1], ['monarch', 3], ['lowrank', 1], ['blast', 40], ['monarch', 33], ['lowrank', 40]])('%s layer split three ways (GPT-2\'s c_attn), rows=%i: q, k and v as the CPU splits them', async ([method, rows], { skip }) => {
+      if (!gpu) return skip();
+      const i = 48, width = 24, o = 3 * width, r = 16, b = { lowrank: 1, monarch: 4, blast: 6 }[method];
+      const shape = { inFeatures: i, outFeatures: o, rank: r, blocks: b };
+      const inner = ownRandom(r * i), outer = ownRandom(o * r), coupling = ownRandom(b * b * r), bias = ownRandom(o);
+      const x = ownRandom(rows * i);
+      let gpuDispatches = 0;
+      const [g, c] = await both(async (be) => {
+        const layer = method === 'lowrank'
+          ? new LowRankLinear(be, be.uploadMatrix(inner, r, i, 'v'), be.uploadMatrix(outer, o, r, 'u'), be.upload(bias), i, o, r, rows)
+          : new BlockLowRankLinear(be, method, be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'), method === 'blast' ? be.upload(coupling) : null, be.upload(bias), shape, rows);
+        const group = new SplitOutputs(be, layer, width, 3, rows);
+        const outs = [be.allocate(rows * width), be.allocate(rows * width), be.allocate(rows * width)];
+        const xt = be.upload(x);
+        const dispatches = await dispatchesOf(be, () => group.forward(outs, xt, rows));
+        if (be === gpu) gpuDispatches = dispatches;
+        return concat(...(await Promise.all(outs.map((out) => be.read(out, rows * width)))));
+      });
+      if (gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16) expectCloseToLargest(g, c);
+      else expectClose(g, c, 1e-4);
+      if (method === 'lowrank') return;
+      if (gpu.gpu.features.subgroups && !gpu.matmulRoundsActivations(rows)) expect(gpuDispatches).toBe(2);
+      else expect(gpuDispatches).toBeGreaterThan(4); // the gathers
     });
 
     it.for<[number, number, number]>([[1, 48, 13], [1, 40, 1], [2, 48, 13], [1, 4104, 37], [40, 136, 19]])('matmulSwiglu rows=%i in=%i width=%i: silu(gate) ⊙ up of RMSNorm(x) (one dispatch for one row where the adapter has subgroups)', async ([rows, inFeatures, width], { skip }) => {

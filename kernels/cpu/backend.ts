@@ -130,6 +130,11 @@ export class CpuBackend implements Backend {
     return this.normScratch;
   }
 
+  /** Never: a norm here is a pass over x whatever runs it, so a group normalises once for all. */
+  normsInside(): boolean {
+    return false;
+  }
+
   matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform): void {
     ops.matmul(data(out), this.input(x, rows, inFeatures, input), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
   }

@@ -311,7 +311,9 @@ export class WebGpuBackend implements Backend {
   readonly description: string;
   private readonly device: GPUDevice;
   private readonly kernels = new Map<KernelName, Kernel>();
-  private readonly dynamicOffset = new Uint32Array(1);
+  /** The one dynamic offset of a dispatch's bind group: a plain array (bench/record-cost.ts: Dawn's
+   * binding takes it ~0.5 µs faster than a Uint32Array with a start and a length). */
+  private readonly dynamicOffset = [0];
   private currentPipeline: GPUComputePipeline | undefined;
   private readonly dummy: GPUBuffer;
   private readonly unusedOutputs: [GPUBuffer, GPUBuffer, GPUBuffer];
@@ -503,10 +505,11 @@ export class WebGpuBackend implements Backend {
     if (this.slotsUsed === ARENA_SLOTS) this.submit();
     const slot = this.slotsUsed++;
     const base = (slot * this.slotBytes) / 4;
-    words.forEach((w, i) => {
+    for (let i = 0; i < words.length; i++) {
+      const w = words[i];
       if (typeof w === 'number') this.arenaWords[base + i] = w;
       else this.arenaFloats[base + i] = w.f32;
-    });
+    }
     return slot * this.slotBytes;
   }
 
@@ -552,7 +555,7 @@ export class WebGpuBackend implements Backend {
       this.pass.setPipeline(kernel.pipeline);
       this.currentPipeline = kernel.pipeline;
     }
-    this.pass.setBindGroup(0, bindGroup, this.dynamicOffset, 0, 1);
+    this.pass.setBindGroup(0, bindGroup, this.dynamicOffset);
     const [x, y = 1, z = 1] = grid;
     if (x > 65535 || y > 65535 || z > 65535) throw new GpuError(`${name}: grid ${x}×${y}×${z} exceeds 65535 workgroups per dimension`);
     this.pass.dispatchWorkgroups(x, y, z);
@@ -612,6 +615,13 @@ export class WebGpuBackend implements Backend {
   /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
   matmulRoundsActivations(rows: number): boolean {
     return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmTensor');
+  }
+
+  /** One row only: the normed subgroup GEMV (recordMatmul), BLAST's normed block projection (blockProject). */
+  normsInside(kind: 'matmul' | 'blast' | 'monarch', rows: number, inFeatures: number, blocks = 1): boolean {
+    if (rows !== 1) return false;
+    if (kind === 'matmul') return inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1Normed');
+    return kind === 'blast' && this.blockSubgroupPath(inFeatures, blocks, true) && !this.blockTensorCores(rows, inFeatures / blocks, inFeatures);
   }
 
   matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform): void {
@@ -735,7 +745,7 @@ export class WebGpuBackend implements Backend {
     if (!f.isHalfMatrix) throw new GpuError('blockProject needs a factor from uploadMatrix');
     const { inFeatures: i, rank: r, blocks: b } = shape;
     const layers = shape.layers ?? 1;
-    const subgroupPath = this.kernels.has('blockGemv1') && (i / b) % 8 === 0 && (!coupling || b <= BLOCK_GEMV_MAX_BLAST_BLOCKS);
+    const subgroupPath = this.blockSubgroupPath(i, b, coupling !== null);
     const tensorCores = this.blockTensorCores(rows, i / b, i);
     // The subgroup kernel normalises BLAST's input itself (wgsl/block_gemv.wgsl NORMED: a BLAST
     // workgroup reads every block of x) and gates one row's (GATED); elsewhere that runs first.
@@ -807,14 +817,8 @@ export class WebGpuBackend implements Backend {
       }
       return;
     }
-    if (this.kernels.has('gemvSubgroup1Blocked') && r % 8 === 0 && (o / b) % 2 === 0) {
-      // The subgroup GEMV, each output block reading its block of z; every stacked layer in one
-      // dispatch, their outputs split by width.
-      const batch = gemvBatch(rows);
-      const buffers = [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(outs[0]).buffer,
-        outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1], this.dummy];
-      this.dispatch(gemvSubgroupName(batch, 'blocked'), [rows, r, layers * o, f.rowStrideHalves / ROW_ALIGN_HALVES, flags, o, layers > 1 ? o : 0, { f32: 0 }, o / b, b, strided ? 1 : 0],
-        buffers, [Math.ceil((layers * o) / 4), Math.ceil(rows / batch)]);
+    if (this.blockedGemv(rows, shape)) {
+      this.expandBlocked(outs, z, f, bias, rows, shape, strided, flags);
       return;
     }
     for (let layer = 0; layer < layers; layer++) {
@@ -827,6 +831,35 @@ export class WebGpuBackend implements Backend {
         this.dispatch('blockExpand', [rows, o, r, b, f.rowStrideHalves / 2, flags | (strided ? 4 : 0), layer, 0], buffersFor(layer), [Math.ceil(o / 64), rows]);
       }
     }
+  }
+
+  blockExpandSplit(outs: Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean): boolean {
+    const f = tensor(factor);
+    if ((shape.layers ?? 1) !== 1 || outs.length < 2 || outs.length > 3 || shape.outFeatures % outs.length !== 0 || !f.isHalfMatrix || !this.blockedGemv(rows, shape)) return false;
+    this.expandBlocked(outs, z, f, bias, rows, shape, strided, bias ? 1 : 0);
+    return true;
+  }
+
+  /** Whether step 3 runs on the blocked subgroup GEMV (wgsl/gemv_subgroup.wgsl BLOCKED): short of the tensor cores' rows. */
+  private blockedGemv(rows: number, shape: BlockShape): boolean {
+    const { outFeatures: o, rank: r, blocks: b } = shape;
+    return !this.blockTensorCores(rows, r, r) && this.kernels.has('gemvSubgroup1Blocked') && r % 8 === 0 && (o / b) % 2 === 0;
+  }
+
+  /**
+   * Step 3 on the blocked subgroup GEMV, each output block reading its block of z: every stacked
+   * layer in one dispatch, all output features (layers · outFeatures) split evenly over `outs` —
+   * one tensor per stacked layer, or one layer's features over several (blockExpandSplit).
+   */
+  private expandBlocked(outs: Tensor[], z: Tensor, f: GpuTensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, flags: number): void {
+    const { outFeatures: o, rank: r, blocks: b } = shape;
+    const all = (shape.layers ?? 1) * o;
+    const width = all / outs.length;
+    const batch = gemvBatch(rows);
+    const buffers = [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(outs[0]).buffer,
+      outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1], this.dummy];
+    this.dispatch(gemvSubgroupName(batch, 'blocked'), [rows, r, all, f.rowStrideHalves / ROW_ALIGN_HALVES, flags, width, outs.length > 1 ? width : 0, { f32: 0 }, o / b, b, strided ? 1 : 0],
+      buffers, [Math.ceil(all / 4), Math.ceil(rows / batch)]);
   }
 
   /**
@@ -846,6 +879,11 @@ export class WebGpuBackend implements Backend {
     this.dispatch('gemvPairedRopeBlocked', [rows, r, 3 * o, f.rowStrideHalves / ROW_ALIGN_HALVES, 0, o, o, { f32: 0 }, o / b, b, 0, ...pair.params],
       [tensor(z).buffer, f.buffer, this.dummy, ...outs.map((t) => tensor(t).buffer), this.dummy, ...pair.buffers], [Math.ceil((3 * o) / 4)]);
     return true;
+  }
+
+  /** Whether a block projection runs on wgsl/block_gemv.wgsl (short of the tensor cores' rows). */
+  private blockSubgroupPath(inFeatures: number, blocks: number, blast: boolean): boolean {
+    return this.kernels.has('blockGemv1') && (inFeatures / blocks) % 8 === 0 && (!blast || blocks <= BLOCK_GEMV_MAX_BLAST_BLOCKS);
   }
 
   /** Whether block GEMMs over this many rows run on tensor cores (they read x as vec4: K and its row stride multiples of 4). */
