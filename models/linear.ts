@@ -87,6 +87,8 @@ export class SharedScratch {
 export class LowRankLinear implements LinearLayer {
   readonly method = 'lowrank' as const;
   readonly parameters: number;
+  /** forwardSplit's output widths, made once. */
+  private splitWidths: number[] | undefined;
 
   constructor(
     private readonly backend: Backend,
@@ -126,7 +128,8 @@ export class LowRankLinear implements LinearLayer {
   /** Always split: the second matmul writes several outputs as any matmulSplit does. */
   forwardSplit(outs: Tensor[], _whole: Tensor, x: Tensor, rows: number, input?: InputTransform): boolean {
     const intermediate = this.project(x, rows, input);
-    this.backend.matmulSplit(outs, intermediate, this.u, this.bias, rows, this.rank, new Array(outs.length).fill(this.outFeatures / outs.length));
+    if (this.splitWidths?.length !== outs.length) this.splitWidths = new Array(outs.length).fill(this.outFeatures / outs.length);
+    this.backend.matmulSplit(outs, intermediate, this.u, this.bias, rows, this.rank, this.splitWidths);
     return true;
   }
 
@@ -312,7 +315,8 @@ export interface LinearGroup {
  * Projections of one input that cannot share one matrix (any of them in block low-rank form): one
  * layer each, or for dense neighbours (Llama-3.2-1B's k and v beside a BLAST q) one matrix of their
  * concatenated rows. A norm on their input goes into each member's own first dispatch where every
- * member does that at these rows (Backend.normsInside: one row, on a GPU with subgroups), else runs
+ * member does that at these rows (Backend.normsInside: on a GPU with subgroups, a dense matmul of
+ * one row, a BLAST projection short of the tensor cores' rows), else runs
  * once into `normed` (shared by the model's groups, up to `maxRows` rows) for all of them.
  */
 export class SeparateLinears implements LinearGroup {

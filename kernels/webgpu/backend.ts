@@ -617,10 +617,9 @@ export class WebGpuBackend implements Backend {
     return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmTensor');
   }
 
-  /** One row only: the normed subgroup GEMV (recordMatmul), BLAST's normed block projection (blockProject). */
+  /** The one-row normed subgroup GEMV (recordMatmul); BLAST's block projection short of the tensor cores (blockProject). */
   normsInside(kind: 'matmul' | 'blast' | 'monarch', rows: number, inFeatures: number, blocks = 1): boolean {
-    if (rows !== 1) return false;
-    if (kind === 'matmul') return inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1Normed');
+    if (kind === 'matmul') return rows === 1 && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1Normed');
     return kind === 'blast' && this.blockSubgroupPath(inFeatures, blocks, true) && !this.blockTensorCores(rows, inFeatures / blocks, inFeatures);
   }
 
@@ -670,10 +669,11 @@ export class WebGpuBackend implements Backend {
   private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, input?: InputTransform, stacked = false, paired?: Pairing): void {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
-    if (paired && !(decodeSubgroup && rows === 1 && input && isInputNorm(input))) throw new GpuError(`${paired.kernel} takes the one-row normed subgroup GEMV's matmuls only`);
+    const normInside = input !== undefined && isInputNorm(input) && this.normsInside('matmul', rows, inFeatures);
+    if (paired && !normInside) throw new GpuError(`${paired.kernel} takes the one-row normed subgroup GEMV's matmuls only`);
     // The tensor-core GEMM's x goes to f16 in a pass of its own, which normalises or gates it too.
     const halfInput = this.matmulRoundsActivations(rows) && inFeatures % 8 === 0;
-    if (input && !halfInput && !(decodeSubgroup && rows === 1 && isInputNorm(input))) {
+    if (input && !halfInput && !normInside) {
       // Only the one-row subgroup GEMV normalises its own input; elsewhere the norm runs first.
       // (Every workgroup normalises the rows it reads: for 4 output features per workgroup and 16
       // rows of 2048, the LM head re-read 4 GB of x, 7x slower than normalising once.) SwiGLU runs
@@ -749,7 +749,7 @@ export class WebGpuBackend implements Backend {
     const tensorCores = this.blockTensorCores(rows, i / b, i);
     // The subgroup kernel normalises BLAST's input itself (wgsl/block_gemv.wgsl NORMED: a BLAST
     // workgroup reads every block of x) and gates one row's (GATED); elsewhere that runs first.
-    const inHere = input && subgroupPath && !tensorCores && (isInputNorm(input) ? coupling !== null : rows === 1) ? input : undefined;
+    const inHere = input && (isInputNorm(input) ? coupling !== null && this.normsInside('blast', rows, i, b) : subgroupPath && !tensorCores && rows === 1) ? input : undefined;
     if (input && !inHere) x = this.transformInput(x, rows, i, input);
     const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
     if (tensorCores) {
