@@ -139,10 +139,12 @@ for (const { model: modelName, variant } of runs) {
   }
   cache.release();
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const weightBytes = model.parameters * 2;
+  // What the GPU holds and a step streams: the parameters and any padding of stacked groups (f16).
+  const weightBytes = (model.parameters + model.padding) * 2;
   const row: Record<string, unknown> = {
     model: name,
     parameters: model.parameters,
+    padding: model.padding,
     backend: backend.description,
     loadMs,
     prefillMs: median(prefillSamples),
@@ -160,6 +162,7 @@ for (const { model: modelName, variant } of runs) {
   row.weightBytesF16 = weightBytes;
   results.push(row);
   const sampledRate = row.sampledDecodeTokensPerS as number | undefined;
+  if (model.padding > 0) console.log(`  ${(model.padding / 1e6).toFixed(1)}M zero values pad stacked groups of different ranks (in the weight bytes)`);
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
   const step = row.decodeStep as { dispatches: number; totalMs: number; recordMs?: number } | undefined;
   if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);

@@ -151,6 +151,8 @@ export interface InputGate {
 /**
  * RoPE on a q|k|v matmul's outputs (matmulSplit's `rope`): q and k rotated as `rope` rotates them,
  * and with `store`, the rotated k rows and the v rows put in that cache layer as writeKV puts them.
+ * `parts` names outputs that are only q, or only k and v (separate projections of one input, as
+ * Llama-3.2-1B's BLAST q beside its dense k|v); absent, they are q, k and v.
  */
 export interface OutputRope {
   positions: IndexTensor;
@@ -159,6 +161,7 @@ export interface OutputRope {
   kvHeads: number;
   headDim: number;
   store?: { cache: KVCache; layer: number; pages: KVPages };
+  parts?: 'q' | 'kv';
 }
 
 /** What a matmul does to x as it reads it: RMS-normalise it (InputNorm) or gate it (InputGate). */
@@ -176,6 +179,13 @@ export interface Backend {
    * runs such collections itself (engine/collector.ts).
    */
   readonly leavesNativeGarbage: boolean;
+  /**
+   * Whether block low-rank projections of one input that differ only in rank (Llama-3.2-1B's gate
+   * at 512 beside up at 768) are loaded as one stacked group, the lower ranks padded with zero
+   * channels: fewer dispatches for a few more bytes, the trade a GPU wants (models/model.ts
+   * stackedBlocks); a CPU would only do the padding's arithmetic.
+   */
+  readonly stacksPaddedRanks: boolean;
 
   /** A read-only f32 tensor holding `data` (norm weights, biases, tables). */
   upload(data: Float32Array): Tensor;
@@ -190,6 +200,8 @@ export interface Backend {
    * on the same backend.
    */
   randomMatrix(rows: number, columns: number, scale: number, seed: number, name: string): Tensor;
+  /** Sets rows first .. first + count - 1 of a (rows × columns) matrix from uploadMatrix or randomMatrix to zero (a random stacked factor's padding). */
+  zeroRows(matrix: Tensor, columns: number, first: number, count: number): void;
   /** A scratch tensor, allocated once and reused every step. */
   allocate(elements: number): Tensor;
   createKVCache(shape: KVCacheShape): KVCache;
@@ -263,6 +275,18 @@ export interface Backend {
    * into one tensor and splits that. Absent where it never can.
    */
   blockExpandSplit?(outs: Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean): boolean;
+  /**
+   * matmulSplit with `rope` (no residual), the rotation and the cache store in the matmul's own
+   * dispatch, where the backend can (true); false, with nothing recorded, where it cannot. Absent
+   * where it never can.
+   */
+  matmulRope?(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm: InputNorm | undefined, rope: OutputRope): boolean;
+  /**
+   * blockExpand of one layer or of stacked ones (no bias, no residual) with `rope`, in the
+   * expansion's own dispatch, where the backend can (true); false, with nothing recorded, where it
+   * cannot. Absent where it never can.
+   */
+  blockExpandRope?(outs: Tensor[], z: Tensor, factor: Tensor, rows: number, shape: BlockShape, strided: boolean, rope: OutputRope): boolean;
   /** out = a + b, elementwise over `elements`. */
   add(out: Tensor, a: Tensor, b: Tensor, elements: number): void;
   /** out = silu(gate) · up. */
@@ -274,8 +298,9 @@ export interface Backend {
    * (rotate_half pairs i, i + headDim/2) by angle position · inverseFrequency[i]. `rotary` holds
    * the cosines (maxPositions × headDim/2), then as many sines. One dispatch for both on the GPU. With `store`, the rotated k
    * rows and the v rows then go into that cache layer as writeKV puts them (in the same dispatch).
+   * A null q or k is left out (the other's projection rotated it already).
    */
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void;
+  rope(q: Tensor | null, k: Tensor | null, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void;
   /** Stores rows of k and v (rows × kvHeads·headDim) at their positions in their pages of the cache's layer. */
   writeKV(cache: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void;
   /**
@@ -325,8 +350,10 @@ export interface IndexTensor {
   readonly elements: number;
 }
 
-/** `rope` applied to a q|k|v matmul's outputs (the unfused form of matmulSplit's `rope`). */
+/** `rope` applied to a q|k|v matmul's outputs (the unfused form of matmulSplit's `rope`): q, k, v; q alone; or k and v (rope.parts). */
 export function ropeOutputs(backend: Backend, outs: Tensor[], rows: number, rope: OutputRope): void {
-  const store = rope.store ? { ...rope.store, v: outs[2] } : undefined;
-  backend.rope(outs[0], outs[1], rope.positions, rope.rotary, rows, rope.heads, rope.kvHeads, rope.headDim, store);
+  const q = rope.parts === 'kv' ? null : outs[0];
+  const k = rope.parts === 'q' ? null : outs[rope.parts === 'kv' ? 0 : 1];
+  const store = rope.store && k ? { ...rope.store, v: outs[rope.parts === 'kv' ? 1 : 2] } : undefined;
+  backend.rope(q, k, rope.positions, rope.rotary, rows, rope.heads, rope.kvHeads, rope.headDim, store);
 }

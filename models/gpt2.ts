@@ -60,6 +60,7 @@ export function readGpt2Layer(weights: WeightReader, config: ModelConfig, l: num
 
 export class Gpt2Model extends DecoderModel {
   readonly parameters: number;
+  readonly padding: number;
   private readonly tokenEmbedding: Tensor;
   private readonly positionEmbedding: Tensor;
   private readonly layers: Gpt2Layer[];
@@ -82,6 +83,7 @@ export class Gpt2Model extends DecoderModel {
       ? new DenseLinear(backend, this.tokenEmbedding, null, H, vocabSize)
       : weights.linear(names.lmHead, H, vocabSize, false);
     this.parameters = weights.parameters;
+    this.padding = weights.padding;
     this.attentionShape = { heads, kvHeads: heads, headDim, scale: 1 / Math.sqrt(headDim) };
 
     this.buffers = new StepBuffers(backend, config, maxStepTokens, maxSequences, { gatedMlp: false });

@@ -24,6 +24,12 @@ export interface LinearLayer {
    * `whole` (false), for the caller to split. Absent where it never can.
    */
   forwardSplit?(outs: Tensor[], whole: Tensor, x: Tensor, rows: number, input?: InputTransform): boolean;
+  /**
+   * forward of q alone, or of k and v, with `rope` (its `parts` says which), rotated (and k, v
+   * stored) in the layer's last dispatch where the backend can: true; false where it wrote `out`
+   * as forward does, for the caller to rotate. Absent where it never can. (SeparateLinears.)
+   */
+  forwardRope?(out: Tensor, x: Tensor, rows: number, inputNorm: InputNorm | undefined, rope: OutputRope): boolean;
 }
 
 /** y = x Wᵀ + b with W stored (outFeatures × inFeatures). */
@@ -89,6 +95,8 @@ export class LowRankLinear implements LinearLayer {
   readonly parameters: number;
   /** forwardSplit's output widths, made once. */
   private splitWidths: number[] | undefined;
+  /** forwardRope's expansion: the layer as a block low-rank one of one block, made once. */
+  private expandShape: BlockShape | undefined;
 
   constructor(
     private readonly backend: Backend,
@@ -123,6 +131,15 @@ export class LowRankLinear implements LinearLayer {
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
     const intermediate = this.project(x, rows, input);
     this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, true);
+  }
+
+  /** The second step as a block low-rank expansion of one block (which takes RoPE in its epilogue) where the backend can. */
+  forwardRope(out: Tensor, x: Tensor, rows: number, inputNorm: InputNorm | undefined, rope: OutputRope): boolean {
+    const intermediate = this.project(x, rows, inputNorm);
+    this.expandShape ??= { inFeatures: this.inFeatures, outFeatures: this.outFeatures, rank: this.rank, blocks: 1 };
+    if (!this.bias && this.backend.blockExpandRope?.([out], intermediate, this.u, rows, this.expandShape, false, rope)) return true;
+    this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures);
+    return false;
   }
 
   /** Always split: the second matmul writes several outputs as any matmulSplit does. */
@@ -197,6 +214,14 @@ export class BlockLowRankLinear implements LinearLayer {
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
     const z = this.project(x, rows, input);
     this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch', true);
+  }
+
+  forwardRope(out: Tensor, x: Tensor, rows: number, inputNorm: InputNorm | undefined, rope: OutputRope): boolean {
+    const z = this.project(x, rows, inputNorm);
+    const strided = this.method === 'monarch';
+    if (!this.bias && this.backend.blockExpandRope?.([out], z, this.outer, rows, this.shape, strided, rope)) return true;
+    this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, strided);
+    return false;
   }
 
   forwardSplit(outs: Tensor[], whole: Tensor, x: Tensor, rows: number, input?: InputTransform): boolean {
@@ -341,16 +366,31 @@ export class SeparateLinears implements LinearGroup {
       this.backend.rmsNorm(input, x, inputNorm.weight, rows, this.inFeatures, inputNorm.eps);
       norm = undefined;
     }
+    // With RoPE (outs are q, k, v): a member that is q alone, or k|v, rotates its own outputs in
+    // its last dispatch where it can; one rope dispatch then does whatever none of them did.
+    let rotatedQ = false;
+    let rotatedKV = false;
     let next = 0;
     for (const member of this.members) {
-      if (member instanceof ConcatenatedLinear) {
-        member.forward(outs.slice(next, next + member.widths.length), input, rows, norm);
-        next += member.widths.length;
+      const count = member instanceof ConcatenatedLinear ? member.widths.length : 1;
+      const parts = !rope ? undefined : next === 0 && count === 1 ? 'q' : next === 1 && count === 2 ? 'kv' : undefined;
+      if (rope && parts && member.forwardRope) {
+        const partRope = { ...rope, parts } as const;
+        const rotated = member instanceof ConcatenatedLinear ? member.forwardRope(outs.slice(next, next + count), input, rows, norm, partRope)
+          : member.forwardRope(outs[next], input, rows, norm, partRope);
+        if (rotated && parts === 'q') rotatedQ = true;
+        if (rotated && parts === 'kv') rotatedKV = true;
+      } else if (member instanceof ConcatenatedLinear) {
+        member.forward(outs.slice(next, next + count), input, rows, norm);
       } else {
-        member.forward(outs[next++], input, rows, norm);
+        member.forward(outs[next], input, rows, norm);
       }
+      next += count;
     }
-    if (rope) ropeOutputs(this.backend, outs, rows, rope);
+    if (!rope || (rotatedQ && rotatedKV)) return;
+    if (rotatedQ) ropeOutputs(this.backend, outs.slice(1), rows, { ...rope, parts: 'kv' });
+    else if (rotatedKV) ropeOutputs(this.backend, outs.slice(0, 1), rows, { ...rope, parts: 'q' });
+    else ropeOutputs(this.backend, outs, rows, rope);
   }
 }
 
@@ -420,6 +460,13 @@ export class ConcatenatedLinear implements LinearGroup {
   /** outs[i] (rows × widths[i]) = projection i of x, or of RMSNorm(x) · norm weight, rotated with `rope`. */
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm, rope);
+  }
+
+  /** forward with `rope` (outs are q, k|v or q|k|v: rope.parts) in the matmul's dispatch where the backend can (true); else plain, for the caller to rotate (false). */
+  forwardRope(outs: Tensor[], x: Tensor, rows: number, inputNorm: InputNorm | undefined, rope: OutputRope): boolean {
+    if (this.backend.matmulRope?.(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm, rope)) return true;
+    this.backend.matmulSplit(outs, x, this.weight, this.bias, rows, this.inFeatures, this.widths, inputNorm);
+    return false;
   }
 
   normsInside(rows: number): boolean {

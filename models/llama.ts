@@ -37,6 +37,7 @@ export const llamaNames = {
 
 export class LlamaModel extends DecoderModel {
   readonly parameters: number;
+  readonly padding: number;
   private readonly embedding: Tensor;
   private readonly layers: LlamaLayer[];
   private readonly finalNorm: Tensor;
@@ -57,6 +58,7 @@ export class LlamaModel extends DecoderModel {
       ? new DenseLinear(backend, this.embedding, null, H, vocabSize)
       : weights.linear(llamaNames.lmHead, H, vocabSize, false);
     this.parameters = weights.parameters;
+    this.padding = weights.padding;
 
     const tables = ropeTables(ropeInverseFrequencies(config), config.maxPositions);
     this.rotary = backend.upload(concatenate([tables.cos, tables.sin]));

@@ -81,6 +81,8 @@ export interface CausalLM {
   /** Positions per block of the paged KV cache. */
   readonly blockSize: number;
   readonly parameters: number;
+  /** Zero values held beside the parameters (stacked groups of different ranks padded to one: WeightReader.padding). */
+  readonly padding: number;
   /** A paged KV cache of `blocks` blocks for up to `sequences` sequences at once. */
   createKVCache(blocks: number, sequences: number): KVCache;
   /**
@@ -118,6 +120,7 @@ export abstract class DecoderModel implements CausalLM {
   abstract readonly maxStepTokens: number;
   abstract readonly maxSequences: number;
   abstract readonly parameters: number;
+  abstract readonly padding: number;
   readonly blockSize = KV_BLOCK_SIZE;
   protected abstract readonly buffers: StepBuffers;
 
@@ -215,6 +218,8 @@ function makesMatricesOnDevice(source: TensorSource): source is DeviceTensorSour
 /** Reads named tensors from a checkpoint, checking each against the shape the config implies. */
 export class WeightReader {
   parameters = 0;
+  /** Zero values stored beyond the checkpoint's parameters: stacked groups padded to one rank (stackedBlocks). */
+  padding = 0;
   private loadedBytes = 0;
   /** The intermediate every block low-rank layer of the model writes, one buffer for all. */
   private readonly scratch: SharedScratch;
@@ -302,41 +307,62 @@ export class WeightReader {
   }
 
   /**
-   * Block low-rank projections of one input that share their method, shape, rank and blocks (and
-   * have no bias), stacked into one group (StackedBlockLinears; StackedLowRankLinears for
-   * low-rank); undefined otherwise.
+   * Block low-rank projections of one input that share their method, shape and blocks (and have no
+   * bias), stacked into one group (StackedBlockLinears; StackedLowRankLinears for low-rank);
+   * undefined otherwise. Low-rank and BLAST members of different ranks stack too where the backend
+   * wants it (Backend.stacksPaddedRanks) and the padding stays within PADDED_RANKS_LIMIT: each is
+   * padded to the largest rank with channels that contribute nothing (zero rows of V, zero columns
+   * of U, zero coupling), which leaves every output as it was. (Monarch's permutation depends on
+   * the rank: its members stack at one rank only.)
    */
   private stackedBlocks(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): StackedBlockLinears | StackedLowRankLinears | undefined {
     if (!this.compressed || withBias || prefixes.length < 2 || prefixes.length > 3 || widths.some((w) => w !== widths[0])) return undefined;
     const specs = prefixes.map((p) => compressedLayer(this.compressed!.config, p));
     const first = specs[0];
-    if (!first || specs.some((s) => !s || s.method !== first.method || s.rank !== first.rank || s.blocks !== first.blocks || s.inputBlocks !== undefined)) return undefined;
-    const { method, rank: r, blocks: b } = first;
+    if (!first || specs.some((s) => !s || s.method !== first.method || s.blocks !== first.blocks || s.inputBlocks !== undefined)) return undefined;
+    const { method, blocks: b } = first;
+    const ranks = specs.map((s) => s!.rank);
+    const r = Math.max(...ranks);
+    const L = prefixes.length;
+    if (ranks.some((rank) => rank !== r)) {
+      if (method === 'monarch' || !this.backend.stacksPaddedRanks) return undefined;
+      if (L * r > PADDED_RANKS_LIMIT * ranks.reduce((a, c) => a + c, 0)) return undefined;
+    }
     const o = widths[0];
     if (inFeatures % b !== 0 || o % b !== 0 || (method === 'monarch' && r % b !== 0)) return undefined; // linear() explains
-    const L = prefixes.length;
-    // Each layer's factor, checked against its shape, then all of them as one matrix of their rows.
-    const stack = (suffix: string, shape: number[], columns: number): Tensor => {
-      const names = prefixes.map((p) => `${p}.${suffix}`);
-      const rows = (L * shape.reduce((a, c) => a * c, 1)) / columns;
+    // Each layer's factor, checked against its shape at its own rank (`shapeAt`, whose `axis` is the
+    // rank), padded with zeros along that axis to rank r, then all of them as one matrix of their rows.
+    const template = prefixes[ranks.indexOf(r)];
+    const stack = (suffix: string, shapeAt: (rank: number) => number[], axis: number): Tensor => {
+      const full = shapeAt(r);
+      const columns = full[full.length - 1];
+      const rows = (L * full.reduce((a, c) => a * c, 1)) / columns;
       if (makesMatricesOnDevice(this.source)) {
-        names.forEach((name) => this.checkShape(name, shape));
-        this.parameters += rows * columns;
-        return this.source.createMatrix(this.backend, names[0], rows);
+        prefixes.forEach((p, m) => this.checkShape(`${p}.${suffix}`, shapeAt(ranks[m])));
+        this.parameters += ranks.reduce((sum, rank) => sum + shapeAt(rank).reduce((a, c) => a * c, 1), 0);
+        const matrix = this.source.createMatrix(this.backend, `${template}.${suffix}`, rows);
+        // A random factor's padding: the channels past a member's rank are made zero through its V
+        // (low-rank; a row each) or its coupling (BLAST, read below), so they add nothing.
+        if (method === 'lowrank' && suffix === 'V') {
+          ranks.forEach((rank, m) => { if (rank < r) this.backend.zeroRows(matrix, columns, m * r + rank, r - rank); });
+        }
+        return matrix;
       }
-      return this.backend.uploadMatrix(concatenate(names.map((name) => this.read(name, shape))), rows, columns, `${names.join('+')}`);
+      const values = prefixes.map((p, m) => padAxis(this.read(`${p}.${suffix}`, shapeAt(ranks[m])), shapeAt(ranks[m]), axis, r));
+      return this.backend.uploadMatrix(concatenate(values), rows, columns, `${prefixes.map((p) => `${p}.${suffix}`).join('+')}`);
     };
+    this.padding += ranks.reduce((sum, rank) => sum + (r - rank) * (method === 'blast' ? inFeatures + o + b * b : inFeatures + o), 0);
     const shape = { inFeatures, outFeatures: o, rank: r, blocks: b };
     const maxRows = this.compressed.maxRows;
     if (method === 'lowrank') {
-      return new StackedLowRankLinears(this.backend, stack('V', [r, inFeatures], inFeatures), stack('U', [o, r], r), inFeatures, o, r, L, maxRows, this.scratch);
+      return new StackedLowRankLinears(this.backend, stack('V', (k) => [k, inFeatures], 0), stack('U', (k) => [o, k], 1), inFeatures, o, r, L, maxRows, this.scratch);
     }
     if (method === 'monarch') {
-      return new StackedBlockLinears(this.backend, method, stack('W1', [b, r, inFeatures / b], inFeatures / b), stack('W2', [b, o / b, r], r), null, shape, L, maxRows, this.scratch);
+      return new StackedBlockLinears(this.backend, method, stack('W1', (k) => [b, k, inFeatures / b], 1), stack('W2', (k) => [b, o / b, k], 2), null, shape, L, maxRows, this.scratch);
     }
-    const inner = stack('C', [b, r, inFeatures / b], inFeatures / b);
-    const outer = stack('B', [b, o / b, r], r);
-    const coupling = this.backend.upload(concatenate(prefixes.map((p) => this.read(`${p}.D`, [b, b, r]))));
+    const inner = stack('C', (k) => [b, k, inFeatures / b], 1);
+    const outer = stack('B', (k) => [b, o / b, k], 2);
+    const coupling = this.backend.upload(concatenate(prefixes.map((p, m) => padAxis(this.read(`${p}.D`, [b, b, ranks[m]]), [b, b, ranks[m]], 2, r))));
     return new StackedBlockLinears(this.backend, method, inner, outer, coupling, shape, L, maxRows, this.scratch);
   }
 
@@ -615,5 +641,23 @@ export function concatenate(parts: Float32Array[]): Float32Array {
     out.set(part, offset);
     offset += part.length;
   }
+  return out;
+}
+
+/**
+ * How much larger than its members a stacked group of different ranks may be once padded (the
+ * padded group's channels over theirs). Llama-3.2-1B's gate (512) and up (768) come to 1.2: ~5 MB
+ * more a layer to stream (~1.4 µs at an H200's 3.8 TB/s) for two dispatches fewer (each ~2.7 µs of
+ * GPU barrier and ~7 µs of CPU to record: bench/RESULTS.md).
+ */
+const PADDED_RANKS_LIMIT = 1.25;
+
+/** `values` of `shape`, with dimension `axis` zero-padded at its end to `size`. */
+export function padAxis(values: Float32Array, shape: number[], axis: number, size: number): Float32Array {
+  if (shape[axis] === size) return values;
+  const outer = shape.slice(0, axis).reduce((a, c) => a * c, 1);
+  const inner = shape.slice(axis + 1).reduce((a, c) => a * c, 1);
+  const out = new Float32Array(outer * size * inner);
+  for (let i = 0; i < outer; i++) out.set(values.subarray(i * shape[axis] * inner, (i + 1) * shape[axis] * inner), i * size * inner);
   return out;
 }

@@ -11,9 +11,10 @@ import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { blrToDense, type BlrFactors } from '../kernels/cpu/blr.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { loadModel } from '../models/load.ts';
-import { StackedBlockLinears, StackedLowRankLinears } from '../models/linear.ts';
+import { SeparateLinears, StackedBlockLinears, StackedLowRankLinears } from '../models/linear.ts';
 import { WeightReader } from '../models/model.ts';
-import { loadRandomModel, tensorPlan } from '../models/random.ts';
+import { loadRandomModel, RandomTensorSource, tensorPlan } from '../models/random.ts';
+import type { Tensor } from '../kernels/backend.ts';
 import { transpose } from '../kernels/cpu/ops.ts';
 import { compressCheckpoint, GPT2_PROJECTIONS } from '../models/compress.ts';
 import type { ModelDirectory } from '../weights/model-directory.ts';
@@ -103,19 +104,19 @@ function writeCheckpoint(name: string, config: Record<string, unknown>, replacem
   return directory;
 }
 
-function load(directory: string) {
+function load(directory: string, backend = new CpuBackend()) {
   const config = JSON.parse(fs.readFileSync(path.join(directory, 'config.json'), 'utf8'));
   const modelDirectory = { path: directory, config, openTensors: () => ShardedSafetensors.openDirectory(directory) } as unknown as ModelDirectory;
-  return loadModel(modelDirectory, new CpuBackend(), { maxStepTokens: 8 });
+  return loadModel(modelDirectory, backend, { maxStepTokens: 8 });
 }
 
-async function logits(directory: string): Promise<{ logits: Float32Array[]; parameters: number }> {
-  const model = load(directory);
+async function logits(directory: string, backend?: CpuBackend): Promise<{ logits: Float32Array[]; parameters: number; padding: number }> {
+  const model = load(directory, backend);
   const cache = model.createCache(12);
   const prompt = Int32Array.of(5, 17, 3, 90, 41, 8, 8, 60, 2, 33); // two chunks of up to 8 rows
   const first = Float32Array.from(await model.forward(cache, prompt.subarray(0, 8), 0));
   const second = Float32Array.from(await model.forward(cache, prompt.subarray(8), 8));
-  return { logits: [first, second], parameters: model.parameters };
+  return { logits: [first, second], parameters: model.parameters, padding: model.padding };
 }
 
 function denseWeights(): Map<string, Float32Array> {
@@ -169,6 +170,74 @@ describe('block low-rank checkpoints', () => {
     expect(reader.linearGroup([`${l0}.mlp.gate_proj`, `${l0}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(StackedBlockLinears);
     expect(reader.linearGroup([`${l1}.mlp.gate_proj`, `${l1}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(StackedLowRankLinears);
     expect(reader.linearGroup([`${l1}.self_attn.q_proj`, `${l1}.self_attn.k_proj`, `${l1}.self_attn.v_proj`], 32, [32, 16, 16], false)).not.toBeInstanceOf(StackedBlockLinears);
+  });
+
+  it('gate|up of different ranks stack padded to the larger rank where the backend asks (BLAST and low-rank; Monarch, or padding past the limit, stay apart) and give the dense twin\'s logits', async () => {
+    const dense = denseWeights();
+    const l0 = 'model.layers.0', l1 = 'model.layers.1';
+    const replacements = [
+      replacement(`${l0}.mlp.gate_proj`, 'blast', 32, 48, 5, 4),
+      replacement(`${l0}.mlp.up_proj`, 'blast', 32, 48, 6, 4),
+      replacement(`${l1}.mlp.gate_proj`, 'lowrank', 32, 48, 4, 1),
+      replacement(`${l1}.mlp.up_proj`, 'lowrank', 32, 48, 5, 1),
+      replacement(`${l1}.self_attn.k_proj`, 'monarch', 32, 16, 4, 4),
+      replacement(`${l1}.self_attn.v_proj`, 'monarch', 32, 16, 8, 4),
+    ];
+    const blrLayers = Object.fromEntries(replacements.map((r) => [r.module, { method: r.factors.method, rank: r.rank, blocks: r.blocks }]));
+    const directory = writeCheckpoint('padded', { ...BASE, blr_layers: blrLayers }, replacements, dense, false);
+    const padding = new CpuBackend({ stacksPaddedRanks: true });
+    const padded = await logits(directory, padding);
+    const apart = await logits(directory);
+    const twin = await logits(writeCheckpoint('padded-twin', BASE, replacements, dense, true));
+    expectSameLogits(padded.logits, twin.logits);
+    expectSameLogits(apart.logits, twin.logits);
+    // The checkpoint's parameters either way; the zeros counted apart: gate's one BLAST channel
+    // (32 + 48 + 4² values) and low-rank's one (32 + 48).
+    expect(padded.parameters).toBe(apart.parameters);
+    expect(padded.padding).toBe(32 + 48 + 16 + 32 + 48);
+    expect(apart.padding).toBe(0);
+    const config = parseModelConfig({ ...BASE, blr_layers: blrLayers });
+    const reader = (backend: CpuBackend) => new WeightReader(ShardedSafetensors.openDirectory(directory), backend, undefined, { config, maxRows: 4 });
+    expect(reader(padding).linearGroup([`${l0}.mlp.gate_proj`, `${l0}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(StackedBlockLinears);
+    expect(reader(padding).linearGroup([`${l1}.mlp.gate_proj`, `${l1}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(StackedLowRankLinears);
+    expect(reader(padding).linearGroup([`${l1}.self_attn.k_proj`, `${l1}.self_attn.v_proj`], 32, [16, 16], false)).toBeInstanceOf(SeparateLinears);
+    expect(reader(new CpuBackend()).linearGroup([`${l0}.mlp.gate_proj`, `${l0}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(SeparateLinears);
+    // Past the limit (ranks 2 and 6: 12 channels for 8) they stay apart.
+    const far = [replacement(`${l0}.mlp.gate_proj`, 'blast', 32, 48, 2, 4), replacement(`${l0}.mlp.up_proj`, 'blast', 32, 48, 6, 4)];
+    const farLayers = Object.fromEntries(far.map((r) => [r.module, { method: r.factors.method, rank: r.rank, blocks: r.blocks }]));
+    const farDirectory = writeCheckpoint('padded-far', { ...BASE, blr_layers: farLayers }, far, dense, false);
+    const farReader = new WeightReader(ShardedSafetensors.openDirectory(farDirectory), padding, undefined, { config: parseModelConfig({ ...BASE, blr_layers: farLayers }), maxRows: 4 });
+    expect(farReader.linearGroup([`${l0}.mlp.gate_proj`, `${l0}.mlp.up_proj`], 32, [48, 48], false)).toBeInstanceOf(SeparateLinears);
+  });
+
+  it('random models pad as checkpoints do: the channels past a member\'s rank are zero where they would count (low-rank V, BLAST coupling)', async () => {
+    for (const method of ['lowrank', 'blast'] as const) {
+      const b = method === 'blast' ? 4 : 1;
+      const config = {
+        ...BASE, blr_layers: Object.fromEntries(['model.layers.0', 'model.layers.1'].flatMap((l) => [
+          [`${l}.mlp.gate_proj`, { method, rank: 4, blocks: b }],
+          [`${l}.mlp.up_proj`, { method, rank: 5, blocks: b }],
+        ])),
+      };
+      const backend = new CpuBackend({ stacksPaddedRanks: true });
+      const model = loadRandomModel(config, backend, { maxStepTokens: 8 });
+      expect(model.padding, method).toBe(2 * (method === 'blast' ? 32 + 48 + 16 : 32 + 48));
+      const logits = await model.forward(model.createCache(8), Int32Array.of(5, 17, 3, 90), 0);
+      expect(logits.every(Number.isFinite)).toBe(true);
+      // The group's own factors: gate's fifth channel (index 4 of 5) is zero wherever it would count.
+      const group = new WeightReader(new RandomTensorSource(config, 0), backend, undefined, { config: parseModelConfig(config), maxRows: 4 })
+        .linearGroup(['model.layers.0.mlp.gate_proj', 'model.layers.0.mlp.up_proj'], 32, [48, 48], false) as unknown as Record<string, Tensor>;
+      if (method === 'lowrank') {
+        const v = await backend.read(group.v, 2 * 5 * 32);
+        expect(Array.from(v.subarray(4 * 32, 5 * 32)).every((x) => x === 0)).toBe(true);
+        expect(Array.from(v.subarray(9 * 32, 10 * 32)).some((x) => x !== 0)).toBe(true);
+      } else {
+        const s = await backend.read(group.coupling, 2 * b * b * 5);
+        // (b × b pairs of blocks for gate, then for up: only gate's are padding.)
+        for (let pair = 0; pair < b * b; pair++) expect(s[pair * 5 + 4], `gate pair ${pair}`).toBe(0);
+        for (let pair = b * b; pair < 2 * b * b; pair++) expect(s[pair * 5 + 4], `up pair ${pair}`).not.toBe(0);
+      }
+    }
   });
 
   it('the BLAST authors\' format (blast_llama: target_modules, blast_rank per projection, blocks, indices) gives its dense twin\'s logits', async () => {

@@ -243,13 +243,13 @@ describe.each([
      * RoPE and the KV cache store, on the GPU and the CPU: q, k, v, then attention over the cache
      * (which reads the stored k and v back), joined; and how many dispatches the GPU recorded.
      */
-    async function ropeCase(rows: number, inFeatures: number, heads: number, kvHeads: number, headDim: number, project: QkvProjection) {
+    async function ropeCase(rows: number, inFeatures: number, heads: number, kvHeads: number, headDim: number, project: QkvProjection, draw = random) {
       const kvWidth = kvHeads * headDim;
       const first = 13; // positions 0..12 hold earlier keys and values, written the separate way
       const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 500 ** ((2 * i) / headDim));
       const { cos, sin } = ropeTables(inv, 40);
-      const x = random(rows * inFeatures, 2), norm = random(inFeatures);
-      const earlierK = random(first * kvWidth), earlierV = random(first * kvWidth);
+      const x = draw(rows * inFeatures, 2), norm = draw(inFeatures);
+      const earlierK = draw(first * kvWidth), earlierV = draw(first * kvWidth);
       const layout = pagedLayout([first + rows], 4);
       const widths = [heads * headDim, kvWidth, kvWidth];
       let dispatches = 0;
@@ -340,6 +340,29 @@ describe.each([
       expect(normInside).toBe(rows === 1 && method === 'blast' && gpu.gpu.features.subgroups);
       if (normInside) expect(gpuDispatches).toBe(3); // q's two steps, k|v
       else expect(gpuDispatches).toBeGreaterThan(3);
+    });
+
+    // The same with RoPE and GQA: the q member rotates q in its expansion's epilogue, the k|v matmul
+    // rotates k and stores k and v in its own, where they can (one row; not Monarch's strided q,
+    // whose q one rope dispatch then rotates, nor several rows, where one rope dispatch does all).
+    it.for<['lowrank' | 'monarch' | 'blast', number]>([['blast', 1], ['lowrank', 1], ['monarch', 1], ['blast', 3]])('separate %s q and dense k|v with RoPE (GQA), rows=%i: rotated and stored as the CPU does (in each member\'s last dispatch where it can)', async ([method, rows], { skip }) => {
+      if (!gpu) return skip();
+      const heads = 4, kvHeads = 2, headDim = 8, i = 32, r = 8, b = method === 'lowrank' ? 1 : 2;
+      const o = heads * headDim, kv = kvHeads * headDim;
+      const shape = { inFeatures: i, outFeatures: o, rank: r, blocks: b };
+      const inner = ownRandom(r * i), outer = ownRandom(o * r), coupling = ownRandom(b * b * r), kvWeight = ownRandom(2 * kv * i, 0.2);
+      const { g, c, dispatches } = await ropeCase(rows, i, heads, kvHeads, headDim, (be, outs, x, norm, rope) => {
+        const q = method === 'lowrank'
+          ? new LowRankLinear(be, be.uploadMatrix(inner, r, i, 'v'), be.uploadMatrix(outer, o, r, 'u'), null, i, o, r, rows)
+          : new BlockLowRankLinear(be, method, be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'), method === 'blast' ? be.upload(coupling) : null, null, shape, rows);
+        new SeparateLinears(be, [q, new ConcatenatedLinear(be, be.uploadMatrix(kvWeight, 2 * kv, i, 'k|v'), null, i, [kv, kv])], i, rows).forward(outs, x, rows, norm, rope);
+      }, ownRandom);
+      expectClose(g, c, 1e-4);
+      // q's two dispatches (the norm inside the first) and k|v's one, RoPE in both; Monarch: its norm
+      // first, no epilogue for either (the k|v GEMV pairs only with the norm inside), one rope.
+      if (rows === 1 && method !== 'monarch' && ropeEpilogue()) expect(dispatches).toBe(3);
+      else if (rows === 1 && method === 'monarch' && ropeEpilogue()) expect(dispatches).toBe(5);
+      else expect(dispatches).toBeGreaterThan(3);
     });
 
     // GPT-2's c_attn in block low-rank form: one layer's outputs split into q, k and v — by the
@@ -712,6 +735,22 @@ describe.each([
       expect(new Set(c).size).toBeGreaterThan(50);
     });
 
+    it('zeroRows zeroes a random matrix\'s rows after its fill, before the next kernel reads it', async ({ skip }) => {
+      if (!gpu) return skip();
+      const [g, c] = await both(async (be) => {
+        const ids = be.allocateIndices(13);
+        be.uploadIndices(ids, Int32Array.from({ length: 13 }, (_, i) => i));
+        const matrix = be.randomMatrix(13, 21, 0.5, 99, 'random');
+        be.zeroRows(matrix, 21, 3, 5);
+        const rows = be.allocate(13 * 21);
+        be.gatherRows(rows, matrix, ids, 13, 21);
+        return be.read(rows, 13 * 21);
+      });
+      expectClose(g, c, 1e-3);
+      expect(Array.from(g.subarray(3 * 21, 8 * 21)).every((v) => v === 0)).toBe(true);
+      expect(Array.from(g.subarray(0, 3 * 21)).concat(Array.from(g.subarray(8 * 21))).every((v) => v !== 0)).toBe(true);
+    });
+
     it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties, in rows', async ([count], { skip }) => {
       if (!gpu) return skip();
       // Three rows of logits (rows of an odd count are not 16-byte aligned); the last two are taken.
@@ -879,6 +918,36 @@ describe.each([
     };
     const onGpu = await run(gpu);
     const onCpu = await run(new CpuBackend({ matrixPrecision: 'f16' }));
+    expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
+    expect(onGpu.ids).toEqual(onCpu.ids);
+  });
+
+  // Llama-3.2-1B's layout (ANCHORS §1) on a tiny GQA model: q and o compressed, k and v dense, gate
+  // at a lower rank than up and down. On the GPU q rotates in its expansion and k|v in their matmul,
+  // and gate|up load as one group padded to up's rank (Backend.stacksPaddedRanks); the CPU keeps
+  // them apart and ropes in one dispatch of its own.
+  it.for(['blast', 'lowrank'] as const)('llama3-style compressed to %s as Llama-3.2-1B is (gate at a lower rank) gives the CPU backend\'s logits and greedy tokens', async (method, { skip }) => {
+    if (!gpu) return skip();
+    const directory = path.join(tempDirectory('blr-webgpu-'), `llama3-1b-layout-${method}`);
+    await compressCheckpoint(tinyModelDirectory('llama3-style'), directory, {
+      method, blocks: 4, projections: ['q', 'o', 'gate', 'up', 'down'], rank: { q: 16, o: 16, gate: 16, up: 24, down: 24 }, iterations: 3,
+    });
+    const model = readModelDirectory(directory);
+    const prompt = model.tokenizer.encode('def add(a, b):\n    return a + b  # a sum of two numbers, and some more text to fill a chunk');
+    const run = async (backend: Backend) => {
+      const lm = loadModel(model, backend, { maxStepTokens: 16 });
+      const generator = new Generator(lm, model.tokenizer, model.eosTokenIds);
+      const cache = lm.createCache(prompt.length);
+      let logits = new Float32Array(0);
+      for (let start = 0; start < prompt.length; start += 16) logits = Float32Array.from(await lm.forward(cache, Int32Array.from(prompt.slice(start, start + 16)), start));
+      cache.release();
+      const result = await generator.generate({ promptIds: prompt, maxTokens: 12, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
+      return { logits, ids: result.ids, padding: lm.padding };
+    };
+    const onGpu = await run(gpu);
+    const onCpu = await run(new CpuBackend({ matrixPrecision: 'f16' }));
+    expect(onGpu.padding).toBe(2 * 8 * (64 + 96 + (method === 'blast' ? 16 : 0)));
+    expect(onCpu.padding).toBe(0);
     expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
     expect(onGpu.ids).toEqual(onCpu.ids);
   });

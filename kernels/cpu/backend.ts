@@ -65,11 +65,14 @@ export interface CpuBackendOptions {
    * exact oracle for GPU results. Default 'f32'.
    */
   matrixPrecision?: 'f32' | 'f16';
+  /** Backend.stacksPaddedRanks (false unless set: tests load the GPU's padded groups with it). */
+  stacksPaddedRanks?: boolean;
 }
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   readonly leavesNativeGarbage = false;
+  readonly stacksPaddedRanks: boolean;
   readonly description: string;
   private readonly attentionScratch = { scores: new Float32Array(0), slots: new Int32Array(0) };
   private normScratch = new Float32Array(0);
@@ -77,6 +80,7 @@ export class CpuBackend implements Backend {
 
   constructor(options: CpuBackendOptions = {}) {
     this.roundToHalf = options.matrixPrecision === 'f16';
+    this.stacksPaddedRanks = options.stacksPaddedRanks ?? false;
     this.description = `CPU (${os.cpus()[0]?.model?.trim() ?? 'unknown'}, TypeScript ${this.roundToHalf ? 'f16-rounded weights, f32 math' : 'f32 kernels'}, one thread)`;
   }
 
@@ -91,6 +95,12 @@ export class CpuBackend implements Backend {
 
   randomMatrix(rows: number, columns: number, scale: number, seed: number): Tensor {
     return this.uploadMatrix(ops.randomNormalMatrix(rows, columns, scale, seed), rows, columns);
+  }
+
+  zeroRows(matrix: Tensor, columns: number, first: number, count: number): void {
+    const values = data(matrix);
+    if ((first + count) * columns > values.length) throw new RangeError(`rows ${first}..${first + count - 1} of ${columns} columns lie past a matrix of ${values.length} values`);
+    values.fill(0, first * columns, (first + count) * columns);
   }
 
   allocate(elements: number): Tensor {
@@ -198,13 +208,13 @@ export class CpuBackend implements Backend {
     ops.gelu(data(out), data(x), elements);
   }
 
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
+  rope(q: Tensor | null, k: Tensor | null, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
     const table = data(rotary);
     const cos = table.subarray(0, table.length / 2);
     const sin = table.subarray(table.length / 2);
-    ops.rope(data(q), indices(positions), cos, sin, rows, heads, headDim);
-    ops.rope(data(k), indices(positions), cos, sin, rows, kvHeads, headDim);
-    if (store) this.writeKV(store.cache, store.layer, k, store.v, positions, store.pages, rows);
+    if (q) ops.rope(data(q), indices(positions), cos, sin, rows, heads, headDim);
+    if (k) ops.rope(data(k), indices(positions), cos, sin, rows, kvHeads, headDim);
+    if (store && k) this.writeKV(store.cache, store.layer, k, store.v, positions, store.pages, rows);
   }
 
   writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void {

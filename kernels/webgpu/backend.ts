@@ -308,6 +308,7 @@ export class DeviceErrors {
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu' as const;
   readonly leavesNativeGarbage = true;
+  readonly stacksPaddedRanks = true;
   readonly description: string;
   private readonly device: GPUDevice;
   private readonly kernels = new Map<KernelName, Kernel>();
@@ -317,6 +318,8 @@ export class WebGpuBackend implements Backend {
   private currentPipeline: GPUComputePipeline | undefined;
   private readonly dummy: GPUBuffer;
   private readonly unusedOutputs: [GPUBuffer, GPUBuffer, GPUBuffer];
+  /** unusedOutputs[0] as a tensor: the empty q of a k|v matmul with RoPE (matmulRope). */
+  private readonly unusedOutput: GpuTensor;
   private readonly gemmTile: GemmTile | undefined;
   private gemmPartials: GPUBuffer | undefined;
   private halfScratch: GPUBuffer | undefined;
@@ -357,6 +360,7 @@ export class WebGpuBackend implements Backend {
     this.dummy = this.createBuffer(16, GPUBufferUsage.STORAGE);
     // Distinct buffers: one buffer may not fill two writable bindings of a dispatch.
     this.unusedOutputs = [this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE)];
+    this.unusedOutput = new GpuTensor(this.unusedOutputs[0], 0);
     this.gemmTile = tensorCoreTile(gpu.features, this.device.limits);
   }
 
@@ -459,12 +463,22 @@ export class WebGpuBackend implements Backend {
     if (rows * stride * 2 > this.device.limits.maxStorageBufferBindingSize) {
       throw new GpuError(`${name}: ${rows}×${columns} in f16 is more than this adapter binds at once`);
     }
-    const buffer = this.createBuffer(rows * stride * 2, GPUBufferUsage.STORAGE);
+    const buffer = this.createBuffer(rows * stride * 2, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     const words = (rows * stride) / 2;
     const groups = Math.ceil(words / 256);
     const gridX = Math.min(groups, 65535);
     this.dispatch('randomMatrix', [rows, columns, stride / 2, seed >>> 0, { f32: scale }, gridX * 256, 0, 0], [buffer], [gridX, Math.ceil(groups / gridX)]);
     return new GpuTensor(buffer, rows * columns, stride);
+  }
+
+  zeroRows(matrix: Tensor, columns: number, first: number, count: number): void {
+    const t = tensor(matrix);
+    if (!t.isHalfMatrix || t.elements % columns !== 0 || first + count > t.elements / columns) throw new GpuError(`zeroRows: rows ${first}..${first + count - 1} of a ${t.elements}-value matrix of ${columns} columns`);
+    // Recorded in order with the dispatches (randomMatrix's fill among them): between two passes.
+    this.pass?.end();
+    this.pass = undefined;
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.clearBuffer(t.buffer, first * t.rowStrideHalves * 2, count * t.rowStrideHalves * 2);
   }
 
   allocate(elements: number): Tensor {
@@ -545,7 +559,7 @@ export class WebGpuBackend implements Backend {
       this.pass = this.encoder.beginComputePass({ timestampWrites: this.profiler.next(name) });
       this.currentPipeline = undefined;
     } else if (!this.pass) {
-      this.encoder = this.device.createCommandEncoder();
+      this.encoder ??= this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
       this.currentPipeline = undefined;
     }
@@ -628,16 +642,27 @@ export class WebGpuBackend implements Backend {
   }
 
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm, rope?: OutputRope): void {
-    const store = rope?.store;
-    // RoPE in the GEMV's epilogue: q|k|v whole heads, one row, and a cache to store k and v in.
-    const fused = rope && store && this.pairs(rows, inFeatures, inputNorm, 'gemvPairedRope') && rope.headDim % 2 === 0 && widths.length === 3
-      && widths[0] === rope.heads * rope.headDim && widths[1] === rope.kvHeads * rope.headDim && widths[2] === widths[1];
-    if (!fused) {
-      this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm);
-      if (rope) ropeOutputs(this, outs, rows, rope);
-      return;
-    }
-    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm, false, { kernel: 'gemvPairedRope', ...this.ropePairFields(rope, store) });
+    if (rope && this.matmulRope(outs, x, weight, bias, rows, inFeatures, widths, inputNorm, rope)) return;
+    this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm);
+    if (rope) ropeOutputs(this, outs, rows, rope);
+  }
+
+  /**
+   * RoPE in the GEMV's epilogue (the one-row normed subgroup GEMV, paired): whole heads, a cache
+   * to store k and v in, and outputs that are q|k|v, q alone, or k|v (rope.parts). k|v go to the
+   * epilogue as the k and v of a q|k|v whose q is empty (width0 0, out0 a placeholder).
+   */
+  matmulRope(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm: InputNorm | undefined, rope: OutputRope): boolean {
+    const store = rope.store;
+    if (!store || rope.headDim % 2 !== 0 || !this.pairs(rows, inFeatures, inputNorm, 'gemvPairedRope')) return false;
+    const q = rope.heads * rope.headDim;
+    const kv = rope.kvHeads * rope.headDim;
+    const expected = rope.parts === 'q' ? [q] : rope.parts === 'kv' ? [kv, kv] : [q, kv, kv];
+    if (widths.length !== expected.length || widths.some((w, i) => w !== expected[i])) return false;
+    const pairing = { kernel: 'gemvPairedRope' as const, ...this.ropePairFields(rope, store) };
+    if (rope.parts === 'kv') this.recordMatmul([this.unusedOutput, ...outs], x, weight, bias, rows, inFeatures, [0, ...widths], false, inputNorm, false, pairing);
+    else this.recordMatmul(outs, x, weight, bias, rows, inFeatures, widths, false, inputNorm, false, pairing);
+    return true;
   }
 
   /** What the RoPE pair epilogue (wgsl/common/gemv_pair_rope.wgsl) takes: params from pair_span on, bindings 8–12. */
@@ -796,7 +821,7 @@ export class WebGpuBackend implements Backend {
   blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false, rope?: OutputRope): void {
     if (rope) {
       const outs = Array.isArray(out) ? out : [out];
-      if (bias || !this.expandRope(outs, z, factor, rows, shape, strided, accumulate, rope)) {
+      if (bias || accumulate || !this.blockExpandRope(outs, z, factor, rows, shape, strided, rope)) {
         this.blockExpand(out, z, factor, bias, rows, shape, strided, accumulate);
         ropeOutputs(this, outs, rows, rope);
       }
@@ -863,21 +888,29 @@ export class WebGpuBackend implements Backend {
   }
 
   /**
-   * Step 3 of stacked q|k|v block low-rank layers (BLAST, low-rank; no bias) for one row with RoPE
-   * and the KV cache store in its epilogue (the blocked subgroup GEMV, paired), where it applies;
-   * false where it does not (Monarch's strided outputs, a head split over blocks, GQA's narrower k
-   * and v).
+   * Step 3 of block low-rank q|k|v (three stacked layers), q alone, or k|v (two stacked; rope.parts)
+   * — BLAST or low-rank, no bias — for one row with RoPE and the KV cache store in its epilogue (the
+   * blocked subgroup GEMV, paired), where it applies; false where it does not (Monarch's strided
+   * outputs, a head split over blocks, stacked layers of different widths: GQA's narrower k and v
+   * stacked with q).
    */
-  private expandRope(outs: Tensor[], z: Tensor, factor: Tensor, rows: number, shape: BlockShape, strided: boolean, accumulate: boolean, rope: OutputRope): boolean {
+  blockExpandRope(outs: Tensor[], z: Tensor, factor: Tensor, rows: number, shape: BlockShape, strided: boolean, rope: OutputRope): boolean {
     const { outFeatures: o, rank: r, blocks: b } = shape;
     const { headDim, store } = rope;
-    if (!store || rows !== 1 || strided || accumulate || shape.layers !== 3 || outs.length !== 3 || !this.kernels.has('gemvPairedRopeBlocked')) return false;
-    if (r % 8 !== 0 || headDim % 2 !== 0 || (o / b) % headDim !== 0 || o !== rope.heads * headDim || o !== rope.kvHeads * headDim) return false;
+    const layers = shape.layers ?? 1;
+    const expected = rope.parts === 'q' ? 1 : rope.parts === 'kv' ? 2 : 3;
+    if (!store || rows !== 1 || strided || layers !== expected || outs.length !== layers || !this.kernels.has('gemvPairedRopeBlocked')) return false;
+    if (r % 8 !== 0 || headDim % 2 !== 0 || (o / b) % headDim !== 0) return false;
+    if ((rope.parts !== 'kv' && o !== rope.heads * headDim) || (rope.parts !== 'q' && o !== rope.kvHeads * headDim)) return false;
     const f = tensor(factor);
     if (!f.isHalfMatrix) return false; // (blockExpand says why)
     const pair = this.ropePairFields(rope, store);
-    this.dispatch('gemvPairedRopeBlocked', [rows, r, 3 * o, f.rowStrideHalves / ROW_ALIGN_HALVES, 0, o, o, { f32: 0 }, o / b, b, 0, ...pair.params],
-      [tensor(z).buffer, f.buffer, this.dummy, ...outs.map((t) => tensor(t).buffer), this.dummy, ...pair.buffers], [Math.ceil((3 * o) / 4)]);
+    // k|v as the k and v of a q|k|v whose q is empty (width0 0, out0 a placeholder).
+    const targets = rope.parts === 'kv' ? [this.unusedOutputs[2], ...outs.map((t) => tensor(t).buffer)] : outs.map((t) => tensor(t).buffer);
+    while (targets.length < 3) targets.push(this.unusedOutputs[targets.length - 1]);
+    const [width0, width1] = rope.parts === 'kv' ? [0, o] : rope.parts === 'q' ? [o, 0] : [o, o];
+    this.dispatch('gemvPairedRopeBlocked', [rows, r, layers * o, f.rowStrideHalves / ROW_ALIGN_HALVES, 0, width0, width1, { f32: 0 }, o / b, b, 0, ...pair.params],
+      [tensor(z).buffer, f.buffer, this.dummy, ...targets, this.dummy, ...pair.buffers], [Math.ceil((layers * o) / 4)]);
     return true;
   }
 
@@ -950,14 +983,18 @@ export class WebGpuBackend implements Backend {
     this.elementwise(2, out, x, null, elements);
   }
 
-  rope(q: Tensor, k: Tensor, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
-    const c = store ? kvCache(store.cache) : undefined;
+  rope(q: Tensor | null, k: Tensor | null, positions: IndexTensor, rotary: Tensor, rows: number, heads: number, kvHeads: number, headDim: number, store?: KVStore): void {
+    const c = store && k ? kvCache(store.cache) : undefined;
     const cacheBuffers = c && store
       ? [indexTensor(store.pages).buffer, tensor(store.v).buffer, c.keys[store.layer], c.values[store.layer]]
       : [this.dummy, this.dummy, this.unusedOutputs[0], this.unusedOutputs[1]];
-    this.dispatch('rope', [rows, heads, kvHeads, headDim, c ? 1 : 0, c?.blockSize ?? 1, c?.slots ?? 0, rotary.elements / 2],
-      [tensor(q).buffer, tensor(k).buffer, indexTensor(positions).buffer, tensor(rotary).buffer, ...cacheBuffers],
-      [Math.ceil(headDim / 2 / 64), heads + kvHeads, rows]);
+    // A part left out has no heads (the grid's y covers q's heads, then k's); its binding a placeholder.
+    const qHeads = q ? heads : 0;
+    const kHeads = k ? kvHeads : 0;
+    if (qHeads + kHeads === 0) return;
+    this.dispatch('rope', [rows, qHeads, kHeads, headDim, c ? 1 : 0, c?.blockSize ?? 1, c?.slots ?? 0, rotary.elements / 2],
+      [q ? tensor(q).buffer : this.unusedOutputs[2], k ? tensor(k).buffer : this.unusedOutputs[2], indexTensor(positions).buffer, tensor(rotary).buffer, ...cacheBuffers],
+      [Math.ceil(headDim / 2 / 64), qHeads + kHeads, rows]);
   }
 
   writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void {
@@ -1048,7 +1085,7 @@ export class WebGpuBackend implements Backend {
   }
 
   flush(): void {
-    if (this.pass || this.slotsUsed > 0) this.submit();
+    if (this.pass || this.encoder || this.slotsUsed > 0) this.submit();
   }
 
   async read(source: Tensor, elements: number): Promise<Float32Array> {
