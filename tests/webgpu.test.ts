@@ -896,6 +896,23 @@ describe.each([
     });
   });
 
+  /**
+   * The model in `directory` on `backend`: the logits after `text` (in chunks of 16 tokens), then
+   * 12 greedy tokens after it, and the zeros its stacked groups were padded with.
+   */
+  async function promptAndGenerate(directory: string, text: string, backend: Backend) {
+    const model = readModelDirectory(directory);
+    const prompt = model.tokenizer.encode(text);
+    const lm = loadModel(model, backend, { maxStepTokens: 16 });
+    const generator = new Generator(lm, model.tokenizer, model.eosTokenIds);
+    const cache = lm.createCache(prompt.length);
+    let logits = new Float32Array(0);
+    for (let start = 0; start < prompt.length; start += 16) logits = Float32Array.from(await lm.forward(cache, Int32Array.from(prompt.slice(start, start + 16)), start));
+    cache.release();
+    const result = await generator.generate({ promptIds: prompt, maxTokens: 12, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
+    return { logits, ids: result.ids, padding: lm.padding };
+  }
+
   // stories260K and the tiny GPT-2 with every projection in block low-rank form (as `blr compress`
   // writes it): the WebGPU backend runs them (two prefill chunks, then decode steps) as the CPU
   // backend does. GPT-2's c_attn is one block low-rank layer split into q, k and v.
@@ -904,20 +921,9 @@ describe.each([
     const directory = path.join(tempDirectory('blr-webgpu-'), `${name}-${method}`);
     const gpt2 = name === 'gpt2-style';
     await compressCheckpoint(gpt2 ? tinyModelDirectory(name) : DEFAULT_MODEL, directory, { method, blocks: 4, ratio: 0.6, projections: gpt2 ? [...GPT2_PROJECTIONS] : [...PROJECTIONS], iterations: 3 });
-    const model = readModelDirectory(directory);
-    const prompt = model.tokenizer.encode('Once upon a time, a little dog found a big red ball in the park.');
-    const run = async (backend: Backend) => {
-      const lm = loadModel(model, backend, { maxStepTokens: 16 });
-      const generator = new Generator(lm, model.tokenizer, model.eosTokenIds);
-      const cache = lm.createCache(prompt.length);
-      let logits = new Float32Array(0);
-      for (let start = 0; start < prompt.length; start += 16) logits = Float32Array.from(await lm.forward(cache, Int32Array.from(prompt.slice(start, start + 16)), start));
-      cache.release();
-      const result = await generator.generate({ promptIds: prompt, maxTokens: 12, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
-      return { logits, ids: result.ids };
-    };
-    const onGpu = await run(gpu);
-    const onCpu = await run(new CpuBackend({ matrixPrecision: 'f16' }));
+    const text = 'Once upon a time, a little dog found a big red ball in the park.';
+    const onGpu = await promptAndGenerate(directory, text, gpu);
+    const onCpu = await promptAndGenerate(directory, text, new CpuBackend({ matrixPrecision: 'f16' }));
     expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
     expect(onGpu.ids).toEqual(onCpu.ids);
   });
@@ -932,20 +938,9 @@ describe.each([
     await compressCheckpoint(tinyModelDirectory('llama3-style'), directory, {
       method, blocks: 4, projections: ['q', 'o', 'gate', 'up', 'down'], rank: { q: 16, o: 16, gate: 16, up: 24, down: 24 }, iterations: 3,
     });
-    const model = readModelDirectory(directory);
-    const prompt = model.tokenizer.encode('def add(a, b):\n    return a + b  # a sum of two numbers, and some more text to fill a chunk');
-    const run = async (backend: Backend) => {
-      const lm = loadModel(model, backend, { maxStepTokens: 16 });
-      const generator = new Generator(lm, model.tokenizer, model.eosTokenIds);
-      const cache = lm.createCache(prompt.length);
-      let logits = new Float32Array(0);
-      for (let start = 0; start < prompt.length; start += 16) logits = Float32Array.from(await lm.forward(cache, Int32Array.from(prompt.slice(start, start + 16)), start));
-      cache.release();
-      const result = await generator.generate({ promptIds: prompt, maxTokens: 12, sampling: { ...GREEDY, seed: 0 }, ignoreEos: true });
-      return { logits, ids: result.ids, padding: lm.padding };
-    };
-    const onGpu = await run(gpu);
-    const onCpu = await run(new CpuBackend({ matrixPrecision: 'f16' }));
+    const text = 'def add(a, b):\n    return a + b  # a sum of two numbers, and some more text to fill a chunk';
+    const onGpu = await promptAndGenerate(directory, text, gpu);
+    const onCpu = await promptAndGenerate(directory, text, new CpuBackend({ matrixPrecision: 'f16' }));
     expect(onGpu.padding).toBe(2 * 8 * (64 + 96 + (method === 'blast' ? 16 : 0)));
     expect(onCpu.padding).toBe(0);
     expect(maxRelativeError(onGpu.logits, onCpu.logits)).toBeLessThan(1e-4);
