@@ -653,7 +653,7 @@ export function concatenate(parts: Float32Array[]): Float32Array {
 const PADDED_RANKS_LIMIT = 1.25;
 
 /** `values` of `shape`, with dimension `axis` zero-padded at its end to `size`. */
-export function padAxis(values: Float32Array, shape: number[], axis: number, size: number): Float32Array {
+function padAxis(values: Float32Array, shape: number[], axis: number, size: number): Float32Array {
   if (shape[axis] === size) return values;
   const outer = shape.slice(0, axis).reduce((a, c) => a * c, 1);
   const inner = shape.slice(axis + 1).reduce((a, c) => a * c, 1);
