@@ -135,9 +135,14 @@ export interface BlockShape {
   layers?: number;
 }
 
+/**
+ * RMSNorm(x) · weight per row; with `bias`, LayerNorm instead: (x − mean) / sqrt(var + eps) ·
+ * weight + bias (GPT-2's ln_1, ln_2, ln_f ahead of the matmul that reads them).
+ */
 export interface InputNorm {
   weight: Tensor;
   eps: number;
+  bias?: Tensor;
 }
 
 /**
@@ -164,10 +169,19 @@ export interface OutputRope {
   parts?: 'q' | 'kv';
 }
 
+/**
+ * What a matmul does to each result as it stores it, after the bias and before a residual add:
+ * 'gelu' is GPT-2's gelu_new (tanh form), as `gelu` makes it. In the GPU's matmul epilogue where
+ * the kernel has one, otherwise a pass after it.
+ */
+export type OutputActivation = 'gelu';
+
 /** What a matmul does to x as it reads it: RMS-normalise it (InputNorm) or gate it (InputGate). */
 export type InputTransform = InputNorm | InputGate;
 
 export const isInputNorm = (input: InputTransform): input is InputNorm => 'weight' in input;
+/** A LayerNorm (an InputNorm with a bias), which only kernels that say so take inside. */
+export const isLayerNorm = (input: InputTransform | undefined): input is InputNorm & { bias: Tensor } => input !== undefined && isInputNorm(input) && input.bias !== undefined;
 
 export interface Backend {
   readonly name: 'cpu' | 'webgpu';
@@ -220,9 +234,9 @@ export interface Backend {
    * out (rows × outFeatures) = x (rows × inFeatures) · weightᵀ + bias; with `accumulate`,
    * out += x · weightᵀ + bias instead (a residual connection in the matmul's epilogue); with
    * `input`, x is first RMS-normalised per row and scaled by the norm weight (InputNorm), or the
-   * input is silu(x) ⊙ up (InputGate).
+   * input is silu(x) ⊙ up (InputGate); with `activation`, each result goes through it first.
    */
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean, input?: InputTransform): void;
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate?: boolean, input?: InputTransform, activation?: OutputActivation): void;
   /**
    * Whether a projection of one kind over `rows` rows of `inFeatures` normalises its input (InputNorm)
    * inside its own dispatch — 'matmul' for matmul, matmulSplit and a low-rank layer's first step;
@@ -265,9 +279,10 @@ export interface Backend {
    * feature a·(outFeatures/blocks) + p, or p·blocks + a when `strided` (Monarch); `accumulate`
    * adds to out instead (a residual connection). Stacked layers (shape.layers > 1) write one tensor
    * each, `out` being that many (up to 3), without bias or residual; with `rope` (three stacked
-   * layers: q, k, v), the outputs are then rotated and stored as matmulSplit's `rope` does it.
+   * layers: q, k, v), the outputs are then rotated and stored as matmulSplit's `rope` does it; with
+   * `activation` (one layer, no `rope`), each result goes through it before any residual add.
    */
-  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean, rope?: OutputRope): void;
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate?: boolean, rope?: OutputRope, activation?: OutputActivation): void;
   /**
    * Step 3 of one layer (as blockExpand, no residual) with its output features split evenly over
    * `outs` (2 or 3: GPT-2's c_attn into q, k and v), written so by the expansion's own dispatch where

@@ -92,29 +92,28 @@ export class Gpt2Model extends DecoderModel {
   protected record(cache: KVCache, step: StepPlan): void {
     const be = this.backend;
     const b = this.buffers;
-    const { hiddenSize: H, intermediateSize: I, normEps: eps } = this.config;
+    const { hiddenSize: H, normEps: eps } = this.config;
     const { rows, tokenIds, positions, pages } = step;
 
     be.gatherRows(b.hidden, this.tokenEmbedding, tokenIds, rows, H);
     be.gatherRows(b.projected, this.positionEmbedding, positions, rows, H);
     be.add(b.hidden, b.hidden, b.projected, rows * H);
+    // Each LayerNorm goes to the matmul that reads it (an InputNorm with a bias): inside the GEMV
+    // for one row on a GPU with subgroups, a pass of its own elsewhere.
+    const norm = (n: { weight: Tensor; bias: Tensor }) => ({ weight: n.weight, bias: n.bias, eps });
     this.layers.forEach((layer, l) => {
-      be.layerNorm(b.normed, b.hidden, layer.norm1.weight, layer.norm1.bias, rows, H, eps);
-      layer.qkv.forward([b.q, b.k, b.v], b.normed, rows);
+      layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, norm(layer.norm1));
       be.writeKV(cache, l, b.k, b.v, positions, pages, rows);
       for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length);
       layer.attentionProjection.forwardAdd(b.hidden, b.attended, rows);
 
-      be.layerNorm(b.normed, b.hidden, layer.norm2.weight, layer.norm2.bias, rows, H, eps);
-      layer.fc.forward(b.mlp, b.normed, rows);
-      be.gelu(b.mlp, b.mlp, rows * I);
+      layer.fc.forward(b.mlp, b.hidden, rows, norm(layer.norm2), 'gelu');
       layer.mlpProjection.forwardAdd(b.hidden, b.mlp, rows);
     });
     const outputs = step.outputs.length;
     if (outputs === 0) return;
     be.gatherRows(b.lastHidden, b.hidden, step.outputRows, outputs, H);
-    be.layerNorm(b.lastNormed, b.lastHidden, this.finalNorm.weight, this.finalNorm.bias, outputs, H, eps);
-    this.lmHead.forward(b.logits, b.lastNormed, outputs);
+    this.lmHead.forward(b.logits, b.lastHidden, outputs, norm(this.finalNorm));
   }
 }
 

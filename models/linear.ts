@@ -1,6 +1,6 @@
 // One interface for every linear layer; the checkpoint decides which implementation a projection
 // gets, and the model never asks.
-import { type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, type OutputRope, ropeOutputs, type Tensor } from '../kernels/backend.ts';
+import { type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isLayerNorm, type OutputActivation, type OutputRope, ropeOutputs, type Tensor } from '../kernels/backend.ts';
 
 export type LinearMethod = 'dense' | 'lowrank' | 'monarch' | 'blast';
 
@@ -11,9 +11,10 @@ export interface LinearLayer {
   readonly parameters: number;
   /**
    * out (rows × outFeatures) = layer(x (rows × inFeatures)), or layer(RMSNorm(x) · norm weight), or
-   * layer(silu(x) ⊙ up) (`input`: kernels/backend.ts InputTransform).
+   * layer(silu(x) ⊙ up) (`input`: kernels/backend.ts InputTransform); with `activation`, each
+   * output through it (GPT-2's c_fc and its GELU), in the layer's last step where the backend can.
    */
-  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void;
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform, activation?: OutputActivation): void;
   /** out += layer(x) (or of x transformed, as forward): a residual connection, fused into the layer's last step where it can be. */
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void;
   /** Whether forward normalises its input (InputNorm) inside its own first dispatch at this many rows (Backend.normsInside). */
@@ -50,8 +51,8 @@ export class DenseLinear implements LinearLayer {
     this.parameters = inFeatures * outFeatures + (bias ? outFeatures : 0);
   }
 
-  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
-    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, false, input);
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform, activation?: OutputActivation): void {
+    this.backend.matmul(out, x, this.weight, this.bias, rows, this.inFeatures, this.outFeatures, false, input, activation);
   }
 
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
@@ -123,9 +124,9 @@ export class LowRankLinear implements LinearLayer {
     return intermediate;
   }
 
-  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform, activation?: OutputActivation): void {
     const intermediate = this.project(x, rows, input);
-    this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures);
+    this.backend.matmul(out, intermediate, this.u, this.bias, rows, this.rank, this.outFeatures, false, undefined, activation);
   }
 
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
@@ -206,9 +207,9 @@ export class BlockLowRankLinear implements LinearLayer {
     return z;
   }
 
-  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
+  forward(out: Tensor, x: Tensor, rows: number, input?: InputTransform, activation?: OutputActivation): void {
     const z = this.project(x, rows, input);
-    this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch');
+    this.backend.blockExpand(out, z, this.outer, this.bias, rows, this.shape, this.method === 'monarch', false, undefined, activation);
   }
 
   forwardAdd(out: Tensor, x: Tensor, rows: number, input?: InputTransform): void {
@@ -361,9 +362,11 @@ export class SeparateLinears implements LinearGroup {
   forward(outs: Tensor[], x: Tensor, rows: number, inputNorm?: InputNorm, rope?: OutputRope): void {
     let input = x;
     let norm = inputNorm;
-    if (inputNorm && !this.members.every((member) => member.normsInside(rows))) {
+    if (inputNorm && (isLayerNorm(inputNorm) || !this.members.every((member) => member.normsInside(rows)))) {
+      // (normsInside speaks of RMSNorm: a LayerNorm runs once for all.)
       input = this.normed.get(this.maxRows * this.inFeatures);
-      this.backend.rmsNorm(input, x, inputNorm.weight, rows, this.inFeatures, inputNorm.eps);
+      if (isLayerNorm(inputNorm)) this.backend.layerNorm(input, x, inputNorm.weight, inputNorm.bias, rows, this.inFeatures, inputNorm.eps);
+      else this.backend.rmsNorm(input, x, inputNorm.weight, rows, this.inFeatures, inputNorm.eps);
       norm = undefined;
     }
     // With RoPE (outs are q, k, v): a member that is q alone, or k|v, rotates its own outputs in

@@ -456,7 +456,6 @@ export class WeightReader {
 export class StepBuffers {
   readonly indices: StepIndices;
   readonly hidden: Tensor;
-  readonly normed: Tensor;
   readonly q: Tensor;
   readonly k: Tensor;
   readonly v: Tensor;
@@ -466,9 +465,8 @@ export class StepBuffers {
   /** MLP intermediates (rows × intermediateSize): gate and up for SwiGLU, just the first for GELU. */
   readonly mlp: Tensor;
   readonly mlpUp: Tensor;
-  /** The output rows' hidden states, normalised, and logits (outputs × vocabSize). */
+  /** The output rows' hidden states (the LM head normalises them as it reads them) and logits (outputs × vocabSize). */
   readonly lastHidden: Tensor;
-  readonly lastNormed: Tensor;
   readonly logits: Tensor;
   /** The sampled tokens, one per output entry, picked on the device; the next step can read its ids from here. */
   readonly sampled: IndexTensor;
@@ -480,7 +478,6 @@ export class StepBuffers {
     this.sampled = backend.allocateIndices(outputs);
     this.indices = new StepIndices(backend, config, rows, outputs, this.sampled);
     this.hidden = backend.allocate(rows * H);
-    this.normed = backend.allocate(rows * H);
     this.q = backend.allocate(rows * heads * headDim);
     this.k = backend.allocate(rows * kvHeads * headDim);
     this.v = backend.allocate(rows * kvHeads * headDim);
@@ -489,7 +486,6 @@ export class StepBuffers {
     this.mlp = backend.allocate(rows * I);
     this.mlpUp = options.gatedMlp ? backend.allocate(rows * I) : this.mlp;
     this.lastHidden = backend.allocate(outputs * H);
-    this.lastNormed = backend.allocate(outputs * H);
     this.logits = backend.allocate(outputs * vocabSize);
     this.logprobs = backend.allocate(outputs * logprobStride(MAX_TOP_LOGPROBS));
   }

@@ -453,6 +453,97 @@ describe.each([
       else expectClose(gpuOut, cpuOut, 2e-5 * Math.max(1, Math.sqrt(inFeatures) / 8));
     });
 
+    it.for<[number, number]>([[1, 64], [1, 768], [1, 3000], [1, 13], [3, 256], [20, 136], [40, 136], [40, 132]])('matmul and matmulSplit of LayerNorm(x) rows=%i in=%i, x off centre (inside the one-row subgroup GEMV where it can be)', async ([rows, inFeatures], { skip }) => {
+      if (!gpu) return skip();
+      // x = 3 + N(0, 1) per value: the mean matters, and the fused kernel's mean and variance from
+      // one pass (E[x²] − mean²) meet the CPU's two passes.
+      // (Their own random stream, as the cases above.)
+      const x = ownRandom(rows * inFeatures).map((v) => v + 3), w = ownRandom(10 * inFeatures), bias = ownRandom(10), g = ownRandom(inFeatures), e = ownRandom(inFeatures), residual = ownRandom(rows * 10);
+      const [gpuOut, cpuOut] = await both(async (be) => {
+        const norm = { weight: be.upload(g), bias: be.upload(e), eps: 1e-5 };
+        const weight = be.uploadMatrix(w, 10, inFeatures, 'w');
+        const out = writableCopy(be, residual);
+        be.matmul(out, be.upload(x), weight, be.upload(bias), rows, inFeatures, 10, true, norm);
+        const outs = [be.allocate(rows * 3), be.allocate(rows * 3), be.allocate(rows * 4)];
+        be.matmulSplit(outs, be.upload(x), weight, be.upload(bias), rows, inFeatures, [3, 3, 4], norm);
+        return concat(await be.read(out, rows * 10), ...(await Promise.all(outs.map((o, i) => be.read(o, rows * (i < 2 ? 3 : 4))))));
+      });
+      // The CPU side against LayerNorm then the matmul in float64 (same f16 weights).
+      const direct = new Float32Array(2 * rows * 10);
+      for (let r = 0; r < rows; r++) {
+        const row = Array.from(x.subarray(r * inFeatures, (r + 1) * inFeatures));
+        const mean = row.reduce((a, v) => a + v, 0) / inFeatures;
+        const variance = row.reduce((a, v) => a + (v - mean) ** 2, 0) / inFeatures;
+        const normed = row.map((v, k) => ((v - mean) / Math.sqrt(variance + 1e-5)) * g[k] + e[k]);
+        for (let o = 0; o < 10; o++) {
+          const y = normed.reduce((a, v, k) => a + v * halfToFloat(floatToHalf(w[o * inFeatures + k])), 0) + bias[o];
+          direct[r * 10 + o] = residual[r * 10 + o] + y;
+          // matmulSplit's outputs: rows × 3, rows × 3, rows × 4, one after another.
+          const [part, width, start] = o < 3 ? [0, 3, 0] : o < 6 ? [1, 3, 3] : [2, 4, 6];
+          direct[rows * 10 + part * rows * 3 + r * width + (o - start)] = y;
+        }
+      }
+      expectClose(cpuOut, direct, 1e-4);
+      if (gpu.matmulRoundsActivations(rows)) expectCloseToLargest(gpuOut, cpuOut);
+      else expectClose(gpuOut, cpuOut, 1e-4);
+    });
+
+    it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64], [1, 3000], [2, 4104], [20, 136], [40, 136], [64, 4104], [40, 132], [33, 13]])('matmul with GELU on its outputs rows=%i in=%i (in the matmul\'s epilogue), with bias, and with a residual added after it', async ([rows, inFeatures], { skip }) => {
+      if (!gpu) return skip();
+      const x = ownRandom(rows * inFeatures), w = ownRandom(9 * inFeatures), bias = ownRandom(9), residual = ownRandom(rows * 9);
+      const [g, c] = await both(async (be) => {
+        const weight = be.uploadMatrix(w, 9, inFeatures, 'w');
+        const out = be.allocate(rows * 9);
+        be.matmul(out, be.upload(x), weight, be.upload(bias), rows, inFeatures, 9, false, undefined, 'gelu');
+        const sum = writableCopy(be, residual);
+        be.matmul(sum, be.upload(x), weight, null, rows, inFeatures, 9, true, undefined, 'gelu');
+        return concat(await be.read(out, rows * 9), await be.read(sum, rows * 9));
+      });
+      // The CPU side against gelu(x · Wᵀ + b) in float64 from the same f16 weights.
+      const direct = new Float32Array(2 * rows * 9);
+      for (let r = 0; r < rows; r++) {
+        for (let o = 0; o < 9; o++) {
+          let dot = 0;
+          for (let k = 0; k < inFeatures; k++) dot += x[r * inFeatures + k] * halfToFloat(floatToHalf(w[o * inFeatures + k]));
+          const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+          direct[r * 9 + o] = gelu(dot + bias[o]);
+          direct[(rows + r) * 9 + o] = residual[r * 9 + o] + gelu(dot);
+        }
+      }
+      expectCloseToLargest(c, direct, 1e-5);
+      if (gpu.matmulRoundsActivations(rows)) expectCloseToLargest(g, c);
+      else expectClose(g, c, 2e-5 * Math.max(1, Math.sqrt(inFeatures) / 8));
+    });
+
+    it.for<['lowrank' | 'monarch' | 'blast', BlockShape, number]>([
+      ['blast', { inFeatures: 96, outFeatures: 48, rank: 24, blocks: 4 }, 1], // the blocked subgroup GEMV's epilogue
+      ['monarch', { inFeatures: 64, outFeatures: 48, rank: 16, blocks: 4 }, 3],
+      ['blast', { inFeatures: 96, outFeatures: 40, rank: 24, blocks: 4 }, 1], // odd outputs per block: a GELU pass after
+      ['blast', { inFeatures: 27, outFeatures: 15, rank: 5, blocks: 3 }, 2],
+      ['blast', { inFeatures: 128, outFeatures: 48, rank: 40, blocks: 16 }, 40], // tensor cores where the adapter has them
+      ['lowrank', { inFeatures: 40, outFeatures: 33, rank: 6, blocks: 1 }, 3],
+      ['lowrank', { inFeatures: 64, outFeatures: 48, rank: 16, blocks: 1 }, 1],
+    ])('%s layer %o over %i rows with GELU on its outputs (GPT-2\'s c_fc) gives its forward then gelu', async ([method, shape, rows], { skip }) => {
+      if (!gpu) return skip();
+      const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+      const inner = ownRandom(b * r * (i / b)), outer = ownRandom(o * r), coupling = ownRandom(b * b * r), bias = ownRandom(o), x = ownRandom(rows * i);
+      const [g, c] = await both(async (be) => {
+        const layer = method === 'lowrank'
+          ? new LowRankLinear(be, be.uploadMatrix(inner, r, i, 'v'), be.uploadMatrix(outer, o, r, 'u'), be.upload(bias), i, o, r, rows)
+          : new BlockLowRankLinear(be, method, be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'), method === 'blast' ? be.upload(coupling) : null, be.upload(bias), shape, rows);
+        const fused = be.allocate(rows * o), apart = be.allocate(rows * o);
+        layer.forward(fused, be.upload(x), rows, undefined, 'gelu');
+        layer.forward(apart, be.upload(x), rows);
+        be.gelu(apart, apart, rows * o);
+        const [a, f] = [await be.read(apart, rows * o), await be.read(fused, rows * o)];
+        // One backend's fused GELU against its own separate pass: the same sums, the same rounding.
+        expectClose(f, a, 1e-6);
+        return f;
+      });
+      if (gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16) expectCloseToLargest(g, c);
+      else expectClose(g, c, 2e-5 * Math.max(1, Math.sqrt(i + b * r) / 8));
+    });
+
     it.for<[number]>([[1], [3], [9]])('LowRankLinear rows=%i: two matmuls through its rank-wide intermediate, with bias and residual, and of a gated input', async ([rows], { skip }) => {
       if (!gpu) return skip();
       const v = random(6 * 40), u = random(33 * 6), bias = random(33), x = random(rows * 40), residual = random(rows * 33), up = random(rows * 40);
@@ -637,12 +728,15 @@ describe.each([
       { heads: 2, kvHeads: 2, headDim: 12, length: 40, rows: 2 },
       { heads: 2, kvHeads: 1, headDim: 64, length: 2100, rows: 1 },
       { heads: 3, kvHeads: 3, headDim: 32, length: 1300, rows: 4 },
+      // Either side of the wide pipeline's longest cache (1024 positions, one workgroup a row and head).
+      { heads: 4, kvHeads: 2, headDim: 128, length: 1024, rows: 1 },
+      { heads: 4, kvHeads: 2, headDim: 128, length: 1025, rows: 1 },
       // Prefill (16+ rows, head_dim ≤ 128): blocks of 16 rows, rows of one block at different lengths.
       { heads: 4, kvHeads: 2, headDim: 128, length: 40, rows: 37 },
       { heads: 3, kvHeads: 1, headDim: 64, length: 300, rows: 17 },
       { heads: 2, kvHeads: 2, headDim: 44, length: 20, rows: 20 },
       { heads: 2, kvHeads: 1, headDim: 136, length: 18, rows: 18 },
-    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, split over the cache when long, blocks of rows for prefill), $length positions, $rows rows, paged', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
+    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, one wide workgroup or split over the cache, blocks of rows for prefill), $length positions, $rows rows, paged', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
       if (!gpu) return skip();
       // Decode-sized calls (under 16 rows) take a row of each of `rows` sequences of different
       // lengths; prefill-sized ones take one sequence's last rows. Blocks are shuffled over the pool,

@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
@@ -131,11 +131,12 @@ export class CpuBackend implements Backend {
     ops.layerNorm(data(out), data(x), data(weight), data(bias), rows, width, eps);
   }
 
-  /** x, or RMSNorm(x) · weight in a scratch buffer kept for the purpose. */
+  /** x, or x normalised (RMSNorm, or LayerNorm with a bias) or gated, in a scratch buffer kept for the purpose. */
   private input(x: Tensor, rows: number, inFeatures: number, transform?: InputTransform): Float32Array {
     if (!transform) return data(x);
     if (this.normScratch.length < rows * inFeatures) this.normScratch = new Float32Array(rows * inFeatures);
-    if (isInputNorm(transform)) ops.rmsNorm(this.normScratch, data(x), data(transform.weight), rows, inFeatures, transform.eps);
+    if (isLayerNorm(transform)) ops.layerNorm(this.normScratch, data(x), data(transform.weight), data(transform.bias), rows, inFeatures, transform.eps);
+    else if (isInputNorm(transform)) ops.rmsNorm(this.normScratch, data(x), data(transform.weight), rows, inFeatures, transform.eps);
     else ops.swiglu(this.normScratch, data(x), data(transform.up), rows * inFeatures);
     return this.normScratch;
   }
@@ -145,8 +146,9 @@ export class CpuBackend implements Backend {
     return false;
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform): void {
-    ops.matmul(data(out), this.input(x, rows, inFeatures, input), data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, accumulate);
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform, activation?: OutputActivation): void {
+    const values = this.input(x, rows, inFeatures, input);
+    activated(data(out), rows * outFeatures, accumulate, activation, (target, add) => ops.matmul(target, values, data(weight), bias ? data(bias) : null, rows, inFeatures, outFeatures, add));
   }
 
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm, rope?: OutputRope): void {
@@ -187,12 +189,12 @@ export class CpuBackend implements Backend {
     }
   }
 
-  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false, rope?: OutputRope): void {
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false, rope?: OutputRope, activation?: OutputActivation): void {
     const { outFeatures: o, rank: r, blocks: b } = shape;
     const outs = Array.isArray(out) ? out : [out];
     if (outs.length !== (shape.layers ?? 1)) throw new RangeError(`blockExpand writes one output per stacked layer: ${shape.layers ?? 1} layers, ${outs.length} outputs`);
-    outs.forEach((target, layer) => blr.blockExpand(data(target), data(z).subarray(layer * b * rows * r), data(factor).subarray(layer * o * r),
-      bias ? data(bias) : null, rows, shape, strided, accumulate));
+    outs.forEach((target, layer) => activated(data(target), rows * o, accumulate, activation, (into, add) => blr.blockExpand(into, data(z).subarray(layer * b * rows * r),
+      data(factor).subarray(layer * o * r), bias ? data(bias) : null, rows, shape, strided, add)));
     if (rope) ropeOutputs(this, outs, rows, rope);
   }
 
@@ -256,4 +258,17 @@ export class CpuBackend implements Backend {
   }
 
   dispose(): void {}
+}
+
+/**
+ * Runs `write` (a matmul into its first argument, adding to it when its second says so) with
+ * `activation` applied to each result before any residual add: into `out` when nothing is added,
+ * else into a scratch that is activated and then added.
+ */
+function activated(out: Float32Array, elements: number, accumulate: boolean, activation: OutputActivation | undefined, write: (target: Float32Array, add: boolean) => void): void {
+  if (!activation) return write(out, accumulate);
+  const target = accumulate ? new Float32Array(elements) : out;
+  write(target, false);
+  ops.gelu(target, target, elements);
+  if (accumulate) ops.add(out, out, target, elements);
 }

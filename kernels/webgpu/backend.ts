@@ -6,7 +6,7 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
@@ -15,6 +15,8 @@ import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
 const F16_MAX = 65504;
+/** wgsl/common/matmul_common.wgsl's flags bit 3: GELU on each result as it is stored (OutputActivation 'gelu'). */
+const ACTIVATION_FLAG = 8;
 const PARAM_BYTES = 128;
 const ARENA_SLOTS = 16384;
 /**
@@ -43,6 +45,16 @@ const GEMM_MIN_SPLIT_STEPS = 8;
 const ATTENTION_TARGET_WORKGROUPS = 256;
 const ATTENTION_MIN_SPLIT = 32;
 const MAX_ATTENTION_SPLITS = 32;
+/**
+ * Where attention would split, a cache of at most this many positions goes to the wide pipeline
+ * instead (wgsl/attention_vec4.wgsl with 1024 threads): one dispatch, no merge of splits. H200,
+ * Llama-2-7B decode (bench/RESULTS.md): no slower than the split up to ~1024 positions, slower
+ * at 2048.
+ */
+const ATTENTION_WIDE_MAX_LENGTH = 1024;
+const ATTENTION_WIDE_THREADS = 1024;
+/** The wide pipeline's workgroup memory: q (1 KB), scores and slots (4 KB each), work (16 KB), the reductions' 4 KB. */
+const ATTENTION_WIDE_WORKGROUP_BYTES = 29_700;
 /** wgsl/attention_prefill.wgsl: rows per workgroup, largest head_dim, workgroup memory it declares. */
 const ATTENTION_PREFILL_QUERIES = 16;
 const ATTENTION_PREFILL_MAX_HEAD_DIM = 128;
@@ -96,7 +108,8 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
   const gather = wgsl('gather.wgsl');
   const gemvSubgroupSlots = 256 / Math.max(4, subgroupMinSize || 4);
   const pairedConstants = { BATCH: 1, NORMED: 1, PAIRED: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots };
-  const ropeGemv = wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope');
+  const ropeGemv = wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope', 'gemv_no_layer_norm');
+  const gemvSubgroup = wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu', 'gemv_no_layer_norm');
   return {
     gatherF16: { source: GATHER_F16 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
@@ -109,6 +122,10 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     writeKV: { source: wgsl('kv.wgsl', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
     attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] },
     attentionVec4: { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'] },
+    attentionVec4Wide: limits.maxComputeInvocationsPerWorkgroup >= ATTENTION_WIDE_THREADS && limits.maxComputeWorkgroupSizeX >= ATTENTION_WIDE_THREADS
+      && limits.maxComputeWorkgroupStorageSize >= ATTENTION_WIDE_WORKGROUP_BYTES
+      ? { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'], constants: { REDUCE_SIZE: ATTENTION_WIDE_THREADS, SCORE_THREADS: 4 } }
+      : undefined,
     attentionCombine: { source: wgsl('attention_combine.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'write'] },
     attentionPrefill: limits.maxComputeWorkgroupStorageSize >= ATTENTION_PREFILL_WORKGROUP_BYTES
       ? { source: wgsl('attention_prefill.wgsl', 'attention_params', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
@@ -130,10 +147,12 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     // Only where the adapter has subgroups; elsewhere gemvAligned and gemm do the same jobs.
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
-      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind), SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined]))),
+      features.subgroups && (kind !== 'normed' || batch === 1) ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind), SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined]))),
+    // One row with a LayerNorm inside (GPT-2's ln_1, ln_2, ln_f): the norm's bias bound at 8.
+    gemvSubgroup1LayerNormed: features.subgroups ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu', 'gemv_layer_norm'), entryPoint: 'main', storage: [...MATMUL_BINDINGS, 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
     // One row, normed, with its outputs in pairs (wgsl/gemv_subgroup.wgsl PAIRED): SwiGLU, or RoPE
     // and the KV cache store (five more bindings: only where the device has room for them).
-    gemvPairedSwiglu: features.subgroups ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu'), entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { ...pairedConstants } } : undefined,
+    gemvPairedSwiglu: features.subgroups ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { ...pairedConstants } } : undefined,
     ...(features.subgroups && limits.maxStorageBuffersPerShaderStage >= MATMUL_BINDINGS.length + ROPE_PAIR_BINDINGS.length ? {
       gemvPairedRope: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants } },
       gemvPairedRopeBlocked: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants, NORMED: 0, BLOCKED: 1 } },
@@ -218,7 +237,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
   };
 }
 
-type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionCombine' | 'attentionPrefill'
+type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | 'gemvSubgroup1LayerNormed'
   | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
@@ -616,7 +635,8 @@ export class WebGpuBackend implements Backend {
   /** x normalised or gated into a scratch tensor, for the kernels that do not do it as they read. */
   private transformInput(x: Tensor, rows: number, inFeatures: number, input: InputTransform): Tensor {
     const scratch = this.normScratch(rows * inFeatures);
-    if (isInputNorm(input)) this.rmsNorm(scratch, x, input.weight, rows, inFeatures, input.eps);
+    if (isLayerNorm(input)) this.layerNorm(scratch, x, input.weight, input.bias, rows, inFeatures, input.eps);
+    else if (isInputNorm(input)) this.rmsNorm(scratch, x, input.weight, rows, inFeatures, input.eps);
     else this.swiglu(scratch, x, input.up, rows * inFeatures);
     return scratch;
   }
@@ -637,8 +657,9 @@ export class WebGpuBackend implements Backend {
     return kind === 'blast' && this.blockSubgroupPath(inFeatures, blocks, true) && !this.blockTensorCores(rows, inFeatures / blocks, inFeatures);
   }
 
-  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform): void {
-    this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate, input);
+  matmul(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, outFeatures: number, accumulate = false, input?: InputTransform, activation?: OutputActivation): void {
+    // Every matmul kernel stores through wgsl/common/matmul_common.wgsl, which applies it (flags bit 3).
+    this.recordMatmul([out], x, weight, bias, rows, inFeatures, [outFeatures], accumulate, input, false, undefined, activation ? ACTIVATION_FLAG : 0);
   }
 
   matmulSplit(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm, rope?: OutputRope): void {
@@ -683,7 +704,7 @@ export class WebGpuBackend implements Backend {
 
   /** Whether a matmul of this shape can take a paired GEMV pipeline (recordMatmul's one-row normed subgroup GEMV). */
   private pairs(rows: number, inFeatures: number, inputNorm: InputNorm | undefined, kernel: PairedKernel): boolean {
-    return rows === 1 && inputNorm !== undefined && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1Normed') && this.kernels.has(kernel);
+    return rows === 1 && inputNorm !== undefined && !isLayerNorm(inputNorm) && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1Normed') && this.kernels.has(kernel);
   }
 
   matmulStacked(out: Tensor, x: Tensor, weight: Tensor, rows: number, inFeatures: number, widths: number[], inputNorm?: InputNorm): void {
@@ -691,13 +712,16 @@ export class WebGpuBackend implements Backend {
     this.recordMatmul([out], x, weight, null, rows, inFeatures, widths, false, inputNorm, true);
   }
 
-  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, input?: InputTransform, stacked = false, paired?: Pairing): void {
+  private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, input?: InputTransform, stacked = false, paired?: Pairing, activationFlag = 0): void {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
-    const normInside = input !== undefined && isInputNorm(input) && this.normsInside('matmul', rows, inFeatures);
+    // (normsInside speaks of RMSNorm; a LayerNorm has a pipeline of its own, for one row.)
+    const normInside = input !== undefined && isInputNorm(input) && (isLayerNorm(input)
+      ? rows === 1 && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1LayerNormed')
+      : this.normsInside('matmul', rows, inFeatures));
     if (paired && !normInside) throw new GpuError(`${paired.kernel} takes the one-row normed subgroup GEMV's matmuls only`);
     // The tensor-core GEMM's x goes to f16 in a pass of its own, which normalises or gates it too.
-    const halfInput = this.matmulRoundsActivations(rows) && inFeatures % 8 === 0;
+    const halfInput = this.matmulRoundsActivations(rows) && inFeatures % 8 === 0 && !isLayerNorm(input);
     if (input && !halfInput && !normInside) {
       // Only the one-row subgroup GEMV normalises its own input; elsewhere the norm runs first.
       // (Every workgroup normalises the rows it reads: for 4 output features per workgroup and 16
@@ -715,7 +739,8 @@ export class WebGpuBackend implements Backend {
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy,
       tensor(outs[0]).buffer, outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1]];
     buffers.push(input ? this.transformBuffer(input) : this.dummy);
-    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (stacked ? 4 : 0);
+    if (isLayerNorm(input)) buffers.push(tensor(input.bias).buffer);
+    const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (stacked ? 4 : 0) | activationFlag;
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: input && isInputNorm(input) ? input.eps : 0 }];
     if (this.matmulRoundsActivations(rows)) {
       // These kernels take the weight stride in halves, and a buffer for split-K sums in place of
@@ -729,7 +754,7 @@ export class WebGpuBackend implements Backend {
     } else if (decodeSubgroup) {
       const batch = gemvBatch(rows);
       const kind = input ? 'normed' : 'plain';
-      this.dispatch(gemvSubgroupName(batch, kind), params, buffers, [Math.ceil(outFeatures / (2 * gemvRowsPerGroup(batch, kind))), Math.ceil(rows / batch)]);
+      this.dispatch(isLayerNorm(input) ? 'gemvSubgroup1LayerNormed' : gemvSubgroupName(batch, kind), params, buffers, [Math.ceil(outFeatures / (2 * gemvRowsPerGroup(batch, kind))), Math.ceil(rows / batch)]);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);
@@ -774,7 +799,7 @@ export class WebGpuBackend implements Backend {
     const tensorCores = this.blockTensorCores(rows, i / b, i);
     // The subgroup kernel normalises BLAST's input itself (wgsl/block_gemv.wgsl NORMED: a BLAST
     // workgroup reads every block of x) and gates one row's (GATED); elsewhere that runs first.
-    const inHere = input && (isInputNorm(input) ? coupling !== null && this.normsInside('blast', rows, i, b) : subgroupPath && !tensorCores && rows === 1) ? input : undefined;
+    const inHere = input && (isInputNorm(input) ? !isLayerNorm(input) && coupling !== null && this.normsInside('blast', rows, i, b) : subgroupPath && !tensorCores && rows === 1) ? input : undefined;
     if (input && !inHere) x = this.transformInput(x, rows, i, input);
     const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
     if (tensorCores) {
@@ -818,7 +843,21 @@ export class WebGpuBackend implements Backend {
     }
   }
 
-  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false, rope?: OutputRope): void {
+  blockExpand(out: Tensor | Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean, accumulate = false, rope?: OutputRope, activation?: OutputActivation): void {
+    if (activation) {
+      if (rope || Array.isArray(out) || (shape.layers ?? 1) !== 1) throw new GpuError('blockExpand applies an activation to one layer\'s output, without RoPE');
+      const f = tensor(factor);
+      if (f.isHalfMatrix && this.blockedGemv(rows, shape)) {
+        // The blocked subgroup GEMV stores through the matmul epilogue, which applies it.
+        this.expandBlocked([out], z, f, bias, rows, shape, strided, (bias ? 1 : 0) | (accumulate ? 2 : 0) | ACTIVATION_FLAG);
+        return;
+      }
+      // The other step-3 kernels have epilogues of their own: a pass after them.
+      if (accumulate) throw new GpuError('blockExpand applies an activation with a residual add only on the blocked subgroup GEMV (one layer, fewer rows than the tensor cores take)');
+      this.blockExpand(out, z, factor, bias, rows, shape, strided);
+      this.gelu(out, out, rows * shape.outFeatures);
+      return;
+    }
     if (rope) {
       const outs = Array.isArray(out) ? out : [out];
       if (bias || accumulate || !this.blockExpandRope(outs, z, factor, rows, shape, strided, rope)) {
@@ -1022,8 +1061,8 @@ export class WebGpuBackend implements Backend {
     // Flash-decoding: a long cache and few workgroups (decode) is split over more of them.
     const workgroups = shape.heads * rows;
     const splits = Math.min(MAX_ATTENTION_SPLITS, Math.ceil(length / ATTENTION_MIN_SPLIT), Math.ceil(ATTENTION_TARGET_WORKGROUPS / workgroups));
-    if (splits <= 1) {
-      this.dispatch('attentionVec4', params(0, 0), [...buffers, this.unusedOutputs[0], pageBuffer], [shape.heads, rows]);
+    if (splits <= 1 || (length <= ATTENTION_WIDE_MAX_LENGTH && this.kernels.has('attentionVec4Wide'))) {
+      this.dispatch(splits <= 1 ? 'attentionVec4' : 'attentionVec4Wide', params(0, 0), [...buffers, this.unusedOutputs[0], pageBuffer], [shape.heads, rows]);
       return;
     }
     const splitLength = Math.ceil(length / splits);

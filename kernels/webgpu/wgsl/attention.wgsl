@@ -10,7 +10,7 @@
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> pages: array<i32>;
 
-const CHUNK: u32 = REDUCE_SIZE; // positions per chunk, one per invocation
+override CHUNK: u32 = REDUCE_SIZE; // positions per chunk, one per invocation
 const LOWEST: f32 = -3.0e38;
 var<workgroup> q_shared: array<f32, CHUNK>;
 var<workgroup> p_shared: array<f32, CHUNK>;

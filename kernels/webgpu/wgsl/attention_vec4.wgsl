@@ -1,13 +1,17 @@
 // Causal grouped-query attention for head_dim a multiple of 4 (every real model): the same
-// algorithm as attention.wgsl — one workgroup per (query head, row), positions in chunks of 256,
-// online softmax — with its two inner loops made parallel and vectorised, and split over the cache
-// for decoding (flash-decoding): with split_length > 0, workgroup z takes positions
-// [z·split_length, (z + 1)·split_length) and writes its unnormalised partial result with its
-// running max and sum; attention_combine.wgsl merges the splits. The inner loops:
-//   scores: a thread per position reads its key 16 bytes at a time, four loads in flight;
-//   weighted values: all 256 threads work, as (head_dim / 4) column groups × stripes of positions,
-//   each reading 16-byte pieces of value rows (coalesced across a column group), the stripes then
-//   summed in workgroup memory.
+// algorithm as attention.wgsl — one workgroup per (query head, row), positions in chunks of CHUNK
+// (the workgroup size), online softmax — with its two inner loops made parallel and vectorised,
+// and split over the cache for decoding (flash-decoding): with split_length > 0, workgroup z takes
+// positions [z·split_length, (z + 1)·split_length) and writes its unnormalised partial result with
+// its running max and sum; attention_combine.wgsl merges the splits. The inner loops:
+//   scores: SCORE_THREADS threads per position, each reading its slice of the key 16 bytes at a
+//   time, four loads in flight;
+//   weighted values: all CHUNK threads work, as (head_dim / 4) column groups × stripes of
+//   positions, each reading 16-byte pieces of value rows (coalesced across a column group), the
+//   stripes then summed in workgroup memory.
+// Two pipelines: 256 threads (split or not), and a wide one (REDUCE_SIZE 1024, SCORE_THREADS 4)
+// that takes a decode row's whole cache in one workgroup while the cache is short: four times the
+// positions in flight per workgroup, so no split and no second dispatch to merge splits.
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
@@ -18,17 +22,18 @@
 @group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> pages: array<i32>;
 
-const CHUNK: u32 = REDUCE_SIZE; // positions per chunk, one per invocation
+override CHUNK: u32 = REDUCE_SIZE; // positions per chunk, one per invocation
 const LOWEST: f32 = -3.0e38;
 var<workgroup> q_shared: array<vec4<f32>, 64>;   // head_dim ≤ 256
 var<workgroup> p_shared: array<f32, CHUNK>;
 var<workgroup> slot_shared: array<u32, CHUNK>;
 var<workgroup> length_shared: u32;
-const SCORE_THREADS: u32 = 8u;                       // threads per position while scoring
-const SCORE_POSITIONS: u32 = CHUNK / SCORE_THREADS;  // positions per scoring pass
-// Shared by the two inner loops, one after the other (workgroup memory stays within WebGPU's
-// default 16 KB): the scores' (position, slice) partial sums; then each thread's partial weighted
-// values (the stripes), four floats a thread. Scalars only: no two threads write one vector.
+override SCORE_THREADS: u32 = 8u;                       // threads per position while scoring (≥ 4)
+override SCORE_POSITIONS: u32 = CHUNK / SCORE_THREADS;  // positions per scoring pass
+// Shared by the two inner loops, one after the other: the scores' (position, slice) partial sums;
+// then each thread's partial weighted values (the stripes), four floats a thread. Scalars only: no
+// two threads write one vector. (256 threads: 8 KB, within WebGPU's default 16 KB with the rest;
+// the wide pipeline's 1024 threads: 16 KB, 29 KB in all.)
 var<workgroup> work: array<f32, CHUNK * SCORE_THREADS>;
 
 

@@ -23,6 +23,12 @@ diagnostic(off, subgroup_uniformity);
 // carries the other's code.
 override NORMED: bool = false;
 @group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;
+// LAYER_NORM (with NORMED, a pipeline of its own): LayerNorm instead, (x − mean) · s ⊙ weight +
+// bias with s = 1 / sqrt(var + eps). The loop sums w · (x ⊙ weight), w · weight and w · bias per
+// output row, and x and x · x per row of x, from the same loads; then out = s · (Σ w·(x ⊙ weight) −
+// mean · Σ w·weight) + Σ w·bias. The norm's bias comes from layer_norm_bias (binding 8, composed
+// in by common/gemv_layer_norm.wgsl; zeros in the other pipelines, which do not bind it).
+override LAYER_NORM: bool = false;
 // BLOCKED (a third kind of pipeline): step 3 of a Monarch or BLAST layer (wgsl/block_gemv.wgsl
 // has the others): output feature o reads x's block o / per_block (x is blocks × rows × in), and
 // with params.strided goes to feature (o % per_block) · blocks + o / per_block. A group's two rows
@@ -57,6 +63,12 @@ override SUBGROUP_SLOTS: u32 = 64u;
 // Partial sums: (subgroup, weight row of its group, row of x); sums of squares: (subgroup, row of x).
 var<workgroup> partial: array<f32, SUBGROUP_SLOTS * ROWS_PER_GROUP * BATCH>;
 var<workgroup> norm_partial: array<f32, SUBGROUP_SLOTS * BATCH>;
+// LAYER_NORM's further sums (one slot elsewhere): w · weight and w · bias per (subgroup, weight
+// row, row of x); x per (subgroup, row of x).
+override LN_SLOTS: u32 = select(1u, SUBGROUP_SLOTS * ROWS_PER_GROUP * BATCH, LAYER_NORM);
+var<workgroup> partial_weight: array<f32, LN_SLOTS>;
+var<workgroup> partial_bias: array<f32, LN_SLOTS>;
+var<workgroup> sum_partial: array<f32, select(1u, SUBGROUP_SLOTS * BATCH, LAYER_NORM)>;
 
 @compute @workgroup_size(WORKGROUP)
 fn main(
@@ -97,6 +109,10 @@ fn main(
   }
   var acc: array<array<f32, MAX_ROWS_PER_GROUP>, MAX_BATCH>;
   var sum_squares: array<f32, MAX_BATCH>;
+  // LAYER_NORM: Σ w · weight and Σ w · bias per weight row (the same for every row of x), Σ x per row of x.
+  var acc_weight: array<f32, MAX_ROWS_PER_GROUP>;
+  var acc_bias: array<f32, MAX_ROWS_PER_GROUP>;
+  var sum_x: array<f32, MAX_BATCH>;
   for (var c = part * subgroup_size + lane; c < chunks; c += subgroup_size * split) {
     // Each weight row's 8 halves, unpacked once for every row of the batch.
     var w_low: array<vec4<f32>, MAX_ROWS_PER_GROUP>;
@@ -106,11 +122,24 @@ fn main(
       w_low[j] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));
       w_high[j] = vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w));
     }
+    if (LAYER_NORM) {
+      let g_low = norm_weight[2u * c];
+      let g_high = norm_weight[2u * c + 1u];
+      let e_low = layer_norm_bias(2u * c);
+      let e_high = layer_norm_bias(2u * c + 1u);
+      for (var j = 0u; j < ROWS_PER_GROUP; j++) {
+        acc_weight[j] += dot(w_low[j], g_low) + dot(w_high[j], g_high);
+        acc_bias[j] += dot(w_low[j], e_low) + dot(w_high[j], e_high);
+      }
+    }
     for (var b = 0u; b < BATCH; b++) {
       var low = x[x_base[b] + 2u * c];
       var high = x[x_base[b] + 2u * c + 1u];
       if (NORMED) {
         sum_squares[b] += dot(low, low) + dot(high, high);
+        if (LAYER_NORM) {
+          sum_x[b] += dot(low + high, vec4<f32>(1.0));
+        }
         low *= norm_weight[2u * c];
         high *= norm_weight[2u * c + 1u];
       }
@@ -132,6 +161,24 @@ fn main(
     }
     if (lane == 0u) {
       norm_partial[subgroup * BATCH + b] = squares;
+    }
+    if (LAYER_NORM) {
+      let total_x = subgroupAdd(sum_x[b]);
+      if (lane == 0u) {
+        sum_partial[subgroup * BATCH + b] = total_x;
+      }
+    }
+  }
+  if (LAYER_NORM) {
+    for (var j = 0u; j < ROWS_PER_GROUP; j++) {
+      let total_weight = subgroupAdd(acc_weight[j]);
+      let total_bias = subgroupAdd(acc_bias[j]);
+      if (lane == 0u) {
+        for (var b = 0u; b < BATCH; b++) {
+          partial_weight[(subgroup * ROWS_PER_GROUP + j) * BATCH + b] = total_weight;
+          partial_bias[(subgroup * ROWS_PER_GROUP + j) * BATCH + b] = total_bias;
+        }
+      }
     }
   }
   workgroupBarrier();
@@ -161,11 +208,25 @@ fn main(
     if (o < params.out_features && r < params.rows) {
       var sum = 0.0;
       var squares_total = 0.0;
+      var x_total = 0.0;
+      var weight_total = 0.0;
+      var bias_total = 0.0;
       for (var p = 0u; p < split; p++) {
-        sum += partial[((g * split + p) * ROWS_PER_GROUP + j) * BATCH + b];
+        let at = ((g * split + p) * ROWS_PER_GROUP + j) * BATCH + b;
+        sum += partial[at];
         squares_total += norm_partial[(g * split + p) * BATCH + b];
+        if (LAYER_NORM) {
+          x_total += sum_partial[(g * split + p) * BATCH + b];
+          weight_total += partial_weight[at];
+          bias_total += partial_bias[at];
+        }
       }
-      if (NORMED) {
+      if (LAYER_NORM) {
+        let n = f32(params.in_features);
+        let mean = x_total / n;
+        let variance = max(squares_total / n - mean * mean, 0.0);
+        sum = inverseSqrt(variance + params.norm_eps) * (sum - mean * weight_total) + bias_total;
+      } else if (NORMED) {
         sum *= inverseSqrt(squares_total / f32(params.in_features) + params.norm_eps);
       }
       var feature = o;

@@ -14,7 +14,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-const WORKGROUP: u32 = REDUCE_SIZE;
+override WORKGROUP: u32 = REDUCE_SIZE;
 
 @compute @workgroup_size(WORKGROUP)
 fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -17,7 +17,7 @@ struct Params {
 // (one pass where the norm and wgsl/to_half.wgsl took two).
 @group(0) @binding(4) var<storage, read_write> out_half: array<vec2<u32>>;
 
-const WORKGROUP: u32 = REDUCE_SIZE;
+override WORKGROUP: u32 = REDUCE_SIZE;
 
 // 1 / rms of the row of x from `base` (every invocation of the workgroup gets it).
 fn rms_scale(base: u32, lid: u32) -> f32 {

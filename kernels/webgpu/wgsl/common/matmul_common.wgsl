@@ -7,7 +7,7 @@ struct Params {
   in_features: u32,
   out_features: u32,
   w_stride: u32, // weight row stride: vec4<u32> (8 halves) units, or halves for the tensor-core kernel
-  flags: u32,    // bit 0: add bias; bit 1: accumulate into the output; bit 2: stacked (see store) (RMSNorm: the normed GEMV pipeline)
+  flags: u32,    // bit 0: add bias; bit 1: accumulate into the output; bit 2: stacked (see store); bit 3: GELU (see store) (RMSNorm: the normed GEMV pipeline)
   width0: u32,   // output features that go to out0; the next width1 go to out1, the rest to out2
   width1: u32,
   norm_eps: f32, // for the normed GEMV pipeline (wgsl/gemv_subgroup.wgsl NORMED)
@@ -30,9 +30,23 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out1: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 
-// Writes output feature o of row r: bias (flags bit 0), then as `put`.
+// Writes output feature o of row r: bias (flags bit 0), GELU (flags bit 3: GPT-2's gelu_new, tanh
+// form, on the biased value — a GPT-2 MLP's c_fc needs no dispatch of its own for it), then as `put`.
 fn store(r: u32, o: u32, value: f32) {
-  put(r, o, biased(o, value));
+  var v = biased(o, value);
+  if ((params.flags & 8u) != 0u) {
+    v = gelu_tanh(v);
+  }
+  put(r, o, v);
+}
+
+const GELU_C: f32 = 0.7978845608028654; // sqrt(2 / pi)
+
+// gelu(v), tanh approximation, as wgsl/elementwise.wgsl makes it: tanh through exp, its argument
+// clamped so exp cannot overflow (some drivers' tanh returns NaN for large arguments).
+fn gelu_tanh(v: f32) -> f32 {
+  let e = exp(2.0 * clamp(GELU_C * (v + 0.044715 * v * v * v), -15.0, 15.0));
+  return 0.5 * v * (1.0 + (e - 1.0) / (e + 1.0));
 }
 
 fn biased(o: u32, value: f32) -> f32 {

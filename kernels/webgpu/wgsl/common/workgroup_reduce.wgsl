@@ -1,8 +1,9 @@
 // Sum and max over a workgroup of REDUCE_SIZE invocations through workgroup memory (portable: no
 // subgroup operations). Composed into kernels by kernels/webgpu/backend.ts; every invocation of
-// the workgroup must call them (they contain barriers).
+// the workgroup must call them (they contain barriers). REDUCE_SIZE, a power of two, is the
+// kernels' workgroup size too (the backend may set it per pipeline).
 
-const REDUCE_SIZE: u32 = 256u;
+override REDUCE_SIZE: u32 = 256u;
 var<workgroup> reduce_shared: array<f32, REDUCE_SIZE>;
 
 fn workgroup_sum(value: f32, lid: u32) -> f32 {
