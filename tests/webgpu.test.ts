@@ -544,6 +544,50 @@ describe.each([
       else expectClose(g, c, 2e-5 * Math.max(1, Math.sqrt(i + b * r) / 8));
     });
 
+    it.for<['lowrank' | 'monarch' | 'blast', BlockShape, number]>([
+      ['blast', { inFeatures: 96, outFeatures: 48, rank: 24, blocks: 6 }, 1], // inside BLAST's one-row projection (8 channels a workgroup)
+      ['blast', { inFeatures: 128, outFeatures: 48, rank: 40, blocks: 16 }, 1], // 4 channels, a ragged last workgroup
+      ['blast', { inFeatures: 160, outFeatures: 40, rank: 8, blocks: 20 }, 1], // 2 channels: a LayerNorm pass first
+      ['blast', { inFeatures: 96, outFeatures: 48, rank: 24, blocks: 6 }, 3],
+      ['monarch', { inFeatures: 64, outFeatures: 48, rank: 16, blocks: 4 }, 1],
+      ['lowrank', { inFeatures: 64, outFeatures: 48, rank: 16, blocks: 1 }, 1], // inside the first matmul's GEMV
+    ])('%s layer %o over %i rows of LayerNorm(x), x off centre (GPT-2\'s ln_1 before c_attn), as the CPU makes it', async ([method, shape, rows], { skip }) => {
+      if (!gpu) return skip();
+      const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
+      const inner = ownRandom(b * r * (i / b)), outer = ownRandom(o * r), coupling = ownRandom(b * b * r), bias = ownRandom(o);
+      const x = ownRandom(rows * i).map((v) => 2 * v + 3), g = ownRandom(i), e = ownRandom(i);
+      let dispatches = 0;
+      const [gpuOut, cpuOut] = await both(async (be) => {
+        const layer = method === 'lowrank'
+          ? new LowRankLinear(be, be.uploadMatrix(inner, r, i, 'v'), be.uploadMatrix(outer, o, r, 'u'), be.upload(bias), i, o, r, rows)
+          : new BlockLowRankLinear(be, method, be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'), method === 'blast' ? be.upload(coupling) : null, be.upload(bias), shape, rows);
+        const out = be.allocate(rows * o);
+        layer.forward(out, be.upload(x), rows, { weight: be.upload(g), bias: be.upload(e), eps: 1e-5 });
+        const result = await be.read(out, rows * o);
+        if (be === gpu) dispatches = gpu.lastStep.dispatches;
+        return result;
+      });
+      // The norm inside the layer's first dispatch where a kernel takes it (a pass of its own elsewhere).
+      const inside = rows === 1 && gpu.gpu.features.subgroups && (method === 'lowrank' || (method === 'blast' && b !== 20));
+      expect(dispatches).toBe(inside ? 2 : 3);
+      // The CPU side against LayerNorm applied first, then the same layer on the CPU.
+      const normed = new Float32Array(rows * i);
+      for (let row = 0; row < rows; row++) {
+        const values = x.subarray(row * i, (row + 1) * i);
+        const mean = values.reduce((a, v) => a + v, 0) / i;
+        const variance = values.reduce((a, v) => a + (v - mean) ** 2, 0) / i;
+        values.forEach((v, k) => { normed[row * i + k] = ((v - mean) / Math.sqrt(variance + 1e-5)) * g[k] + e[k]; });
+      }
+      const c: Backend = cpu;
+      const layer = method === 'lowrank'
+        ? new LowRankLinear(c, c.uploadMatrix(inner, r, i, 'v'), c.uploadMatrix(outer, o, r, 'u'), c.upload(bias), i, o, r, rows)
+        : new BlockLowRankLinear(c, method, c.uploadMatrix(inner, b * r, i / b, 'inner'), c.uploadMatrix(outer, o, r, 'outer'), method === 'blast' ? c.upload(coupling) : null, c.upload(bias), shape, rows);
+      const apart = c.allocate(rows * o);
+      layer.forward(apart, c.upload(normed), rows);
+      expectClose(cpuOut, await cpu.read(apart, rows * o), 1e-4);
+      expectClose(gpuOut, cpuOut, 1e-4);
+    });
+
     it.for<[number]>([[1], [3], [9]])('LowRankLinear rows=%i: two matmuls through its rank-wide intermediate, with bias and residual, and of a gated input', async ([rows], { skip }) => {
       if (!gpu) return skip();
       const v = random(6 * 40), u = random(33 * 6), bias = random(33), x = random(rows * 40), residual = random(rows * 33), up = random(rows * 40);
@@ -571,7 +615,10 @@ describe.each([
       const tensorCores = gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16;
       const [g, c] = await both((be) => stackedOutputs(be, new StackedLowRankLinears(be, be.uploadMatrix(v, layers * r, i, 'v'), be.uploadMatrix(u, layers * o, r, 'u'), i, o, r, layers, rows), x, norm, rows, o, layers));
       if (tensorCores) expectCloseToLargest(g, c);
-      else expectClose(g, c, 5e-5 * Math.max(1, Math.sqrt(i + r) / 8)); // two sums of i and r terms, in another order
+      // Two sums of i and r terms, in another order: over a rank of 1040 an output near zero may
+      // differ relatively by more, so such sums are measured against the largest output.
+      else if (r > 256) expectCloseToLargest(g, c, 2e-5);
+      else expectClose(g, c, 5e-5 * Math.max(1, Math.sqrt(i + r) / 8));
       // The layers one by one on the CPU give the same (the stacking is only a layout).
       const apart: Float32Array[] = [];
       for (let layer = 0; layer < layers; layer++) {

@@ -94,6 +94,18 @@ fn load_table(row: u32, column: u32) -> f32 {
   return select(pair.x, pair.y, (column & 1u) == 1u);
 }
 `;
+/** wgsl/block_gemv.wgsl's LayerNorm bias: bound at 6 in its LAYER_NORM pipeline, zeros in the others (which do not bind it). */
+const BLOCK_GEMV_LAYER_NORM_BIAS = `
+@group(0) @binding(6) var<storage, read> norm_bias: array<vec4<f32>>;
+fn layer_norm_bias(index: u32) -> vec4<f32> {
+  return norm_bias[index];
+}
+`;
+const BLOCK_GEMV_NO_LAYER_NORM_BIAS = `
+fn layer_norm_bias(index: u32) -> vec4<f32> {
+  return vec4<f32>(0.0);
+}
+`;
 const GATHER_F32 = `
 @group(0) @binding(1) var<storage, read> table: array<f32>;
 fn load_table(row: u32, column: u32) -> f32 {
@@ -158,7 +170,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
       gemvPairedRopeBlocked: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants, NORMED: 0, BLOCKED: 1 } },
     } : {}),
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'gated'] as const).map((kind) => [blockGemvName(batch, kind),
-      features.subgroups && (kind !== 'gated' || batch === 1) ? { source: wgsl('block_gemv.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
+      features.subgroups && (kind !== 'gated' || batch === 1) ? { source: composeWgsl([BLOCK_GEMV_NO_LAYER_NORM_BIAS, wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
+    // BLAST steps 1–2 of one row with a LayerNorm inside (GPT-2's c_attn, c_fc): the norm's bias bound at 6.
+    blockGemv1LayerNormed: features.subgroups ? { source: composeWgsl([BLOCK_GEMV_LAYER_NORM_BIAS, wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read', 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, NORM_SUBGROUPS: 64 } } : undefined,
   };
 }
 
@@ -237,7 +251,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
   };
 }
 
-type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | 'gemvSubgroup1LayerNormed'
+type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | 'gemvSubgroup1LayerNormed' | 'blockGemv1LayerNormed'
   | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
@@ -799,7 +813,9 @@ export class WebGpuBackend implements Backend {
     const tensorCores = this.blockTensorCores(rows, i / b, i);
     // The subgroup kernel normalises BLAST's input itself (wgsl/block_gemv.wgsl NORMED: a BLAST
     // workgroup reads every block of x) and gates one row's (GATED); elsewhere that runs first.
-    const inHere = input && (isInputNorm(input) ? !isLayerNorm(input) && coupling !== null && this.normsInside('blast', rows, i, b) : subgroupPath && !tensorCores && rows === 1) ? input : undefined;
+    // A LayerNorm only for one row whose quads each read one block of x (flags bit 2, below).
+    const layerNormHere = coupling !== null && rows === 1 && this.normsInside('blast', rows, i, b) && blastChannels(b) % 4 === 0 && this.kernels.has('blockGemv1LayerNormed');
+    const inHere = input && (isLayerNorm(input) ? layerNormHere : isInputNorm(input) ? coupling !== null && this.normsInside('blast', rows, i, b) : subgroupPath && !tensorCores && rows === 1) ? input : undefined;
     if (input && !inHere) x = this.transformInput(x, rows, i, input);
     const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
     if (tensorCores) {
@@ -834,8 +850,8 @@ export class WebGpuBackend implements Backend {
       // Flags bit 2: each quad of rows reads one block of x (BLAST: a quad's four channels of a block; Monarch: consecutive rows of a block).
       const sharedX = (coupling ? channels : r) % 4 === 0 ? 4 : 0;
       const kind = !inHere ? 'plain' : isInputNorm(inHere) ? 'normed' : 'gated';
-      this.dispatch(blockGemvName(batch, kind), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, sharedX, groupRows, channels, 0, i, groups, 0, { f32: inHere && isInputNorm(inHere) ? inHere.eps : 0 }],
-        [...buffers, inHere ? this.transformBuffer(inHere) : this.dummy], [layers * groups, Math.ceil(rows / batch)]);
+      this.dispatch(isLayerNorm(inHere) ? 'blockGemv1LayerNormed' : blockGemvName(batch, kind), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, sharedX, groupRows, channels, 0, i, groups, 0, { f32: inHere && isInputNorm(inHere) ? inHere.eps : 0 }],
+        [...buffers, inHere ? this.transformBuffer(inHere) : this.dummy, ...(isLayerNorm(inHere) ? [tensor(inHere.bias).buffer] : [])], [layers * groups, Math.ceil(rows / batch)]);
       return;
     }
     for (let layer = 0; layer < layers; layer++) {

@@ -24,6 +24,11 @@
 // by the norm weight as it loads it, sums x · x from the same loads (the first channel of each
 // block counts its block), and scales z by 1 / rms at the store: RMSNorm(x) = x / rms(x), and
 // steps 1–3 are linear. No pass over x before the factor streams, and no dispatch for the norm.
+// LAYER_NORM (with NORMED, one row, flags bit 2: GPT-2's LayerNorm ahead of a BLAST c_attn or
+// c_fc): the input is (x − mean) · s ⊙ weight + bias. Each factor row's dot products with
+// x ⊙ weight, with the weight and with the bias come from the same loads, as do x's sum and sum of
+// squares; the coupling then combines all three, z = s · (Σ S·y − mean · Σ S·y_weight) + Σ S·y_bias.
+// The norm's bias is layer_norm_bias (binding 6, composed in by the backend; zeros elsewhere).
 enable subgroups;
 diagnostic(off, subgroup_uniformity);
 
@@ -54,6 +59,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> norm_weight: array<vec4<f32>>;
 
 override NORMED: bool = false;
+override LAYER_NORM: bool = false;
 // GATED (a pipeline of its own, steps 1–2, one row): the input is SwiGLU's silu(x) ⊙ up, up bound
 // where the norm weight goes: a gated MLP's down projection combines its gate and up as it reads.
 override GATED: bool = false;
@@ -69,6 +75,11 @@ fn input4(index: u32) -> vec4<f32> {
 // Sums of squares per (subgroup, row of x): 64 subgroups (of 4 lanes) in the normed pipeline, 1 elsewhere.
 override NORM_SUBGROUPS: u32 = 1u;
 var<workgroup> norm_partial: array<f32, NORM_SUBGROUPS * BATCH>;
+// LAYER_NORM: x's sums per (subgroup, row of x); each factor row's dot products with the norm's
+// weight and bias (one slot elsewhere).
+var<workgroup> sum_partial: array<f32, select(1u, NORM_SUBGROUPS * BATCH, LAYER_NORM)>;
+var<workgroup> y_weight: array<f32, select(1u, MAX_GROUP_ROWS, LAYER_NORM)>;
+var<workgroup> y_bias: array<f32, select(1u, MAX_GROUP_ROWS, LAYER_NORM)>;
 
 override BATCH: u32 = 1u;
 const MAX_BATCH: u32 = 16u;
@@ -210,7 +221,9 @@ fn row_dot(packed: vec4<u32>, xo: u32, go: u32) -> vec2<f32> {
 
 // A quad's four rows' dot products with one row of x (vec4 offset `n` from each row's input), and
 // the squares its counting rows add.
-fn quad_dots(q: Quad, p0: vec4<u32>, p1: vec4<u32>, p2: vec4<u32>, p3: vec4<u32>, n: u32, c: u32) -> array<vec4<f32>, 2> {
+// (LAYER_NORM, flags bit 2 only: also x's sum in the second vector's y, and the four rows' dot
+// products with the norm's weight and bias as the third and fourth.)
+fn quad_dots(q: Quad, p0: vec4<u32>, p1: vec4<u32>, p2: vec4<u32>, p3: vec4<u32>, n: u32, c: u32) -> array<vec4<f32>, 4> {
   if ((params.flags & 4u) != 0u) {
     // The four rows read one block of x (flags bit 2, steps 1–2): its inputs loaded once.
     let x0 = input4(q.x_off.x + n);
@@ -218,23 +231,35 @@ fn quad_dots(q: Quad, p0: vec4<u32>, p1: vec4<u32>, p2: vec4<u32>, p3: vec4<u32>
     var g0 = x0;
     var g1 = x1;
     var squares = 0.0;
-    if (NORMED) {
-      g0 = x0 * norm_weight[q.x_off.x + 2u * c];
-      g1 = x1 * norm_weight[q.x_off.x + 2u * c + 1u];
-      squares = q.counts.x * (dot(x0, x0) + dot(x1, x1));
-    }
+    var sum = 0.0;
     let u0 = unpack8(p0);
     let u1 = unpack8(p1);
     let u2 = unpack8(p2);
     let u3 = unpack8(p3);
-    return array<vec4<f32>, 2>(vec4<f32>(dot(u0[0], g0) + dot(u0[1], g1), dot(u1[0], g0) + dot(u1[1], g1),
-      dot(u2[0], g0) + dot(u2[1], g1), dot(u3[0], g0) + dot(u3[1], g1)), vec4<f32>(squares));
+    var with_weight = vec4<f32>(0.0);
+    var with_bias = vec4<f32>(0.0);
+    if (NORMED) {
+      let w0 = norm_weight[q.x_off.x + 2u * c];
+      let w1 = norm_weight[q.x_off.x + 2u * c + 1u];
+      g0 = x0 * w0;
+      g1 = x1 * w1;
+      squares = q.counts.x * (dot(x0, x0) + dot(x1, x1));
+      if (LAYER_NORM) {
+        sum = q.counts.x * dot(x0 + x1, vec4<f32>(1.0));
+        let e0 = layer_norm_bias(q.x_off.x + 2u * c);
+        let e1 = layer_norm_bias(q.x_off.x + 2u * c + 1u);
+        with_weight = vec4<f32>(dot(u0[0], w0) + dot(u0[1], w1), dot(u1[0], w0) + dot(u1[1], w1), dot(u2[0], w0) + dot(u2[1], w1), dot(u3[0], w0) + dot(u3[1], w1));
+        with_bias = vec4<f32>(dot(u0[0], e0) + dot(u0[1], e1), dot(u1[0], e0) + dot(u1[1], e1), dot(u2[0], e0) + dot(u2[1], e1), dot(u3[0], e0) + dot(u3[1], e1));
+      }
+    }
+    return array<vec4<f32>, 4>(vec4<f32>(dot(u0[0], g0) + dot(u0[1], g1), dot(u1[0], g0) + dot(u1[1], g1),
+      dot(u2[0], g0) + dot(u2[1], g1), dot(u3[0], g0) + dot(u3[1], g1)), vec4<f32>(squares, sum, 0.0, 0.0), with_weight, with_bias);
   }
   let s0 = row_dot(p0, q.x_off.x + n, q.x_off.x + 2u * c);
   let s1 = row_dot(p1, q.x_off.y + n, q.x_off.y + 2u * c);
   let s2 = row_dot(p2, q.x_off.z + n, q.x_off.z + 2u * c);
   let s3 = row_dot(p3, q.x_off.w + n, q.x_off.w + 2u * c);
-  return array<vec4<f32>, 2>(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(dot(q.counts, vec4<f32>(s0.y, s1.y, s2.y, s3.y))));
+  return array<vec4<f32>, 4>(vec4<f32>(s0.x, s1.x, s2.x, s3.x), vec4<f32>(dot(q.counts, vec4<f32>(s0.y, s1.y, s2.y, s3.y))), vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
 // BLAST's coupling value t = at.x · channels + at.y (block pair, channel) of this workgroup's tile (0 past its end).
@@ -325,8 +350,10 @@ fn main(
   }
   // NORMED: this lane's part of each row of x's sum of squares.
   var squares: array<f32, MAX_BATCH>;
+  var sums: array<f32, MAX_BATCH>;
   for (var b = 0u; b < BATCH; b++) {
     squares[b] = 0.0;
+    sums[b] = 0.0;
   }
   for (var first = subgroup * 4u; first < params.group_rows; first += subgroups * 4u) {
     let q = quad(group, layer, first);
@@ -336,6 +363,9 @@ fn main(
     for (var b = 0u; b < BATCH; b++) {
       acc[b] = vec4<f32>(0.0);
     }
+    // LAYER_NORM (one row): the quad's dot products with the norm's weight and bias.
+    var acc_weight = vec4<f32>(0.0);
+    var acc_bias = vec4<f32>(0.0);
     for (var c = lane; c < chunks; c += subgroup_size) {
       // Every row's load first, then the sums (unpacked once for every row of the batch).
       let p0 = w[q.w_base.x + c];
@@ -343,15 +373,30 @@ fn main(
       let p2 = w[q.w_base.z + c];
       let p3 = w[q.w_base.w + c];
       for (var b = 0u; b < BATCH; b++) {
-        let sums = quad_dots(q, p0, p1, p2, p3, n_offset[b] / 4u + 2u * c, c);
-        acc[b] += sums[0];
-        squares[b] += sums[1].x;
+        let dots = quad_dots(q, p0, p1, p2, p3, n_offset[b] / 4u + 2u * c, c);
+        acc[b] += dots[0];
+        squares[b] += dots[1].x;
+        sums[b] += dots[1].y;
+        acc_weight += dots[2];
+        acc_bias += dots[3];
       }
     }
     for (var b = 0u; b < BATCH; b++) {
       let total = subgroupAdd(acc[b]);
       if (lane == 0u) {
         emit_quad(layer, q, first, r0 + b, b, total);
+      }
+    }
+    if (LAYER_NORM) {
+      let total_weight = subgroupAdd(acc_weight);
+      let total_bias = subgroupAdd(acc_bias);
+      if (lane == 0u) {
+        for (var k = 0u; k < 4u; k++) {
+          if (first + k < params.group_rows) {
+            y_weight[first + k] = total_weight[k];
+            y_bias[first + k] = total_bias[k];
+          }
+        }
       }
     }
   }
@@ -361,8 +406,12 @@ fn main(
   if (NORMED) {
     for (var b = 0u; b < BATCH; b++) {
       let total = subgroupAdd(squares[b]);
+      let total_sum = subgroupAdd(sums[b]);
       if (lane == 0u) {
         norm_partial[subgroup * BATCH + b] = total;
+        if (LAYER_NORM) {
+          sum_partial[subgroup * BATCH + b] = total_sum;
+        }
       }
     }
   }
@@ -383,15 +432,32 @@ fn main(
     let n = r0 + b;
     if (q < params.rank && n < params.rows) {
       var sum = 0.0;
+      var sum_weight = 0.0;
+      var sum_bias = 0.0;
       for (var c = 0u; c < params.blocks; c++) {
-        sum += s_tile[(a * params.blocks + c) * params.channels + qq] * y[(c * params.channels + qq) * BATCH + b];
+        let s_value = s_tile[(a * params.blocks + c) * params.channels + qq];
+        sum += s_value * y[(c * params.channels + qq) * BATCH + b];
+        if (LAYER_NORM) {
+          sum_weight += s_value * y_weight[c * params.channels + qq];
+          sum_bias += s_value * y_bias[c * params.channels + qq];
+        }
       }
       if (NORMED) {
         var squares_total = 0.0;
+        var x_total = 0.0;
         for (var p = 0u; p < subgroups; p++) {
           squares_total += norm_partial[p * BATCH + b];
+          if (LAYER_NORM) {
+            x_total += sum_partial[p * BATCH + b];
+          }
         }
-        sum *= inverseSqrt(squares_total / f32(params.x_stride) + params.norm_eps);
+        let n = f32(params.x_stride);
+        if (LAYER_NORM) {
+          let mean = x_total / n;
+          sum = inverseSqrt(max(squares_total / n - mean * mean, 0.0) + params.norm_eps) * (sum - mean * sum_weight) + sum_bias;
+        } else {
+          sum *= inverseSqrt(squares_total / n + params.norm_eps);
+        }
       }
       out[((layer * params.blocks + a) * params.rows + n) * params.rank + q] = sum;
     }
