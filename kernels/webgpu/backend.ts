@@ -94,18 +94,14 @@ fn load_table(row: u32, column: u32) -> f32 {
   return select(pair.x, pair.y, (column & 1u) == 1u);
 }
 `;
-/** wgsl/block_gemv.wgsl's LayerNorm bias: bound at 6 in its LAYER_NORM pipeline, zeros in the others (which do not bind it). */
-const BLOCK_GEMV_LAYER_NORM_BIAS = `
-@group(0) @binding(6) var<storage, read> norm_bias: array<vec4<f32>>;
-fn layer_norm_bias(index: u32) -> vec4<f32> {
-  return norm_bias[index];
+/**
+ * `layer_norm_bias(index)` for wgsl/gemv_subgroup.wgsl and wgsl/block_gemv.wgsl: the LayerNorm
+ * bias bound at `binding` in their LAYER_NORM pipelines; zeros (nothing bound) in the others.
+ */
+function layerNormBias(binding?: number): string {
+  if (binding === undefined) return 'fn layer_norm_bias(index: u32) -> vec4<f32> {\n  return vec4<f32>(0.0);\n}\n';
+  return `@group(0) @binding(${binding}) var<storage, read> norm_bias: array<vec4<f32>>;\nfn layer_norm_bias(index: u32) -> vec4<f32> {\n  return norm_bias[index];\n}\n`;
 }
-`;
-const BLOCK_GEMV_NO_LAYER_NORM_BIAS = `
-fn layer_norm_bias(index: u32) -> vec4<f32> {
-  return vec4<f32>(0.0);
-}
-`;
 const GATHER_F32 = `
 @group(0) @binding(1) var<storage, read> table: array<f32>;
 fn load_table(row: u32, column: u32) -> f32 {
@@ -120,8 +116,8 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
   const gather = wgsl('gather.wgsl');
   const gemvSubgroupSlots = 256 / Math.max(4, subgroupMinSize || 4);
   const pairedConstants = { BATCH: 1, NORMED: 1, PAIRED: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots };
-  const ropeGemv = wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope', 'gemv_no_layer_norm');
-  const gemvSubgroup = wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu', 'gemv_no_layer_norm');
+  const ropeGemv = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope')]);
+  const gemvSubgroup = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')]);
   return {
     gatherF16: { source: GATHER_F16 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
@@ -161,7 +157,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
       // The normalising pipeline only for one row (recordMatmul says why).
       features.subgroups && (kind !== 'normed' || batch === 1) ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind), SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined]))),
     // One row with a LayerNorm inside (GPT-2's ln_1, ln_2, ln_f): the norm's bias bound at 8.
-    gemvSubgroup1LayerNormed: features.subgroups ? { source: wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu', 'gemv_layer_norm'), entryPoint: 'main', storage: [...MATMUL_BINDINGS, 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
+    gemvSubgroup1LayerNormed: features.subgroups ? { source: composeWgsl([layerNormBias(MATMUL_BINDINGS.length + 1), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')]), entryPoint: 'main', storage: [...MATMUL_BINDINGS, 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
     // One row, normed, with its outputs in pairs (wgsl/gemv_subgroup.wgsl PAIRED): SwiGLU, or RoPE
     // and the KV cache store (five more bindings: only where the device has room for them).
     gemvPairedSwiglu: features.subgroups ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { ...pairedConstants } } : undefined,
@@ -170,9 +166,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
       gemvPairedRopeBlocked: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants, NORMED: 0, BLOCKED: 1 } },
     } : {}),
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'gated'] as const).map((kind) => [blockGemvName(batch, kind),
-      features.subgroups && (kind !== 'gated' || batch === 1) ? { source: composeWgsl([BLOCK_GEMV_NO_LAYER_NORM_BIAS, wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
+      features.subgroups && (kind !== 'gated' || batch === 1) ? { source: composeWgsl([layerNormBias(), wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
     // BLAST steps 1–2 of one row with a LayerNorm inside (GPT-2's c_attn, c_fc): the norm's bias bound at 6.
-    blockGemv1LayerNormed: features.subgroups ? { source: composeWgsl([BLOCK_GEMV_LAYER_NORM_BIAS, wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read', 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, NORM_SUBGROUPS: 64 } } : undefined,
+    blockGemv1LayerNormed: features.subgroups ? { source: composeWgsl([layerNormBias(6), wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read', 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, NORM_SUBGROUPS: 64 } } : undefined,
   };
 }
 

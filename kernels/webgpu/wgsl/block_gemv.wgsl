@@ -28,7 +28,7 @@
 // c_fc): the input is (x − mean) · s ⊙ weight + bias. Each factor row's dot products with
 // x ⊙ weight, with the weight and with the bias come from the same loads, as do x's sum and sum of
 // squares; the coupling then combines all three, z = s · (Σ S·y − mean · Σ S·y_weight) + Σ S·y_bias.
-// The norm's bias is layer_norm_bias (binding 6, composed in by the backend; zeros elsewhere).
+// The norm's bias is layer_norm_bias (binding 6, the backend's layerNormBias; zeros elsewhere).
 enable subgroups;
 diagnostic(off, subgroup_uniformity);
 
@@ -406,10 +406,12 @@ fn main(
   if (NORMED) {
     for (var b = 0u; b < BATCH; b++) {
       let total = subgroupAdd(squares[b]);
-      let total_sum = subgroupAdd(sums[b]);
       if (lane == 0u) {
         norm_partial[subgroup * BATCH + b] = total;
-        if (LAYER_NORM) {
+      }
+      if (LAYER_NORM) {
+        let total_sum = subgroupAdd(sums[b]);
+        if (lane == 0u) {
           sum_partial[subgroup * BATCH + b] = total_sum;
         }
       }

@@ -27,7 +27,7 @@ override NORMED: bool = false;
 // bias with s = 1 / sqrt(var + eps). The loop sums w · (x ⊙ weight), w · weight and w · bias per
 // output row, and x and x · x per row of x, from the same loads; then out = s · (Σ w·(x ⊙ weight) −
 // mean · Σ w·weight) + Σ w·bias. The norm's bias comes from layer_norm_bias (binding 8, composed
-// in by common/gemv_layer_norm.wgsl; zeros in the other pipelines, which do not bind it).
+// in by the backend's layerNormBias; zeros in the other pipelines, which do not bind it).
 override LAYER_NORM: bool = false;
 // BLOCKED (a third kind of pipeline): step 3 of a Monarch or BLAST layer (wgsl/block_gemv.wgsl
 // has the others): output feature o reads x's block o / per_block (x is blocks × rows × in), and
