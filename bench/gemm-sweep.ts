@@ -48,10 +48,10 @@ for (const [subgroupsM, subgroupsN] of [[2, 2], [4, 2], [2, 4], [4, 1], [1, 4]])
 }
 console.log(`${tiles.length} tiles`);
 
-const PARAM_BYTES = 32;
+const PARAM_BYTES = 64; // matmul_common.wgsl's Params (15 words), padded to 16 bytes; flags bits 8-15: the split count (gemm_combine.wgsl)
 function paramsBuffer(rows: number, inFeatures: number, outFeatures: number, wStride: number, splits = 1): GPUBuffer {
   const buffer = device.createBuffer({ size: PARAM_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  device.queue.writeBuffer(buffer, 0, Uint32Array.of(rows, inFeatures, outFeatures, wStride, splits << 8, outFeatures, 0, 0));
+  device.queue.writeBuffer(buffer, 0, Uint32Array.of(rows, inFeatures, outFeatures, wStride, splits << 8, outFeatures, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
   return buffer;
 }
 function storage(bytes: number): GPUBuffer {

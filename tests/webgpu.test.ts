@@ -10,7 +10,7 @@ import { flagStride, logprobStride, type Backend, type BlockShape, type IndexTen
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { ropeTables } from '../kernels/cpu/ops.ts';
 import { candidateDistribution } from '../kernels/cpu/sample.ts';
-import type { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+import { LAYER_NORM_GEMV_MAX_OUT, type WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { compressCheckpoint, GPT2_PROJECTIONS, PROJECTIONS } from '../models/compress.ts';
 import { BlockLowRankLinear, ConcatenatedLinear, LowRankLinear, SeparateLinears, SplitOutputs, StackedBlockLinears, StackedLowRankLinears, type LinearGroup } from '../models/linear.ts';
 import { loadModel } from '../models/load.ts';
@@ -486,6 +486,28 @@ describe.each([
       expectClose(cpuOut, direct, 1e-4);
       if (gpu.matmulRoundsActivations(rows)) expectCloseToLargest(gpuOut, cpuOut);
       else expectClose(gpuOut, cpuOut, 1e-4);
+    });
+
+    it('a one-row matmul of LayerNorm(x) wider than the LayerNorm GEMV takes (GPT-2\'s LM head) runs the norm first, as the CPU makes it', async ({ skip }) => {
+      if (!gpu) return skip();
+      const inFeatures = 72;
+      for (const outFeatures of [10, LAYER_NORM_GEMV_MAX_OUT + 3]) {
+        const x = ownRandom(inFeatures).map((v) => v + 3), w = ownRandom(outFeatures * inFeatures), g = ownRandom(inFeatures), e = ownRandom(inFeatures);
+        let dispatches = 0;
+        const [gpuOut, cpuOut] = await both(async (be) => {
+          const norm = { weight: be.upload(g), bias: be.upload(e), eps: 1e-5 };
+          const weight = be.uploadMatrix(w, outFeatures, inFeatures, 'w');
+          const xt = be.upload(x);
+          const out = be.allocate(outFeatures);
+          const recorded = await dispatchesOf(be, () => be.matmul(out, xt, weight, null, 1, inFeatures, outFeatures, false, norm));
+          if (be === gpu) dispatches = recorded;
+          return be.read(out, outFeatures);
+        });
+        expectClose(gpuOut, cpuOut, 1e-4);
+        // Inside the GEMV (one dispatch) up to the limit, where the adapter has the subgroup GEMV; the norm's own pass and a GEMV past it.
+        const fused = gpu.gpu.features.subgroups && outFeatures <= LAYER_NORM_GEMV_MAX_OUT;
+        expect(dispatches, `${outFeatures} outputs`).toBe(fused ? 1 : 2);
+      }
     });
 
     it.for<[number, number]>([[1, 64], [3, 256], [1, 13], [6, 64], [1, 3000], [2, 4104], [20, 136], [40, 136], [64, 4104], [40, 132], [33, 13]])('matmul with GELU on its outputs rows=%i in=%i (in the matmul\'s epilogue), with bias, and with a residual added after it', async ([rows, inFeatures], { skip }) => {

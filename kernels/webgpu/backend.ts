@@ -198,6 +198,14 @@ const blockGemvName = <K extends 'plain' | 'normed' | 'gated'>(batch: GemvBatch,
  * block; the one-row pipelines were tuned with 2).
  */
 const gemvRowsPerGroup = (batch: GemvBatch, kind: Exclude<GemvKind, 'gated'>) => (batch > 1 && kind === 'plain' ? 4 : 2);
+/**
+ * The most output features a one-row matmul takes its LayerNorm inside the GEMV for. The
+ * LayerNorm GEMV loads the norm's weight and bias beside x for every 8 halves of each pair of
+ * weight rows, about twice the plain GEMV's loads: GPT-2's LM head (768 → 50,257) took 65 µs in it,
+ * against ~26 µs for the plain GEMV after the norm's own pass. Up to a few thousand outputs the
+ * dispatch saved is worth more (H200, bench/RESULTS.md).
+ */
+export const LAYER_NORM_GEMV_MAX_OUT = 16384;
 /** Factor rows per workgroup of wgsl/block_gemv.wgsl: Monarch's step 1, and step 3; BLAST's steps 1–2 take up to BLOCK_GEMV_BLAST_ROWS (its MAX_GROUP_ROWS). */
 const BLOCK_GEMV_GROUP_ROWS = 32;
 const BLOCK_GEMV_EXPAND_ROWS = 32;
@@ -727,7 +735,7 @@ export class WebGpuBackend implements Backend {
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
     // (normsInside speaks of RMSNorm; a LayerNorm has a pipeline of its own, for one row.)
     const normInside = input !== undefined && isInputNorm(input) && (isLayerNorm(input)
-      ? rows === 1 && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1LayerNormed')
+      ? rows === 1 && inFeatures % 8 === 0 && widths.reduce((a, b) => a + b, 0) <= LAYER_NORM_GEMV_MAX_OUT && this.kernels.has('gemvSubgroup1LayerNormed')
       : this.normsInside('matmul', rows, inFeatures));
     if (paired && !normInside) throw new GpuError(`${paired.kernel} takes the one-row normed subgroup GEMV's matmuls only`);
     // The tensor-core GEMM's x goes to f16 in a pass of its own, which normalises or gates it too.
