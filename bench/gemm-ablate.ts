@@ -18,6 +18,7 @@ import { openGpu } from '../kernels/webgpu/gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileName, gemmTileRows, type GemmTile } from '../kernels/webgpu/gemm_subgroup_matrix.ts';
 import { commonWgsl, composeWgsl } from '../kernels/webgpu/wgsl_source.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
+import { gemmParams, runAndRead, storageBuffer, timeCallsUs } from './gemm-harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -66,15 +67,8 @@ function ablate(source: string, variant: string): string {
   return head + body;
 }
 
-const PARAM_BYTES = 64; // matmul_common.wgsl's Params, padded to 16 bytes
-function paramsBuffer(rows: number, inFeatures: number, outFeatures: number, wStride: number): GPUBuffer {
-  const buffer = device.createBuffer({ size: PARAM_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  device.queue.writeBuffer(buffer, 0, Uint32Array.of(rows, inFeatures, outFeatures, wStride, 0, outFeatures, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
-  return buffer;
-}
-function storage(bytes: number): GPUBuffer {
-  return device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-}
+const paramsBuffer = (rows: number, inFeatures: number, outFeatures: number, wStride: number) => gemmParams(device, rows, inFeatures, outFeatures, wStride);
+const storage = (bytes: number) => storageBuffer(device, bytes);
 const spare = [storage(16), storage(16), storage(16), storage(16)];
 
 // One explicit layout, so variants that leave a binding unused still take the same bind groups.
@@ -113,18 +107,11 @@ async function check(tile: GemmTile, p: GPUComputePipeline): Promise<number> {
   device.queue.writeBuffer(w, 0, halves);
   const out = storage(rows * outFeatures * 4);
   const params = paramsBuffer(rows, inFeatures, outFeatures, stride);
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(p);
-  pass.setBindGroup(0, binds(params, x, w, out));
-  pass.dispatchWorkgroups(Math.ceil(outFeatures / gemmTileColumns(tile)), Math.ceil(rows / gemmTileRows(tile)), 1);
-  pass.end();
-  const read = device.createBuffer({ size: out.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  encoder.copyBufferToBuffer(out, 0, read, 0, out.size);
-  device.queue.submit([encoder.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const got = new Float32Array(read.getMappedRange().slice(0));
-  read.unmap();
+  const got = await runAndRead(device, (pass) => {
+    pass.setPipeline(p);
+    pass.setBindGroup(0, binds(params, x, w, out));
+    pass.dispatchWorkgroups(Math.ceil(outFeatures / gemmTileColumns(tile)), Math.ceil(rows / gemmTileRows(tile)), 1);
+  }, out);
   let worst = 0, largest = 0;
   for (let r = 0; r < rows; r++) for (let o = 0; o < outFeatures; o++) {
     let sum = 0;
@@ -132,6 +119,7 @@ async function check(tile: GemmTile, p: GPUComputePipeline): Promise<number> {
     largest = Math.max(largest, Math.abs(sum));
     worst = Math.max(worst, Math.abs(sum - got[r * outFeatures + o]));
   }
+  for (const buffer of [x, w, out, params]) buffer.destroy();
   return worst / largest;
 }
 
@@ -177,27 +165,12 @@ for (const tile of tiles) {
     for (const [rowCount, inFeatures, outFeatures] of SHAPES) {
       const params = paramsBuffer(rowCount, inFeatures, outFeatures, inFeatures);
       const groups = weights.map((w) => binds(params, x, w, out));
-      const run = async (n: number) => {
-        const encoder = device.createCommandEncoder();
-        const pass = encoder.beginComputePass();
+      const grid = [Math.ceil(outFeatures / gemmTileColumns(tile)), Math.ceil(rowCount / gemmTileRows(tile)), 1] as const;
+      us.push(await timeCallsUs(device, (pass, call) => {
         pass.setPipeline(pipeline);
-        for (let i = 0; i < n; i++) {
-          pass.setBindGroup(0, groups[i % 4]);
-          pass.dispatchWorkgroups(Math.ceil(outFeatures / gemmTileColumns(tile)), Math.ceil(rowCount / gemmTileRows(tile)), 1);
-        }
-        pass.end();
-        device.queue.submit([encoder.finish()]);
-        await device.queue.onSubmittedWorkDone();
-      };
-      await run(4);
-      const calls = rowCount >= 1024 ? 20 : 80;
-      const samples: number[] = [];
-      for (let repeat = 0; repeat < 5; repeat++) {
-        const t0 = performance.now();
-        await run(calls);
-        samples.push(((performance.now() - t0) * 1000) / calls);
-      }
-      us.push(samples.sort((p, q) => p - q)[2]);
+        pass.setBindGroup(0, groups[call % 4]);
+        pass.dispatchWorkgroups(...grid);
+      }, rowCount >= 1024 ? 20 : 80, 5));
       params.destroy();
     }
     rows.push({ tile: gemmTileName(tile), variant, error, us });

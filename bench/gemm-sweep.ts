@@ -13,6 +13,7 @@ import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
 import { openGpu } from '../kernels/webgpu/gpu.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileName, gemmTileRows, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from '../kernels/webgpu/gemm_subgroup_matrix.ts';
 import { commonWgsl, composeWgsl } from '../kernels/webgpu/wgsl_source.ts';
+import { gemmParams, runAndRead, storageBuffer, timeCallsUs } from './gemm-harness.ts';
 
 const { values } = parseArgs({ options: { 'no-torch': { type: 'boolean' }, quick: { type: 'boolean' }, out: { type: 'string', default: 'bench/out/gemm-sweep.json' } }, strict: true });
 const gpu = await openGpu({ allowSoftware: true });
@@ -48,15 +49,8 @@ for (const [subgroupsM, subgroupsN] of [[2, 2], [4, 2], [2, 4], [4, 1], [1, 4]])
 }
 console.log(`${tiles.length} tiles`);
 
-const PARAM_BYTES = 64; // matmul_common.wgsl's Params (15 words), padded to 16 bytes; flags bits 8-15: the split count (gemm_combine.wgsl)
-function paramsBuffer(rows: number, inFeatures: number, outFeatures: number, wStride: number, splits = 1): GPUBuffer {
-  const buffer = device.createBuffer({ size: PARAM_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  device.queue.writeBuffer(buffer, 0, Uint32Array.of(rows, inFeatures, outFeatures, wStride, splits << 8, outFeatures, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
-  return buffer;
-}
-function storage(bytes: number): GPUBuffer {
-  return device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-}
+const paramsBuffer = (rows: number, inFeatures: number, outFeatures: number, wStride: number, splits = 1) => gemmParams(device, rows, inFeatures, outFeatures, wStride, splits);
+const storage = (bytes: number) => storageBuffer(device, bytes);
 
 interface Built { tile: GemmTile; input: GemmInput; pipeline: GPUComputePipeline }
 async function build(tile: GemmTile, input: GemmInput): Promise<Built | string> {
@@ -121,16 +115,7 @@ async function check(built: Built, splits: number): Promise<number> {
   const out = storage(rows * outFeatures * 4);
   const partials = storage(splits * rows * outFeatures * 4);
   const params = paramsBuffer(rows, inFeatures, outFeatures, stride, splits);
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  dispatch(pass, built, bindGroups(built, params, x, w, out, partials), rows, outFeatures, splits);
-  pass.end();
-  const read = device.createBuffer({ size: out.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  encoder.copyBufferToBuffer(out, 0, read, 0, out.size);
-  device.queue.submit([encoder.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const got = new Float32Array(read.getMappedRange().slice(0));
-  read.unmap();
+  const got = await runAndRead(device, (pass) => dispatch(pass, built, bindGroups(built, params, x, w, out, partials), rows, outFeatures, splits), out);
   let worst = 0;
   let largest = 0;
   for (let r = 0; r < rows; r++) {
@@ -141,7 +126,7 @@ async function check(built: Built, splits: number): Promise<number> {
       worst = Math.max(worst, Math.abs(sum - got[r * outFeatures + o]));
     }
   }
-  for (const b of [x, w, out, partials, params, read]) b.destroy();
+  for (const b of [x, w, out, partials, params]) b.destroy();
   return worst / largest;
 }
 
@@ -179,23 +164,7 @@ for (const [rows, inFeatures, outFeatures] of SHAPES) {
   for (const [b, splits] of built.flatMap((b) => (rows <= 512 ? [1, 2, 4, 8] : [1]).map((n) => [b, n] as const))) {
     const params = paramsBuffer(rows, inFeatures, outFeatures, stride, splits);
     const binds = bindGroups(b, params, x, w, out, partials);
-    const run = async (n: number) => {
-      const encoder = device.createCommandEncoder();
-      const pass = encoder.beginComputePass();
-      for (let i = 0; i < n; i++) dispatch(pass, b, binds, rows, outFeatures, splits);
-      pass.end();
-      device.queue.submit([encoder.finish()]);
-      await device.queue.onSubmittedWorkDone();
-    };
-    await run(2);
-    const calls = rows >= 1024 ? 10 : 40;
-    const samples: number[] = [];
-    for (let repeat = 0; repeat < 3; repeat++) {
-      const t0 = performance.now();
-      await run(calls);
-      samples.push(((performance.now() - t0) * 1000) / calls);
-    }
-    const us = samples.sort((p, q) => p - q)[1];
+    const us = await timeCallsUs(device, (pass) => dispatch(pass, b, binds, rows, outFeatures, splits), rows >= 1024 ? 10 : 40, 3);
     params.destroy();
     results.push({ tile: `${gemmTileName(b.tile)}${b.input === 'f16' ? ' x f16' : ''}${splits > 1 ? ` split ${splits}` : ''}`, splits, rows, in: inFeatures, out: outFeatures, us, tflops: (2 * rows * inFeatures * outFeatures) / us / 1e6 });
   }
