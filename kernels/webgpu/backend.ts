@@ -202,8 +202,8 @@ const gemvRowsPerGroup = (batch: GemvBatch, kind: Exclude<GemvKind, 'gated'>) =>
  * The most output features a one-row matmul takes its LayerNorm inside the GEMV for. The
  * LayerNorm GEMV loads the norm's weight and bias beside x for every 8 halves of each pair of
  * weight rows, about twice the plain GEMV's loads: GPT-2's LM head (768 → 50,257) took 65 µs in it,
- * against ~26 µs for the plain GEMV after the norm's own pass. Up to a few thousand outputs the
- * dispatch saved is worth more (H200, bench/RESULTS.md).
+ * against ~26 µs for the plain GEMV after the norm's own pass. For c_attn and c_fc (2,304 and 3,072
+ * outputs) the dispatch saved is worth more; the limit sits well between (H200, bench/RESULTS.md).
  */
 export const LAYER_NORM_GEMV_MAX_OUT = 16384;
 /** Factor rows per workgroup of wgsl/block_gemv.wgsl: Monarch's step 1, and step 3; BLAST's steps 1–2 take up to BLOCK_GEMV_BLAST_ROWS (its MAX_GROUP_ROWS). */
@@ -733,9 +733,10 @@ export class WebGpuBackend implements Backend {
   private recordMatmul(outs: Tensor[], x: Tensor, weight: Tensor, bias: Tensor | null, rows: number, inFeatures: number, widths: number[], accumulate: boolean, input?: InputTransform, stacked = false, paired?: Pairing, activationFlag = 0): void {
     // Below the tensor cores' rows, the subgroup GEMV streams the weights once per 16 rows.
     const decodeSubgroup = rows < SUBGROUP_MATRIX_MIN_ROWS && inFeatures % 8 === 0 && this.kernels.has('gemvSubgroup1');
+    const outFeatures = widths.reduce((a, b) => a + b, 0);
     // (normsInside speaks of RMSNorm; a LayerNorm has a pipeline of its own, for one row.)
     const normInside = input !== undefined && isInputNorm(input) && (isLayerNorm(input)
-      ? rows === 1 && inFeatures % 8 === 0 && widths.reduce((a, b) => a + b, 0) <= LAYER_NORM_GEMV_MAX_OUT && this.kernels.has('gemvSubgroup1LayerNormed')
+      ? rows === 1 && inFeatures % 8 === 0 && outFeatures <= LAYER_NORM_GEMV_MAX_OUT && this.kernels.has('gemvSubgroup1LayerNormed')
       : this.normsInside('matmul', rows, inFeatures));
     if (paired && !normInside) throw new GpuError(`${paired.kernel} takes the one-row normed subgroup GEMV's matmuls only`);
     // The tensor-core GEMM's x goes to f16 in a pass of its own, which normalises or gates it too.
@@ -753,7 +754,6 @@ export class WebGpuBackend implements Backend {
     if (!w.isHalfMatrix) throw new GpuError('matmul needs a weight from uploadMatrix');
     if (!stacked && (outs.length < 1 || outs.length > 3 || outs.length !== widths.length)) throw new GpuError(`matmul writes 1 to 3 outputs, got ${outs.length} for ${widths.length} widths`);
     if (outs.includes(x)) throw new GpuError('matmul cannot write over its input');
-    const outFeatures = widths.reduce((a, b) => a + b, 0);
     const buffers = [tensor(x).buffer, w.buffer, bias ? tensor(bias).buffer : this.dummy,
       tensor(outs[0]).buffer, outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1]];
     buffers.push(input ? this.transformBuffer(input) : this.dummy);
