@@ -8,6 +8,8 @@
 //   - independent: each reads one shared input and writes its own buffer (Dawn still puts a barrier
 //     before each: the buffer was written by the previous submit, and it tracks usage across them).
 //   - read-only: a kernel with no writable binding (it stores nothing), so no barrier at all.
+//   - dependent with the pipeline changed at every dispatch (a second pipeline of the same module,
+//     or of a second module), as a decode step's kernels change from one dispatch to the next.
 // For 1 workgroup (pure overhead) and for as many workgroups as the GPU has room for at once; and
 // a stream of `--mb` MB through a copy kernel, in one dispatch against `--pieces` dependent ones.
 //
@@ -27,18 +29,34 @@ const gpu = await openGpu({ allowSoftware: true });
 const device = gpu.device;
 console.log(`device: ${gpu.description}`);
 
-const module = device.createShaderModule({ code: `
+// The copy kernel; `added` changes its code (a second shader module, for the switching cases).
+// `shared` > 0 gives it a workgroup array of that many vec4s, which it passes its values through.
+const copySource = (added: number, shared = 0) => `
 struct Params { count: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+${shared > 0 ? `var<workgroup> stage: array<vec4<f32>, ${shared}>;` : ''}
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn main(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   for (var i = id.x; i < params.count; i += groups.x * 256u) {
-    dst[i] = src[i] + vec4<f32>(1.0);
+    ${shared > 0 ? `stage[(lid * 7u) % ${shared}u] = src[i];
+    dst[i] = stage[(lid * 7u) % ${shared}u] + vec4<f32>(${added.toFixed(1)});` : `dst[i] = src[i] + vec4<f32>(${added.toFixed(1)});`}
   }
-}` });
-const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+}`;
+const copyLayout = device.createBindGroupLayout({ entries: [
+  { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
+  { binding: 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } },
+  { binding: 2, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
+] });
+const copyPipeline = (module: GPUShaderModule) => device.createComputePipeline({ layout: device.createPipelineLayout({ bindGroupLayouts: [copyLayout] }), compute: { module, entryPoint: 'main' } });
+const module = device.createShaderModule({ code: copySource(1) });
+const pipeline = copyPipeline(module);
+// The same module in a second pipeline, and a second module: dispatches alternating between
+// pipelines, as a decode step's do (its kernels differ from one dispatch to the next).
+const samePipelineTwice = copyPipeline(module);
+const otherPipeline = copyPipeline(device.createShaderModule({ code: copySource(2) }));
+const sharedPipeline = copyPipeline(device.createShaderModule({ code: copySource(1, 2048) }));
 const readOnlyModule = device.createShaderModule({ code: `
 struct Params { count: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
@@ -61,16 +79,20 @@ function params(count: number): GPUBuffer {
   return b;
 }
 function bind(p: GPUBuffer, src: GPUBuffer, dst: GPUBuffer): GPUBindGroup {
-  return device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [p, src, dst].map((b, binding) => ({ binding, resource: { buffer: b } })) });
+  return device.createBindGroup({ layout: copyLayout, entries: [p, src, dst].map((b, binding) => ({ binding, resource: { buffer: b } })) });
 }
 
 /** Wall time (µs) of one submit of these dispatches, median of `rounds` after a warm-up. */
-async function time(dispatches: { group: GPUBindGroup; workgroups: number }[], kernel = pipeline): Promise<number> {
+async function time(dispatches: { group: GPUBindGroup; workgroups: number; kernel?: GPUComputePipeline }[], kernel = pipeline): Promise<number> {
   const once = async () => {
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    pass.setPipeline(kernel);
+    let current: GPUComputePipeline | undefined;
     for (const d of dispatches) {
+      if ((d.kernel ?? kernel) !== current) {
+        current = d.kernel ?? kernel;
+        pass.setPipeline(current);
+      }
       pass.setBindGroup(0, d.group);
       pass.dispatchWorkgroups(d.workgroups);
     }
@@ -100,7 +122,10 @@ for (const workgroups of [1, 264]) {
   const independent = outs.map((o) => ({ group: bind(p, a, o), workgroups }));
   const readOnlyGroup = device.createBindGroup({ layout: readOnly.getBindGroupLayout(0), entries: [p, a].map((b, binding) => ({ binding, resource: { buffer: b } })) });
   const reads = Array.from({ length: calls }, () => ({ group: readOnlyGroup, workgroups }));
-  for (const [name, list, kernel] of [['dependent', dependent, pipeline], ['independent', independent, pipeline], ['read-only', reads, readOnly]] as const) {
+  const alternating = (second: GPUComputePipeline) => dependent.map((d, i) => ({ ...d, kernel: i % 2 ? second : pipeline }));
+  for (const [name, list, kernel] of [['dependent', dependent, pipeline], ['dependent, two pipelines of one module in turn', alternating(samePipelineTwice), pipeline],
+    ['dependent, two modules in turn', alternating(otherPipeline), pipeline],
+    ['dependent, a module with 32 KB of workgroup memory in turn', alternating(sharedPipeline), pipeline], ['independent', independent, pipeline], ['read-only', reads, readOnly]] as const) {
     const one = await time(list.slice(0, 1), kernel);
     const all = await time(list, kernel);
     rows.push({ case: name, workgroups, usPerDispatch: (all - one) / (calls - 1) });
@@ -124,7 +149,10 @@ const pieceSize = vectors / pieces;
 const pieceBuffers = Array.from({ length: pieces + 1 }, () => buffer(pieceSize * 16));
 const split = Array.from({ length: copies * pieces }, (_, i) => ({ group: bind(params(pieceSize), pieceBuffers[i % pieces], pieceBuffers[(i % pieces) + 1]), workgroups: workgroups / pieces }));
 const bytes = 2 * vectors * 16 * copies;
-for (const [name, list] of [['one dispatch', single], [`${pieces} dependent dispatches`, split]] as const) {
+const splitAlternating = (second: GPUComputePipeline) => split.map((d, i) => ({ ...d, kernel: i % 2 ? second : pipeline }));
+for (const [name, list] of [['one dispatch', single], [`${pieces} dependent dispatches`, split],
+  [`${pieces} dependent dispatches, two modules in turn`, splitAlternating(otherPipeline)],
+  [`${pieces} dependent dispatches, a module with 32 KB of workgroup memory in turn`, splitAlternating(sharedPipeline)]] as const) {
   const us = await time(list);
   streamRows.push({ case: `${mb} MB ${name}`, us: us / copies, gbPerS: bytes / us / 1e3 });
 }

@@ -5,12 +5,14 @@
 //
 //   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--variants dense,lowrank,monarch,blast]
 //                        [--prompt 128] [--new 128] [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf]
-//                        [--profile] [--out FILE]
+//                        [--profile | --timeline] [--out FILE]
 // --variants: the dense model and/or its block low-rank versions at the paper's configurations
 // (models/compress.ts presets), random factors made where the backend keeps its data.
 // --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
 // the tok/s it prints are lower) and prints the GPU time per kernel. Each decode step's dispatches
 // and the CPU time of recording and submitting it are printed too (the small models wait on that).
+// --timeline times each step's compute pass as it runs (greedy decoding): the GPU's busy time a
+// step, and the time it sat idle between steps (waiting on the CPU), with the longest such gap.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -37,6 +39,7 @@ const { values } = parseArgs({
     'hf-modes': { type: 'string', default: 'eager,static' },
     'no-hf': { type: 'boolean' },
     profile: { type: 'boolean' },
+    timeline: { type: 'boolean' },
     out: { type: 'string', default: 'bench/out/e2e.json' },
   },
   strict: true,
@@ -46,6 +49,21 @@ const newTokens = Number(values.new);
 if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or cpu, got ${values.backend}`);
 
 const results = [];
+/** Passes' [begin, end] (µs, in order) as busy and idle ms per step over `steps` steps, and the longest gap. */
+function summariseTimeline(passes: [number, number][], steps: number): { busyMs: number; idleMs: number; longestGapMs: number } {
+  let busy = 0;
+  let idle = 0;
+  let longest = 0;
+  passes.forEach(([begin, end], i) => {
+    busy += end - begin;
+    if (i === 0) return;
+    const gap = Math.max(0, begin - passes[i - 1][1]);
+    idle += gap;
+    longest = Math.max(longest, gap);
+  });
+  return { busyMs: busy / steps / 1e3, idleMs: idle / steps / 1e3, longestGapMs: longest / 1e3 };
+}
+
 /** A profile's kernels, slowest first, per step over `steps` steps. */
 function printProfile(title: string, profile: Map<string, { calls: number; ms: number }>, steps: number): void {
   const rows = [...profile].sort((a, b) => b[1].ms - a[1].ms);
@@ -69,7 +87,7 @@ for (const { model: modelName, variant } of runs) {
     ...denseConfig,
     blr_layers: blrLayersConfig(planCompression(parseModelConfig(denseConfig, configPath), { method: variant as CompressMethod, ...presetOptions(modelName as CompressPreset, variant as CompressMethod) }), variant as CompressMethod),
   };
-  const backend = values.profile ? await WebGpuBackend.create({ allowSoftware: true, profile: true }) : await createBackend(values.backend);
+  const backend = values.profile || values.timeline ? await WebGpuBackend.create({ allowSoftware: true, profile: values.profile, timeline: values.timeline }) : await createBackend(values.backend);
   const loadStart = performance.now();
   const model = loadRandomModel(config, backend, { seed: 1, maxStepTokens: promptTokens });
   const vocab = model.config.vocabSize;
@@ -113,10 +131,14 @@ for (const { model: modelName, variant } of runs) {
   const recordSamples: number[] = [];
   const sampledSamples: number[] = [];
   const stats = (backend as { lastStep?: { dispatches: number } }).lastStep;
+  // --timeline: per greedy run, the GPU's busy and idle time a step and the longest idle gap (ms).
+  const timelines: { busyMs: number; idleMs: number; longestGapMs: number }[] = [];
   if (!values.profile) {
     for (let run = 0; run < 3; run++) {
+      if (values.timeline && backend instanceof WebGpuBackend) await backend.takeTimeline();
       decodeSamples.push(await decode(greedy));
       recordSamples.push(recordMs);
+      if (values.timeline && backend instanceof WebGpuBackend) timelines.push(summariseTimeline((await backend.takeTimeline()).slice(1), newTokens - 1));
     }
     for (let run = 0; run < 3; run++) sampledSamples.push(await decode(sampled));
   }
@@ -166,6 +188,10 @@ for (const { model: modelName, variant } of runs) {
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
   const step = row.decodeStep as { dispatches: number; totalMs: number; recordMs?: number } | undefined;
   if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);
+  if (timelines.length > 0) {
+    row.timeline = timelines;
+    console.log(`  GPU timeline per run: ${timelines.map((t) => `busy ${t.busyMs.toFixed(2)} + idle ${t.idleMs.toFixed(2)} ms a step (longest gap ${t.longestGapMs.toFixed(1)} ms)`).join('; ')}`);
+  }
 }
 
 console.log(`\nbatch 1, prompt ${promptTokens} tokens, ${newTokens} new tokens; ${results[0]?.backend}`);

@@ -1165,3 +1165,38 @@ describe('WebGPU with subgroups and the default 16 KB of workgroup memory', () =
     small.gpu.device.destroy();
   });
 });
+
+// Timeline mode (bench/e2e.ts --timeline): each compute pass's begin and end on the GPU, in order.
+describe('WebGPU timeline mode', () => {
+  it('times each submitted pass, in order, and starts afresh after each take', async ({ skip }) => {
+    const shared = (await gpuForTests()).backend;
+    if (!shared?.gpu.features.timestampQuery) return skip();
+    const { WebGpuBackend } = await import('../kernels/webgpu/backend.ts');
+    const timed = await WebGpuBackend.create({ allowSoftware: true, timeline: true });
+    const [rows, inFeatures, outFeatures] = [1, 264, 37];
+    const x = random(rows * inFeatures), w = random(outFeatures * inFeatures);
+    const weight = timed.uploadMatrix(w, outFeatures, inFeatures, 'w');
+    const step = async () => {
+      const out = timed.allocate(rows * outFeatures);
+      timed.matmul(out, timed.upload(x), weight, null, rows, inFeatures, outFeatures, false);
+      return timed.read(out, rows * outFeatures);
+    };
+    await step();
+    await timed.takeTimeline();
+    const results = [await step(), await step(), await step()];
+    const passes = await timed.takeTimeline();
+    expect(passes).toHaveLength(3);
+    passes.forEach(([begin, end], i) => {
+      expect(end).toBeGreaterThanOrEqual(begin);
+      if (i > 0) expect(begin).toBeGreaterThanOrEqual(passes[i - 1][1]);
+    });
+    expect(await timed.takeTimeline()).toEqual([]);
+    // Timing changes nothing computed.
+    const oracle: Backend = cpu;
+    const out = oracle.allocate(rows * outFeatures);
+    oracle.matmul(out, oracle.upload(x), oracle.uploadMatrix(w, outFeatures, inFeatures, 'w'), null, rows, inFeatures, outFeatures, false);
+    expectClose(results[2], await oracle.read(out, rows * outFeatures), 2e-5 * Math.sqrt(inFeatures));
+    await expect(WebGpuBackend.create({ allowSoftware: true, timeline: true, profile: true })).rejects.toThrow(/pick one/);
+    timed.gpu.device.destroy();
+  });
+});

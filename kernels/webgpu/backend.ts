@@ -378,6 +378,7 @@ export class WebGpuBackend implements Backend {
   readonly lastStep = { dispatches: 0 };
   private dispatchesSinceRead = 0;
   private profiler: Profiler | undefined;
+  private timeline: PassTimeline | undefined;
   private normScratchTensor: GpuTensor | undefined;
   private sampleScratch: GPUBuffer | undefined;
   private readonly sampleParams: GPUBuffer;
@@ -404,17 +405,26 @@ export class WebGpuBackend implements Backend {
   /**
    * Opens a device and compiles every kernel up front, so a shader error shows at start-up.
    * `profile` times every dispatch with timestamp queries (one compute pass each, so slower
-   * overall); `takeProfile()` returns the totals per kernel. `portable` leaves subgroups and
-   * subgroup matrices off (tests of the fallback kernels).
+   * overall); `takeProfile()` returns the totals per kernel. `timeline` times every compute pass
+   * instead (a step is one pass, so the steps run as they would): `takeTimeline()` returns when each
+   * began and ended on the GPU. `portable` leaves subgroups and subgroup matrices off (tests of the
+   * fallback kernels).
    */
-  static async create(options: { allowSoftware: boolean; profile?: boolean; portable?: boolean; workgroupStorage?: number }): Promise<WebGpuBackend> {
+  static async create(options: { allowSoftware: boolean; profile?: boolean; timeline?: boolean; portable?: boolean; workgroupStorage?: number }): Promise<WebGpuBackend> {
     const backend = new WebGpuBackend(await openGpu(options));
     await backend.compileKernels();
-    if (options.profile) {
-      if (!backend.gpu.features.timestampQuery) throw new GpuError('profiling needs the timestamp-query feature');
-      backend.profiler = new Profiler(backend.device);
-    }
+    if ((options.profile || options.timeline) && !backend.gpu.features.timestampQuery) throw new GpuError('profiling needs the timestamp-query feature');
+    if (options.profile && options.timeline) throw new GpuError('profile and timeline modes time different things: pick one');
+    if (options.profile) backend.profiler = new Profiler(backend.device);
+    if (options.timeline) backend.timeline = new PassTimeline(backend.device);
     return backend;
+  }
+
+  /** Timeline mode: each compute pass since the last call, [begin, end] in µs of GPU time. */
+  takeTimeline(): Promise<[number, number][]> {
+    if (!this.timeline) throw new GpuError('create the backend with { timeline: true } for a timeline');
+    this.flush();
+    return this.timeline.take();
   }
 
   /** Per-kernel GPU time since the last call (profile mode): calls and total milliseconds. */
@@ -597,7 +607,7 @@ export class WebGpuBackend implements Backend {
       this.currentPipeline = undefined;
     } else if (!this.pass) {
       this.encoder ??= this.device.createCommandEncoder();
-      this.pass = this.encoder.beginComputePass();
+      this.pass = this.timeline ? this.encoder.beginComputePass({ timestampWrites: this.timeline.next() }) : this.encoder.beginComputePass();
       this.currentPipeline = undefined;
     }
     this.dispatchesSinceRead++;
@@ -1199,6 +1209,43 @@ function indexTensor(t: IndexTensor): GpuIndexTensor {
 function kvCache(c: KVCache): GpuKVCache {
   if (!(c instanceof GpuKVCache)) throw new TypeError('WebGPU backend was given a KV cache from another backend');
   return c;
+}
+
+/**
+ * Timestamp queries around each compute pass (timeline mode), up to CAPACITY passes between takes
+ * (later passes go untimed). Resolved and read only by take(), so steps keep their pace.
+ */
+class PassTimeline {
+  static readonly CAPACITY = 2048;
+  private readonly querySet: GPUQuerySet;
+  private passes = 0;
+
+  constructor(private readonly device: GPUDevice) {
+    this.querySet = device.createQuerySet({ type: 'timestamp', count: 2 * PassTimeline.CAPACITY });
+  }
+
+  next(): GPUComputePassTimestampWrites | undefined {
+    if (this.passes === PassTimeline.CAPACITY) return undefined;
+    const index = this.passes++;
+    return { querySet: this.querySet, beginningOfPassWriteIndex: 2 * index, endOfPassWriteIndex: 2 * index + 1 };
+  }
+
+  async take(): Promise<[number, number][]> {
+    const count = 2 * this.passes;
+    this.passes = 0;
+    if (count === 0) return [];
+    const resolved = this.device.createBuffer({ size: count * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const readable = this.device.createBuffer({ size: count * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = this.device.createCommandEncoder();
+    encoder.resolveQuerySet(this.querySet, 0, count, resolved, 0);
+    encoder.copyBufferToBuffer(resolved, 0, readable, 0, count * 8);
+    this.device.queue.submit([encoder.finish()]);
+    await readable.mapAsync(GPUMapMode.READ);
+    const stamps = new BigUint64Array(readable.getMappedRange().slice(0));
+    readable.destroy();
+    resolved.destroy();
+    return Array.from({ length: count / 2 }, (_, i) => [Number(stamps[2 * i]) / 1e3, Number(stamps[2 * i + 1]) / 1e3]);
+  }
 }
 
 /** Timestamp queries around each dispatch (profile mode), summed per kernel name. */

@@ -1,6 +1,7 @@
 // Opening a WebGPU device through Dawn's Node binding: adapter choice, the toggles NVIDIA needs,
 // feature detection, limits as large as the adapter allows, and errors that surface instead of hang.
 import { create, globals } from 'webgpu';
+import { installPollThrottle } from './poll.ts';
 
 /**
  * On NVIDIA's Vulkan driver, Dawn hides shader-f16 unless told it may enable it, and subgroup
@@ -49,6 +50,8 @@ function gpuInstance(): GPU {
   if (!instance) {
     Object.assign(globalThis, globals);
     instance = create(DAWN_TOGGLES);
+    // Fewer of the binding's polls while a step waits on the GPU: see poll.ts.
+    installPollThrottle();
   }
   return instance;
 }
