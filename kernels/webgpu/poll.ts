@@ -5,15 +5,16 @@
 // Dawn's ProcessEvents. A decode step that waits ~2 ms for the GPU turns the loop a thousand times
 // or more, and every one of those functions carries a finalizer, so V8 moves them to the old
 // generation: a full mark-compact ran every ~0.4 s and held the thread for 12–26 ms, longer than
-// the GPU's queued work, and the GPU sat idle for 25–60 ms each time (Llama-2-7B on an H200: ~8% of
-// its decode; bench/RESULTS.md, fifteenth session).
+// the GPU's queued work, and the GPU sat idle for 26–58 ms each time (Llama-2-7B on an H200: 5–13%
+// of its decode; bench/RESULTS.md, fifteenth session).
 //
 // installPollThrottle wraps the global setImmediate (the binding looks it up on every call). A
 // native callback (the binding's poll) is scheduled as before for the first SPIN_MS of a wait, so a
 // short wait ends as soon as it would have; later ones first sleep SLEEP_MS (Atomics.wait), so a
 // long wait makes tens of polls instead of thousands. A wait ends when no native callback has come
 // for GAP_MS (JavaScript ran meanwhile: a step being recorded). Every other callback passes through
-// untouched.
+// untouched. (A bound function prints as native code too, so one of those is paced alike while the
+// binding polls: at most ~70 µs later.)
 
 /** The first part of a wait polled at full speed (ms). */
 export const SPIN_MS = 0.1;
