@@ -5,7 +5,7 @@
 //
 //   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--variants dense,lowrank,monarch,blast]
 //                        [--prompt 128] [--new 128] [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf]
-//                        [--profile | --timeline] [--out FILE]
+//                        [--profile | --timeline] [--skip REGEX] [--out FILE]
 // --variants: the dense model and/or its block low-rank versions at the paper's configurations
 // (models/compress.ts presets), random factors made where the backend keeps its data.
 // --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
@@ -13,6 +13,9 @@
 // and the CPU time of recording and submitting it are printed too (the small models wait on that).
 // --timeline times each step's compute pass as it runs (greedy decoding): the GPU's busy time a
 // step, and the time it sat idle between steps (waiting on the CPU), with the longest such gap.
+// --skip REGEX leaves the WebGPU kernels whose names match out of the greedy decode steps (their
+// tokens are then meaningless): with --timeline, what the step's GPU time is without them, or with
+// a negative lookahead (--skip '^(?!gemvPairedRope$|argmax$)') what one kind of kernel takes in place.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -40,6 +43,7 @@ const { values } = parseArgs({
     'no-hf': { type: 'boolean' },
     profile: { type: 'boolean' },
     timeline: { type: 'boolean' },
+    skip: { type: 'string' },
     out: { type: 'string', default: 'bench/out/e2e.json' },
   },
   strict: true,
@@ -48,6 +52,8 @@ const promptTokens = Number(values.prompt);
 const newTokens = Number(values.new);
 if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or cpu, got ${values.backend}`);
 
+const skipped = values.skip === undefined ? undefined : new RegExp(values.skip);
+if (skipped && values.backend !== 'webgpu') throw new Error('--skip leaves out WebGPU kernels: it needs --backend webgpu');
 const results = [];
 /** Passes' [begin, end] (µs, in order) as busy and idle ms per step over `steps` steps, and the longest gap. */
 function summariseTimeline(passes: [number, number][], steps: number): { busyMs: number; idleMs: number; longestGapMs: number } {
@@ -136,7 +142,9 @@ for (const { model: modelName, variant } of runs) {
   if (!values.profile) {
     for (let run = 0; run < 3; run++) {
       if (values.timeline && backend instanceof WebGpuBackend) await backend.takeTimeline();
+      if (skipped && backend instanceof WebGpuBackend) backend.setSkippedKernels(skipped);
       decodeSamples.push(await decode(greedy));
+      if (backend instanceof WebGpuBackend) backend.setSkippedKernels(undefined);
       recordSamples.push(recordMs);
       if (values.timeline && backend instanceof WebGpuBackend) timelines.push(summariseTimeline((await backend.takeTimeline()).slice(1), newTokens - 1));
     }
@@ -188,6 +196,10 @@ for (const { model: modelName, variant } of runs) {
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
   const step = row.decodeStep as { dispatches: number; totalMs: number; recordMs?: number } | undefined;
   if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);
+  if (skipped) {
+    row.skipped = values.skip;
+    console.log(`  (greedy steps without the kernels matching ${values.skip}: their tokens are meaningless)`);
+  }
   if (timelines.length > 0) {
     row.timeline = timelines;
     console.log(`  GPU timeline per run: ${timelines.map((t) => `busy ${t.busyMs.toFixed(2)} + idle ${t.idleMs.toFixed(2)} ms a step (longest gap ${t.longestGapMs.toFixed(1)} ms)`).join('; ')}`);

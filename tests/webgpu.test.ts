@@ -1200,3 +1200,25 @@ describe('WebGPU timeline mode', () => {
     timed.gpu.device.destroy();
   });
 });
+
+// Benchmarks' in-place measurement (bench/e2e.ts --skip): matching kernels are left out, and counted.
+describe('WebGPU skipped kernels', () => {
+  it('leaves out the dispatches of matching kernels until told otherwise', async ({ skip }) => {
+    const be = (await gpuForTests()).backend;
+    if (!be) return skip();
+    const [inFeatures, outFeatures] = [264, 37];
+    const x = be.upload(random(inFeatures)), w = be.uploadMatrix(random(outFeatures * inFeatures), outFeatures, inFeatures, 'w');
+    const out = writableCopy(be, new Float32Array(outFeatures).fill(7));
+    await be.read(out, outFeatures);
+    be.setSkippedKernels(/^(gemv|gemm)/);
+    try {
+      be.matmul(out, x, w, null, 1, inFeatures, outFeatures, false);
+      expect(Array.from(await be.read(out, outFeatures))).toEqual(new Array(outFeatures).fill(7));
+      expect(be.lastStep.dispatches).toBe(1);
+    } finally {
+      be.setSkippedKernels(undefined);
+    }
+    be.matmul(out, x, w, null, 1, inFeatures, outFeatures, false);
+    expect((await be.read(out, outFeatures)).some((v) => v !== 7)).toBe(true);
+  });
+});

@@ -378,6 +378,8 @@ export class WebGpuBackend implements Backend {
   readonly lastStep = { dispatches: 0 };
   private dispatchesSinceRead = 0;
   private profiler: Profiler | undefined;
+  /** Benchmarks only (setSkippedKernels): kernels whose dispatches are left out. */
+  private skipped: RegExp | undefined;
   private timeline: PassTimeline | undefined;
   private normScratchTensor: GpuTensor | undefined;
   private sampleScratch: GPUBuffer | undefined;
@@ -425,6 +427,15 @@ export class WebGpuBackend implements Backend {
     if (!this.timeline) throw new GpuError('create the backend with { timeline: true } for a timeline');
     this.flush();
     return this.timeline.take();
+  }
+
+  /**
+   * Benchmarks only: leaves out every later dispatch of a kernel whose name matches (undefined: none),
+   * to measure what a step costs without them. Results are meaningless meanwhile; dispatches are
+   * still counted.
+   */
+  setSkippedKernels(pattern: RegExp | undefined): void {
+    this.skipped = pattern;
   }
 
   /** Per-kernel GPU time since the last call (profile mode): calls and total milliseconds. */
@@ -596,6 +607,10 @@ export class WebGpuBackend implements Backend {
   }
 
   private dispatch(name: KernelName, params: (number | { f32: number })[], buffers: GPUBuffer[], grid: [number, number?, number?]): void {
+    if (this.skipped?.test(name)) {
+      this.dispatchesSinceRead++;
+      return;
+    }
     const kernel = this.kernels.get(name)!;
     const bindGroup = this.bindGroup(kernel, buffers);
     this.dynamicOffset[0] = this.params(params);
