@@ -1,7 +1,8 @@
 // End-to-end benchmark: batch 1, a prompt of P random tokens, N new tokens, on full-size
 // models with random weights made on the GPU (no download); prefill ms and decode tokens/s, with
 // Hugging Face transformers measured from the same command (bench/hf_e2e.py) when it is there, and
-// the bandwidth floor for decode (weight bytes / copy ceiling).
+// the bandwidth floor for decode (weight bytes / copy ceiling, measured by bench/copy-ceiling.ts in
+// the same run on WebGPU) with decode's share of it.
 //
 //   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--variants dense,lowrank,monarch,blast]
 //                        [--prompt 128] [--new 128] [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf]
@@ -26,6 +27,7 @@ import { GREEDY } from '../engine/sampler.ts';
 import type { SampleParams } from '../kernels/backend.ts';
 import { PREVIOUS_SAMPLE } from '../models/model.ts';
 import { loadRandomModel } from '../models/random.ts';
+import { copyCeilingGBs } from './copy-ceiling.ts';
 import { parseModelConfig } from '../models/config.ts';
 import { blrLayersConfig, COMPRESS_PRESETS, planCompression, presetOptions, type CompressPreset } from '../models/compress.ts';
 
@@ -55,6 +57,7 @@ if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or
 const skipped = values.skip === undefined ? undefined : new RegExp(values.skip);
 if (skipped && values.backend !== 'webgpu') throw new Error('--skip leaves out WebGPU kernels: it needs --backend webgpu');
 const results = [];
+let copyGBs: number | undefined;
 /** Passes' [begin, end] (µs, in order) as busy and idle ms per step over `steps` steps, and the longest gap. */
 function summariseTimeline(passes: [number, number][], steps: number): { busyMs: number; idleMs: number; longestGapMs: number } {
   let busy = 0;
@@ -94,6 +97,8 @@ for (const { model: modelName, variant } of runs) {
     blr_layers: blrLayersConfig(planCompression(parseModelConfig(denseConfig, configPath), { method: variant as CompressMethod, ...presetOptions(modelName as CompressPreset, variant as CompressMethod) }), variant as CompressMethod),
   };
   const backend = values.profile || values.timeline ? await WebGpuBackend.create({ allowSoftware: true, profile: values.profile, timeline: values.timeline }) : await createBackend(values.backend);
+  // The copy ceiling, once per run (the first WebGPU backend's device).
+  if (copyGBs === undefined && backend instanceof WebGpuBackend) copyGBs = await copyCeilingGBs(backend.gpu.device);
   const loadStart = performance.now();
   const model = loadRandomModel(config, backend, { seed: 1, maxStepTokens: promptTokens });
   const vocab = model.config.vocabSize;
@@ -190,12 +195,19 @@ for (const { model: modelName, variant } of runs) {
     else console.log(`(no transformers baseline for ${name}: ${(hf.stderr || hf.error?.message || '').trim().split('\n').at(-1)})`);
   }
   row.weightBytesF16 = weightBytes;
+  if (copyGBs !== undefined) {
+    // Decode's floor: every weight byte read once a step at the copy ceiling.
+    row.copyCeilingGBs = copyGBs;
+    row.floorMs = weightBytes / copyGBs / 1e6;
+    row.floorShare = (row.floorMs as number) / (1000 / (row.decodeTokensPerS as number));
+  }
   results.push(row);
   const sampledRate = row.sampledDecodeTokensPerS as number | undefined;
   if (model.padding > 0) console.log(`  ${(model.padding / 1e6).toFixed(1)}M zero values pad stacked groups of different ranks (in the weight bytes)`);
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
   const step = row.decodeStep as { dispatches: number; totalMs: number; recordMs?: number } | undefined;
   if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);
+  if (row.floorMs !== undefined) console.log(`  bandwidth floor: ${(weightBytes / 1e9).toFixed(2)} GB at ${(copyGBs! / 1000).toFixed(2)} TB/s = ${(row.floorMs as number).toFixed(2)} ms a step; decode at ${((row.floorShare as number) * 100).toFixed(0)}% of it`);
   if (skipped) {
     row.skipped = values.skip;
     console.log(`  (greedy steps without the kernels matching ${values.skip}: their tokens are meaningless)`);
@@ -207,12 +219,12 @@ for (const { model: modelName, variant } of runs) {
 }
 
 console.log(`\nbatch 1, prompt ${promptTokens} tokens, ${newTokens} new tokens; ${results[0]?.backend}`);
-console.log('| model | params | weights GB (f16) | prefill ms | decode tok/s | HF eager prefill ms | HF eager tok/s | HF static prefill ms | HF static tok/s |');
-console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| model | params | weights GB (f16) | prefill ms | decode tok/s | % of floor | HF eager prefill ms | HF eager tok/s | HF static prefill ms | HF static tok/s |');
+console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of results) {
   const hf = (r.hf as { results?: Record<string, { prefill_ms: number; decode_tokens_per_s: number }> } | undefined)?.results ?? {};
   const cell = (mode: string, key: 'prefill_ms' | 'decode_tokens_per_s') => hf[mode]?.[key]?.toFixed(key === 'prefill_ms' ? 2 : 1) ?? '–';
-  console.log(`| ${r.model} | ${((r.parameters as number) / 1e9).toFixed(2)}B | ${((r.weightBytesF16 as number) / 1e9).toFixed(2)} | ${(r.prefillMs as number).toFixed(2)} | ${(r.decodeTokensPerS as number).toFixed(1)} | ${cell('eager', 'prefill_ms')} | ${cell('eager', 'decode_tokens_per_s')} | ${cell('static', 'prefill_ms')} | ${cell('static', 'decode_tokens_per_s')} |`);
+  console.log(`| ${r.model} | ${((r.parameters as number) / 1e9).toFixed(2)}B | ${((r.weightBytesF16 as number) / 1e9).toFixed(2)} | ${(r.prefillMs as number).toFixed(2)} | ${(r.decodeTokensPerS as number).toFixed(1)} | ${r.floorShare === undefined ? '–' : `${((r.floorShare as number) * 100).toFixed(0)}%`} | ${cell('eager', 'prefill_ms')} | ${cell('eager', 'decode_tokens_per_s')} | ${cell('static', 'prefill_ms')} | ${cell('static', 'decode_tokens_per_s')} |`);
 }
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
 fs.writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), benchmark: 'e2e', promptTokens, newTokens, results }, null, 2) + '\n');
