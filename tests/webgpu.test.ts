@@ -1222,3 +1222,26 @@ describe('WebGPU skipped kernels', () => {
     expect((await be.read(out, outFeatures)).some((v) => v !== 7)).toBe(true);
   });
 });
+
+// The backend reuses dispatch k's bind group from the submit before when kernel and buffers match.
+describe('WebGPU bind groups of the step before', () => {
+  it('reuses them for the same buffers only', async ({ skip }) => {
+    const be = (await gpuForTests()).backend;
+    if (!be) return skip();
+    const [inFeatures, outFeatures] = [72, 9];
+    const w = random(outFeatures * inFeatures);
+    const weight = be.uploadMatrix(w, outFeatures, inFeatures, 'w');
+    const oracle: Backend = cpu;
+    const oracleWeight = oracle.uploadMatrix(w, outFeatures, inFeatures, 'w');
+    const inputs = [random(inFeatures), random(inFeatures), random(inFeatures)];
+    const onGpu = inputs.map((x) => be.upload(x));
+    // The same kernel as dispatch 0 of each submit, with the input (and output) changing, then repeating.
+    for (const i of [0, 1, 0, 2, 2, 1]) {
+      const out = be.allocate(outFeatures);
+      be.matmul(out, onGpu[i], weight, null, 1, inFeatures, outFeatures, false);
+      const expected = oracle.allocate(outFeatures);
+      oracle.matmul(expected, oracle.upload(inputs[i]), oracleWeight, null, 1, inFeatures, outFeatures, false);
+      expectClose(await be.read(out, outFeatures), await oracle.read(expected, outFeatures), 2e-5 * Math.sqrt(inFeatures));
+    }
+  });
+});
