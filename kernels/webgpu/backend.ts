@@ -1227,6 +1227,7 @@ export class WebGpuBackend implements Backend {
     for (const buffer of this.owned) buffer.destroy();
     this.owned.length = 0;
     for (const kernel of this.kernels.values()) kernel.bindGroups.children.clear();
+    this.lastDispatches.length = 0;
     this.device.destroy();
   }
 }
