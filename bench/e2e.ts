@@ -28,11 +28,8 @@ import type { SampleParams } from '../kernels/backend.ts';
 import { PREVIOUS_SAMPLE } from '../models/model.ts';
 import { loadRandomModel } from '../models/random.ts';
 import { copyCeilingGBs } from './copy-ceiling.ts';
-import { parseModelConfig } from '../models/config.ts';
-import { blrLayersConfig, COMPRESS_PRESETS, planCompression, presetOptions, type CompressPreset } from '../models/compress.ts';
-
-const COMPRESS_METHODS = ['lowrank', 'monarch', 'blast'] as const;
-type CompressMethod = (typeof COMPRESS_METHODS)[number];
+import { COMPRESS_PRESETS } from '../models/compress.ts';
+import { benchModelConfig, COMPRESS_METHODS, type CompressMethod } from './bench-models.ts';
 
 const { values } = parseArgs({
   options: {
@@ -89,13 +86,8 @@ const runs = values.models.split(',').flatMap((model) => variants.map((variant) 
   .filter(({ model, variant }) => variant === 'dense' || (COMPRESS_PRESETS as readonly string[]).includes(model));
 
 for (const { model: modelName, variant } of runs) {
-  const configPath = path.join('bench', 'configs', `${modelName}.json`);
-  const denseConfig = JSON.parse(fs.readFileSync(configPath, 'utf8'));
+  const { config, configPath } = benchModelConfig(modelName, variant as 'dense' | CompressMethod);
   const name = variant === 'dense' ? modelName : `${modelName} ${variant}`;
-  const config = variant === 'dense' ? denseConfig : {
-    ...denseConfig,
-    blr_layers: blrLayersConfig(planCompression(parseModelConfig(denseConfig, configPath), { method: variant as CompressMethod, ...presetOptions(modelName as CompressPreset, variant as CompressMethod) }), variant as CompressMethod),
-  };
   const backend = values.profile || values.timeline ? await WebGpuBackend.create({ allowSoftware: true, profile: values.profile, timeline: values.timeline }) : await createBackend(values.backend);
   // The copy ceiling, once per run (the first WebGPU backend's device).
   if (copyGBs === undefined && backend instanceof WebGpuBackend) copyGBs = await copyCeilingGBs(backend.gpu.device);

@@ -7,30 +7,23 @@
 //   npx tsx bench/record-step.ts [--model llama-3.2-1b|llama-2-7b|gpt2] [--variant dense|lowrank|monarch|blast] [--steps 200]
 // Full-size random weights made on the GPU (bench/configs/), compressed at the paper's
 // configurations (models/compress.ts presets). Prints the median and 10th percentile µs a step.
-import fs from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { GREEDY } from '../engine/sampler.ts';
 import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
-import { blrLayersConfig, COMPRESS_PRESETS, planCompression, presetOptions, type CompressPreset } from '../models/compress.ts';
-import { parseModelConfig } from '../models/config.ts';
+import { COMPRESS_PRESETS } from '../models/compress.ts';
 import { PREVIOUS_SAMPLE } from '../models/model.ts';
 import { loadRandomModel } from '../models/random.ts';
+import { benchModelConfig, COMPRESS_METHODS, type CompressMethod } from './bench-models.ts';
 
 const { values } = parseArgs({ options: {
   model: { type: 'string', default: 'llama-3.2-1b' }, variant: { type: 'string', default: 'dense' }, steps: { type: 'string', default: '200' },
 }, strict: true });
-const preset = values.model as CompressPreset;
+const preset = values.model;
 if (!(COMPRESS_PRESETS as readonly string[]).includes(preset)) throw new Error(`--model must be one of ${COMPRESS_PRESETS.join(', ')}`);
-const variant = values.variant as 'dense' | 'lowrank' | 'monarch' | 'blast';
-if (!['dense', 'lowrank', 'monarch', 'blast'].includes(variant)) throw new Error('--variant must be dense, lowrank, monarch or blast');
+const variant = values.variant as 'dense' | CompressMethod;
+if (variant !== 'dense' && !(COMPRESS_METHODS as readonly string[]).includes(variant)) throw new Error(`--variant must be dense, ${COMPRESS_METHODS.join(', ')}`);
 const steps = Number(values.steps);
-const configPath = path.join('bench', 'configs', `${preset}.json`);
-const dense = JSON.parse(fs.readFileSync(configPath, 'utf8'));
-const config = variant === 'dense' ? dense : {
-  ...dense,
-  blr_layers: blrLayersConfig(planCompression(parseModelConfig(dense, configPath), { method: variant, ...presetOptions(preset, variant) }), variant),
-};
+const { config } = benchModelConfig(preset, variant);
 
 const backend = await WebGpuBackend.create({ allowSoftware: true });
 const prompt = Int32Array.from({ length: 16 }, (_, i) => i + 1);
