@@ -17,6 +17,8 @@ import { loadModel } from '../models/load.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
 import { DEFAULT_WORKGROUP_STORAGE } from '../kernels/webgpu/gpu.ts';
+import { ATTENTION_TENSOR_HEAD_DIMS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from '../kernels/webgpu/attention_subgroup_matrix.ts';
+import { gemmSubgroupMatrixSource, gemmTileWorkgroupBytes } from '../kernels/webgpu/gemm_subgroup_matrix.ts';
 import { gpuForTests } from './gpu.ts';
 import { DEFAULT_MODEL, maxRelativeError, reference, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
@@ -133,6 +135,41 @@ function expectCloseToLargest(actual: Float32Array, expected: Float32Array, tole
   const worst = actual.reduce((m, v, k) => Math.max(m, Math.abs(v - expected[k])), 0);
   expect(worst / scale).toBeLessThan(tolerance);
 }
+
+/** A generated kernel's workgroup variables: name and bytes (arrays of f16, f32 or u32, and scalars). */
+function workgroupVariables(source: string): { name: string; bytes: number }[] {
+  const bytesOf = { f16: 2, f32: 4, u32: 4 } as Record<string, number>;
+  return [...source.matchAll(/var<workgroup> (\w+): (?:array<(\w+), (\d+)>|(\w+));/g)].map(([, name, element, count, scalar]) =>
+    ({ name, bytes: element ? bytesOf[element] * Number(count) : bytesOf[scalar] }));
+}
+
+// The tensor-core kernels are written by TS functions and run only where subgroup matrices are (not
+// on lavapipe); what can be checked without them is checked here. Matrix loads and stores need
+// 16-byte aligned addresses: a lone u32 among the workgroup variables shifted every matrix of the
+// attention kernel by one element on an H200, so every variable must be a multiple of 16 bytes.
+describe('tensor-core kernel sources', () => {
+  it.for([...ATTENTION_TENSOR_HEAD_DIMS, 16, 256])('attention at head_dim %i: workgroup variables in multiples of 16 bytes, adding up to what the backend checks against the limit', (headDim) => {
+    const variables = workgroupVariables(attentionSubgroupMatrixSource(headDim));
+    expect(variables.map((v) => v.name).sort()).toEqual(['lengths', 'probs', 'scores', 'stage']);
+    for (const v of variables) expect(v.bytes % 16, v.name).toBe(0);
+    expect(variables.reduce((sum, v) => sum + v.bytes, 0)).toBe(attentionTensorWorkgroupBytes(headDim));
+  });
+
+  it('attention refuses a head_dim that is not a multiple of 16', () => {
+    expect(() => attentionSubgroupMatrixSource(72)).toThrow(/multiple of 16/);
+  });
+
+  it('the GEMM: workgroup variables in multiples of 16 bytes, adding up to what the backend checks', () => {
+    for (const stages of [1, 2] as const) {
+      const tile = { subgroupsM: 2, subgroupsN: 4, blocksM: 4, blocksN: 2, depth: 64, stages };
+      for (const [input, layout] of [['f16', 'dense'], ['vec4', 'blocks']] as const) {
+        const variables = workgroupVariables(gemmSubgroupMatrixSource(tile, input, layout));
+        for (const v of variables) expect(v.bytes % 16, v.name).toBe(0);
+        expect(variables.reduce((sum, v) => sum + v.bytes, 0)).toBe(gemmTileWorkgroupBytes(tile));
+      }
+    }
+  });
+});
 
 // Every test runs twice: with every feature the adapter offers (subgroup GEMV, tensor cores), and
 // portable, without subgroups or subgroup matrices, so the kernels for adapters lacking them run too.
@@ -805,7 +842,11 @@ describe.each([
       { heads: 3, kvHeads: 1, headDim: 64, length: 300, rows: 17 },
       { heads: 2, kvHeads: 2, headDim: 44, length: 20, rows: 20 },
       { heads: 2, kvHeads: 1, headDim: 136, length: 18, rows: 18 },
-    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, one wide workgroup or split over the cache, blocks of rows for prefill), $length positions, $rows rows, paged', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
+      // 256+ rows at head_dim 128 or 64: tensor cores where the adapter has them (blocks of 64 rows,
+      // tiles of 32 positions), each call with a part block; a continued prefill, GQA; a fresh one.
+      { heads: 2, kvHeads: 1, headDim: 128, length: 300, rows: 290 },
+      { heads: 3, kvHeads: 3, headDim: 64, length: 260, rows: 260 },
+    ])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, one wide workgroup or split over the cache, blocks of rows for prefill, tensor cores for long prefills), $length positions, $rows rows, paged', async ({ heads, kvHeads, headDim, length, rows }, { skip }) => {
       if (!gpu) return skip();
       // Decode-sized calls (under 16 rows) take a row of each of `rows` sequences of different
       // lengths; prefill-sized ones take one sequence's last rows. Blocks are shuffled over the pool,
@@ -832,7 +873,9 @@ describe.each([
         cache.release();
         return result.subarray(heads * headDim);
       });
-      expectClose(g, c);
+      // Tensor cores round q, k, v and the weights to f16 (~1e-3 of the largest output).
+      if (gpu.attentionOnTensorCores(rows, headDim)) expectCloseToLargest(g, c, 5e-3);
+      else expectClose(g, c);
       // The CPU side against attention computed directly from each sequence's keys and values.
       const direct = new Float32Array(rows * heads * headDim);
       for (let r = 0; r < rows; r++) {

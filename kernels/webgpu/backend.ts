@@ -9,6 +9,7 @@
 import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
+import { ATTENTION_TENSOR_HEAD_DIMS, ATTENTION_TENSOR_ROWS, ATTENTION_TENSOR_SUBGROUPS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from './attention_subgroup_matrix.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
 import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
 
@@ -59,6 +60,12 @@ const ATTENTION_WIDE_WORKGROUP_BYTES = 29_700;
 const ATTENTION_PREFILL_QUERIES = 16;
 const ATTENTION_PREFILL_MAX_HEAD_DIM = 128;
 const ATTENTION_PREFILL_WORKGROUP_BYTES = 26_436;
+/**
+ * Prefill rows from which attention runs on tensor cores (kernels/webgpu/attention_subgroup_matrix.ts,
+ * head_dim 64 or 128) where the adapter has f16 subgroup matrices. H200 (bench/RESULTS.md): at 256
+ * rows 84 against 131 µs (Llama-2-7B's shape), at 128 rows 53 against 35 (too few workgroups).
+ */
+const ATTENTION_TENSOR_MIN_ROWS = 256;
 
 type Access = 'read' | 'write';
 /** x, W, bias, three outputs (wgsl/common/matmul_common.wgsl), and an input-norm weight. */
@@ -252,10 +259,16 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
     blastCouple: { source: wgsl('blast_couple.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
     blastCoupleTiled: { source: wgsl('blast_couple.wgsl'), entryPoint: 'tiled', storage: ['read', 'read', 'write'] },
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
+    ...Object.fromEntries(ATTENTION_TENSOR_HEAD_DIMS.map((headDim) => [attentionTensorName(headDim),
+      attentionTensorWorkgroupBytes(headDim) <= limits.maxComputeWorkgroupStorageSize && ATTENTION_TENSOR_SUBGROUPS * 32 <= limits.maxComputeInvocationsPerWorkgroup
+        ? { source: composeWgsl([...commonWgsl('attention_params', 'kv_pages'), attentionSubgroupMatrixSource(headDim)]), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
+        : undefined])),
   };
 }
 
-type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | 'gemvSubgroup1LayerNormed' | 'blockGemv1LayerNormed'
+const attentionTensorName = (headDim: (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]) => `attentionTensor${headDim}` as const;
+
+type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | ReturnType<typeof attentionTensorName> | 'gemvSubgroup1LayerNormed' | 'blockGemv1LayerNormed'
   | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
@@ -709,6 +722,12 @@ export class WebGpuBackend implements Backend {
     return tensor(isInputNorm(input) ? input.weight : input.up).buffer;
   }
 
+  /** Whether attention over this many rows runs on tensor cores, which round q, k, v and the weights to f16. */
+  attentionOnTensorCores(rows: number, headDim: number): boolean {
+    return rows >= ATTENTION_TENSOR_MIN_ROWS && (ATTENTION_TENSOR_HEAD_DIMS as readonly number[]).includes(headDim)
+      && this.kernels.has(attentionTensorName(headDim as (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]));
+  }
+
   /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
   matmulRoundsActivations(rows: number): boolean {
     return rows >= SUBGROUP_MATRIX_MIN_ROWS && this.kernels.has('gemmTensor');
@@ -1116,6 +1135,11 @@ export class WebGpuBackend implements Backend {
     const params = (splitLength: number, splits: number) => [rows, shape.heads, shape.kvHeads, shape.headDim, c.slots, { f32: shape.scale }, splitLength, splits, c.blockSize, firstRow];
     if (shape.headDim % 4 !== 0) {
       this.dispatch('attention', params(0, 0), [...buffers, pageBuffer], [shape.heads, rows]);
+      return;
+    }
+    if (this.attentionOnTensorCores(rows, shape.headDim)) {
+      // Prefill on tensor cores: blocks of query rows, scores and weighted values as matrix multiplies.
+      this.dispatch(attentionTensorName(shape.headDim as (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]), params(0, 0), [...buffers, pageBuffer], [shape.heads, Math.ceil(rows / ATTENTION_TENSOR_ROWS)]);
       return;
     }
     if (rows >= ATTENTION_PREFILL_QUERIES && shape.headDim <= ATTENTION_PREFILL_MAX_HEAD_DIM && this.kernels.has('attentionPrefill')) {
