@@ -323,10 +323,10 @@ export interface Backend {
    * positions 0..positions[r] of its sequence (its pages). q and out are (all rows) × heads·headDim;
    * query head h reads kv head h / (heads / kvHeads). `length` is 1 + the largest position of the
    * rows: a GPU splits long caches over workgroups by it. Rows of one call may belong to different
-   * sequences; a GPU shares loaded keys between rows only when they are one sequence's (the model
-   * calls prefill chunks one sequence at a time).
+   * sequences (a batch of decoding rows); `oneSequence` says they are one sequence's (a prompt
+   * chunk), and only then does a GPU share loaded keys between rows.
    */
-  attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape, length: number): void;
+  attention(out: Tensor, q: Tensor, cache: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape, length: number, oneSequence: boolean): void;
 
   /**
    * out[r] = the index of the largest of the `count` values of row r of `values` (lowest on ties),

@@ -104,7 +104,7 @@ export class Gpt2Model extends DecoderModel {
     this.layers.forEach((layer, l) => {
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, norm(layer.norm1));
       be.writeKV(cache, l, b.k, b.v, positions, pages, rows);
-      for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length);
+      for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length, s.oneSequence);
       layer.attentionProjection.forwardAdd(b.hidden, b.attended, rows);
 
       layer.fc.forward(b.mlp, b.hidden, rows, norm(layer.norm2), 'gelu');

@@ -82,7 +82,7 @@ export class LlamaModel extends DecoderModel {
       // RoPE and the KV cache store travel with the q|k|v projection (in its epilogue where it can).
       const rope = { positions, rotary: this.rotary, heads, kvHeads, headDim, store: { cache, layer: l, pages } };
       layer.qkv.forward([b.q, b.k, b.v], b.hidden, rows, { weight: layer.attentionNorm, eps }, rope);
-      for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length);
+      for (const s of step.segments) be.attention(b.attended, b.q, cache, l, positions, pages, s.firstRow, s.rows, this.attentionShape, s.length, s.oneSequence);
       layer.o.forwardAdd(b.hidden, b.attended, rows);
 
       // SwiGLU: made by a dense gate|up matmul where it can (its epilogue, decoding), else it travels

@@ -497,6 +497,8 @@ export interface AttentionSegment {
   rows: number;
   /** 1 + the largest position of its rows. */
   length: number;
+  /** Whether the rows are one sequence's (a prompt chunk, or one row), not a batch of decoding rows. */
+  oneSequence: boolean;
 }
 
 /** A step as the forward pass records it (StepIndices.set). */
@@ -610,8 +612,9 @@ export class StepIndices {
       if (count === 1 && last && lastSingle) {
         last.rows++;
         last.length = Math.max(last.length, end);
+        last.oneSequence = false;
       } else {
-        segments.push({ firstRow: row, rows: count, length: end });
+        segments.push({ firstRow: row, rows: count, length: end, oneSequence: true });
       }
       lastSingle = count === 1;
       // Rows before the last that want their logits (or logprobs) are outputs that sample nothing.

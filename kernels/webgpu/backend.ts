@@ -1127,7 +1127,7 @@ export class WebGpuBackend implements Backend {
       [Math.ceil(c.headDim / 64), c.kvHeads, rows]);
   }
 
-  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape, length: number): void {
+  attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape, length: number, oneSequence: boolean): void {
     const c = kvCache(kv);
     if (shape.headDim > 256) throw new GpuError(`attention supports head_dim ≤ 256, got ${shape.headDim}`);
     const buffers = [tensor(q).buffer, c.keys[layer], c.values[layer], indexTensor(positions).buffer, tensor(out).buffer];
@@ -1137,12 +1137,13 @@ export class WebGpuBackend implements Backend {
       this.dispatch('attention', params(0, 0), [...buffers, pageBuffer], [shape.heads, rows]);
       return;
     }
-    if (this.attentionOnTensorCores(rows, shape.headDim)) {
+    // The prefill kernels stage one page table's keys for a block of rows: one sequence's rows only.
+    if (oneSequence && this.attentionOnTensorCores(rows, shape.headDim)) {
       // Prefill on tensor cores: blocks of query rows, scores and weighted values as matrix multiplies.
       this.dispatch(attentionTensorName(shape.headDim as (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]), params(0, 0), [...buffers, pageBuffer], [shape.heads, Math.ceil(rows / ATTENTION_TENSOR_ROWS)]);
       return;
     }
-    if (rows >= ATTENTION_PREFILL_QUERIES && shape.headDim <= ATTENTION_PREFILL_MAX_HEAD_DIM && this.kernels.has('attentionPrefill')) {
+    if (oneSequence && rows >= ATTENTION_PREFILL_QUERIES && shape.headDim <= ATTENTION_PREFILL_MAX_HEAD_DIM && this.kernels.has('attentionPrefill')) {
       // Prefill: blocks of query rows share each staged key and value.
       this.dispatch('attentionPrefill', params(0, 0), [...buffers, pageBuffer], [shape.heads, Math.ceil(rows / ATTENTION_PREFILL_QUERIES)]);
       return;
