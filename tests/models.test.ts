@@ -7,6 +7,8 @@ import { Generator } from '../engine/generate.ts';
 import { GREEDY } from '../engine/sampler.ts';
 import { CpuBackend } from '../kernels/cpu/backend.ts';
 import { loadModel } from '../models/load.ts';
+import { KV_BLOCK_SIZE, StepIndices, type StepEntry } from '../models/model.ts';
+import type { ModelConfig } from '../models/config.ts';
 import { readModelDirectory } from '../weights/model-directory.ts';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../weights/safetensors.ts';
 import { DEFAULT_MODEL, maxRelativeError, PROBES, reference, tempDirectory, tinyModelDirectory } from './helpers.ts';
@@ -98,5 +100,25 @@ describe('loading bad checkpoints', () => {
     expect(() => load(dir)).toThrow(/config.json: model_type "mamba" is not supported \(supported: llama, blast_llama, gpt2\)/);
     const scaling = brokenCopy((_, config) => { config.rope_scaling = { rope_type: 'yarn', factor: 2 }; });
     expect(() => load(scaling)).toThrow(/rope_scaling type "yarn" is not supported/);
+  });
+});
+
+describe('a step\'s attention segments', () => {
+  it('merge decoding rows into one call marked as many sequences, and give each prompt chunk its own, marked one sequence', () => {
+    const be = new CpuBackend();
+    const config = { maxPositions: 64, vocabSize: 10 } as ModelConfig;
+    const indices = new StepIndices(be, config, 32, 8, be.allocateIndices(8));
+    const cache = be.createKVCache({ layers: 1, kvHeads: 1, headDim: 4, blocks: 8, blockSize: KV_BLOCK_SIZE, sequences: 8, vocabSize: 10 });
+    const decoding = (slot: number, position: number): StepEntry => ({ sequence: { slot, blockTable: [slot] }, tokens: Int32Array.of(1), startPosition: position, logits: true });
+    const plan = indices.set(cache, [
+      decoding(0, 5), decoding(1, 9), decoding(2, 3),
+      { sequence: { slot: 3, blockTable: [3] }, tokens: Int32Array.of(1, 2, 3, 4, 5), startPosition: 0, logits: true },
+      decoding(4, 7),
+    ]);
+    expect(plan.segments).toEqual([
+      { firstRow: 0, rows: 3, length: 10, oneSequence: false },
+      { firstRow: 3, rows: 5, length: 5, oneSequence: true },
+      { firstRow: 8, rows: 1, length: 8, oneSequence: true },
+    ]);
   });
 });

@@ -851,7 +851,7 @@ describe.each([
       { heads: 4, kvHeads: 2, headDim: 64, length: 100, rows: 20, batch: true },
     ] as { heads: number; kvHeads: number; headDim: number; length: number; rows: number; batch?: boolean }[])('writeKV + causal GQA attention $heads/$kvHeads heads, head_dim $headDim (vec4 kernel when a multiple of 4, one wide workgroup or split over the cache, blocks of rows for prefill, tensor cores for long prefills), $length positions, $rows rows, paged', async ({ heads, kvHeads, headDim, length, rows, batch }, { skip }) => {
       if (!gpu) return skip();
-      // Decode-sized calls (under 16 rows) take a row of each of `rows` sequences of different
+      // Decode calls (under 16 rows, or `batch`) take a row of each of `rows` sequences of different
       // lengths; prefill-sized ones take one sequence's last rows. Blocks are shuffled over the pool,
       // and the call starts at row 1 (row 0 belongs to the caller, untouched).
       const prefill = rows >= 16 && !batch;
