@@ -82,6 +82,15 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
       `${indent}s${n} = subgroupMatrixMultiplyAccumulate(q${k}, subgroupMatrixLoad<Right, col_major>(&stage, ${n * 16 * stride + k * 16}u, ${stride}u), s${n});`)),
     ...range(keyMatrices).map((n) => `${indent}subgroupMatrixStore<row_major>(&scores, score_base + ${n * 16}u, s${n}, ${tile}u);`),
   ];
+  // `body` for each of this lane's positions j of the tile (valid: within its row's length), taken
+  // from j = row on so that the 32 lanes read 32 different banks of the scores.
+  const eachPosition = (body: string[]) => [
+    `    for (var i = 0u; i < ${positionsPerLane}u; i++) {`,
+    `      let j = (i + row) % ${positionsPerLane}u;`,
+    '      let valid = start + first + j < length;',
+    ...body.map((line) => `      ${line}`),
+    '    }',
+  ];
   // One pass over the tiles (`body` after the scores are in `scores`). (Loading the next tile into
   // registers during this one's products, as the GEMM does, measured 7–18% slower at 1024 rows on
   // an H200 — more registers, fewer workgroups resident — and 7–14% faster at 256.)
@@ -171,8 +180,7 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     '  // (Its barrier also keeps the tiles from overwriting q before every subgroup has loaded it.)',
     `  let end = workgroupUniformLoad(&lengths[${rows}u]);`,
     `  let score_base = subgroup * ${16 * tile}u;`,
-    '  // The row this lane scores (with the lane beside it), and its half of each tile\'s positions,',
-    '  // taken from j = row on (mod the half), so that the 32 lanes read 32 different banks.',
+    '  // The row this lane scores (with the lane beside it), and its half of each tile\'s positions.',
     '  let row = lane / 2u;',
     `  let first = (lane % 2u) * ${positionsPerLane}u;`,
     '  let length = lengths[subgroup * 16u + row];',
@@ -186,21 +194,11 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     '  var l = 0.0;',
     ...walk(false, [
       '    var tile_max = LOWEST;',
-      `    for (var i = 0u; i < ${positionsPerLane}u; i++) {`,
-      `      let j = (i + row) % ${positionsPerLane}u;`,
-      '      if (start + first + j < length) {',
-      '        tile_max = max(tile_max, scores[lane_scores + j]);',
-      '      }',
-      '    }',
+      ...eachPosition(['if (valid) {', '  tile_max = max(tile_max, scores[lane_scores + j]);', '}']),
       '    tile_max = max(tile_max, subgroupShuffleXor(tile_max, 1u));',
       '    let new_m = max(m, tile_max);',
       '    var sum = 0.0;',
-      `    for (var i = 0u; i < ${positionsPerLane}u; i++) {`,
-      `      let j = (i + row) % ${positionsPerLane}u;`,
-      '      if (start + first + j < length) {',
-      '        sum += exp(scores[lane_scores + j] - new_m);',
-      '      }',
-      '    }',
+      ...eachPosition(['if (valid) {', '  sum += exp(scores[lane_scores + j] - new_m);', '}']),
       '    sum += subgroupShuffleXor(sum, 1u);',
       '    l = l * exp(m - new_m) + sum;',
       '    m = new_m;',
@@ -210,14 +208,7 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     '  // Pass 2: the weights, normalised, and O = P · V.',
     ...range(slices).map((n) => `  var o${n} = Result();`),
     ...walk(true, [
-      `    for (var i = 0u; i < ${positionsPerLane}u; i++) {`,
-      `      let j = (i + row) % ${positionsPerLane}u;`,
-      '      var p = 0.0;',
-      '      if (start + first + j < length) {',
-      '        p = exp(scores[lane_scores + j] - m) * inverse;',
-      '      }',
-      '      probs[lane_probs + j] = f16(p);',
-      '    }',
+      ...eachPosition(['var p = 0.0;', 'if (valid) {', '  p = exp(scores[lane_scores + j] - m) * inverse;', '}', 'probs[lane_probs + j] = f16(p);']),
       '    workgroupBarrier();',
       ...range(keyMatrices).flatMap((k) => [
         `    let p${k} = subgroupMatrixLoad<Left, row_major>(&probs, subgroup * ${16 * tileStride}u + ${k * 16}u, ${tileStride}u);`,

@@ -9,7 +9,7 @@
 import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
-import { ATTENTION_TENSOR_HEAD_DIMS, ATTENTION_TENSOR_ROWS, ATTENTION_TENSOR_SUBGROUPS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from './attention_subgroup_matrix.ts';
+import { ATTENTION_TENSOR_HEAD_DIMS, ATTENTION_TENSOR_ROWS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from './attention_subgroup_matrix.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
 import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
 
@@ -260,7 +260,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
     blastCoupleTiled: { source: wgsl('blast_couple.wgsl'), entryPoint: 'tiled', storage: ['read', 'read', 'write'] },
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
     ...Object.fromEntries(ATTENTION_TENSOR_HEAD_DIMS.map((headDim) => [attentionTensorName(headDim),
-      attentionTensorWorkgroupBytes(headDim) <= limits.maxComputeWorkgroupStorageSize && ATTENTION_TENSOR_SUBGROUPS * 32 <= limits.maxComputeInvocationsPerWorkgroup
+      attentionTensorWorkgroupBytes(headDim) <= limits.maxComputeWorkgroupStorageSize
         ? { source: composeWgsl([...commonWgsl('attention_params', 'kv_pages'), attentionSubgroupMatrixSource(headDim)]), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
         : undefined])),
   };
@@ -724,8 +724,13 @@ export class WebGpuBackend implements Backend {
 
   /** Whether attention over this many rows runs on tensor cores, which round q, k, v and the weights to f16. */
   attentionOnTensorCores(rows: number, headDim: number): boolean {
-    return rows >= ATTENTION_TENSOR_MIN_ROWS && (ATTENTION_TENSOR_HEAD_DIMS as readonly number[]).includes(headDim)
-      && this.kernels.has(attentionTensorName(headDim as (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]));
+    return this.attentionTensorKernel(rows, headDim) !== undefined;
+  }
+
+  /** The tensor-core attention pipeline for this many rows at this head_dim, where there is one (compiled only for ATTENTION_TENSOR_HEAD_DIMS). */
+  private attentionTensorKernel(rows: number, headDim: number): KernelName | undefined {
+    const name = `attentionTensor${headDim}` as ReturnType<typeof attentionTensorName>;
+    return rows >= ATTENTION_TENSOR_MIN_ROWS && this.kernels.has(name) ? name : undefined;
   }
 
   /** Whether matmul over this many rows runs on tensor cores, which round activations to f16. */
@@ -1138,9 +1143,10 @@ export class WebGpuBackend implements Backend {
       return;
     }
     // The prefill kernels stage one page table's keys for a block of rows: one sequence's rows only.
-    if (oneSequence && this.attentionOnTensorCores(rows, shape.headDim)) {
+    const tensorKernel = oneSequence ? this.attentionTensorKernel(rows, shape.headDim) : undefined;
+    if (tensorKernel) {
       // Prefill on tensor cores: blocks of query rows, scores and weighted values as matrix multiplies.
-      this.dispatch(attentionTensorName(shape.headDim as (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]), params(0, 0), [...buffers, pageBuffer], [shape.heads, Math.ceil(rows / ATTENTION_TENSOR_ROWS)]);
+      this.dispatch(tensorKernel, params(0, 0), [...buffers, pageBuffer], [shape.heads, Math.ceil(rows / ATTENTION_TENSOR_ROWS)]);
       return;
     }
     if (oneSequence && rows >= ATTENTION_PREFILL_QUERIES && shape.headDim <= ATTENTION_PREFILL_MAX_HEAD_DIM && this.kernels.has('attentionPrefill')) {
