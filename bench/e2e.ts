@@ -6,7 +6,7 @@
 //
 //   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--variants dense,lowrank,monarch,blast]
 //                        [--prompt 128] [--new 128] [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf]
-//                        [--profile | --timeline] [--skip REGEX] [--out FILE]
+//                        [--profile | --timeline] [--skip REGEX] [--kv-cache f16|f32] [--out FILE]
 // --variants: the dense model and/or its block low-rank versions at the paper's configurations
 // (models/compress.ts presets), random factors made where the backend keeps its data.
 // --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
@@ -17,6 +17,8 @@
 // --skip REGEX leaves the WebGPU kernels whose names match out of the greedy decode steps (their
 // tokens are then meaningless): with --timeline, what the step's GPU time is without them, or with
 // a negative lookahead (--skip '^(?!gemvPairedRope$|argmax$)') what one kind of kernel takes in place.
+// --kv-cache: how the KV cache stores keys and values (default: the backend's, f16 on a GPU with
+// shader-f16).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,7 +26,7 @@ import { parseArgs } from 'node:util';
 import { createBackend, isBackendKind } from '../kernels/select.ts';
 import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
 import { GREEDY } from '../engine/sampler.ts';
-import type { SampleParams } from '../kernels/backend.ts';
+import { KV_PRECISIONS, kvValueBytes, type SampleParams } from '../kernels/backend.ts';
 import { PREVIOUS_SAMPLE } from '../models/model.ts';
 import { loadRandomModel } from '../models/random.ts';
 import { copyCeilingGBs } from './copy-ceiling.ts';
@@ -43,6 +45,7 @@ const { values } = parseArgs({
     profile: { type: 'boolean' },
     timeline: { type: 'boolean' },
     skip: { type: 'string' },
+    'kv-cache': { type: 'string' },
     out: { type: 'string', default: 'bench/out/e2e.json' },
   },
   strict: true,
@@ -51,6 +54,8 @@ const promptTokens = Number(values.prompt);
 const newTokens = Number(values.new);
 if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or cpu, got ${values.backend}`);
 
+const kvCache = values['kv-cache'] === undefined ? undefined : KV_PRECISIONS.find((p) => p === values['kv-cache']);
+if (values['kv-cache'] !== undefined && !kvCache) throw new Error(`--kv-cache must be one of ${KV_PRECISIONS.join(', ')}, got ${values['kv-cache']}`);
 const skipped = values.skip === undefined ? undefined : new RegExp(values.skip);
 if (skipped && values.backend !== 'webgpu') throw new Error('--skip leaves out WebGPU kernels: it needs --backend webgpu');
 const results = [];
@@ -88,7 +93,7 @@ const runs = values.models.split(',').flatMap((model) => variants.map((variant) 
 for (const { model: modelName, variant } of runs) {
   const { config, configPath } = benchModelConfig(modelName, variant as 'dense' | CompressMethod);
   const name = variant === 'dense' ? modelName : `${modelName} ${variant}`;
-  const backend = values.profile || values.timeline ? await WebGpuBackend.create({ allowSoftware: true, profile: values.profile, timeline: values.timeline }) : await createBackend(values.backend);
+  const backend = values.profile || values.timeline ? await WebGpuBackend.create({ allowSoftware: true, profile: values.profile, timeline: values.timeline, kvPrecision: kvCache }) : await createBackend(values.backend, undefined, kvCache);
   // The copy ceiling, once per run (the first WebGPU backend's device).
   if (copyGBs === undefined && backend instanceof WebGpuBackend) copyGBs = await copyCeilingGBs(backend.gpu.device);
   const loadStart = performance.now();
@@ -173,6 +178,9 @@ for (const { model: modelName, variant } of runs) {
     parameters: model.parameters,
     padding: model.padding,
     backend: backend.description,
+    kvCache: backend.kvPrecision,
+    // Keys and values of every layer for one position.
+    kvBytesPerPosition: 2 * model.config.layers * model.config.kvHeads * model.config.headDim * kvValueBytes(backend.kvPrecision),
     loadMs,
     prefillMs: median(prefillSamples),
     decodeTokensPerS: median(decodeSamples),
@@ -198,6 +206,7 @@ for (const { model: modelName, variant } of runs) {
   if (model.padding > 0) console.log(`  ${(model.padding / 1e6).toFixed(1)}M zero values pad stacked groups of different ranks (in the weight bytes)`);
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
   const step = row.decodeStep as { dispatches: number; totalMs: number; recordMs?: number } | undefined;
+  console.log(`  KV cache in ${backend.kvPrecision}: ${((row.kvBytesPerPosition as number) / 2 ** 10).toFixed(0)} KiB a position`);
   if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);
   if (row.floorMs !== undefined) console.log(`  bandwidth floor: ${(weightBytes / 1e9).toFixed(2)} GB at ${(copyGBs! / 1000).toFixed(2)} TB/s = ${(row.floorMs as number).toFixed(2)} ms a step; decode at ${((row.floorShare as number) * 100).toFixed(0)}% of it`);
   if (skipped) {

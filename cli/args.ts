@@ -1,6 +1,7 @@
 // Shared argument handling: strict parsing (unknown flags are errors), typed numeric options, and
 // the error type that main.ts turns into a message and an exit code.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { KV_PRECISIONS, type KVPrecision } from '../kernels/backend.ts';
 
 export class UsageError extends Error {
   constructor(message: string, readonly command?: string) {
@@ -15,6 +16,14 @@ export function parseCommandLine<T extends ParseArgsConfig['options']>(command: 
   } catch (error) {
     throw new UsageError((error as Error).message.replace(/\. To specify a positional argument.*$/s, ''), command);
   }
+}
+
+/** --kv-cache: undefined (the backend's default) or one of KV_PRECISIONS. */
+export function kvCacheOption(value: string | undefined, command: string): KVPrecision | undefined {
+  if (value === undefined) return undefined;
+  const precision = KV_PRECISIONS.find((p) => p === value);
+  if (!precision) throw new UsageError(`--kv-cache must be one of ${KV_PRECISIONS.join(', ')}, got "${value}"`, command);
+  return precision;
 }
 
 export function numberOption(name: string, value: string | undefined, fallback: number, check: { integer?: boolean; min?: number; max?: number } = {}): number {

@@ -3,7 +3,7 @@ import { DEFAULT_MODEL_DIR, loadEngine } from '../engine/load.ts';
 import { randomSeed } from '../engine/rng.ts';
 import type { SamplingOptions } from '../engine/sampler.ts';
 import { BACKEND_KINDS, isBackendKind } from '../kernels/select.ts';
-import { numberOption, parseCommandLine, UsageError } from './args.ts';
+import { kvCacheOption, numberOption, parseCommandLine, UsageError } from './args.ts';
 
 export const GENERATE_HELP = `Usage: blr generate [PROMPT] [options]
 
@@ -25,6 +25,8 @@ Options:
   --ignore-eos            keep generating past end-of-sequence tokens
   --backend NAME          ${BACKEND_KINDS.join(' | ')} (default auto: a hardware WebGPU adapter when
                           there is one, else the CPU; webgpu also accepts a software adapter)
+  --kv-cache TYPE         f16 | f32: how the KV cache stores keys and values (default f16 on a
+                          GPU with shader-f16, else f32; f16 halves its memory)
   --json                  print one line of JSON instead of the stream:
                           {"prompt_ids", "ids", "text", "finish_reason", "timings":
                            {"load_ms", "prefill_ms", "decode_tokens_per_s", "backend"}}
@@ -45,6 +47,7 @@ const OPTIONS = {
   stop: { type: 'string', multiple: true },
   'ignore-eos': { type: 'boolean' },
   backend: { type: 'string' },
+  'kv-cache': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -64,6 +67,7 @@ export async function runGenerate(args: string[]): Promise<void> {
   if (positionals.length > 1) throw new UsageError(`expected at most one PROMPT argument, got ${positionals.length} (quote the prompt)`, 'generate');
   const backend = values.backend ?? 'auto';
   if (!isBackendKind(backend)) throw new UsageError(`--backend must be one of ${BACKEND_KINDS.join(', ')}, got "${backend}"`, 'generate');
+  const kvCache = kvCacheOption(values['kv-cache'], 'generate');
   const sampling: SamplingOptions = {
     temperature: numberOption('temperature', values.temperature, 0, { min: 0 }),
     topK: numberOption('top-k', values['top-k'], 0, { integer: true, min: 0 }),
@@ -84,6 +88,7 @@ export async function runGenerate(args: string[]): Promise<void> {
 
   const engine = await loadEngine(values.model ?? DEFAULT_MODEL_DIR, {
     backend,
+    kvCache,
     onProgress: loadProgress(),
     onNotice: (message) => process.stderr.write(`blr: ${message}\n`),
   });

@@ -4,7 +4,7 @@ import { DEFAULT_MODEL_DIR } from '../engine/load.ts';
 import { BACKEND_KINDS, isBackendKind } from '../kernels/select.ts';
 import { buildApp } from '../server/app.ts';
 import { DEFAULT_CONTEXT, DEFAULT_KV_BYTES, loadServedModel } from '../server/model.ts';
-import { numberOption, parseCommandLine, UsageError } from './args.ts';
+import { kvCacheOption, numberOption, parseCommandLine, UsageError } from './args.ts';
 
 export const SERVE_HELP = `Usage: blr serve [options]
 
@@ -26,6 +26,8 @@ Options:
                       at most ${DEFAULT_KV_BYTES / 2 ** 30} GiB of them); a request waits until the blocks for its
                       prompt + max_tokens are free
   --backend NAME      ${BACKEND_KINDS.join(' | ')} (default auto)
+  --kv-cache TYPE     f16 | f32: how the KV cache stores keys and values (default f16 on a GPU
+                      with shader-f16, else f32; f16 holds twice the positions in the same memory)
   --log-level LEVEL   fatal | error | warn | info | debug | trace (default info)
   -h, --help          show this help
 `;
@@ -41,6 +43,7 @@ const OPTIONS = {
   ctx: { type: 'string' },
   'kv-blocks': { type: 'string' },
   backend: { type: 'string' },
+  'kv-cache': { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -56,6 +59,7 @@ export async function runServe(args: string[]): Promise<void> {
   if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" (the model is --model DIR)`, 'serve');
   const backend = values.backend ?? 'auto';
   if (!isBackendKind(backend)) throw new UsageError(`--backend must be one of ${BACKEND_KINDS.join(', ')}, got "${backend}"`, 'serve');
+  const kvCache = kvCacheOption(values['kv-cache'], 'serve');
   const logLevel = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`, 'serve');
   const port = numberOption('port', values.port, 8000, { integer: true, min: 0, max: 65535 });
@@ -78,7 +82,7 @@ export async function runServe(args: string[]): Promise<void> {
   };
   // Loading starts once the server listens (a turn of the event loop later).
   const model = new Promise<void>((resolve) => (announceModel = resolve)).then(() => loadServedModel(directory, {
-    backend, maxBatch, maxQueue, contextLength, kvBlocks, name: values.name, onProgress,
+    backend, kvCache, maxBatch, maxQueue, contextLength, kvBlocks, name: values.name, onProgress,
     onNotice: (message) => app.log.warn(message),
   }));
   const app = buildApp({ model, apiKey, logger: { level: logLevel } });
@@ -86,7 +90,7 @@ export async function runServe(args: string[]): Promise<void> {
   app.log.info({ address, model: directory, maxBatch, maxQueue, auth: apiKey ? 'bearer' : 'none' }, 'listening; loading the model');
   announceModel!();
   model.then(
-    (served) => app.log.info({ model: served.name, contextLength: served.contextLength, kvBlocks: served.scheduler.allocator.total, backend: served.scheduler.model.backend.description }, 'model loaded; ready'),
+    (served) => app.log.info({ model: served.name, contextLength: served.contextLength, kvBlocks: served.scheduler.allocator.total, kvCache: served.scheduler.model.backend.kvPrecision, backend: served.scheduler.model.backend.description }, 'model loaded; ready'),
     () => undefined, // the app logs the failure; /health reports it
   );
 

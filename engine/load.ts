@@ -1,5 +1,6 @@
 // Model directory → a ready Generator: read config and tokenizer, pick a backend, load weights.
 import { fileURLToPath } from 'node:url';
+import type { KVPrecision } from '../kernels/backend.ts';
 import { createBackend, type BackendKind } from '../kernels/select.ts';
 import { loadModelAsync } from '../models/load.ts';
 import type { CausalLM } from '../models/model.ts';
@@ -11,6 +12,8 @@ export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../assets/stories260K', 
 
 export interface EngineOptions {
   backend?: BackendKind;
+  /** How the KV cache stores keys and values (default: f16 on a GPU that has it, else f32). */
+  kvCache?: KVPrecision;
   /** Positions per sequence; defaults to the model's max_position_embeddings. */
   contextLength?: number;
   /** Sequences one step may serve (continuous batching), and tokens a step may hold. */
@@ -31,7 +34,7 @@ export interface Engine {
 export async function loadEngine(modelPath: string = DEFAULT_MODEL_DIR, options: EngineOptions = {}): Promise<Engine> {
   const start = performance.now();
   const directory = readModelDirectory(modelPath);
-  const backend = await createBackend(options.backend ?? 'auto', options.onNotice);
+  const backend = await createBackend(options.backend ?? 'auto', options.onNotice, options.kvCache);
   const model = await loadModelAsync(directory, backend, { onProgress: options.onProgress, maxSequences: options.maxSequences, maxStepTokens: options.maxStepTokens });
   const contextLength = Math.min(options.contextLength ?? model.config.maxPositions, model.config.maxPositions);
   const generator = new Generator(model, directory.tokenizer, directory.eosTokenIds, contextLength);

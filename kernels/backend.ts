@@ -183,6 +183,12 @@ export const isInputNorm = (input: InputTransform): input is InputNorm => 'weigh
 /** A LayerNorm (an InputNorm with a bias), which only kernels that say so take inside. */
 export const isLayerNorm = (input: InputTransform | undefined): input is InputNorm & { bias: Tensor } => input !== undefined && isInputNorm(input) && input.bias !== undefined;
 
+export type KVPrecision = 'f32' | 'f16';
+export const KV_PRECISIONS: readonly KVPrecision[] = ['f32', 'f16'];
+
+/** Bytes a KV cache takes per stored value. */
+export const kvValueBytes = (precision: KVPrecision): number => (precision === 'f16' ? 2 : 4);
+
 export interface Backend {
   readonly name: 'cpu' | 'webgpu';
   /** One line for people: the device and how it runs. */
@@ -200,6 +206,12 @@ export interface Backend {
    * stackedBlocks); a CPU would only do the padding's arithmetic.
    */
   readonly stacksPaddedRanks: boolean;
+  /**
+   * How the KV cache stores keys and values. 'f16' (the WebGPU backend's default where the device
+   * has shader-f16) halves the cache's memory and the bytes attention reads; each stored value is
+   * rounded to f16, and attention's arithmetic stays f32.
+   */
+  readonly kvPrecision: KVPrecision;
 
   /** A read-only f32 tensor holding `data` (norm weights, biases, tables). */
   upload(data: Float32Array): Tensor;

@@ -1,7 +1,7 @@
 // Choosing a backend by name. `auto` takes a hardware WebGPU adapter when there is one and falls
 // back to the CPU backend with a one-line notice; `webgpu` insists (a software adapter will do);
 // `cpu` never touches the GPU.
-import type { Backend } from './backend.ts';
+import type { Backend, KVPrecision } from './backend.ts';
 import { CpuBackend } from './cpu/backend.ts';
 import type { GpuLinalg } from './webgpu/linalg.ts';
 
@@ -12,11 +12,16 @@ export function isBackendKind(name: string): name is BackendKind {
   return (BACKEND_KINDS as readonly string[]).includes(name);
 }
 
-export async function createBackend(kind: BackendKind, notice: (message: string) => void = () => {}): Promise<Backend> {
-  if (kind === 'cpu') return new CpuBackend();
+/**
+ * `kvCache`: how the KV cache stores keys and values (Backend.kvPrecision); by default f16 on a GPU
+ * with shader-f16, else f32. The CPU backend keeps f32 arrays either way (f16 rounds the values).
+ */
+export async function createBackend(kind: BackendKind, notice: (message: string) => void = () => {}, kvCache?: KVPrecision): Promise<Backend> {
+  const cpu = () => new CpuBackend({ kvPrecision: kvCache });
+  if (kind === 'cpu') return cpu();
   // Loaded only when asked for: the CPU path never pays for Dawn's native module.
   const { WebGpuBackend } = await import('./webgpu/backend.ts');
-  return (await openGpuOrNot(kind, (allowSoftware) => WebGpuBackend.create({ allowSoftware }), (reason) => notice(`${reason}; using the CPU backend`))) ?? new CpuBackend();
+  return (await openGpuOrNot(kind, (allowSoftware) => WebGpuBackend.create({ allowSoftware, kvPrecision: kvCache }), (reason) => notice(`${reason}; using the CPU backend`))) ?? cpu();
 }
 
 /**

@@ -3,12 +3,15 @@
 import path from 'node:path';
 import { loadEngine } from '../engine/load.ts';
 import { Scheduler } from '../engine/scheduler.ts';
+import { kvValueBytes, type KVPrecision } from '../kernels/backend.ts';
 import type { BackendKind } from '../kernels/select.ts';
 import type { ServedModel } from './app.ts';
 import { ChatTemplate } from './chat.ts';
 
 export interface ServeOptions {
   backend: BackendKind;
+  /** How the KV cache stores keys and values (default: the backend's). */
+  kvCache?: KVPrecision;
   /** Sequences decoding at once. */
   maxBatch: number;
   /** Requests waiting beyond the batch before 429. */
@@ -26,9 +29,9 @@ export interface ServeOptions {
 /** The default context when --ctx is not given: long enough for chat, short enough that the KV cache fits. */
 export const DEFAULT_CONTEXT = 4096;
 /**
- * The most KV-cache memory the default --kv-blocks takes (keys and values are f32): max-batch
- * full-context sequences, or fewer blocks when those would need more (Llama-2-7B: 1 MiB a
- * position, so 16 GiB hold four 4096-token sequences).
+ * The most KV-cache memory the default --kv-blocks takes: max-batch full-context sequences, or
+ * fewer blocks when those would need more (Llama-2-7B: 0.5 MiB a position with the f16 cache a GPU
+ * keeps, so 16 GiB hold eight 4096-token sequences; 1 MiB in f32).
  */
 export const DEFAULT_KV_BYTES = 16 * 2 ** 30;
 
@@ -37,6 +40,7 @@ export async function loadServedModel(directory: string, options: ServeOptions):
   const maxStepTokens = Math.max(256, 2 * options.maxBatch);
   const engine = await loadEngine(directory, {
     backend: options.backend,
+    kvCache: options.kvCache,
     contextLength: options.contextLength ?? DEFAULT_CONTEXT,
     maxSequences: options.maxBatch,
     maxStepTokens,
@@ -45,7 +49,7 @@ export async function loadServedModel(directory: string, options: ServeOptions):
   });
   const contextLength = engine.generator.contextLength;
   const { layers, kvHeads, headDim } = engine.model.config;
-  const blockBytes = engine.model.blockSize * layers * kvHeads * headDim * 4 * 2;
+  const blockBytes = engine.model.blockSize * layers * kvHeads * headDim * kvValueBytes(engine.model.backend.kvPrecision) * 2;
   const perSequence = Math.ceil(contextLength / engine.model.blockSize);
   let blocks = options.kvBlocks ?? options.maxBatch * perSequence;
   if (options.kvBlocks === undefined && blocks * blockBytes > DEFAULT_KV_BYTES) {

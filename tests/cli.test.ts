@@ -3,15 +3,20 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compressCheckpoint } from '../models/compress.ts';
+import { gpuForTests } from './gpu.ts';
 import { DEFAULT_MODEL, reference, runBlr, STORIES_SOURCES, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
 const blr = runBlr;
+/** Whether `--backend webgpu` will find an adapter (in CI it must: gpuForTests throws). */
+const gpuAvailable = (await gpuForTests()).backend !== undefined;
 
 describe('blr generate', () => {
   const expected = reference('stories260K');
 
+  // On the CPU backend: `auto` takes a hardware GPU where there is one (the GPU host's), whose f16
+  // weights may tell the story differently from the f32 one this checks.
   it('streams the bundled model story after the prompt', () => {
-    const run = blr(['generate', 'Once upon a time', '--max-tokens', '40']);
+    const run = blr(['generate', 'Once upon a time', '--max-tokens', '40', '--backend', 'cpu']);
     expect(run.status).toBe(0);
     expect(run.stdout.startsWith('Once upon a time, there was a little girl named Lily.')).toBe(true);
     expect(run.stderr).toMatch(/stories260K \(llama, 0\.26M parameters\) on CPU/);
@@ -44,6 +49,17 @@ describe('blr generate', () => {
     expect(stopped.finish_reason).toBe('stop');
   });
 
+  // The GPU's KV cache in f16 (its default where the adapter has shader-f16) and in f32.
+  it.skipIf(!gpuAvailable)('generates the same greedy ids on WebGPU with either KV cache', () => {
+    const ids = (['f16', 'f32'] as const).map((kv) => {
+      const run = blr(['generate', 'Once upon a time', '--json', '--ignore-eos', '--backend', 'webgpu', '--kv-cache', kv, '--max-tokens', String(expected.greedy_ids.length)]);
+      expect(run.status, run.stderr).toBe(0);
+      return JSON.parse(run.stdout).ids;
+    });
+    expect(ids[0]).toEqual(expected.greedy_ids);
+    expect(ids[1]).toEqual(expected.greedy_ids);
+  });
+
   it('shows help', () => {
     const run = blr(['generate', '--help']);
     expect(run.status).toBe(0);
@@ -55,6 +71,7 @@ describe('blr generate', () => {
     [['generate', 'hi', '--bogus'], 2, /Unknown option '--bogus'/],
     [['generate', 'hi', '--temperature', 'hot'], 2, /--temperature must be a number ≥ 0, got "hot"/],
     [['generate', 'hi', '--backend', 'tpu'], 2, /--backend must be one of auto, cpu, webgpu/],
+    [['generate', 'hi', '--kv-cache', 'f8'], 2, /--kv-cache must be one of f32, f16, got "f8"/],
     [['generate', 'hi', '--model', '/no/such/dir'], 1, /\/no\/such\/dir: model directory not found/],
     [['frobnicate'], 2, /unknown command "frobnicate"/],
   ])('blr %j exits %i with a clear message', (args, status, message) => {

@@ -397,7 +397,7 @@ describe('server over a real socket with the openai client', () => {
 describe('blr serve (subprocess)', () => {
   it('listens, reports healthy once loaded, and stops on SIGTERM', async () => {
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [path.join(ROOT, 'cli', 'blr.mjs'), 'serve', '--port', '0', '--backend', 'cpu', '--max-batch', '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(ROOT, 'cli', 'blr.mjs'), 'serve', '--port', '0', '--backend', 'cpu', '--max-batch', '4', '--kv-cache', 'f16'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     const address = await new Promise<string>((resolve, reject) => {
       child.stdout.on('data', (data) => {
@@ -422,6 +422,7 @@ describe('blr serve (subprocess)', () => {
     expect(await exit).toBe(0);
     // JSON log lines with request ids and token counts; neither the prompt nor the output is in them.
     const lines = output.trim().split('\n').map((line) => JSON.parse(line));
+    expect(lines.find((l) => l.msg === 'model loaded; ready')).toMatchObject({ kvCache: 'f16', kvBlocks: 4 * Math.ceil((directory.config as { max_position_embeddings: number }).max_position_embeddings / 16) });
     const finished = lines.find((l) => l.msg === 'generation finished');
     expect(finished).toMatchObject({ promptTokens: directory.tokenizer.encode(secret).length, completionTokens: 8 });
     expect(typeof finished.reqId).toBe('string');
@@ -433,5 +434,8 @@ describe('blr serve (subprocess)', () => {
     const result = runBlr(['serve', '--max-batch', '0']);
     expect(result.status).toBe(2);
     expect(result.stderr).toMatch(/--max-batch must be an integer/);
+    const kv = runBlr(['serve', '--kv-cache', 'bf16']);
+    expect(kv.status).toBe(2);
+    expect(kv.stderr).toMatch(/--kv-cache must be one of f32, f16, got "bf16"/);
   });
 });

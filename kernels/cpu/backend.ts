@@ -1,6 +1,6 @@
 // The CPU backend: every op runs at once on Float32Arrays (see ops.ts); `read` just copies.
 import os from 'node:os';
-import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPrecision, type KVPages, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { floatToHalf, halfToFloat } from '../../weights/dtypes.ts';
 import * as blr from './blr.ts';
 import * as ops from './ops.ts';
@@ -67,12 +67,18 @@ export interface CpuBackendOptions {
   matrixPrecision?: 'f32' | 'f16';
   /** Backend.stacksPaddedRanks (false unless set: tests load the GPU's padded groups with it). */
   stacksPaddedRanks?: boolean;
+  /**
+   * Backend.kvPrecision. 'f16' rounds every stored key and value to f16 (kept in Float32Arrays), as
+   * the WebGPU backend stores them: the exact oracle for a GPU's f16 cache. Default 'f32'.
+   */
+  kvPrecision?: KVPrecision;
 }
 
 export class CpuBackend implements Backend {
   readonly name = 'cpu' as const;
   readonly leavesNativeGarbage = false;
   readonly stacksPaddedRanks: boolean;
+  readonly kvPrecision: KVPrecision;
   readonly description: string;
   private readonly attentionScratch = { scores: new Float32Array(0), slots: new Int32Array(0) };
   private normScratch = new Float32Array(0);
@@ -81,6 +87,7 @@ export class CpuBackend implements Backend {
   constructor(options: CpuBackendOptions = {}) {
     this.roundToHalf = options.matrixPrecision === 'f16';
     this.stacksPaddedRanks = options.stacksPaddedRanks ?? false;
+    this.kvPrecision = options.kvPrecision ?? 'f32';
     this.description = `CPU (${os.cpus()[0]?.model?.trim() ?? 'unknown'}, TypeScript ${this.roundToHalf ? 'f16-rounded weights, f32 math' : 'f32 kernels'}, one thread)`;
   }
 
@@ -221,7 +228,11 @@ export class CpuBackend implements Backend {
 
   writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void {
     const c = cache(kv);
-    ops.writeKV(c.keys[layer], c.values[layer], data(k), data(v), indices(positions), indices(pages), rows, c.kvHeads, c.headDim, c.blockSize);
+    const stored = (t: Tensor) => {
+      const values = data(t).subarray(0, rows * c.kvHeads * c.headDim);
+      return this.kvPrecision === 'f16' ? values.map((x) => halfToFloat(floatToHalf(x))) : values;
+    };
+    ops.writeKV(c.keys[layer], c.values[layer], stored(k), stored(v), indices(positions), indices(pages), rows, c.kvHeads, c.headDim, c.blockSize);
   }
 
   attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape): void {

@@ -6,8 +6,8 @@
 //
 // A workgroup takes one query head and ROWS = 16 · subgroups query rows of one sequence (a prefill
 // chunk); subgroup s owns rows 16s..16s+15 and keeps their q (scaled, in f16) as head_dim / 16 left
-// matrices. The cache is walked in tiles of TILE positions, staged in workgroup memory as f16 (the
-// cache is f32), up to the block's longest row; a row's positions past its own are masked.
+// matrices. The cache is walked in tiles of TILE positions, staged in workgroup memory as f16 (as
+// the cache is, or rounded from an f32 cache), up to the block's longest row; a row's positions past its own are masked.
 // Two passes over the tiles, so that no partial output is ever rescaled (a result matrix has no
 // per-row scaling in WGSL):
 //   1. scores only: each row's maximum m and its sum l = Σ exp(s − m), kept by the two lanes that own
@@ -16,8 +16,11 @@
 //      matrices, which hold the finished output at the end.
 // Scores pass through workgroup memory (16 × TILE floats a subgroup) between the matrix multiply and
 // the lanes' softmax. Precision: q, k, v and p are rounded to f16; sums are f32.
-// Composed after wgsl/common/attention_params.wgsl and wgsl/common/kv_pages.wgsl; bindings as
+// Composed after wgsl/common/attention_params.wgsl, wgsl/common/kv_pages.wgsl and the cache's element
+// type (wgsl/common/kv_f16.wgsl or kv_f32.wgsl; an f16 cache is read as packed u32s); bindings as
 // attention_prefill.wgsl's. Assumes subgroups of 32 (as the tensor-core GEMM does).
+
+import type { KVPrecision } from '../backend.ts';
 
 /** Key positions per staged tile. */
 export const ATTENTION_TENSOR_TILE = 32;
@@ -40,7 +43,8 @@ export function attentionTensorWorkgroupBytes(headDim: number): number {
   return stage + scores + probs + (ATTENTION_TENSOR_ROWS + 4) * 4;
 }
 
-export function attentionSubgroupMatrixSource(headDim: number): string {
+/** `kv`: the cache's element type (Backend.kvPrecision): an f16 cache is loaded 8 halves at a time. */
+export function attentionSubgroupMatrixSource(headDim: number, kv: KVPrecision = 'f32'): string {
   if (headDim % 16 !== 0 || headDim < 16) throw new RangeError(`the tensor-core attention takes head_dim a multiple of 16, got ${headDim}`);
   const subgroups = ATTENTION_TENSOR_SUBGROUPS;
   const tile = ATTENTION_TENSOR_TILE;
@@ -50,30 +54,38 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
   const tileStride = tile + PAD_HALVES; // halves a row of weights
   const slices = headDim / 16; // q's left matrices; O's result matrices
   const keyMatrices = tile / 16; // a tile's scores: result matrices per subgroup
-  const columns = headDim / 4; // vec4s per head row
+  const columns = headDim / 4; // vec4s per row of q and of the output
+  const half = kv === 'f16';
+  // A load of the cache: 16 bytes, 8 halves (as a vec4<u32>) of an f16 cache or a vec4 of an f32 one.
+  const width = half ? 8 : 4;
+  const units = headDim / width; // loads per key or value row
+  const unit = half ? 'vec4<u32>' : 'vec4<f32>';
+  const stashKV = half ? 'stash8' : 'stash_f32';
   const positionsPerLane = tile / 2;
-  if (threads % columns !== 0 || (tile * columns) % threads !== 0) throw new RangeError(`head_dim ${headDim}: ${threads} threads cannot share a tile's loads evenly`);
-  const loads = (tile * columns) / threads; // vec4s of keys (and of values) a thread stages per tile
-  const positionStep = threads / columns; // positions between a thread's loads
+  if (threads % units !== 0 || (tile * units) % threads !== 0) throw new RangeError(`head_dim ${headDim}: ${threads} threads cannot share a tile's loads evenly`);
+  const loads = (tile * units) / threads; // loads of keys (and of values) a thread stages per tile
+  const positionStep = threads / units; // positions between a thread's loads
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-  // Loads of the tile at `start` into registers (zeros past `end`); stores of them into workgroup
-  // memory as f16, a position a row: Kᵀ is then read column-major, V row-major.
+  // Loads of the tile at `start` into registers, in the cache's type (zeros past `end`); stores of
+  // them into workgroup memory as f16, a position a row: Kᵀ is then read column-major, V row-major.
+  // (Converting as they load made each load wait for the one before: 7B prefill of 2048 tokens
+  // 194 → 228 ms with an f32 cache, H200.)
   const fetch = (indent: string, start: string, withValues: boolean) => range(loads).flatMap((i) => [
     `${indent}{`,
     `${indent}  let t = ${start} + own_position + ${i * positionStep}u;`,
-    `${indent}  k${i} = vec4<f32>(0.0);`,
-    ...(withValues ? [`${indent}  v${i} = vec4<f32>(0.0);`] : []),
+    `${indent}  k${i} = ${unit}();`,
+    ...(withValues ? [`${indent}  v${i} = ${unit}();`] : []),
     `${indent}  if (t < end) {`,
-    `${indent}    let at = kv_base + page_slot(page_row, t, params.block_size) * ${columns}u + own_column;`,
+    `${indent}    let at = kv_base + page_slot(page_row, t, params.block_size) * ${units}u + own_column;`,
     `${indent}    k${i} = keys[at];`,
     ...(withValues ? [`${indent}    v${i} = values[at];`] : []),
     `${indent}  }`,
     `${indent}}`,
   ]);
   const stash = (indent: string, withValues: boolean) => range(loads).flatMap((i) => [
-    `${indent}stash((own_position + ${i * positionStep}u) * ${stride}u + 4u * own_column, k${i});`,
-    ...(withValues ? [`${indent}stash((${tile}u + own_position + ${i * positionStep}u) * ${stride}u + 4u * own_column, v${i});`] : []),
+    `${indent}${stashKV}((own_position + ${i * positionStep}u) * ${stride}u + ${width}u * own_column, k${i});`,
+    ...(withValues ? [`${indent}${stashKV}((${tile}u + own_position + ${i * positionStep}u) * ${stride}u + ${width}u * own_column, v${i});`] : []),
   ]);
   // Scores of this subgroup's rows against the staged keys, into `scores`.
   const score = (indent: string) => [
@@ -113,8 +125,8 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     'enable chromium_experimental_subgroup_matrix;',
     '',
     '@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;',
-    '@group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;',
-    '@group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;',
+    `@group(0) @binding(2) var<storage, read> keys: array<${unit}>;`,
+    `@group(0) @binding(3) var<storage, read> values: array<${unit}>;`,
     '@group(0) @binding(4) var<storage, read> positions: array<i32>;',
     '@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;',
     '@group(0) @binding(6) var<storage, read> pages: array<i32>;',
@@ -133,13 +145,23 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     '// shifted every matrix by one element on an H200.',
     `var<workgroup> lengths: array<u32, ${rows + 4}>;`,
     '',
-    'fn stash(at: u32, v: vec4<f32>) {',
-    '  let h = vec4<f16>(v);',
+    'fn stash(at: u32, h: vec4<f16>) {',
     '  stage[at] = h.x;',
     '  stage[at + 1u] = h.y;',
     '  stage[at + 2u] = h.z;',
     '  stage[at + 3u] = h.w;',
     '}',
+    ...(half ? [
+      '// Eight halves of the cache, packed two to a u32.',
+      'fn stash8(at: u32, packed: vec4<u32>) {',
+      '  stash(at, vec4<f16>(bitcast<vec2<f16>>(packed.x), bitcast<vec2<f16>>(packed.y)));',
+      '  stash(at + 4u, vec4<f16>(bitcast<vec2<f16>>(packed.z), bitcast<vec2<f16>>(packed.w)));',
+      '}',
+    ] : [
+      'fn stash_f32(at: u32, v: vec4<f32>) {',
+      '  stash(at, vec4<f16>(v));',
+      '}',
+    ]),
     '',
     `@compute @workgroup_size(${threads})`,
     'fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,',
@@ -147,10 +169,10 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     '  let head = wid.x;',
     '  let kv = head / (params.heads / params.kv_heads);',
     `  let row0 = wid.y * ${rows}u; // relative to first_row`,
-    `  let kv_base = kv * params.slots * ${columns}u;`,
+    `  let kv_base = kv * params.slots * ${units}u;`,
     '  let page_row = params.first_row + row0; // the rows of a call are one sequence\'s',
-    `  let own_position = lid / ${columns}u; // this thread's first position of a tile, and its vec4 column`,
-    `  let own_column = lid % ${columns}u;`,
+    `  let own_position = lid / ${units}u; // this thread's first position of a tile, and its load of the row`,
+    `  let own_column = lid % ${units}u;`,
     `  if (lid < ${rows}u) {`,
     '    var length = 0u;',
     '    if (row0 + lid < params.rows) {',
@@ -166,7 +188,7 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     '    if (row0 + r < params.rows) {',
     `      v = q[((params.first_row + row0 + r) * params.heads + head) * ${columns}u + c] * params.scale;`,
     '    }',
-    `    stash(r * ${stride}u + 4u * c, v);`,
+    `    stash(r * ${stride}u + 4u * c, vec4<f16>(v));`,
     '  }',
     '  workgroupBarrier();',
     '  if (lid == 0u) {',
@@ -186,8 +208,8 @@ export function attentionSubgroupMatrixSource(headDim: number): string {
     '  let length = lengths[subgroup * 16u + row];',
     `  let lane_scores = score_base + row * ${tile}u + first;`,
     `  let lane_probs = subgroup * ${16 * tileStride}u + row * ${tileStride}u + first;`,
-    ...range(loads).map((i) => `  var k${i}: vec4<f32>;`),
-    ...range(loads).map((i) => `  var v${i}: vec4<f32>;`),
+    ...range(loads).map((i) => `  var k${i}: ${unit};`),
+    ...range(loads).map((i) => `  var v${i}: ${unit};`),
     '',
     '  // Pass 1: each row\'s maximum score and its sum of exponentials.',
     '  var m = LOWEST;',

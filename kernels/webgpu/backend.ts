@@ -6,12 +6,12 @@
 // of every (kernel, buffers) pair the model uses (cached on first use). Per step: each dispatch's
 // parameters go into a uniform arena (one writeBuffer per submit, bound with dynamic offsets),
 // token ids and positions are written into their index buffers, and the pass is recorded anew.
-import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPages, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
+import { checkLogprobsTop, flagStride, logprobStride, type AttentionShape, type Backend, type BlockShape, type IndexTensor, type InputNorm, type InputTransform, isInputNorm, isLayerNorm, type KVCache, type KVCacheShape, type KVPages, type KVPrecision, kvValueBytes, type KVStore, type OutputActivation, type OutputRope, ropeOutputs, type SampleRow, type Tensor } from '../backend.ts';
 import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { ATTENTION_TENSOR_HEAD_DIMS, ATTENTION_TENSOR_ROWS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from './attention_subgroup_matrix.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
-import { commonWgsl, composeWgsl, wgsl } from './wgsl_source.ts';
+import { commonWgsl, composeWgsl, kvPiece, wgsl } from './wgsl_source.ts';
 
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
@@ -54,7 +54,7 @@ const MAX_ATTENTION_SPLITS = 32;
  */
 const ATTENTION_WIDE_MAX_LENGTH = 1024;
 const ATTENTION_WIDE_THREADS = 1024;
-/** The wide pipeline's workgroup memory: q (1 KB), scores and slots (4 KB each), work (16 KB), the reductions' 4 KB. */
+/** The wide pipeline's workgroup memory: q (1 KB), scores and slots (4 KB each), work (16 KB), the reductions' 4 KB (1 KB through subgroups). */
 const ATTENTION_WIDE_WORKGROUP_BYTES = 29_700;
 /** wgsl/attention_prefill.wgsl: rows per workgroup, largest head_dim, workgroup memory it declares. */
 const ATTENTION_PREFILL_QUERIES = 16;
@@ -116,15 +116,18 @@ fn load_table(row: u32, column: u32) -> f32 {
 }
 `;
 
-function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroupMinSize: number | undefined): Partial<Record<KernelName, KernelSpec>> {
+function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroupMinSize: number | undefined, kvPrecision: KVPrecision): Partial<Record<KernelName, KernelSpec>> {
+  const kv = kvPiece(kvPrecision);
   const norm = wgsl('norm.wgsl', 'workgroup_reduce');
   const normVec4 = wgsl('norm_vec4.wgsl', 'workgroup_reduce');
   const matmul = wgsl('matmul.wgsl', 'matmul_common');
   const gather = wgsl('gather.wgsl');
   const gemvSubgroupSlots = 256 / Math.max(4, subgroupMinSize || 4);
   const pairedConstants = { BATCH: 1, NORMED: 1, PAIRED: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots };
-  const ropeGemv = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope')]);
+  const ropeGemv = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', kv, 'gemv_pair_rope')]);
   const gemvSubgroup = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')]);
+  // Decode attention's softmax sums and maxima through subgroups where there are some (two barriers each, not 12).
+  const attentionVec4 = wgsl('attention_vec4.wgsl', 'attention_params', features.subgroups ? 'subgroup_reduce' : 'workgroup_reduce', 'kv_pages', kv);
   return {
     gatherF16: { source: GATHER_F16 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
@@ -133,17 +136,17 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     rmsNormVec4: { source: normVec4, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
     layerNormVec4: { source: normVec4, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
-    rope: { source: wgsl('rope.wgsl', 'kv_pages'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
-    writeKV: { source: wgsl('kv.wgsl', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
-    attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] },
-    attentionVec4: { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'] },
+    rope: { source: wgsl('rope.wgsl', 'kv_pages', kv), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
+    writeKV: { source: wgsl('kv.wgsl', 'kv_pages', kv), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
+    attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages', kv), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] },
+    attentionVec4: { source: attentionVec4, entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'] },
     attentionVec4Wide: limits.maxComputeInvocationsPerWorkgroup >= ATTENTION_WIDE_THREADS && limits.maxComputeWorkgroupSizeX >= ATTENTION_WIDE_THREADS
       && limits.maxComputeWorkgroupStorageSize >= ATTENTION_WIDE_WORKGROUP_BYTES
-      ? { source: wgsl('attention_vec4.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'], constants: { REDUCE_SIZE: ATTENTION_WIDE_THREADS, SCORE_THREADS: 4 } }
+      ? { source: attentionVec4, entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'], constants: { REDUCE_SIZE: ATTENTION_WIDE_THREADS, SCORE_THREADS: 4 } }
       : undefined,
     attentionCombine: { source: wgsl('attention_combine.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'write'] },
     attentionPrefill: limits.maxComputeWorkgroupStorageSize >= ATTENTION_PREFILL_WORKGROUP_BYTES
-      ? { source: wgsl('attention_prefill.wgsl', 'attention_params', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
+      ? { source: wgsl('attention_prefill.wgsl', 'attention_params', 'kv_pages', kv), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
       : undefined,
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
@@ -158,7 +161,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     swigluHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'swiglu_half', storage: ['read', 'write', 'read'] },
     blockProject: { source: wgsl('block_project.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     blockExpand: { source: wgsl('block_expand.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
-    ...tensorCoreSpecs(features, limits),
+    ...tensorCoreSpecs(features, limits, kvPrecision),
     // Only where the adapter has subgroups; elsewhere gemvAligned and gemm do the same jobs.
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
@@ -245,7 +248,7 @@ function tensorCoreTile(features: GpuFeatures, limits: GPUSupportedLimits): Gemm
 /** x, W, bias, three outputs, and split-K partial sums (written). */
 const GEMM_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'write', 'write'];
 
-function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Partial<Record<KernelName, KernelSpec>> {
+function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits, kvPrecision: KVPrecision): Partial<Record<KernelName, KernelSpec>> {
   const tile = tensorCoreTile(features, limits);
   if (!tile) return {};
   const spec = (input: GemmInput): KernelSpec => ({
@@ -261,7 +264,7 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits): Par
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
     ...Object.fromEntries(ATTENTION_TENSOR_HEAD_DIMS.map((headDim) => [attentionTensorName(headDim),
       attentionTensorWorkgroupBytes(headDim) <= limits.maxComputeWorkgroupStorageSize
-        ? { source: composeWgsl([...commonWgsl('attention_params', 'kv_pages'), attentionSubgroupMatrixSource(headDim)]), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
+        ? { source: composeWgsl([...commonWgsl('attention_params', 'kv_pages', kvPiece(kvPrecision)), attentionSubgroupMatrixSource(headDim, kvPrecision)]), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
         : undefined])),
   };
 }
@@ -409,7 +412,7 @@ export class WebGpuBackend implements Backend {
   private sampleParamsNext = 0;
   private attentionPartials: GPUBuffer | undefined;
 
-  private constructor(readonly gpu: Gpu) {
+  private constructor(readonly gpu: Gpu, readonly kvPrecision: KVPrecision) {
     this.device = gpu.device;
     this.description = gpu.description;
     this.errors = new DeviceErrors(this.device);
@@ -432,10 +435,13 @@ export class WebGpuBackend implements Backend {
    * overall); `takeProfile()` returns the totals per kernel. `timeline` times every compute pass
    * instead (a step is one pass, so the steps run as they would): `takeTimeline()` returns when each
    * began and ended on the GPU. `portable` leaves subgroups and subgroup matrices off (tests of the
-   * fallback kernels).
+   * fallback kernels). `kvPrecision`: how the KV cache stores keys and values (Backend.kvPrecision);
+   * f16 by default where the device has shader-f16, else f32.
    */
-  static async create(options: { allowSoftware: boolean; profile?: boolean; timeline?: boolean; portable?: boolean; workgroupStorage?: number }): Promise<WebGpuBackend> {
-    const backend = new WebGpuBackend(await openGpu(options));
+  static async create(options: { allowSoftware: boolean; profile?: boolean; timeline?: boolean; portable?: boolean; workgroupStorage?: number; kvPrecision?: KVPrecision }): Promise<WebGpuBackend> {
+    const gpu = await openGpu(options);
+    if (options.kvPrecision === 'f16' && !gpu.features.shaderF16) throw new GpuError(`an f16 KV cache needs the shader-f16 feature, which ${gpu.description} lacks: use f32`);
+    const backend = new WebGpuBackend(gpu, options.kvPrecision ?? (gpu.features.shaderF16 ? 'f16' : 'f32'));
     await backend.compileKernels();
     if ((options.profile || options.timeline) && !backend.gpu.features.timestampQuery) throw new GpuError('profiling needs the timestamp-query feature');
     if (options.profile && options.timeline) throw new GpuError('profile and timeline modes time different things: pick one');
@@ -467,7 +473,7 @@ export class WebGpuBackend implements Backend {
   }
 
   private async compileKernels(): Promise<void> {
-    const specs = kernelSpecs(this.gpu.features, this.device.limits, this.gpu.adapterInfo.subgroupMinSize);
+    const specs = kernelSpecs(this.gpu.features, this.device.limits, this.gpu.adapterInfo.subgroupMinSize, this.kvPrecision);
     const modules = new Map<string, GPUShaderModule>();
     await Promise.all(Object.entries(specs).map(async ([name, spec]) => {
       if (!spec) return;
@@ -581,7 +587,7 @@ export class WebGpuBackend implements Backend {
       free.push(buffer);
       this.kvPool.set(buffer.size, free);
     };
-    const bytes = Math.ceil(Math.max(16, shape.kvHeads * shape.blocks * shape.blockSize * shape.headDim * 4) / 16) * 16;
+    const bytes = Math.ceil(Math.max(16, shape.kvHeads * shape.blocks * shape.blockSize * shape.headDim * kvValueBytes(this.kvPrecision)) / 16) * 16;
     if (bytes > this.device.limits.maxStorageBufferBindingSize) {
       throw new GpuError(`a KV cache layer of ${shape.blocks} blocks of ${shape.blockSize} positions needs ${bytes} bytes, more than the device binds (${this.device.limits.maxStorageBufferBindingSize}): use a shorter context or fewer sequences`);
     }

@@ -1,10 +1,14 @@
 // Kernel sources: WGSL files under wgsl/, composed with shared pieces from wgsl/common/ (WGSL has
 // no includes), and kernels written by small TS functions for one shape.
 import fs from 'node:fs';
+import type { KVPrecision } from '../backend.ts';
 
 const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
 
-export type CommonPiece = 'matmul_common' | 'block_gemm_common' | 'workgroup_reduce' | 'attention_params' | 'kv_pages' | 'gemv_pair_swiglu' | 'gemv_pair_rope';
+export type CommonPiece = 'matmul_common' | 'block_gemm_common' | 'workgroup_reduce' | 'subgroup_reduce' | 'attention_params' | 'kv_pages' | 'gemv_pair_swiglu' | 'gemv_pair_rope' | KVPiece;
+/** The KV cache's element type (Backend.kvPrecision): composed into every kernel that reads or writes the cache. */
+type KVPiece = 'kv_f16' | 'kv_f32';
+export const kvPiece = (precision: KVPrecision): KVPiece => (precision === 'f16' ? 'kv_f16' : 'kv_f32');
 
 /**
  * Joins WGSL sources into one module. `enable` and `diagnostic` directives must open a module,

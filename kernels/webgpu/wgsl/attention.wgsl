@@ -4,8 +4,8 @@
 // are found through the row's pages (common/kv_pages.wgsl).
 
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> keys: array<f32>;
-@group(0) @binding(3) var<storage, read> values: array<f32>;
+@group(0) @binding(2) var<storage, read> keys: array<kv_scalar>;
+@group(0) @binding(3) var<storage, read> values: array<kv_scalar>;
 @group(0) @binding(4) var<storage, read> positions: array<i32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> pages: array<i32>;
@@ -46,7 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let k_base = kv_base + slot * head_dim;
       var s = 0.0;
       for (var d = 0u; d < head_dim; d++) {
-        s += q_shared[d] * keys[k_base + d];
+        s += q_shared[d] * f32(keys[k_base + d]);
       }
       score = s * params.scale;
     }
@@ -64,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var a = acc * correction;
       let count = min(CHUNK, length - start);
       for (var j = 0u; j < count; j++) {
-        a += p_shared[j] * values[kv_base + slot_shared[j] * head_dim + lid];
+        a += p_shared[j] * f32(values[kv_base + slot_shared[j] * head_dim + lid]);
       }
       acc = a;
     }

@@ -10,8 +10,8 @@
 // the block's first row (common/kv_pages.wgsl).
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> keys: array<vec4<kv_scalar>>;
+@group(0) @binding(3) var<storage, read> values: array<vec4<kv_scalar>>;
 @group(0) @binding(4) var<storage, read> positions: array<i32>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> pages: array<i32>;
@@ -82,8 +82,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var v = vec4<f32>(0.0);
       if (t < end && c < columns) {
         let slot = page_slot(params.first_row + row0, t, params.block_size);
-        k = keys[kv_base + slot * columns + c];
-        v = values[kv_base + slot * columns + c];
+        k = vec4<f32>(keys[kv_base + slot * columns + c]);
+        v = vec4<f32>(values[kv_base + slot * columns + c]);
       }
       k_tile[(i / MAX_COLUMNS) * ROW + c] = k;
       v_tile[(i / MAX_COLUMNS) * ROW + c] = v;

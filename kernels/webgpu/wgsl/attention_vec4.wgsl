@@ -14,8 +14,8 @@
 // positions in flight per workgroup, so no split and no second dispatch to merge splits.
 
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> keys: array<vec4<kv_scalar>>;
+@group(0) @binding(3) var<storage, read> values: array<vec4<kv_scalar>>;
 @group(0) @binding(4) var<storage, read> positions: array<i32>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 // Per (row, head, split): head_dim / 4 vec4s of weighted values, then (max, sum, 0, 0).
@@ -33,7 +33,8 @@ override SCORE_POSITIONS: u32 = CHUNK / SCORE_THREADS;  // positions per scoring
 // Shared by the two inner loops, one after the other: the scores' (position, slice) partial sums;
 // then each thread's partial weighted values (the stripes), four floats a thread. Scalars only: no
 // two threads write one vector. (256 threads: 8 KB, within WebGPU's default 16 KB with the rest;
-// the wide pipeline's 1024 threads: 16 KB, 29 KB in all.)
+// the wide pipeline's 1024 threads: 16 KB, 29 KB in all with the tree reductions' 4 KB, 26 KB with
+// common/subgroup_reduce.wgsl's 1 KB.)
 var<workgroup> work: array<f32, CHUNK * SCORE_THREADS>;
 
 
@@ -91,10 +92,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           let c2 = c + 2u * SCORE_THREADS;
           let c3 = c + 3u * SCORE_THREADS;
           let last = columns - 1u;
-          let k0 = keys[k_base + c];
-          let k1 = keys[k_base + min(c1, last)];
-          let k2 = keys[k_base + min(c2, last)];
-          let k3 = keys[k_base + min(c3, last)];
+          let k0 = vec4<f32>(keys[k_base + c]);
+          let k1 = vec4<f32>(keys[k_base + min(c1, last)]);
+          let k2 = vec4<f32>(keys[k_base + min(c2, last)]);
+          let k3 = vec4<f32>(keys[k_base + min(c3, last)]);
           s += k0 * q_shared[c];
           s += select(vec4<f32>(0.0), k1 * q_shared[min(c1, last)], c1 < columns);
           s += select(vec4<f32>(0.0), k2 * q_shared[min(c2, last)], c2 < columns);
@@ -133,14 +134,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let j1 = j + stripe_count;
         let j2 = j + 2u * stripe_count;
         let j3 = j + 3u * stripe_count;
-        let v0 = values[kv_base + slot_shared[j] * columns + column];
-        let v1 = values[kv_base + slot_shared[j1] * columns + column];
-        let v2 = values[kv_base + slot_shared[j2] * columns + column];
-        let v3 = values[kv_base + slot_shared[j3] * columns + column];
+        let v0 = vec4<f32>(values[kv_base + slot_shared[j] * columns + column]);
+        let v1 = vec4<f32>(values[kv_base + slot_shared[j1] * columns + column]);
+        let v2 = vec4<f32>(values[kv_base + slot_shared[j2] * columns + column]);
+        let v3 = vec4<f32>(values[kv_base + slot_shared[j3] * columns + column]);
         partial += p_shared[j] * v0 + p_shared[j1] * v1 + p_shared[j2] * v2 + p_shared[j3] * v3;
       }
       for (; j < count; j += stripe_count) {
-        partial += p_shared[j] * values[kv_base + slot_shared[j] * columns + column];
+        partial += p_shared[j] * vec4<f32>(values[kv_base + slot_shared[j] * columns + column]);
       }
     }
     // (Every thread read its scores from `work` before the barriers of workgroup_max and _sum.)

@@ -1,5 +1,5 @@
 // Stores rows of k and v (rows × kv_heads·head_dim) at their positions in their pages of one
-// layer's cache (common/kv_pages.wgsl).
+// layer's cache (common/kv_pages.wgsl), in the cache's element type (common/kv_f16.wgsl or kv_f32.wgsl).
 
 struct Params {
   rows: u32,
@@ -17,8 +17,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read> positions: array<i32>;
 @group(0) @binding(4) var<storage, read> pages: array<i32>;
-@group(0) @binding(5) var<storage, read_write> keys: array<f32>;
-@group(0) @binding(6) var<storage, read_write> values: array<f32>;
+@group(0) @binding(5) var<storage, read_write> keys: array<kv_scalar>;
+@group(0) @binding(6) var<storage, read_write> values: array<kv_scalar>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -34,6 +34,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let row_index = (r * params.kv_heads + head) * params.head_dim + d;
   let cache_index = (head * params.slots + slot) * params.head_dim + d;
-  keys[cache_index] = k[row_index];
-  values[cache_index] = v[row_index];
+  keys[cache_index] = kv_scalar(k[row_index]);
+  values[cache_index] = kv_scalar(v[row_index]);
 }

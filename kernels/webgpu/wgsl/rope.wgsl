@@ -23,8 +23,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> rotary: array<f32>;
 @group(0) @binding(5) var<storage, read> pages: array<i32>;
 @group(0) @binding(6) var<storage, read> v: array<f32>;
-@group(0) @binding(7) var<storage, read_write> keys: array<f32>;
-@group(0) @binding(8) var<storage, read_write> values: array<f32>;
+@group(0) @binding(7) var<storage, read_write> keys: array<kv_scalar>;
+@group(0) @binding(8) var<storage, read_write> values: array<kv_scalar>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -60,10 +60,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let slot = page_slot(r, position, params.block_size);
     if (slot < params.slots) {
       let cache = (kv_head * params.slots + slot) * params.head_dim;
-      keys[cache + i] = y1;
-      keys[cache + half + i] = y2;
-      values[cache + i] = v[base + i];
-      values[cache + half + i] = v[base + half + i];
+      keys[cache + i] = kv_scalar(y1);
+      keys[cache + half + i] = kv_scalar(y2);
+      values[cache + i] = kv_scalar(v[base + i]);
+      values[cache + half + i] = kv_scalar(v[base + half + i]);
     }
   }
 }

@@ -8,8 +8,8 @@
 @group(0) @binding(8) var<storage, read> positions: array<i32>;
 @group(0) @binding(9) var<storage, read> rotary: array<f32>;
 @group(0) @binding(10) var<storage, read> pages: array<i32>;
-@group(0) @binding(11) var<storage, read_write> keys: array<f32>;
-@group(0) @binding(12) var<storage, read_write> values: array<f32>;
+@group(0) @binding(11) var<storage, read_write> keys: array<kv_scalar>;
+@group(0) @binding(12) var<storage, read_write> values: array<kv_scalar>;
 
 fn store_pair(r: u32, first_row: u32, first: f32, second: f32) {
   let half = params.pair_span;
@@ -40,11 +40,11 @@ fn store_pair(r: u32, first_row: u32, first: f32, second: f32) {
   }
   if (first_row < v_start) {
     let cache = ((first_row - kv_start) / head_dim * params.kv_slots + slot) * head_dim + i;
-    keys[cache] = a;
-    keys[cache + half] = b;
+    keys[cache] = kv_scalar(a);
+    keys[cache + half] = kv_scalar(b);
   } else {
     let cache = ((first_row - v_start) / head_dim * params.kv_slots + slot) * head_dim + i;
-    values[cache] = a;
-    values[cache + half] = b;
+    values[cache] = kv_scalar(a);
+    values[cache + half] = kv_scalar(b);
   }
 }
