@@ -174,7 +174,7 @@ describe('tensor-core kernel sources', () => {
   it('the GEMM: workgroup variables in multiples of 16 bytes, adding up to what the backend checks', () => {
     for (const stages of [1, 2] as const) {
       const tile = { subgroupsM: 2, subgroupsN: 4, blocksM: 4, blocksN: 2, depth: 64, stages };
-      for (const [input, layout] of [['f16', 'dense'], ['vec4', 'blocks']] as const) {
+      for (const [input, layout] of [['f16', 'dense'], ['vec4', 'blocks'], ['f16', 'blocks']] as const) {
         const variables = workgroupVariables(gemmSubgroupMatrixSource(tile, input, layout));
         for (const v of variables) expect(v.bytes % 16, v.name).toBe(0);
         expect(variables.reduce((sum, v) => sum + v.bytes, 0)).toBe(gemmTileWorkgroupBytes(tile));
@@ -828,6 +828,8 @@ describe.each([
       ['blast', { inFeatures: 96, outFeatures: 40, rank: 200, blocks: 4 }, 33],
       ['monarch', { inFeatures: 256, outFeatures: 520, rank: 136, blocks: 8 }, 64],
       ['blast', { inFeatures: 160, outFeatures: 40, rank: 8, blocks: 20 }, 32],
+      // A rank that is not a multiple of 8: z stays f32 between the coupling and step 3 (f16 above).
+      ['blast', { inFeatures: 96, outFeatures: 40, rank: 36, blocks: 4 }, 48],
       // Step 3 over a rank of 1032 (17 steps of K) in 2 workgroups: K split in two, then summed.
       ['blast', { inFeatures: 64, outFeatures: 40, rank: 1032, blocks: 2 }, 40],
       ['monarch', { inFeatures: 64, outFeatures: 48, rank: 1040, blocks: 2 }, 40], // strided outputs, split K

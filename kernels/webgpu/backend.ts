@@ -259,8 +259,12 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits, kvPr
     gemmTensorVec4X: spec('vec4'),
     gemmTensorScalarX: spec('f32'),
     gemmTensorBlocks: { source: composeWgsl([...commonWgsl('block_gemm_common'), gemmSubgroupMatrixSource(tile, 'vec4', 'blocks')]), entryPoint: 'main', storage: GEMM_BINDINGS },
-    blastCouple: { source: wgsl('blast_couple.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
-    blastCoupleTiled: { source: wgsl('blast_couple.wgsl'), entryPoint: 'tiled', storage: ['read', 'read', 'write'] },
+    // Step 3 of BLAST, whose coupling writes z in f16 (blockProject says when).
+    gemmTensorBlocksHalfX: { source: composeWgsl([...commonWgsl('block_gemm_common'), gemmSubgroupMatrixSource(tile, 'f16', 'blocks')]), entryPoint: 'main', storage: GEMM_BINDINGS },
+    blastCouple: { source: blastCouple('f32'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
+    blastCoupleTiled: { source: blastCouple('f32'), entryPoint: 'tiled', storage: ['read', 'read', 'write'] },
+    blastCoupleHalf: { source: blastCouple('f16'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
+    blastCoupleTiledHalf: { source: blastCouple('f16'), entryPoint: 'tiled', storage: ['read', 'read', 'write'] },
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
     ...Object.fromEntries(ATTENTION_TENSOR_HEAD_DIMS.map((headDim) => [attentionTensorName(headDim),
       attentionTensorWorkgroupBytes(headDim) <= limits.maxComputeWorkgroupStorageSize
@@ -269,10 +273,13 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits, kvPr
   };
 }
 
+/** wgsl/blast_couple.wgsl writing z as f32 or f16. */
+const blastCouple = (z: 'f32' | 'f16') => composeWgsl([z === 'f16' ? 'enable f16;\nalias z_scalar = f16;' : 'alias z_scalar = f32;', wgsl('blast_couple.wgsl')]);
+
 const attentionTensorName = (headDim: (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]) => `attentionTensor${headDim}` as const;
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | ReturnType<typeof attentionTensorName> | 'gemvSubgroup1LayerNormed' | 'blockGemv1LayerNormed'
-  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'blastCouple' | 'blastCoupleTiled' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'gemmTensorBlocksHalfX' | 'blastCouple' | 'blastCoupleTiled' | 'blastCoupleHalf' | 'blastCoupleTiledHalf' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -292,6 +299,11 @@ class GpuTensor implements Tensor {
     /** f16 matrices: halves per padded row; 0 for f32 tensors. */
     readonly rowStrideHalves = 0,
   ) {}
+  /**
+   * Activations that the last kernel recorded to write them left in f16, as recording goes (BLAST's
+   * z on tensor cores, written by its coupling for step 3's block GEMM: blockProject, blockExpand).
+   */
+  halves = false;
   get isHalfMatrix(): boolean {
     return this.rowStrideHalves > 0;
   }
@@ -897,6 +909,10 @@ export class WebGpuBackend implements Backend {
     const inHere = input && (isLayerNorm(input) ? layerNormHere : isInputNorm(input) ? coupling !== null && this.normsInside('blast', rows, i, b) : subgroupPath && !tensorCores && rows === 1) ? input : undefined;
     if (input && !inHere) x = this.transformInput(x, rows, i, input);
     const buffers = [tensor(x).buffer, f.buffer, coupling ? tensor(coupling).buffer : this.dummy, tensor(z).buffer];
+    // BLAST's coupling writes z in f16 where step 3 (blockExpand) will read it on tensor cores, 8
+    // halves a load: half the bytes, and the same values (step 3 rounds z to f16 anyway).
+    const halfZ = coupling !== null && tensorCores && this.halvesBlockInput(rows, r);
+    tensor(z).halves = halfZ;
     if (tensorCores) {
       // Tensor cores: one GEMM per input block in one dispatch (a dispatch per stacked layer);
       // BLAST's products y go through a scratch buffer to the coupling kernel, Monarch's straight
@@ -911,11 +927,11 @@ export class WebGpuBackend implements Backend {
         this.recordBlockGemm(rows, i / b, b * r, r, f, 0, coupling ? 0 : 1, i / b, i, r, b, [buffers[0], f.buffer, this.dummy, target], layer, 0, coupling ? 0 : layer * b * rows * r);
         if (coupling && b <= BLAST_COUPLE_TILE_BLOCKS && Math.ceil(rows / 32) <= 65535) {
           // A workgroup per 8 channels × 32 rows, its coupling in workgroup memory (wgsl/blast_couple.wgsl tiled).
-          this.dispatch('blastCoupleTiled', [rows, r, b, 0, layer], [target, buffers[2], buffers[3]], [Math.ceil(r / 8), Math.ceil(rows / 32)]);
+          this.dispatch(halfZ ? 'blastCoupleTiledHalf' : 'blastCoupleTiled', [rows, r, b, 0, layer], [target, buffers[2], buffers[3]], [Math.ceil(r / 8), Math.ceil(rows / 32)]);
         } else if (coupling) {
           const groups = Math.ceil((rows * r) / 256);
           const gridX = Math.min(groups, 65535);
-          this.dispatch('blastCouple', [rows, r, b, gridX * 256, layer], [target, buffers[2], buffers[3]], [gridX, Math.ceil(groups / gridX)]);
+          this.dispatch(halfZ ? 'blastCoupleHalf' : 'blastCouple', [rows, r, b, gridX * 256, layer], [target, buffers[2], buffers[3]], [gridX, Math.ceil(groups / gridX)]);
         }
       }
       return;
@@ -970,9 +986,11 @@ export class WebGpuBackend implements Backend {
     if (layers > 1 && (bias || accumulate)) throw new GpuError('stacked block low-rank layers take no bias or residual');
     const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
     const buffersFor = (layer: number) => [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(outs[layer]).buffer];
+    const halfZ = tensor(z).halves;
+    if (halfZ && !this.halvesBlockInput(rows, r)) throw new GpuError(`blockExpand: z holds f16 values, which ${rows} rows at rank ${r} do not read`);
     if (this.blockTensorCores(rows, r, r)) {
       for (let layer = 0; layer < layers; layer++) {
-        this.recordBlockGemm(rows, r, o, o / b, f, flags, strided ? 3 : 2, rows * r, r, r, b, buffersFor(layer), layer, layer * b * rows * r, 0);
+        this.recordBlockGemm(rows, r, o, o / b, f, flags, strided ? 3 : 2, rows * r, r, r, b, buffersFor(layer), layer, layer * b * rows * r, 0, halfZ);
       }
       return;
     }
@@ -994,7 +1012,7 @@ export class WebGpuBackend implements Backend {
 
   blockExpandSplit(outs: Tensor[], z: Tensor, factor: Tensor, bias: Tensor | null, rows: number, shape: BlockShape, strided: boolean): boolean {
     const f = tensor(factor);
-    if ((shape.layers ?? 1) !== 1 || outs.length < 2 || outs.length > 3 || shape.outFeatures % outs.length !== 0 || !f.isHalfMatrix || !this.blockedGemv(rows, shape)) return false;
+    if ((shape.layers ?? 1) !== 1 || outs.length < 2 || outs.length > 3 || shape.outFeatures % outs.length !== 0 || !f.isHalfMatrix || tensor(z).halves || !this.blockedGemv(rows, shape)) return false;
     this.expandBlocked(outs, z, f, bias, rows, shape, strided, bias ? 1 : 0);
     return true;
   }
@@ -1053,6 +1071,11 @@ export class WebGpuBackend implements Backend {
     return this.kernels.has('blockGemv1') && (inFeatures / blocks) % 8 === 0 && (!blast || blocks <= BLOCK_GEMV_MAX_BLAST_BLOCKS);
   }
 
+  /** Whether step 3's block GEMM over this many rows reads its z in f16 (rank a multiple of 8: z's blocks and rows start on whole loads of 8 halves). */
+  private halvesBlockInput(rows: number, rank: number): boolean {
+    return rank % 8 === 0 && this.blockTensorCores(rows, rank, rank) && this.kernels.has('gemmTensorBlocksHalfX');
+  }
+
   /** Whether block GEMMs over this many rows run on tensor cores (they read x as vec4: K and its row stride multiples of 4). */
   private blockTensorCores(rows: number, k: number, xRow: number): boolean {
     return this.matmulRoundsActivations(rows) && this.kernels.has('gemmTensorBlocks') && k % 4 === 0 && xRow % 4 === 0;
@@ -1060,7 +1083,7 @@ export class WebGpuBackend implements Backend {
 
   /** One tensor-core GEMM per block (wgsl/common/block_gemm_common.wgsl has the parameters), for one stacked layer. */
   private recordBlockGemm(rows: number, k: number, factorRows: number, blockOut: number, f: GpuTensor, flags: number, mode: number,
-    xBlock: number, xRow: number, rank: number, blocks: number, buffers: GPUBuffer[], layer: number, xOffset: number, outOffset: number): void {
+    xBlock: number, xRow: number, rank: number, blocks: number, buffers: GPUBuffer[], layer: number, xOffset: number, outOffset: number, halfX = false): void {
     const tile = this.gemmTile!;
     const tilesPerBlock = Math.ceil(blockOut / gemmTileColumns(tile));
     const grid: [number, number, number] = [blocks * tilesPerBlock, Math.ceil(rows / gemmTileRows(tile)), 1];
@@ -1070,7 +1093,7 @@ export class WebGpuBackend implements Backend {
     if (mode === 2 || mode === 3) grid[2] = this.gemmSplits(grid, k, tile);
     const splits = grid[2];
     const partials = splits > 1 ? this.gemmPartialsFor(splits * rows * factorRows) : this.unusedOutputs[2];
-    this.dispatch('gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags | (splits << 8), mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks, layer, xOffset, outOffset],
+    this.dispatch(halfX ? 'gemmTensorBlocksHalfX' : 'gemmTensorBlocks', [rows, k, factorRows, f.rowStrideHalves, flags | (splits << 8), mode, blockOut, tilesPerBlock, xBlock, xRow, rank, blocks, layer, xOffset, outOffset],
       [...buffers, this.unusedOutputs[0], this.unusedOutputs[1], partials], grid);
     if (splits > 1) {
       // The combine's parameters are the dense matmul's (wgsl/common/matmul_common.wgsl): step 3

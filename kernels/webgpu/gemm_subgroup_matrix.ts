@@ -22,7 +22,7 @@
 // of 4) or as f16 eight at a time ('f16': in_features a multiple of 8); weight rows
 // padded to 8 halves (the backend's layout; padding is zero), whose stride the kernel takes in halves.
 //
-// Layout 'blocks' (block low-rank layers, x as 'vec4'; composed after wgsl/common/block_gemm_common.wgsl,
+// Layout 'blocks' (block low-rank layers, x as 'vec4' or 'f16'; composed after wgsl/common/block_gemm_common.wgsl,
 // which defines its parameters and its `store`): a batch of independent GEMMs, one per block. The
 // grid's x covers every block's column tiles (params.tiles_per_block each); block k multiplies
 // the x rows at offset k · x_block (row stride x_row) by the factor's rows k · block_out onwards.
@@ -71,7 +71,7 @@ export type GemmInput = 'f32' | 'vec4' | 'f16';
 export type GemmLayout = 'dense' | 'blocks';
 
 export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput, layout: GemmLayout = 'dense'): string {
-  if (layout === 'blocks' && input !== 'vec4') throw new RangeError('the block GEMM reads x as vec4');
+  if (layout === 'blocks' && input === 'f32') throw new RangeError('the block GEMM reads x as vec4 or f16');
   const blocks = layout === 'blocks';
   const columnEnd = blocks ? 'col_end' : 'params.out_features';
   const xPerLoad = input === 'f16' ? 8 : 4;
@@ -140,7 +140,7 @@ export function gemmSubgroupMatrixSource(tile: GemmTile, input: GemmInput, layou
         '// Eight activations of row r from column k (a multiple of 8); zeros past the edges.',
         'fn load_x(r: u32, k: u32) -> vec4<u32> {',
         '  if (r >= params.rows || k >= params.in_features) { return vec4<u32>(0u); }',
-        '  return x[(r * params.in_features + k) / 8u];',
+        blocks ? '  return x[(x_origin + r * params.x_row + k) / 8u];' : '  return x[(r * params.in_features + k) / 8u];',
         '}',
         '',
         'fn stash_x(at: u32, v: vec4<u32>) {',

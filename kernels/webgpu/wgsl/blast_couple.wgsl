@@ -2,6 +2,8 @@
 // Σ_c S[a][c][q] · y[c][n][q], from the per-block products y (blocks × rows × rank, written by the
 // tensor-core block GEMM) and the coupling S (blocks × blocks × rank). One invocation per (n, q)
 // reads its b values of y once per MAX_BLOCKS output blocks and keeps that many sums in registers.
+// z is written as z_scalar (composed in by the backend): f16 where the block GEMM of step 3 reads it
+// as f16 (rank a multiple of 8; it rounds z to f16 for the tensor cores either way), else f32.
 
 struct Params {
   rows: u32,
@@ -14,7 +16,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> y: array<f32>;
 @group(0) @binding(2) var<storage, read> coupling: array<f32>;
-@group(0) @binding(3) var<storage, read_write> z: array<f32>;
+@group(0) @binding(3) var<storage, read_write> z: array<z_scalar>;
 
 const MAX_BLOCKS: u32 = 16u;
 
@@ -42,7 +44,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     for (var a = 0u; a < MAX_BLOCKS; a++) {
       if (a0 + a < b) {
-        z[(params.layer * b + a0 + a) * per_block + index] = acc[a];
+        z[(params.layer * b + a0 + a) * per_block + index] = z_scalar(acc[a]);
       }
     }
   }
@@ -102,7 +104,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   }
   for (var a = 0u; a < TILE_BLOCKS; a++) {
     if (a < b) {
-      z[(params.layer * b + a) * per_block + index] = acc[a];
+      z[(params.layer * b + a) * per_block + index] = z_scalar(acc[a]);
     }
   }
 }

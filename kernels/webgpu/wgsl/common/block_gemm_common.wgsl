@@ -17,12 +17,12 @@ struct Params {
   mode: u32,
   block_out: u32,       // factor rows per block
   tiles_per_block: u32, // column tiles per block (the grid's x is blocks × this)
-  x_block: u32,         // where block k's x starts: k · x_block floats
-  x_row: u32,           // x's row stride in floats
+  x_block: u32,         // where block k's x starts: k · x_block values (floats, or halves for an f16 x)
+  x_row: u32,           // x's row stride in values
   rank: u32,
   blocks: u32,
   // Stacked layers (the backend runs them one dispatch each): this one's factor rows start at
-  // layer · out_features, its x (z for step 3) at x_offset floats, its z (Monarch step 1) at out_offset.
+  // layer · out_features, its x (z for step 3) at x_offset values, its z (Monarch step 1) at out_offset.
   layer: u32,
   x_offset: u32,
   out_offset: u32,
