@@ -7,7 +7,8 @@
 // A workgroup takes one query head and ROWS = 16 · subgroups query rows of one sequence (a prefill
 // chunk); subgroup s owns rows 16s..16s+15 and keeps their q (scaled, in f16) as head_dim / 16 left
 // matrices. The cache is walked in tiles of TILE positions, staged in workgroup memory as f16 (as
-// the cache is, or rounded from an f32 cache), up to the block's longest row; a row's positions past its own are masked.
+// the cache is, or rounded from an f32 cache), up to the block's longest row; a row's positions
+// past its own are masked.
 // Two passes over the tiles, so that no partial output is ever rescaled (a result matrix has no
 // per-row scaling in WGSL):
 //   1. scores only: each row's maximum m and its sum l = Σ exp(s − m), kept by the two lanes that own
