@@ -209,6 +209,14 @@ const ATTENTION_CASES: AttentionCase[] = [
   { heads: 4, kvHeads: 2, headDim: 64, length: 100, rows: 20, batch: true },
 ];
 
+/** Bytes of one layer's keys in a cache of 2 KV heads of 64, 3 blocks of 16 positions, on `be`. */
+function kvLayerBytes(be: WebGpuBackend): number {
+  const cache = be.createKVCache({ layers: 1, kvHeads: 2, headDim: 64, blocks: 3, blockSize: 16, sequences: 1, vocabSize: 5 });
+  const bytes = (cache as unknown as { keys: GPUBuffer[] }).keys[0].size;
+  cache.release();
+  return bytes;
+}
+
 /** writeKV, then attention over the paged cache, on the GPU under test and the CPU oracle; and the CPU against direct sums. */
 async function attentionCase({ heads, kvHeads, headDim, length, rows, batch }: AttentionCase): Promise<void> {
   const tested = gpu!;
@@ -278,9 +286,7 @@ describe.each([
     // The KV cache in f16 where the device has shader-f16 (tests/gpu.ts keeps the portable one in f32).
     const half = !portable && gpu.gpu.features.shaderF16;
     expect(gpu.kvPrecision).toBe(half ? 'f16' : 'f32');
-    const cache = gpu.createKVCache({ layers: 1, kvHeads: 2, headDim: 64, blocks: 3, blockSize: 16, sequences: 1, vocabSize: 5 });
-    expect((cache as unknown as { keys: GPUBuffer[] }).keys[0].size).toBe(2 * 64 * 3 * 16 * (half ? 2 : 4));
-    cache.release();
+    expect(kvLayerBytes(gpu)).toBe(2 * 64 * 3 * 16 * (half ? 2 : 4));
     if (portable) {
       expect(gpu.gpu.features.subgroups).toBe(false);
       expect(gpu.gpu.features.subgroupMatrix).toBe(false);
@@ -309,8 +315,11 @@ describe.each([
           be.matmul(out, be.upload(x), be.uploadMatrix(w, outFeatures, inFeatures, 'w'), withBias ? be.upload(bias) : null, rows, inFeatures, outFeatures, accumulate);
           return be.read(out, rows * outFeatures);
         });
-        // Sums of `inFeatures` terms in another order: the tolerance grows with √inFeatures.
-        expectClose(g, c, (tensorCores ? TENSOR_CORE_TOLERANCE : 2e-5) * Math.max(1, Math.sqrt(inFeatures) / 8));
+        // Sums of `inFeatures` terms in another order: the tolerance grows with √inFeatures, and for
+        // f32 sums at least as f32 rounding of partial sums that reach ~√inFeatures does (as the
+        // matmulSplit case's: an output cancelled to ~1 of 4104 terms differed by 1.9e-4 on an H200's
+        // portable GEMM, over the √inFeatures bound of 1.6e-4).
+        expectClose(g, c, tensorCores ? TENSOR_CORE_TOLERANCE * Math.max(1, Math.sqrt(inFeatures) / 8) : Math.max(2e-5 * Math.max(1, Math.sqrt(inFeatures) / 8), inFeatures * 6e-8));
       }
     });
 
@@ -1243,9 +1252,7 @@ describe('WebGPU with an f32 KV cache and every adapter feature', () => {
   it('keeps keys and values in f32', ({ skip }) => {
     if (!gpu) return skip();
     expect(gpu.kvPrecision).toBe('f32');
-    const cache = gpu.createKVCache({ layers: 1, kvHeads: 2, headDim: 64, blocks: 3, blockSize: 16, sequences: 1, vocabSize: 5 });
-    expect((cache as unknown as { keys: GPUBuffer[] }).keys[0].size).toBe(2 * 64 * 3 * 16 * 4);
-    cache.release();
+    expect(kvLayerBytes(gpu)).toBe(2 * 64 * 3 * 16 * 4);
   });
 
   it.for(ATTENTION_CASES)('writeKV + attention $heads/$kvHeads heads, head_dim $headDim, $length positions, $rows rows', async (c, { skip }) => {

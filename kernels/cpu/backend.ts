@@ -82,6 +82,7 @@ export class CpuBackend implements Backend {
   readonly description: string;
   private readonly attentionScratch = { scores: new Float32Array(0), slots: new Int32Array(0) };
   private normScratch = new Float32Array(0);
+  private kvScratch = new Float32Array(0);
   private readonly roundToHalf: boolean;
 
   constructor(options: CpuBackendOptions = {}) {
@@ -228,11 +229,19 @@ export class CpuBackend implements Backend {
 
   writeKV(kv: KVCache, layer: number, k: Tensor, v: Tensor, positions: IndexTensor, pages: KVPages, rows: number): void {
     const c = cache(kv);
-    const stored = (t: Tensor) => {
-      const values = data(t).subarray(0, rows * c.kvHeads * c.headDim);
-      return this.kvPrecision === 'f16' ? values.map((x) => halfToFloat(floatToHalf(x))) : values;
-    };
-    ops.writeKV(c.keys[layer], c.values[layer], stored(k), stored(v), indices(positions), indices(pages), rows, c.kvHeads, c.headDim, c.blockSize);
+    const n = rows * c.kvHeads * c.headDim;
+    let keys = data(k), values = data(v);
+    if (this.kvPrecision === 'f16') {
+      // Rounded into scratch rows kept between calls (the caller's k and v stay as they are).
+      if (this.kvScratch.length < 2 * n) this.kvScratch = new Float32Array(2 * n);
+      keys = this.kvScratch.subarray(0, n);
+      values = this.kvScratch.subarray(n, 2 * n);
+      for (let i = 0; i < n; i++) {
+        keys[i] = halfToFloat(floatToHalf(data(k)[i]));
+        values[i] = halfToFloat(floatToHalf(data(v)[i]));
+      }
+    }
+    ops.writeKV(c.keys[layer], c.values[layer], keys, values, indices(positions), indices(pages), rows, c.kvHeads, c.headDim, c.blockSize);
   }
 
   attention(out: Tensor, q: Tensor, kv: KVCache, layer: number, positions: IndexTensor, pages: KVPages, firstRow: number, rows: number, shape: AttentionShape): void {

@@ -18,7 +18,7 @@
 // Scores pass through workgroup memory (16 × TILE floats a subgroup) between the matrix multiply and
 // the lanes' softmax. Precision: q, k, v and p are rounded to f16; sums are f32.
 // Composed after wgsl/common/attention_params.wgsl, wgsl/common/kv_pages.wgsl and the cache's element
-// type (wgsl/common/kv_f16.wgsl or kv_f32.wgsl; an f16 cache is read as packed u32s); bindings as
+// type (`kv_scalar`, kernels/webgpu/backend.ts kvCacheWgsl; an f16 cache is read as packed u32s); bindings as
 // attention_prefill.wgsl's. Assumes subgroups of 32 (as the tensor-core GEMM does).
 
 import type { KVPrecision } from '../backend.ts';

@@ -11,7 +11,7 @@ import { halvesFrom } from '../../weights/dtypes.ts';
 import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { ATTENTION_TENSOR_HEAD_DIMS, ATTENTION_TENSOR_ROWS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from './attention_subgroup_matrix.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
-import { commonWgsl, composeWgsl, kvPiece, wgsl } from './wgsl_source.ts';
+import { commonWgsl, type CommonPiece, composeWgsl, scalarAlias, wgsl } from './wgsl_source.ts';
 
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
@@ -117,17 +117,18 @@ fn load_table(row: u32, column: u32) -> f32 {
 `;
 
 function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroupMinSize: number | undefined, kvPrecision: KVPrecision): Partial<Record<KernelName, KernelSpec>> {
-  const kv = kvPiece(kvPrecision);
+  const kvWgsl = (file: string, ...common: CommonPiece[]) => kvCacheWgsl(kvPrecision, wgsl(file, ...common));
   const norm = wgsl('norm.wgsl', 'workgroup_reduce');
   const normVec4 = wgsl('norm_vec4.wgsl', 'workgroup_reduce');
   const matmul = wgsl('matmul.wgsl', 'matmul_common');
   const gather = wgsl('gather.wgsl');
   const gemvSubgroupSlots = 256 / Math.max(4, subgroupMinSize || 4);
   const pairedConstants = { BATCH: 1, NORMED: 1, PAIRED: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots };
-  const ropeGemv = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', kv, 'gemv_pair_rope')]);
+  const ropeGemv = composeWgsl([layerNormBias(), kvWgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope')]);
   const gemvSubgroup = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')]);
-  // Decode attention's softmax sums and maxima through subgroups where there are some (two barriers each, not 12).
-  const attentionVec4 = wgsl('attention_vec4.wgsl', 'attention_params', features.subgroups ? 'subgroup_reduce' : 'workgroup_reduce', 'kv_pages', kv);
+  // Decode attention's softmax sums and maxima through subgroups where there are some (two barriers
+  // each, not 12): 0.02 ms a Llama-2-7B step at 128–256 positions (H200, RESULTS.md).
+  const attentionVec4 = kvWgsl('attention_vec4.wgsl', 'attention_params', features.subgroups ? 'subgroup_reduce' : 'workgroup_reduce', 'kv_pages');
   return {
     gatherF16: { source: GATHER_F16 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
     gatherF32: { source: GATHER_F32 + gather, entryPoint: 'main', storage: ['read', 'read', 'write'] },
@@ -136,9 +137,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     rmsNormVec4: { source: normVec4, entryPoint: 'rms_norm', storage: ['read', 'read', 'read', 'write'] },
     layerNormVec4: { source: normVec4, entryPoint: 'layer_norm', storage: ['read', 'read', 'read', 'write'] },
     elementwise: { source: wgsl('elementwise.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'write'] },
-    rope: { source: wgsl('rope.wgsl', 'kv_pages', kv), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
-    writeKV: { source: wgsl('kv.wgsl', 'kv_pages', kv), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
-    attention: { source: wgsl('attention.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages', kv), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] },
+    rope: { source: kvWgsl('rope.wgsl', 'kv_pages'), entryPoint: 'main', storage: ['write', 'write', 'read', 'read', 'read', 'read', 'write', 'write'] },
+    writeKV: { source: kvWgsl('kv.wgsl', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write'] },
+    attention: { source: kvWgsl('attention.wgsl', 'attention_params', 'workgroup_reduce', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] },
     attentionVec4: { source: attentionVec4, entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'write', 'read'] },
     attentionVec4Wide: limits.maxComputeInvocationsPerWorkgroup >= ATTENTION_WIDE_THREADS && limits.maxComputeWorkgroupSizeX >= ATTENTION_WIDE_THREADS
       && limits.maxComputeWorkgroupStorageSize >= ATTENTION_WIDE_WORKGROUP_BYTES
@@ -146,7 +147,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
       : undefined,
     attentionCombine: { source: wgsl('attention_combine.wgsl', 'attention_params'), entryPoint: 'main', storage: ['read', 'write'] },
     attentionPrefill: limits.maxComputeWorkgroupStorageSize >= ATTENTION_PREFILL_WORKGROUP_BYTES
-      ? { source: wgsl('attention_prefill.wgsl', 'attention_params', 'kv_pages', kv), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
+      ? { source: kvWgsl('attention_prefill.wgsl', 'attention_params', 'kv_pages'), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
       : undefined,
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
@@ -268,13 +269,18 @@ function tensorCoreSpecs(features: GpuFeatures, limits: GPUSupportedLimits, kvPr
     gemmCombine: { source: wgsl('gemm_combine.wgsl', 'matmul_common'), entryPoint: 'main', storage: GEMM_BINDINGS },
     ...Object.fromEntries(ATTENTION_TENSOR_HEAD_DIMS.map((headDim) => [attentionTensorName(headDim),
       attentionTensorWorkgroupBytes(headDim) <= limits.maxComputeWorkgroupStorageSize
-        ? { source: composeWgsl([...commonWgsl('attention_params', 'kv_pages', kvPiece(kvPrecision)), attentionSubgroupMatrixSource(headDim, kvPrecision)]), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
+        ? { source: kvCacheWgsl(kvPrecision, composeWgsl([...commonWgsl('attention_params', 'kv_pages'), attentionSubgroupMatrixSource(headDim, kvPrecision)])), entryPoint: 'main', storage: ['read', 'read', 'read', 'read', 'write', 'read'] }
         : undefined])),
   };
 }
 
 /** wgsl/blast_couple.wgsl writing z as f32 or f16. */
-const blastCouple = (z: 'f32' | 'f16') => composeWgsl([z === 'f16' ? 'enable f16;\nalias z_scalar = f16;' : 'alias z_scalar = f32;', wgsl('blast_couple.wgsl')]);
+const blastCouple = (z: 'f32' | 'f16') => composeWgsl([scalarAlias('z_scalar', z), wgsl('blast_couple.wgsl')]);
+/**
+ * A kernel that reads or writes the KV cache, with the cache's element type `kv_scalar`
+ * (Backend.kvPrecision: stores round to it, loads convert from it).
+ */
+const kvCacheWgsl = (precision: KVPrecision, source: string) => composeWgsl([scalarAlias('kv_scalar', precision), source]);
 
 const attentionTensorName = (headDim: (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]) => `attentionTensor${headDim}` as const;
 

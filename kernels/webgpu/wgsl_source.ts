@@ -1,14 +1,10 @@
 // Kernel sources: WGSL files under wgsl/, composed with shared pieces from wgsl/common/ (WGSL has
 // no includes), and kernels written by small TS functions for one shape.
 import fs from 'node:fs';
-import type { KVPrecision } from '../backend.ts';
 
 const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
 
-export type CommonPiece = 'matmul_common' | 'block_gemm_common' | 'workgroup_reduce' | 'subgroup_reduce' | 'attention_params' | 'kv_pages' | 'gemv_pair_swiglu' | 'gemv_pair_rope' | KVPiece;
-/** The KV cache's element type (Backend.kvPrecision): composed into every kernel that reads or writes the cache. */
-type KVPiece = 'kv_f16' | 'kv_f32';
-export const kvPiece = (precision: KVPrecision): KVPiece => (precision === 'f16' ? 'kv_f16' : 'kv_f32');
+export type CommonPiece = 'matmul_common' | 'block_gemm_common' | 'workgroup_reduce' | 'subgroup_reduce' | 'attention_params' | 'kv_pages' | 'gemv_pair_swiglu' | 'gemv_pair_rope';
 
 /**
  * Joins WGSL sources into one module. `enable` and `diagnostic` directives must open a module,
@@ -19,6 +15,15 @@ export function composeWgsl(parts: string[]): string {
   const lines = parts.join('\n').split('\n');
   const directives = [...new Set(lines.filter((l) => directive.test(l)))];
   return [...directives, ...lines.filter((l) => !directive.test(l))].join('\n');
+}
+
+/**
+ * `alias name = type;` (with f16 enabled for f16): the element type of buffers whose precision the
+ * backend chooses, composed into the kernels that declare them (the KV cache's `kv_scalar`, BLAST's
+ * z in wgsl/blast_couple.wgsl).
+ */
+export function scalarAlias(name: string, type: 'f32' | 'f16'): string {
+  return type === 'f16' ? `enable f16;\nalias ${name} = f16;` : `alias ${name} = f32;`;
 }
 
 /** The shared pieces' WGSL, in order. */

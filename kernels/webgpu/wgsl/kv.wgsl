@@ -1,5 +1,6 @@
 // Stores rows of k and v (rows × kv_heads·head_dim) at their positions in their pages of one
-// layer's cache (common/kv_pages.wgsl), in the cache's element type (common/kv_f16.wgsl or kv_f32.wgsl).
+// layer's cache (common/kv_pages.wgsl), in the cache's element type
+// (kv_scalar: f16 or f32, composed in by kernels/webgpu/backend.ts kvCacheWgsl).
 
 struct Params {
   rows: u32,
