@@ -18,6 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openGpu } from '../kernels/webgpu/gpu.ts';
+import { medianPassUs, type PassDispatch } from './timing.ts';
 
 const { values } = parseArgs({ options: {
   calls: { type: 'string', default: '256' }, rounds: { type: 'string', default: '7' }, mb: { type: 'string', default: '32' },
@@ -83,31 +84,7 @@ function bind(p: GPUBuffer, src: GPUBuffer, dst: GPUBuffer): GPUBindGroup {
 }
 
 /** Wall time (µs) of one submit of these dispatches, median of `rounds` after a warm-up. */
-async function time(dispatches: { group: GPUBindGroup; workgroups: number; kernel?: GPUComputePipeline }[], kernel = pipeline): Promise<number> {
-  const once = async () => {
-    const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    let current: GPUComputePipeline | undefined;
-    for (const d of dispatches) {
-      if ((d.kernel ?? kernel) !== current) {
-        current = d.kernel ?? kernel;
-        pass.setPipeline(current);
-      }
-      pass.setBindGroup(0, d.group);
-      pass.dispatchWorkgroups(d.workgroups);
-    }
-    pass.end();
-    const t0 = performance.now();
-    device.queue.submit([encoder.finish()]);
-    await device.queue.onSubmittedWorkDone();
-    return (performance.now() - t0) * 1000;
-  };
-  await once();
-  await once();
-  const samples: number[] = [];
-  for (let i = 0; i < rounds; i++) samples.push(await once());
-  return samples.sort((a, b) => a - b)[Math.floor(rounds / 2)];
-}
+const time = (dispatches: PassDispatch[], kernel = pipeline) => medianPassUs(device, dispatches, kernel, rounds);
 
 interface Row { case: string; workgroups: number; usPerDispatch: number }
 const rows: Row[] = [];

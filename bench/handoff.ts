@@ -26,6 +26,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openGpu } from '../kernels/webgpu/gpu.ts';
+import { medianPassUs, type PassDispatch, runPass } from './timing.ts';
 
 const { values } = parseArgs({ options: {
   shapes: { type: 'string', default: '4096x4096x4096,4096x1024x4096,2048x2048x2048' },
@@ -219,27 +220,9 @@ const halfToFloat = (h: number) => {
   return e === 0 ? s * m * 2 ** -24 : e === 31 ? s * Infinity : s * (1 + m / 1024) * 2 ** (e - 15);
 };
 
-interface Dispatch { group: GPUBindGroup; workgroups: number }
-async function run(dispatches: Dispatch[], kernel = pipeline): Promise<number> {
-  const encoder = device.createCommandEncoder();
-  const pass = encoder.beginComputePass();
-  pass.setPipeline(kernel);
-  for (const d of dispatches) {
-    pass.setBindGroup(0, d.group);
-    pass.dispatchWorkgroups(d.workgroups);
-  }
-  pass.end();
-  const t0 = performance.now();
-  device.queue.submit([encoder.finish()]);
-  await device.queue.onSubmittedWorkDone();
-  return (performance.now() - t0) * 1000;
-}
-async function median(dispatches: Dispatch[], rounds: number, kernel = pipeline): Promise<number> {
-  await run(dispatches, kernel);
-  const samples: number[] = [];
-  for (let i = 0; i < rounds; i++) samples.push(await run(dispatches, kernel));
-  return samples.sort((a, b) => a - b)[Math.floor(rounds / 2)];
-}
+type Dispatch = PassDispatch;
+const run = (dispatches: Dispatch[], kernel = pipeline) => runPass(device, dispatches, kernel);
+const median = (dispatches: Dispatch[], rounds: number, kernel = pipeline) => medianPassUs(device, dispatches, kernel, rounds);
 
 const pairs = 2 * Math.ceil(Number(values.pairs) / 2); // even: each timed round starts from the parity the last one left
 const rounds = Number(values.rounds);

@@ -36,3 +36,39 @@ export async function timePerCallUs(record: () => void, sync: () => Promise<unkn
     calls *= 4;
   }
 }
+
+/** A dispatch of a benchmark's hand-recorded pass: its bind group, workgroups and (else the pass's) pipeline. */
+export interface PassDispatch {
+  group: GPUBindGroup;
+  workgroups: number;
+  kernel?: GPUComputePipeline;
+}
+
+/** Records `dispatches` into one compute pass, submits it and waits: wall µs from the submit. */
+export async function runPass(device: GPUDevice, dispatches: PassDispatch[], kernel: GPUComputePipeline): Promise<number> {
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  let current: GPUComputePipeline | undefined;
+  for (const d of dispatches) {
+    if ((d.kernel ?? kernel) !== current) {
+      current = d.kernel ?? kernel;
+      pass.setPipeline(current);
+    }
+    pass.setBindGroup(0, d.group);
+    pass.dispatchWorkgroups(d.workgroups);
+  }
+  pass.end();
+  const t0 = performance.now();
+  device.queue.submit([encoder.finish()]);
+  await device.queue.onSubmittedWorkDone();
+  return (performance.now() - t0) * 1000;
+}
+
+/** The median of `rounds` runPass times, after two runs to warm up. */
+export async function medianPassUs(device: GPUDevice, dispatches: PassDispatch[], kernel: GPUComputePipeline, rounds: number): Promise<number> {
+  await runPass(device, dispatches, kernel);
+  await runPass(device, dispatches, kernel);
+  const samples: number[] = [];
+  for (let i = 0; i < rounds; i++) samples.push(await runPass(device, dispatches, kernel));
+  return samples.sort((a, b) => a - b)[Math.floor(rounds / 2)];
+}
