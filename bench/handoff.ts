@@ -7,8 +7,9 @@
 // two locations), so a "y is ready" flag would not say that y's values are visible. What this
 // measures instead needs only what WGSL guarantees for one location:
 //   - Tagged values. Each y value is stored whole by one atomicStore, with its lowest mantissa bit
-//     replaced by the dispatch's parity (1 ulp of f32). A reader spins on atomicLoad until the bit
-//     matches; a location's own stores are seen in order, so a matching bit is this dispatch's value.
+//     replaced by the dispatch's parity (1 ulp of f32). A reader spins on atomicLoad (atomicOr(…, 0)
+//     after params.rmw_after loads) until the bit matches; a location's own stores are seen in
+//     order, so a matching bit is this dispatch's value.
 //   - Tickets, not workgroup ids. Each workgroup takes its index from an atomic counter as it starts
 //     (the last one resets it), so every producer of y started before any workgroup that waits for
 //     y: nothing waits on a workgroup that has not started, whatever order the hardware launches in.
@@ -26,6 +27,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { openGpu } from '../kernels/webgpu/gpu.ts';
+import { halfToFloat } from '../weights/dtypes.ts';
 import { medianPassUs, type PassDispatch, runPass } from './timing.ts';
 
 const { values } = parseArgs({ options: {
@@ -215,10 +217,6 @@ async function read(b: GPUBuffer, bytes: number): Promise<Uint32Array> {
   staging.destroy();
   return out;
 }
-const halfToFloat = (h: number) => {
-  const e = (h >> 10) & 31, m = h & 1023, s = h & 0x8000 ? -1 : 1;
-  return e === 0 ? s * m * 2 ** -24 : e === 31 ? s * Infinity : s * (1 + m / 1024) * 2 ** (e - 15);
-};
 
 type Dispatch = PassDispatch;
 const run = (dispatches: Dispatch[], kernel = pipeline) => runPass(device, dispatches, kernel);
