@@ -83,7 +83,7 @@ function bind(p: GPUBuffer, src: GPUBuffer, dst: GPUBuffer): GPUBindGroup {
   return device.createBindGroup({ layout: copyLayout, entries: [p, src, dst].map((b, binding) => ({ binding, resource: { buffer: b } })) });
 }
 
-/** Wall time (µs) of one submit of these dispatches, median of `rounds` after a warm-up. */
+/** Wall time (µs) of one submit of these dispatches: the median of `rounds`, after two to warm up. */
 const time = (dispatches: PassDispatch[], kernel = pipeline) => medianPassUs(device, dispatches, kernel, rounds);
 
 interface Row { case: string; workgroups: number; usPerDispatch: number }
