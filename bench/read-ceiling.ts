@@ -10,7 +10,9 @@
 //     (i, i + T, … i + (U − 1)·T for T threads in the grid), `--groups` workgroups of 256;
 //   - rows R×U: the GEMV's access pattern: each group of 32 invocations takes R whole rows of
 //     `--row` bytes in turn, reading 512 contiguous bytes a load, U loads issued at once.
-// The copy kernel of bench/copy-ceiling.ts runs in the same process (its GB/s count reads and writes).
+// The buffers hold zeros (as made): bench/gemm-ablate.ts found zero-filled and random buffers
+// within ~5% on the H200. The copy kernel of bench/copy-ceiling.ts runs in the same process (its
+// GB/s count reads and writes).
 //
 //   npx tsx bench/read-ceiling.ts [--mb 256] [--dispatches 64] [--groups 1056,2112,4224,8448] [--row 8192] [--rounds 5] [--out FILE]
 import fs from 'node:fs';
@@ -29,8 +31,8 @@ const gpu = await openGpu({ allowSoftware: true });
 const device = gpu.device;
 console.log(`device: ${gpu.description}`);
 const bytes = Math.min(Number(values.mb) * 2 ** 20, device.limits.maxStorageBufferBindingSize & ~0xffff);
-const words = bytes / 16;
 const rowBytes = Number(values.row);
+if (!(rowBytes >= 512 && rowBytes % 16 === 0)) throw new Error(`--row takes bytes a row, a multiple of 16 from 512; got ${values.row}`);
 const rounds = Number(values.rounds);
 const buffers = Array.from({ length: 4 }, () => device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE }));
 const sink = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
