@@ -226,6 +226,12 @@ export interface Backend {
    * on the same backend.
    */
   randomMatrix(rows: number, columns: number, scale: number, seed: number, name: string): Tensor;
+  /**
+   * Multiplies column c of a (rows × columns) matrix from uploadMatrix or randomMatrix by scale[c]
+   * (a vector from upload): a norm weight folded into a random projection that reads the norm
+   * (models/model.ts folds a checkpoint's before upload). A GPU backend rounds each product to f16.
+   */
+  scaleColumns(matrix: Tensor, columns: number, scale: Tensor): void;
   /** Sets rows first .. first + count - 1 of a (rows × columns) matrix from uploadMatrix or randomMatrix to zero (a random stacked factor's padding). */
   zeroRows(matrix: Tensor, columns: number, first: number, count: number): void;
   /** A scratch tensor, allocated once and reused every step. */

@@ -6,6 +6,10 @@ import { ropeInverseFrequencies, type ModelConfig } from './config.ts';
 import { DenseLinear, type LinearGroup, type LinearLayer } from './linear.ts';
 import { concatenate, DecoderModel, StepBuffers, WeightReader, type StepPlan } from './model.ts';
 
+/**
+ * A layer's weights. Each norm's weight is folded into the projections that read the norm where they
+ * are dense (WeightReader.normedGroup): the norm's own weight is then ones.
+ */
 export interface LlamaLayer {
   attentionNorm: Tensor;
   /** q, k and v projections: one matmul when all three are dense. */
@@ -53,10 +57,13 @@ export class LlamaModel extends DecoderModel {
     const { hiddenSize: H, heads, kvHeads, headDim, vocabSize } = config;
     this.embedding = weights.upload(llamaNames.embedding, [vocabSize, H]);
     this.layers = layers ?? Array.from({ length: config.layers }, (_, l) => readLlamaLayer(weights, config, l));
-    this.finalNorm = weights.upload(llamaNames.finalNorm, [H]);
-    this.lmHead = config.tiedEmbeddings && !weights.has(`${llamaNames.lmHead}.weight`)
-      ? new DenseLinear(backend, this.embedding, null, H, vocabSize)
-      : weights.linear(llamaNames.lmHead, H, vocabSize, false);
+    if (config.tiedEmbeddings && !weights.has(`${llamaNames.lmHead}.weight`)) {
+      // The embedding is the LM head too: the final norm's weight stays apart.
+      this.finalNorm = weights.upload(llamaNames.finalNorm, [H]);
+      this.lmHead = new DenseLinear(backend, this.embedding, null, H, vocabSize);
+    } else {
+      ({ norm: this.finalNorm, layer: this.lmHead } = weights.normedLinear(llamaNames.finalNorm, llamaNames.lmHead, H, vocabSize, false));
+    }
     this.parameters = weights.parameters;
     this.padding = weights.padding;
 
@@ -107,12 +114,15 @@ export function readLlamaLayer(weights: WeightReader, config: ModelConfig, l: nu
   const kvWidth = kvHeads * headDim;
   const bias = config.attentionBias;
   const n = llamaNames.layer(l);
+  const attention = weights.normedGroup(n.attentionNorm, [n.q, n.k, n.v], H, [qWidth, kvWidth, kvWidth], bias);
+  const o = weights.linear(n.o, qWidth, H, bias);
+  const mlp = weights.normedGroup(n.mlpNorm, [n.gate, n.up], H, [I, I], config.mlpBias);
   return {
-    attentionNorm: weights.upload(n.attentionNorm, [H]),
-    qkv: weights.linearGroup([n.q, n.k, n.v], H, [qWidth, kvWidth, kvWidth], bias),
-    o: weights.linear(n.o, qWidth, H, bias),
-    mlpNorm: weights.upload(n.mlpNorm, [H]),
-    gateUp: weights.linearGroup([n.gate, n.up], H, [I, I], config.mlpBias),
+    attentionNorm: attention.norm,
+    qkv: attention.group,
+    o,
+    mlpNorm: mlp.norm,
+    gateUp: mlp.group,
     down: weights.linear(n.down, I, H, config.mlpBias),
   };
 }

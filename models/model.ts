@@ -211,6 +211,11 @@ export interface DeviceTensorSource extends TensorSource {
   createMatrix(backend: Backend, name: string, rows?: number): Tensor;
 }
 
+/** Multiplies column c of a row-major matrix (values.length / scale.length rows) by scale[c], in place. */
+function scaleColumns(values: Float32Array, scale: Float32Array): void {
+  for (let i = 0; i < values.length; i++) values[i] *= scale[i % scale.length];
+}
+
 function makesMatricesOnDevice(source: TensorSource): source is DeviceTensorSource {
   return typeof (source as Partial<DeviceTensorSource>).createMatrix === 'function';
 }
@@ -228,6 +233,8 @@ export class WeightReader {
   /** The joined outputs of every split layer (SplitOutputs), one buffer for all. */
   private readonly split: SharedScratch;
   private readonly totalBytes: number;
+  /** Norm weights of ones, one per width (normedGroup). */
+  private readonly unitVectors = new Map<number, Tensor>();
 
   constructor(
     readonly source: TensorSource,
@@ -249,6 +256,32 @@ export class WeightReader {
   /** Whether the checkpoint stores module `prefix` in block low-rank form. */
   isCompressed(prefix: string): boolean {
     return this.compressed !== undefined && compressedLayer(this.compressed.config, prefix) !== undefined;
+  }
+
+  /**
+   * A norm's weight and the projections of one input that read the norm (linearGroup's), with the
+   * weight folded into the projections where all of them are dense: W · (x̂ ⊙ g) = (W · diag(g)) · x̂,
+   * so their columns are scaled by g and the norm gets a weight of ones (one per width, shared),
+   * which a GPU's normed GEMV need not load (kernels/webgpu/backend.ts Unscaled pipelines). Block
+   * low-rank projections keep the weight.
+   */
+  normedGroup(normName: string, prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): { norm: Tensor; group: LinearGroup } {
+    if (prefixes.some((p) => this.isCompressed(p))) return { norm: this.upload(normName, [inFeatures]), group: this.linearGroup(prefixes, inFeatures, widths, withBias) };
+    const g = this.read(normName, [inFeatures]);
+    return { norm: this.ones(inFeatures), group: this.linearConcat(prefixes, inFeatures, widths, withBias, g) };
+  }
+
+  /** A norm's weight and the one projection that reads it (an LM head), folded as normedGroup folds. */
+  normedLinear(normName: string, prefix: string, inFeatures: number, outFeatures: number, withBias: boolean): { norm: Tensor; layer: LinearLayer } {
+    if (this.isCompressed(prefix)) return { norm: this.upload(normName, [inFeatures]), layer: this.linear(prefix, inFeatures, outFeatures, withBias) };
+    const weight = this.denseWeights([prefix], inFeatures, [outFeatures], this.read(normName, [inFeatures]));
+    return { norm: this.ones(inFeatures), layer: new DenseLinear(this.backend, weight, withBias ? this.upload(`${prefix}.bias`, [outFeatures]) : null, inFeatures, outFeatures) };
+  }
+
+  private ones(width: number): Tensor {
+    let t = this.unitVectors.get(width);
+    if (!t) this.unitVectors.set(width, (t = this.backend.upload(new Float32Array(width).fill(1))));
+    return t;
   }
 
   /** `layer`'s outputs as `widths.length` projections of equal width (SplitOutputs). */
@@ -370,19 +403,26 @@ export class WeightReader {
    * Projections of one input (`prefixes`, each (width × inFeatures)) as one matrix of their
    * concatenated rows: one matmul then computes all of them.
    */
-  linearConcat(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean): ConcatenatedLinear {
+  linearConcat(prefixes: string[], inFeatures: number, widths: number[], withBias: boolean, columnScale?: Float32Array): ConcatenatedLinear {
+    const weight = this.denseWeights(prefixes, inFeatures, widths, columnScale);
+    const bias = withBias ? this.backend.upload(concatenate(prefixes.map((p, i) => this.read(`${p}.bias`, [widths[i]])))) : null;
+    return new ConcatenatedLinear(this.backend, weight, bias, inFeatures, widths);
+  }
+
+  /** The `.weight` rows of `prefixes` as one matrix, with column c times columnScale[c] where given. */
+  private denseWeights(prefixes: string[], inFeatures: number, widths: number[], columnScale?: Float32Array): Tensor {
     const total = widths.reduce((a, b) => a + b, 0);
-    const name = `${prefixes.join('+')}.weight`;
-    let weight: Tensor;
     if (makesMatricesOnDevice(this.source)) {
       prefixes.forEach((p, i) => this.checkShape(`${p}.weight`, [widths[i], inFeatures]));
       this.parameters += total * inFeatures;
-      weight = this.source.createMatrix(this.backend, `${prefixes[0]}.weight`, total);
-    } else {
-      weight = this.backend.uploadMatrix(concatenate(prefixes.map((p, i) => this.read(`${p}.weight`, [widths[i], inFeatures]))), total, inFeatures, name);
+      const weight = this.source.createMatrix(this.backend, `${prefixes[0]}.weight`, total);
+      if (columnScale) this.backend.scaleColumns(weight, inFeatures, this.backend.upload(columnScale));
+      return weight;
     }
-    const bias = withBias ? this.backend.upload(concatenate(prefixes.map((p, i) => this.read(`${p}.bias`, [widths[i]])))) : null;
-    return new ConcatenatedLinear(this.backend, weight, bias, inFeatures, widths);
+    const values = concatenate(prefixes.map((p, i) => this.read(`${p}.weight`, [widths[i], inFeatures])));
+    if (columnScale) scaleColumns(values, columnScale);
+    const name = `${prefixes.join('+')}.weight`;
+    return this.backend.uploadMatrix(values, total, inFeatures, columnScale ? `${name} (times its input norm's weight)` : name);
   }
 
   /**

@@ -172,6 +172,48 @@ describe('block low-rank checkpoints', () => {
     expect(reader.linearGroup([`${l1}.self_attn.q_proj`, `${l1}.self_attn.k_proj`, `${l1}.self_attn.v_proj`], 32, [32, 16, 16], false)).not.toBeInstanceOf(StackedBlockLinears);
   });
 
+  it('a norm\'s weight folds into the dense projections that read it (the norm then ones; checkpoint and random weights alike), not into block low-rank ones, and their outputs stay as they were', async () => {
+    const dense = denseWeights();
+    const l0 = 'model.layers.0';
+    const replacements = [replacement(`${l0}.mlp.gate_proj`, 'blast', 32, 48, 6, 4)];
+    const blrConfig = { ...BASE, blr_layers: { [`${l0}.mlp.gate_proj`]: { method: 'blast', rank: 6, blocks: 4 } } };
+    const directory = writeCheckpoint('folded', blrConfig, replacements, dense, false);
+    const config = parseModelConfig(blrConfig);
+    const backend = new CpuBackend();
+    const x = random(2 * 32, 1);
+    const eps = 1e-5;
+    const project = async (forward: (outs: Tensor[], x: Tensor, norm: { weight: Tensor; eps: number }) => void, norm: Tensor, widths: number[]) => {
+      const outs = widths.map((w) => backend.allocate(2 * w));
+      forward(outs, backend.upload(x), { weight: norm, eps });
+      return Float32Array.from((await Promise.all(outs.map((o, i) => backend.read(o, 2 * widths[i])))).flatMap((v) => Array.from(v)));
+    };
+    const ones = new Float32Array(32).fill(1);
+    const qkv = [`${l0}.self_attn.q_proj`, `${l0}.self_attn.k_proj`, `${l0}.self_attn.v_proj`], qkvWidths = [32, 16, 16];
+    const attentionNorm = `${l0}.input_layernorm.weight`;
+    for (const source of [() => ShardedSafetensors.openDirectory(directory), () => new RandomTensorSource(BASE, 3)]) {
+      const reader = () => new WeightReader(source(), backend, undefined, { config, maxRows: 4 });
+      const g = reader().upload(attentionNorm, [32]);
+      expect(Array.from(await backend.read(g, 32)).some((v) => Math.abs(v - 1) > 0.01)).toBe(true);
+      // q|k|v, all dense: folded, against the same projections of the norm with its weight.
+      const folded = reader().normedGroup(attentionNorm, qkv, 32, qkvWidths, false);
+      expect(await backend.read(folded.norm, 32)).toEqual(ones);
+      const plain = reader().linearGroup(qkv, 32, qkvWidths, false);
+      const want = await project((outs, xt, norm) => plain.forward(outs, xt, 2, norm), g, qkvWidths);
+      expect(maxRelativeError(await project((outs, xt, norm) => folded.group.forward(outs, xt, 2, norm), folded.norm, qkvWidths), want)).toBeLessThan(1e-5);
+      // The LM head (untied) likewise.
+      const head = reader().normedLinear('model.norm.weight', 'lm_head', 32, 96, false);
+      expect(await backend.read(head.norm, 32)).toEqual(ones);
+      const plainHead = reader().linear('lm_head', 32, 96, false);
+      const finalNorm = reader().upload('model.norm.weight', [32]);
+      const wantHead = await project(([out], xt, norm) => plainHead.forward(out, xt, 2, norm), finalNorm, [96]);
+      expect(maxRelativeError(await project(([out], xt, norm) => head.layer.forward(out, xt, 2, norm), head.norm, [96]), wantHead)).toBeLessThan(1e-5);
+    }
+    // gate|up with a BLAST gate: the norm keeps its weight.
+    const reader = new WeightReader(ShardedSafetensors.openDirectory(directory), backend, undefined, { config, maxRows: 4 });
+    const mlp = reader.normedGroup(`${l0}.post_attention_layernorm.weight`, [`${l0}.mlp.gate_proj`, `${l0}.mlp.up_proj`], 32, [48, 48], false);
+    expect(await backend.read(mlp.norm, 32)).toEqual(dense.get(`${l0}.post_attention_layernorm.weight`));
+  });
+
   it('gate|up of different ranks stack padded to the larger rank where the backend asks (BLAST and low-rank; Monarch, or padding past the limit, stay apart) and give the dense twin\'s logits', async () => {
     const dense = denseWeights();
     const l0 = 'model.layers.0', l1 = 'model.layers.1';

@@ -387,12 +387,12 @@ describe.each([
      * RoPE and the KV cache store, on the GPU and the CPU: q, k, v, then attention over the cache
      * (which reads the stored k and v back), joined; and how many dispatches the GPU recorded.
      */
-    async function ropeCase(rows: number, inFeatures: number, heads: number, kvHeads: number, headDim: number, project: QkvProjection, draw = random) {
+    async function ropeCase(rows: number, inFeatures: number, heads: number, kvHeads: number, headDim: number, project: QkvProjection, draw = random, onesNorm = false) {
       const kvWidth = kvHeads * headDim;
       const first = 13; // positions 0..12 hold earlier keys and values, written the separate way
       const inv = Float32Array.from({ length: headDim / 2 }, (_, i) => 1 / 500 ** ((2 * i) / headDim));
       const { cos, sin } = ropeTables(inv, 40);
-      const x = draw(rows * inFeatures, 2), norm = draw(inFeatures);
+      const x = draw(rows * inFeatures, 2), norm = onesNorm ? new Float32Array(inFeatures).fill(1) : draw(inFeatures);
       const earlierK = draw(first * kvWidth), earlierV = draw(first * kvWidth);
       const layout = pagedLayout([first + rows], 4);
       const widths = [heads * headDim, kvWidth, kvWidth];
@@ -430,6 +430,25 @@ describe.each([
       expectClose(g, c, 1e-4);
       if (rows === 1 && inFeatures % 8 === 0 && ropeEpilogue()) expect(dispatches).toBe(1);
       else expect(dispatches).toBeGreaterThan(1);
+    });
+
+    it('matmulSplit with RoPE of a norm weight of ones (folded into the weights): the pipeline that does not load it, as the CPU makes it', async ({ skip }) => {
+      if (!gpu || !ropeEpilogue()) return skip();
+      const [heads, kvHeads, headDim, inFeatures] = [4, 2, 8, 48];
+      const total = (heads + 2 * kvHeads) * headDim;
+      const w = random(total * inFeatures), bias = random(total);
+      const project: QkvProjection = (be, outs, x, norm, rope) => be.matmulSplit(outs, x, be.uploadMatrix(w, total, inFeatures, 'qkv'), be.upload(bias), 1, inFeatures, [heads * headDim, kvHeads * headDim, kvHeads * headDim], norm, rope);
+      const { g, c, dispatches } = await ropeCase(1, inFeatures, heads, kvHeads, headDim, project, random, true);
+      expectClose(g, c, 1e-4);
+      expect(dispatches).toBe(1);
+      // That pipeline made q: left out, q is never written.
+      gpu.setSkippedKernels(/Unscaled$/);
+      try {
+        const skipped = await ropeCase(1, inFeatures, heads, kvHeads, headDim, project, random, true);
+        expect(skipped.g.subarray(0, heads * headDim).every((v) => v === 0)).toBe(true);
+      } finally {
+        gpu.setSkippedKernels(undefined);
+      }
     });
 
     // Stacked q|k|v block low-rank layers: RoPE in the expansion's epilogue (BLAST and low-rank, one
@@ -565,6 +584,29 @@ describe.each([
       // Fused, one dispatch; otherwise the matmul alone (the norm first where it does not fuse it).
       if (one) expect(fusedDispatches).toBe(1);
       else expect(fusedDispatches).toBeGreaterThanOrEqual(1);
+    });
+
+    it('a norm weight of ones (folded into the weights): the one-row normed GEMVs take their pipelines that do not load it, as the CPU makes it', async ({ skip }) => {
+      if (!gpu || !gpu.gpu.features.subgroups) return skip();
+      const inFeatures = 4104, width = 37;
+      const x = ownRandom(inFeatures, 2), w = ownRandom(2 * width * inFeatures, 0.3), bias = ownRandom(2 * width);
+      const record = async (be: Backend) => {
+        const norm = { weight: be.upload(new Float32Array(inFeatures).fill(1)), eps: 1e-5 };
+        const xt = be.upload(x), wt = be.uploadMatrix(w, 2 * width, inFeatures, 'w'), bt = be.upload(bias);
+        const plain = be.allocate(2 * width), out = be.allocate(width), up = be.allocate(width);
+        be.matmul(plain, xt, wt, bt, 1, inFeatures, 2 * width, false, norm);
+        expect(be.matmulSwiglu(out, up, xt, wt, bt, 1, inFeatures, width, norm)).toBe(true);
+        return concat(await be.read(plain, 2 * width), await be.read(out, width));
+      };
+      const [g, c] = await both(record);
+      expectClose(g, c, Math.max(1e-4, inFeatures * 6e-8));
+      // Those pipelines made every value: left out, nothing is written.
+      gpu.setSkippedKernels(/Unscaled$/);
+      try {
+        expect((await record(gpu)).every((v) => v === 0)).toBe(true);
+      } finally {
+        gpu.setSkippedKernels(undefined);
+      }
     });
 
     // Rows 40 and 64 take tensor cores where the adapter has them: x normalised straight into f16.
@@ -999,6 +1041,25 @@ describe.each([
       expectClose(g, c, 1e-3);
       expect(Array.from(g.subarray(3 * 21, 8 * 21)).every((v) => v === 0)).toBe(true);
       expect(Array.from(g.subarray(0, 3 * 21)).concat(Array.from(g.subarray(8 * 21))).every((v) => v !== 0)).toBe(true);
+    });
+
+    it.for<[number, number]>([[13, 21], [5, 4104]])('scaleColumns multiplies a random %i×%i matrix\'s columns by a vector (a folded norm weight), as the CPU does', async ([rows, columns], { skip }) => {
+      if (!gpu) return skip();
+      const scale = ownRandom(columns).map((v) => 1 + 0.5 * v);
+      const gathered = async (be: Backend, scaled: boolean) => {
+        const ids = be.allocateIndices(rows);
+        be.uploadIndices(ids, Int32Array.from({ length: rows }, (_, i) => i));
+        const matrix = be.randomMatrix(rows, columns, 0.5, 77, 'random');
+        if (scaled) be.scaleColumns(matrix, columns, be.upload(scale));
+        const out = be.allocate(rows * columns);
+        be.gatherRows(out, matrix, ids, rows, columns);
+        return be.read(out, rows * columns);
+      };
+      const [g, c] = await both((be) => gathered(be, true));
+      expectClose(g, c, 1e-3);
+      // Against the unscaled matrix times the scale in float64, rounded to f16 as stored.
+      const before = await gathered(gpu, false);
+      expectClose(g, before.map((v, i) => halfToFloat(floatToHalf(v * scale[i % columns]))), 1e-3);
     });
 
     it.for<[number]>([[1], [7], [50257], [128256]])('argmax over %i values, lowest index on ties, in rows', async ([count], { skip }) => {

@@ -105,6 +105,16 @@ export class CpuBackend implements Backend {
     return this.uploadMatrix(ops.randomNormalMatrix(rows, columns, scale, seed), rows, columns);
   }
 
+  scaleColumns(matrix: Tensor, columns: number, scale: Tensor): void {
+    const values = data(matrix);
+    const factors = data(scale);
+    if (values.length % columns !== 0 || factors.length !== columns) throw new RangeError(`scaleColumns: a ${values.length}-value matrix of ${columns} columns by ${factors.length} scales`);
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i] * factors[i % columns];
+      values[i] = this.roundToHalf ? halfToFloat(floatToHalf(v)) : v;
+    }
+  }
+
   zeroRows(matrix: Tensor, columns: number, first: number, count: number): void {
     const values = data(matrix);
     if ((first + count) * columns > values.length) throw new RangeError(`rows ${first}..${first + count - 1} of ${columns} columns lie past a matrix of ${values.length} values`);

@@ -152,6 +152,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     gemv: { source: matmul, entryPoint: 'gemv', storage: MATMUL_BINDINGS },
     gemvAligned: { source: wgsl('gemv.wgsl', 'matmul_common'), entryPoint: 'main', storage: MATMUL_BINDINGS },
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
+    scaleColumns: { source: wgsl('random.wgsl'), entryPoint: 'scale_columns', storage: ['write', 'read'] },
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
     sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write', 'read'], constants: { THREADS: sampleThreads(limits) } },
     logprobs: { source: wgsl('logprobs.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
@@ -167,13 +168,18 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'blocked'] as const).map((kind) => [gemvSubgroupName(batch, kind),
       // The normalising pipeline only for one row (recordMatmul says why).
       features.subgroups && (kind !== 'normed' || batch === 1) ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, BLOCKED: kind === 'blocked' ? 1 : 0, ROWS_PER_GROUP: gemvRowsPerGroup(batch, kind), SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined]))),
+    // One row, normed, where the norm's weight is ones (folded into the weights: no norm weight loaded).
+    gemvSubgroup1NormedUnscaled: features.subgroups ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: 1, NORMED: 1, NORM_WEIGHT: 0, ROWS_PER_GROUP: gemvRowsPerGroup(1, 'normed'), SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
     // One row with a LayerNorm inside (GPT-2's ln_1, ln_2, ln_f): the norm's bias bound at 8.
     gemvSubgroup1LayerNormed: features.subgroups ? { source: composeWgsl([layerNormBias(MATMUL_BINDINGS.length + 1), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')]), entryPoint: 'main', storage: [...MATMUL_BINDINGS, 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
     // One row, normed, with its outputs in pairs (wgsl/gemv_subgroup.wgsl PAIRED): SwiGLU, or RoPE
     // and the KV cache store (five more bindings: only where the device has room for them).
+    // (Each also with a norm weight of ones: the Unscaled pipelines.)
     gemvPairedSwiglu: features.subgroups ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { ...pairedConstants } } : undefined,
+    gemvPairedSwigluUnscaled: features.subgroups ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { ...pairedConstants, NORM_WEIGHT: 0 } } : undefined,
     ...(features.subgroups && limits.maxStorageBuffersPerShaderStage >= MATMUL_BINDINGS.length + ROPE_PAIR_BINDINGS.length ? {
       gemvPairedRope: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants } },
+      gemvPairedRopeUnscaled: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants, NORM_WEIGHT: 0 } },
       gemvPairedRopeBlocked: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants, NORMED: 0, BLOCKED: 1 } },
     } : {}),
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'gated'] as const).map((kind) => [blockGemvName(batch, kind),
@@ -285,7 +291,7 @@ const kvCacheWgsl = (precision: KVPrecision, source: string) => composeWgsl([sca
 const attentionTensorName = (headDim: (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]) => `attentionTensor${headDim}` as const;
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | ReturnType<typeof attentionTensorName> | 'gemvSubgroup1LayerNormed' | 'blockGemv1LayerNormed'
-  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'gemmTensorBlocksHalfX' | 'blastCouple' | 'blastCoupleTiled' | 'blastCoupleHalf' | 'blastCoupleTiledHalf' | 'gemmCombine' | 'gemvPairedSwiglu' | 'gemvPairedRope' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'argmax' | 'sample' | 'logprobs';
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'gemmTensorBlocksHalfX' | 'blastCouple' | 'blastCoupleTiled' | 'blastCoupleHalf' | 'blastCoupleTiledHalf' | 'gemmCombine' | PairedKernel | `${PairedKernel}Unscaled` | 'gemvSubgroup1NormedUnscaled' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'scaleColumns' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -310,6 +316,11 @@ class GpuTensor implements Tensor {
    * z on tensor cores, written by its coupling for step 3's block GEMM: blockProject, blockExpand).
    */
   halves = false;
+  /**
+   * An uploaded vector of ones (set by upload): a norm whose weight the model folded into the
+   * projections that read it, which the normed GEMVs then do not load (their Unscaled pipelines).
+   */
+  ones = false;
   get isHalfMatrix(): boolean {
     return this.rowStrideHalves > 0;
   }
@@ -540,7 +551,9 @@ export class WebGpuBackend implements Backend {
   upload(values: Float32Array): Tensor {
     const buffer = this.createBuffer(values.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     this.write(buffer, values);
-    return new GpuTensor(buffer, values.length);
+    const t = new GpuTensor(buffer, values.length);
+    t.ones = values.every((v) => v === 1);
+    return t;
   }
 
   uploadMatrix(values: Float32Array, rows: number, columns: number, name: string): Tensor {
@@ -573,6 +586,16 @@ export class WebGpuBackend implements Backend {
     const gridX = Math.min(groups, 65535);
     this.dispatch('randomMatrix', [rows, columns, stride / 2, seed >>> 0, { f32: scale }, gridX * 256, 0, 0], [buffer], [gridX, Math.ceil(groups / gridX)]);
     return new GpuTensor(buffer, rows * columns, stride);
+  }
+
+  scaleColumns(matrix: Tensor, columns: number, scale: Tensor): void {
+    const t = tensor(matrix);
+    if (!t.isHalfMatrix || t.elements % columns !== 0 || t.rowStrideHalves < columns || tensor(scale).elements !== columns) throw new GpuError(`scaleColumns: a ${t.elements}-value matrix of ${columns} columns by ${tensor(scale).elements} scales`);
+    const rows = t.elements / columns;
+    const words = (rows * t.rowStrideHalves) / 2;
+    const groups = Math.ceil(words / 256);
+    const gridX = Math.min(groups, 65535);
+    this.dispatch('scaleColumns', [rows, columns, t.rowStrideHalves / 2, 0, { f32: 0 }, gridX * 256, 0, 0], [t.buffer, tensor(scale).buffer], [gridX, Math.ceil(groups / gridX)]);
   }
 
   zeroRows(matrix: Tensor, columns: number, first: number, count: number): void {
@@ -852,6 +875,8 @@ export class WebGpuBackend implements Backend {
     buffers.push(input ? this.transformBuffer(input) : this.dummy);
     if (isLayerNorm(input)) buffers.push(tensor(input.bias).buffer);
     const flags = (bias ? 1 : 0) | (accumulate ? 2 : 0) | (stacked ? 4 : 0) | activationFlag;
+    // A one-row RMSNorm inside the GEMV whose weight is ones: the pipelines that do not load it.
+    const unscaled = normInside && rows === 1 && input !== undefined && isInputNorm(input) && !isLayerNorm(input) && tensor(input.weight).ones;
     const params = [rows, inFeatures, outFeatures, w.rowStrideHalves / ROW_ALIGN_HALVES, flags, widths[0], widths[1] ?? 0, { f32: input && isInputNorm(input) ? input.eps : 0 }];
     if (this.matmulRoundsActivations(rows)) {
       // These kernels take the weight stride in halves, and a buffer for split-K sums in place of
@@ -861,11 +886,11 @@ export class WebGpuBackend implements Backend {
       this.recordTensorCoreMatmul(params, buffers, rows, inFeatures, outFeatures, input);
     } else if (paired) {
       // The pair's fields follow the blocked pipeline's three (unused here).
-      this.dispatch(paired.kernel, [...params, 0, 0, 0, ...paired.params], [...buffers, ...paired.buffers], [Math.ceil(outFeatures / 4)]);
+      this.dispatch(unscaled ? `${paired.kernel}Unscaled` : paired.kernel, [...params, 0, 0, 0, ...paired.params], [...buffers, ...paired.buffers], [Math.ceil(outFeatures / 4)]);
     } else if (decodeSubgroup) {
       const batch = gemvBatch(rows);
       const kind = input ? 'normed' : 'plain';
-      this.dispatch(isLayerNorm(input) ? 'gemvSubgroup1LayerNormed' : gemvSubgroupName(batch, kind), params, buffers, [Math.ceil(outFeatures / (2 * gemvRowsPerGroup(batch, kind))), Math.ceil(rows / batch)]);
+      this.dispatch(isLayerNorm(input) ? 'gemvSubgroup1LayerNormed' : unscaled ? 'gemvSubgroup1NormedUnscaled' : gemvSubgroupName(batch, kind), params, buffers, [Math.ceil(outFeatures / (2 * gemvRowsPerGroup(batch, kind))), Math.ceil(rows / batch)]);
     } else if (rows > 4) this.dispatch('gemm', params, buffers, [Math.ceil(outFeatures / 64), Math.ceil(rows / 64)]);
     else if (inFeatures % 8 === 0) this.dispatch('gemvAligned', params, buffers, [Math.ceil(outFeatures / 4), rows]);
     else this.dispatch('gemv', params, buffers, [Math.ceil(outFeatures / 8), rows]);

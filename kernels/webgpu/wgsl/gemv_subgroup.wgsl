@@ -23,6 +23,12 @@ diagnostic(off, subgroup_uniformity);
 // carries the other's code.
 override NORMED: bool = false;
 @group(0) @binding(7) var<storage, read> norm_weight: array<vec4<f32>>;
+// NORM_WEIGHT (with NORMED, false in pipelines of their own): whether x is scaled by norm_weight.
+// A model that folds a norm's weight into the columns of the projections that read the norm
+// (models/model.ts) hands them a weight of ones, and the backend takes these pipelines for it: no
+// norm weight loaded or multiplied per weight load (H200, Llama-2-7B decode: q|k|v 31.6 → 29.1 µs,
+// gate|up 49.4 → 46.6 µs, bench/RESULTS.md).
+override NORM_WEIGHT: bool = true;
 // LAYER_NORM (with NORMED, a pipeline of its own): LayerNorm instead, (x − mean) · s ⊙ weight +
 // bias with s = 1 / sqrt(var + eps). The loop sums w · (x ⊙ weight), w · weight and w · bias per
 // output row, and x and x · x per row of x, from the same loads; then out = s · (Σ w·(x ⊙ weight) −
@@ -140,8 +146,10 @@ fn main(
         if (LAYER_NORM) {
           sum_x[b] += dot(low + high, vec4<f32>(1.0));
         }
-        low *= norm_weight[2u * c];
-        high *= norm_weight[2u * c + 1u];
+        if (NORM_WEIGHT) {
+          low *= norm_weight[2u * c];
+          high *= norm_weight[2u * c + 1u];
+        }
       }
       for (var j = 0u; j < ROWS_PER_GROUP; j++) {
         acc[b][j] += dot(w_low[j], low) + dot(w_high[j], high);

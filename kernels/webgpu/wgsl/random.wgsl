@@ -1,6 +1,8 @@
 // Fills an f16 matrix (rows × columns, rows padded to row_stride_words u32s of two halves) with
 // scale × an approximately normal value from a hash of (seed, element index), zeros in the padding.
 // For benchmarks at full model size: weights are made on the GPU, never pass through JS.
+// scale_columns multiplies such a matrix's column c by column_scale[c] (a norm weight folded into
+// the projection that reads the norm, as models/model.ts folds a checkpoint's before upload).
 
 struct Params {
   rows: u32,
@@ -15,6 +17,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> matrix: array<u32>;
+@group(0) @binding(2) var<storage, read> column_scale: array<f32>;
 
 fn hash(value: u32) -> u32 {
   var h = value * 747796405u + 2891336453u;
@@ -47,6 +50,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   if (column + 1u < params.columns) {
     pair.y = params.scale * normal(row * params.columns + column + 1u);
+  }
+  matrix[word] = pack2x16float(pair);
+}
+
+@compute @workgroup_size(256)
+fn scale_columns(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let word = gid.y * params.grid_width + gid.x;
+  if (word >= params.rows * params.row_stride_words) {
+    return;
+  }
+  let column = (word % params.row_stride_words) * 2u;
+  if (column >= params.columns) {
+    return; // the padding stays zero
+  }
+  var pair = unpack2x16float(matrix[word]);
+  pair.x *= column_scale[column];
+  if (column + 1u < params.columns) {
+    pair.y *= column_scale[column + 1u];
   }
   matrix[word] = pack2x16float(pair);
 }
