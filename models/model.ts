@@ -213,7 +213,11 @@ export interface DeviceTensorSource extends TensorSource {
 
 /** Multiplies column c of a row-major matrix (values.length / scale.length rows) by scale[c], in place. */
 function scaleColumns(values: Float32Array, scale: Float32Array): void {
-  for (let i = 0; i < values.length; i++) values[i] *= scale[i % scale.length];
+  // Row by row, without a division per value: this runs over every folded weight at load.
+  const columns = scale.length;
+  for (let row = 0; row < values.length; row += columns) {
+    for (let c = 0; c < columns; c++) values[row + c] *= scale[c];
+  }
 }
 
 function makesMatricesOnDevice(source: TensorSource): source is DeviceTensorSource {
