@@ -6,7 +6,7 @@
 //
 //   npx tsx bench/e2e.ts [--models llama-3.2-1b,llama-2-7b,gpt2] [--variants dense,lowrank,monarch,blast]
 //                        [--prompt 128] [--new 128] [--backend webgpu|cpu] [--hf-modes eager,static] [--no-hf]
-//                        [--profile | --timeline] [--skip REGEX] [--kv-cache f16|f32] [--out FILE]
+//                        [--profile | --timeline] [--skip REGEX] [--kv-cache f16|f32] [--warmup S] [--out FILE]
 // --variants: the dense model and/or its block low-rank versions at the paper's configurations
 // (models/compress.ts presets), random factors made where the backend keeps its data.
 // --profile times every WebGPU dispatch of one prefill and of the decode steps (one pass each, so
@@ -19,6 +19,8 @@
 // a negative lookahead (--skip '^(?!gemvPairedRope$|argmax$)') what one kind of kernel takes in place.
 // --kv-cache: how the KV cache stores keys and values (default: the backend's, f16 on a GPU with
 // shader-f16).
+// --warmup S: seconds of greedy decoding before anything is timed (default 3), so that the GPU's
+// clocks have left idle (an H200 takes ~1.5 s of work to reach full clock).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -40,6 +42,7 @@ const { values } = parseArgs({
     variants: { type: 'string', default: 'dense' },
     prompt: { type: 'string', default: '128' },
     new: { type: 'string', default: '128' },
+    warmup: { type: 'string', default: '3' },
     backend: { type: 'string', default: 'webgpu' },
     'hf-modes': { type: 'string', default: 'eager,static' },
     'no-hf': { type: 'boolean' },
@@ -58,6 +61,8 @@ if (!isBackendKind(values.backend)) throw new Error(`--backend must be webgpu or
 const kvCache = kvCacheOption(values['kv-cache'], 'e2e');
 const skipped = values.skip === undefined ? undefined : new RegExp(values.skip);
 if (skipped && values.backend !== 'webgpu') throw new Error('--skip leaves out WebGPU kernels: it needs --backend webgpu');
+const warmupSeconds = Number(values.warmup);
+if (!(warmupSeconds >= 0)) throw new Error(`--warmup takes seconds, 0 or more; got ${values.warmup}`);
 const results = [];
 let copyGBs: number | undefined;
 /** Passes' [begin, end] (µs, in order) as busy and idle ms per step over `steps` steps, and the longest gap. */
@@ -104,12 +109,6 @@ for (const { model: modelName, variant } of runs) {
   await model.forward(cache, prompt, 0); // warm-up; also waits for the weights
   const loadMs = performance.now() - loadStart;
 
-  const prefillSamples: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    await model.forward(cache, prompt, 0);
-    prefillSamples.push(performance.now() - t0);
-  }
   // Decoding as blr generate does it: each token sampled on the device, step n + 1 submitted before
   // step n's id is read (pipelined). Greedy, and top-p sampling with a repetition penalty (the
   // sampling kernel's cost). `lastStep` (WebGPU) counts the dispatches of a step.
@@ -118,6 +117,8 @@ for (const { model: modelName, variant } of runs) {
   let recordMs = 0;
   const decode = async (params: SampleParams): Promise<number> => {
     await model.forwardSample(cache, prompt, 0, params);
+    // (--timeline: the prefill's passes are not the steps'.)
+    if (values.timeline && backend instanceof WebGpuBackend) await backend.takeTimeline();
     recordMs = 0;
     const t0 = performance.now();
     let inFlight = model.forwardSample(cache, PREVIOUS_SAMPLE, promptTokens, params);
@@ -135,10 +136,22 @@ for (const { model: modelName, variant } of runs) {
   };
   const greedy: SampleParams = { ...GREEDY, draw: 0 };
   const sampled: SampleParams = { ...GREEDY, temperature: 0.8, topP: 0.95, repetitionPenalty: 1.1, draw: 0.5 };
+  // The GPU's clocks: an H200 idles at 345 MHz and takes ~1.5 s of work to reach 1980 MHz
+  // (bench/RESULTS.md). Transformers' baseline warms up with three whole generations; so do these
+  // numbers, with greedy decoding for --warmup seconds before anything is timed.
+  // (Profile mode reads each step before the next: prefills there. The CPU has no clocks to wait for.)
+  const warmupEnd = performance.now() + 1000 * warmupSeconds;
+  while (backend.name !== 'cpu' && performance.now() < warmupEnd) await (values.profile ? model.forward(cache, prompt, 0) : decode(greedy));
+  const prefillSamples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    await model.forward(cache, prompt, 0);
+    prefillSamples.push(performance.now() - t0);
+  }
   const decodeSamples: number[] = [];
   const recordSamples: number[] = [];
   const sampledSamples: number[] = [];
-  const stats = (backend as { lastStep?: { dispatches: number } }).lastStep;
+  const stats = (backend as { lastStep?: { dispatches: number; submits: number } }).lastStep;
   // --timeline: per greedy run, the GPU's busy and idle time a step and the longest idle gap (ms).
   const timelines: { busyMs: number; idleMs: number; longestGapMs: number }[] = [];
   if (!values.profile) {
@@ -148,7 +161,7 @@ for (const { model: modelName, variant } of runs) {
       decodeSamples.push(await decode(greedy));
       if (backend instanceof WebGpuBackend) backend.setSkippedKernels(undefined);
       recordSamples.push(recordMs);
-      if (values.timeline && backend instanceof WebGpuBackend) timelines.push(summariseTimeline((await backend.takeTimeline()).slice(1), newTokens - 1));
+      if (values.timeline && backend instanceof WebGpuBackend) timelines.push(summariseTimeline(await backend.takeTimeline(), newTokens - 1));
     }
     for (let run = 0; run < 3; run++) sampledSamples.push(await decode(sampled));
   }
@@ -185,7 +198,7 @@ for (const { model: modelName, variant } of runs) {
     prefillMs: median(prefillSamples),
     decodeTokensPerS: median(decodeSamples),
     sampledDecodeTokensPerS: sampledSamples.length > 0 ? median(sampledSamples) : undefined,
-    decodeStep: stats ? { dispatches: stats.dispatches, totalMs: 1000 / median(decodeSamples), recordMs: recordSamples.length > 0 ? median(recordSamples) : undefined } : undefined,
+    decodeStep: stats ? { dispatches: stats.dispatches, submits: stats.submits, totalMs: 1000 / median(decodeSamples), recordMs: recordSamples.length > 0 ? median(recordSamples) : undefined } : undefined,
   };
   model.dispose();
   backend.dispose();
@@ -205,9 +218,9 @@ for (const { model: modelName, variant } of runs) {
   const sampledRate = row.sampledDecodeTokensPerS as number | undefined;
   if (model.padding > 0) console.log(`  ${(model.padding / 1e6).toFixed(1)}M zero values pad stacked groups of different ranks (in the weight bytes)`);
   console.log(`${name}: prefill ${(row.prefillMs as number).toFixed(2)} ms, decode ${(row.decodeTokensPerS as number).toFixed(1)} tok/s greedy${sampledRate ? `, ${sampledRate.toFixed(1)} tok/s top-p sampling` : ''} (load ${(loadMs / 1000).toFixed(1)} s)`);
-  const step = row.decodeStep as { dispatches: number; totalMs: number; recordMs?: number } | undefined;
+  const step = row.decodeStep as { dispatches: number; submits: number; totalMs: number; recordMs?: number } | undefined;
   console.log(`  KV cache in ${backend.kvPrecision}: ${((row.kvBytesPerPosition as number) / 2 ** 10).toFixed(0)} KiB a position`);
-  if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);
+  if (step) console.log(`  decode step: ${step.totalMs.toFixed(2)} ms, ${step.dispatches} dispatches in ${step.submits} submit${step.submits === 1 ? '' : 's'}${step.recordMs !== undefined ? `, recorded and submitted in ${step.recordMs.toFixed(3)} ms of CPU` : ''}`);
   if (row.floorMs !== undefined) console.log(`  bandwidth floor: ${(weightBytes / 1e9).toFixed(2)} GB at ${(copyGBs! / 1000).toFixed(2)} TB/s = ${(row.floorMs as number).toFixed(2)} ms a step; decode at ${((row.floorShare as number) * 100).toFixed(0)}% of it`);
   if (skipped) {
     row.skipped = values.skip;

@@ -2,7 +2,7 @@
 // only reads its weights (a GEMV writes a few KB), so the copy's read + write rate may sit below
 // what a read-only stream reaches.
 //
-// Each variant reads `--mb` MiB a dispatch (four buffers in turn, so nothing stays in the L2; a chain of
+// Each variant reads `--mb` MiB a dispatch (`--buffers` buffers in turn, 4 unless told, so nothing stays in the L2; a chain of
 // `--dispatches` in one pass, each behind a barrier as a decode step's are, since each can write) with
 // 16-byte loads and folds them into one word, stored only if it equals a constant (which it almost
 // never does; the store keeps the loads live). Variants:
@@ -14,7 +14,12 @@
 // within ~5% on the H200. The copy kernel of bench/copy-ceiling.ts runs in the same process (its
 // GB/s count reads and writes).
 //
-//   npx tsx bench/read-ceiling.ts [--mb 256] [--dispatches 64] [--groups 1056,2112,4224,8448] [--row 8192] [--rounds 5] [--out FILE]
+// `--buffers` many more than 4 spreads the reads over gigabytes, as a decode step's weights are (13.5 GB
+// for Llama-2-7B), where 4 buffers of 32 MiB stay within 128 MiB: whether the footprint alone (address
+// translation) slows a read. `--variants REGEX` keeps the variants whose names match.
+//
+//   npx tsx bench/read-ceiling.ts [--mb 256] [--dispatches 64] [--buffers 4] [--groups 1056,2112,4224,8448] [--row 8192]
+//                                 [--variants REGEX] [--rounds 5] [--out FILE]
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,7 +29,8 @@ import { medianPassUs, type PassDispatch } from './timing.ts';
 
 const { values } = parseArgs({ options: {
   mb: { type: 'string', default: '256' }, dispatches: { type: 'string', default: '64' }, groups: { type: 'string', default: '1056,2112,4224,8448' },
-  row: { type: 'string', default: '8192' }, rounds: { type: 'string', default: '5' },
+  row: { type: 'string', default: '8192' }, rounds: { type: 'string', default: '5' }, buffers: { type: 'string', default: '4' },
+  variants: { type: 'string', default: '' },
   out: { type: 'string', default: 'bench/out/read-ceiling.json' },
 }, strict: true });
 const gpu = await openGpu({ allowSoftware: true });
@@ -34,7 +40,10 @@ const bytes = Math.min(Number(values.mb) * 2 ** 20, device.limits.maxStorageBuff
 const rowBytes = Number(values.row);
 if (!(rowBytes >= 512 && rowBytes % 16 === 0)) throw new Error(`--row takes bytes a row, a multiple of 16 from 512; got ${values.row}`);
 const rounds = Number(values.rounds);
-const buffers = Array.from({ length: 4 }, () => device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE }));
+const bufferCount = Number(values.buffers);
+if (!(Number.isInteger(bufferCount) && bufferCount >= 1)) throw new Error(`--buffers takes a count of buffers from 1; got ${values.buffers}`);
+const variantFilter = new RegExp(values.variants);
+const buffers = Array.from({ length: bufferCount }, () => device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE }));
 const sink = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
 
 const header = `
@@ -93,12 +102,12 @@ const pipelineOf = (code: string) => device.createComputePipeline({
 const DISPATCHES = Number(values.dispatches);
 /** µs a dispatch of `workgroups` workgroups of `kernel`, in a chain of DISPATCHES. */
 async function usPerDispatch(kernel: GPUComputePipeline, workgroups: number): Promise<number> {
-  const dispatches: PassDispatch[] = Array.from({ length: DISPATCHES }, (_, i) => ({ group: groupsFor[i % 4], workgroups }));
+  const dispatches: PassDispatch[] = Array.from({ length: DISPATCHES }, (_, i) => ({ group: groupsFor[i % bufferCount], workgroups }));
   return (await medianPassUs(device, dispatches, kernel, rounds)) / DISPATCHES;
 }
 
 const copy = await copyCeilingGBs(device);
-console.log(`copy ceiling (read + write): ${copy.toFixed(0)} GB/s; ${(bytes / 2 ** 20).toFixed(0)} MiB a dispatch`);
+console.log(`copy ceiling (read + write): ${copy.toFixed(0)} GB/s; ${(bytes / 2 ** 20).toFixed(0)} MiB a dispatch, ${bufferCount} buffers in turn (${(bufferCount * bytes / 2 ** 30).toFixed(2)} GiB)`);
 const results: { variant: string; workgroups: number; bytesRead: number; us: number; gbs: number }[] = [];
 // `read`: the bytes a dispatch reads (the rows variants leave out rows past their last whole workgroup).
 const report = (variant: string, workgroups: number, read: number, us: number) => {
@@ -108,18 +117,19 @@ const report = (variant: string, workgroups: number, read: number, us: number) =
 };
 const groupCounts = values.groups.split(',').map(Number);
 for (const unroll of [1, 2, 4, 8]) {
+  if (!variantFilter.test(`stride ${unroll}`)) continue;
   const kernel = pipelineOf(strideSource(unroll));
   for (const workgroups of groupCounts) report(`stride ${unroll}`, workgroups, bytes, await usPerDispatch(kernel, workgroups));
 }
 const totalRows = bytes / rowBytes;
 for (const rows of [1, 2, 4]) {
   for (const unroll of [1, 2, 4]) {
-    if (rowBytes / 16 < 32 * unroll) continue;
+    if (rowBytes / 16 < 32 * unroll || !variantFilter.test(`rows ${rows}x${unroll}`)) continue;
     const workgroups = Math.floor(totalRows / (8 * rows));
     report(`rows ${rows}x${unroll}`, workgroups, workgroups * 8 * rows * rowBytes, await usPerDispatch(pipelineOf(rowsSource(rows, unroll)), workgroups));
   }
 }
 fs.mkdirSync(path.dirname(values.out), { recursive: true });
-fs.writeFileSync(values.out, JSON.stringify({ device: gpu.description, date: new Date().toISOString(), mibPerDispatch: bytes / 2 ** 20, dispatchesPerPass: DISPATCHES, rowBytes, copyGBs: copy, results }, null, 2));
+fs.writeFileSync(values.out, JSON.stringify({ device: gpu.description, date: new Date().toISOString(), mibPerDispatch: bytes / 2 ** 20, buffers: bufferCount, dispatchesPerPass: DISPATCHES, rowBytes, copyGBs: copy, results }, null, 2));
 console.log(`wrote ${values.out}`);
 gpu.device.destroy();

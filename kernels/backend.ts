@@ -369,6 +369,13 @@ export interface Backend {
 
   /** Starts running what was recorded, without waiting (index uploads after it see it done). */
   flush(): void;
+  /**
+   * A point in a step where what was recorded so far could start running: a GPU backend submits it
+   * when no earlier step is still running, so the GPU works while the CPU records the rest; behind a
+   * running step it does nothing. Models call it between the layers of a prefill
+   * (DecoderModel.betweenLayers); a decode step is always one submit.
+   */
+  submitIfIdle(): void;
   /** Runs what was recorded and returns the first `elements` values of the tensor. */
   read(tensor: Tensor, elements: number): Promise<Float32Array>;
   /**

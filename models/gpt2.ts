@@ -109,6 +109,7 @@ export class Gpt2Model extends DecoderModel {
 
       layer.fc.forward(b.mlp, b.hidden, rows, norm(layer.norm2), 'gelu');
       layer.mlpProjection.forwardAdd(b.hidden, b.mlp, rows);
+      this.betweenLayers(step);
     });
     const outputs = step.outputs.length;
     if (outputs === 0) return;

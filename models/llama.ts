@@ -99,6 +99,7 @@ export class LlamaModel extends DecoderModel {
       if (layer.gateUp.forwardSwiglu) gated = layer.gateUp.forwardSwiglu(b.mlp, b.mlpUp, b.hidden, rows, mlpNorm);
       else layer.gateUp.forward([b.mlp, b.mlpUp], b.hidden, rows, mlpNorm);
       layer.down.forwardAdd(b.hidden, b.mlp, rows, gated ? undefined : gate);
+      this.betweenLayers(step);
     });
     const outputs = step.outputs.length;
     if (outputs === 0) return;

@@ -127,6 +127,15 @@ export abstract class DecoderModel implements CausalLM {
   /** Records the forward pass of one step, up to the output rows' logits in buffers.logits. */
   protected abstract record(cache: KVCache, step: StepPlan): void;
 
+  /**
+   * Between two layers of `step`: a step that carries prompt tokens (rows that give no output: a
+   * prefill) may start on the GPU while the rest of it is recorded (Backend.submitIfIdle). A decode
+   * step, every row of which is an output, stays one submit.
+   */
+  protected betweenLayers(step: StepPlan): void {
+    if (step.rows > step.outputs.length) this.backend.submitIfIdle();
+  }
+
   createKVCache(blocks: number, sequences: number): KVCache {
     const { layers, kvHeads, headDim, vocabSize } = this.config;
     return this.backend.createKVCache({ layers, kvHeads, headDim, blocks, blockSize: this.blockSize, sequences, vocabSize });

@@ -1422,3 +1422,66 @@ describe('WebGPU bind groups of the step before', () => {
     }
   });
 });
+
+// Models call submitIfIdle between layers: a step recorded while nothing runs goes out in parts, so
+// the GPU starts while the CPU records the rest; one recorded behind a running step stays whole.
+describe('WebGPU submitIfIdle', () => {
+  it('submits 16 or more waiting dispatches only while no read is in flight, and the values are the same', async ({ skip }) => {
+    const be = (await gpuForTests()).backend;
+    if (!be) return skip();
+    const n = 37;
+    const a = random(n);
+    const step = be.upload(a);
+    const out = writableCopy(be, new Float32Array(n));
+    await be.read(out, n);
+    let adds = 0;
+    const record = (count: number) => {
+      for (let i = 0; i < count; i++) be.add(out, out, step, n);
+      adds += count;
+    };
+    const expected = () => Float32Array.from(a, (v) => v * adds);
+    // Idle: 20 dispatches go out at once, the 3 after them with the read.
+    record(20);
+    be.submitIfIdle();
+    record(3);
+    expectClose(await be.read(out, n), expected(), 1e-5 * adds);
+    expect(be.lastStep).toEqual({ dispatches: 23, submits: 2 });
+    // Fewer than 16 waiting: nothing yet.
+    record(15);
+    be.submitIfIdle();
+    expectClose(await be.read(out, n), expected(), 1e-5 * adds);
+    expect(be.lastStep).toEqual({ dispatches: 15, submits: 1 });
+    // Behind a read in flight (a pipelined step): the next step stays one submit.
+    record(4);
+    const first = be.read(out, n);
+    record(20);
+    be.submitIfIdle();
+    const second = be.read(out, n);
+    expect(be.lastStep).toEqual({ dispatches: 20, submits: 1 });
+    await first;
+    expectClose(await second, expected(), 1e-5 * adds);
+  });
+  it('splits a model\'s prefill while the GPU is idle, never a decode step, and gives the same logits', async ({ skip }) => {
+    const be = (await gpuForTests()).backend;
+    if (!be) return skip();
+    // stories260K: five layers, enough dispatches before the last for a decode step to be split if it could be.
+    const model = loadModel(readModelDirectory(DEFAULT_MODEL), be, { maxStepTokens: 16 });
+    const cache = model.createCache(32);
+    const prompt = Int32Array.from({ length: 16 }, (_, i) => (7 * i + 3) % model.config.vocabSize);
+    const split = await model.forward(cache, prompt, 0);
+    expect(be.lastStep.submits).toBeGreaterThan(1);
+    // A decode step with nothing running: one submit.
+    await model.forwardSample(cache, Int32Array.of(5), 16, { ...GREEDY, draw: 0 });
+    expect(be.lastStep.submits).toBe(1);
+    cache.release();
+    // The same prefill recorded behind a read in flight goes out whole, with the same logits.
+    const again = model.createCache(32);
+    const pending = be.read(be.allocate(1), 1);
+    const whole = model.forward(again, prompt, 0);
+    expect(be.lastStep.submits).toBe(1);
+    await pending;
+    expect(Array.from(await whole)).toEqual(Array.from(split));
+    again.release();
+    model.dispose();
+  });
+});

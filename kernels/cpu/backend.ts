@@ -278,6 +278,7 @@ export class CpuBackend implements Backend {
   }
 
   flush(): void {} // every op has already run
+  submitIfIdle(): void {}
 
   async read(tensor: Tensor, elements: number): Promise<Float32Array> {
     return data(tensor).slice(0, elements);

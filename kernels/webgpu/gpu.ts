@@ -10,7 +10,10 @@ import { installPollThrottle } from './poll.ts';
  * their tests run on awkward sizes), and the clamps cost the tensor-core GEMM 40% of its speed
  * (bench/RESULTS.md). BLR_DAWN_TOGGLES adds toggles (comma-separated) for experiments.
  */
-export const DAWN_TOGGLES = [`enable-dawn-features=${['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'disable_robustness', ...(process.env.BLR_DAWN_TOGGLES?.split(',').filter(Boolean) ?? [])].join(',')}`];
+export const DAWN_TOGGLES = [
+  `enable-dawn-features=${['allow_unsafe_apis', 'vulkan_enable_f16_on_nvidia', 'disable_robustness', ...(process.env.BLR_DAWN_TOGGLES?.split(',').filter(Boolean) ?? [])].join(',')}`,
+  'disable-dawn-features=timestamp_quantization',
+];
 
 export class GpuUnavailableError extends Error {
   constructor(message: string) {
