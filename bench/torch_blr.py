@@ -6,7 +6,8 @@ the block low-rank layers as PyTorch runs them (bf16), per (method, in, out, ran
 Low-rank: two F.linear. Monarch: bmm over blocks, the permutation as a reshape/transpose copy,
 bmm, the output permutation as another copy. BLAST: bmm for Y, the coupling as an einsum over
 input blocks, bmm for the output blocks, eager and under torch.compile. Prints one JSON object.
-Timing: bench/torch_linear.py's (CUDA events around 50 calls after warm-up, median of 7 runs),
+Timing: bench/torch_linear.py's (CUDA events around 50 calls after warm-up, median of 7 runs, the
+GPU's clocks warmed first),
 with weights in enough copies, used in turn, to stream from memory every call (as bench/blr-layers.ts
 does for ours).
 """
@@ -16,7 +17,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from torch_linear import time_us  # beside this file: the same timing as the dense baselines
+from torch_linear import time_us, warm_clocks  # beside this file: the same timing as the dense baselines
 
 
 def blr_weights(method, i, o, r, b):
@@ -80,6 +81,7 @@ def blr_bytes(method, i, o, r, b):
 
 def main():
     cases = json.loads(sys.argv[1])
+    warm_clocks()
     results = []
     for method, i, o, r, b, rows in cases:
         x = torch.randn(rows, i, device="cuda", dtype=torch.bfloat16)
