@@ -2,6 +2,7 @@
 // reads and the final norm + LM head on the last row of a step.
 import { checkLogprobsTop, logprobStride, MAX_TOP_LOGPROBS, usesTokenCounts, type Backend, type IndexTensor, type KVCache, type SampleParams, type SampleRow, type Tensor } from '../kernels/backend.ts';
 import { blastOnSquareBlocks } from '../kernels/cpu/blr.ts';
+import { scaleColumns } from '../kernels/cpu/ops.ts';
 import { CheckpointError, type TensorSource } from '../weights/safetensors.ts';
 import { compressedLayer, type ModelConfig } from './config.ts';
 import { BlockLowRankLinear, ConcatenatedLinear, DenseLinear, LowRankLinear, SeparateLinears, SharedScratch, SplitOutputs, StackedBlockLinears, StackedLowRankLinears, type LinearGroup, type LinearLayer } from './linear.ts';
@@ -218,15 +219,6 @@ export abstract class DecoderModel implements CausalLM {
 export interface DeviceTensorSource extends TensorSource {
   /** The named matrix, or with `rows`, a matrix of that many rows like it (concatenated projections). */
   createMatrix(backend: Backend, name: string, rows?: number): Tensor;
-}
-
-/** Multiplies column c of a row-major matrix (values.length / scale.length rows) by scale[c], in place. */
-function scaleColumns(values: Float32Array, scale: Float32Array): void {
-  // Row by row, without a division per value: this runs over every folded weight at load.
-  const columns = scale.length;
-  for (let row = 0; row < values.length; row += columns) {
-    for (let c = 0; c < columns; c++) values[row + c] *= scale[c];
-  }
 }
 
 function makesMatricesOnDevice(source: TensorSource): source is DeviceTensorSource {

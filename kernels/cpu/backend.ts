@@ -109,10 +109,8 @@ export class CpuBackend implements Backend {
     const values = data(matrix);
     const factors = data(scale);
     if (values.length % columns !== 0 || factors.length !== columns) throw new RangeError(`scaleColumns: a ${values.length}-value matrix of ${columns} columns by ${factors.length} scales`);
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i] * factors[i % columns];
-      values[i] = this.roundToHalf ? halfToFloat(floatToHalf(v)) : v;
-    }
+    ops.scaleColumns(values, factors);
+    if (this.roundToHalf) for (let i = 0; i < values.length; i++) values[i] = halfToFloat(floatToHalf(values[i]));
   }
 
   zeroRows(matrix: Tensor, columns: number, first: number, count: number): void {

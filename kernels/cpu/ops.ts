@@ -282,3 +282,15 @@ export function randomNormalMatrix(rows: number, columns: number, scale: number,
   }
   return out;
 }
+
+/**
+ * Multiplies column c of a row-major matrix (values.length / scale.length rows) by scale[c], in
+ * place: a norm weight folded into the projections that read the norm (models/model.ts at load,
+ * CpuBackend.scaleColumns). Row by row, without a division per value.
+ */
+export function scaleColumns(values: Float32Array, scale: Float32Array): void {
+  const columns = scale.length;
+  for (let row = 0; row < values.length; row += columns) {
+    for (let c = 0; c < columns; c++) values[row + c] *= scale[c];
+  }
+}
