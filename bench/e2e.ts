@@ -33,6 +33,7 @@ import { kvCacheOption } from '../cli/args.ts';
 import { PREVIOUS_SAMPLE } from '../models/model.ts';
 import { loadRandomModel } from '../models/random.ts';
 import { copyCeilingGBs } from './copy-ceiling.ts';
+import { median } from './timing.ts';
 import { COMPRESS_PRESETS } from '../models/compress.ts';
 import { benchModelConfig, COMPRESS_METHODS, type CompressMethod } from './bench-models.ts';
 
@@ -183,7 +184,6 @@ for (const { model: modelName, variant } of runs) {
     if (sampleKernel) console.log(`    sample (top-p 0.95, T 0.8, penalty 1.1): ${sampleKernel.ms.toFixed(3)} ms per step`);
   }
   cache.release();
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   // What the GPU holds and a step streams: the parameters and any padding of stacked groups (f16).
   const weightBytes = (model.parameters + model.padding) * 2;
   const row: Record<string, unknown> = {

@@ -1,5 +1,10 @@
 // Timing a recorded GPU operation from the host, for the benchmarks.
 
+/** The middle value of `samples` (the upper middle for an even count). */
+export function median(samples: number[]): number {
+  return [...samples].sort((a, b) => a - b)[Math.floor(samples.length / 2)];
+}
+
 /** Calls recorded between submits while timing: the GPU runs one batch while the next is recorded. */
 const CALLS_PER_SUBMIT = 16;
 

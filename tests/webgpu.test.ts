@@ -1093,6 +1093,10 @@ describe.each([
       ['greedy with presence and frequency penalties', { ...GREEDY, presencePenalty: 0.75, frequencyPenalty: 0.5 }],
       // Penalties exact in f32, so ties stay ties on both sides (a fused multiply-add may round otherwise).
       ['top-p 0.95 with all three penalties', { ...GREEDY, temperature: 1, topP: 0.95, repetitionPenalty: 1.25, presencePenalty: -0.5, frequencyPenalty: 1.5 }],
+      // Top-k cuts at the top logit (between equal ones, with ties), so top-p's search starts and
+      // ends at one key.
+      ['top-k 1, top-p 0.9', { ...GREEDY, temperature: 1, topK: 1, topP: 0.9 }],
+      ['top-k 2, top-p 0.3, temperature 0.1', { ...GREEDY, temperature: 0.1, topK: 2, topP: 0.3 }],
     ];
     it.for<[number, boolean]>([[1, false], [7, false], [300, true], [1000, false], [50257, false], [128256, true]])('sample over %i logits (ties: %s) gives the CPU sampler\'s tokens and flags', async ([count, ties], { skip }) => {
       if (!gpu) return skip();

@@ -102,6 +102,11 @@ function sampleThreads(limits: GPUSupportedLimits): number {
   return 2 ** Math.floor(Math.log2(most));
 }
 
+/** Ids wgsl/sample.wgsl's `list` holds for a row of `count` tokens: its list_depth for each invocation. */
+function sampleListIds(count: number, threads: number): number {
+  return threads * 4 * Math.ceil(Math.ceil(count / 4) / threads);
+}
+
 const GATHER_F16 = `
 @group(0) @binding(1) var<storage, read> table: array<u32>;
 fn load_table(row: u32, column: u32) -> f32 {
@@ -162,7 +167,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     scaleColumns: { source: wgsl('random.wgsl'), entryPoint: 'scale_columns', storage: ['write', 'read'] },
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
-    sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write', 'read'], constants: { THREADS: sampleThreads(limits) } },
+    sample: { source: wgsl('sample.wgsl', features.subgroups ? 'sample_reduce_subgroup' : 'sample_reduce'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write', 'read', 'write'], constants: { THREADS: sampleThreads(limits) } },
     logprobs: { source: wgsl('logprobs.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     toHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
@@ -448,6 +453,7 @@ export class WebGpuBackend implements Backend {
   private timeline: PassTimeline | undefined;
   private normScratchTensor: GpuTensor | undefined;
   private sampleScratch: GPUBuffer | undefined;
+  private sampleList: GPUBuffer | undefined;
   private readonly sampleParams: GPUBuffer;
   private sampleParamsNext = 0;
   private attentionPartials: GPUBuffer | undefined;
@@ -1254,6 +1260,10 @@ export class WebGpuBackend implements Backend {
     if (!this.sampleScratch || this.sampleScratch.size < scratchBytes) {
       this.sampleScratch = this.createBuffer(scratchBytes, GPUBufferUsage.STORAGE);
     }
+    const listBytes = rows.length * sampleListIds(count, sampleThreads(this.device.limits)) * 4;
+    if (!this.sampleList || this.sampleList.size < listBytes) {
+      this.sampleList = this.createBuffer(listBytes, GPUBufferUsage.STORAGE);
+    }
     // The rows' parameters go to a ring of SAMPLE_PARAM_ROWS entries: a write lands before the
     // next submit, and one step's calls never wrap onto each other.
     if (rows.length > SAMPLE_PARAM_ROWS) throw new GpuError(`a sample call takes at most ${SAMPLE_PARAM_ROWS} rows, got ${rows.length}`);
@@ -1281,7 +1291,7 @@ export class WebGpuBackend implements Backend {
     });
     this.device.queue.writeBuffer(this.sampleParams, first * SAMPLE_PARAM_BYTES, words);
     this.dispatch('sample', [count, first, 0, 0],
-      [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer, this.sampleParams], [rows.length]);
+      [tensor(logits).buffer, tokenFlags ? indexTensor(tokenFlags).buffer : this.unusedOutputs[0], this.sampleScratch, indexTensor(out).buffer, this.sampleParams, this.sampleList], [rows.length]);
   }
 
   logprobs(out: Tensor, logits: Tensor, count: number, rows: number, nextTokens: IndexTensor, sampled: IndexTensor, top: number): void {
