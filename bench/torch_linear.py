@@ -6,9 +6,8 @@ Prints one JSON object: {"device", "torch", "dtype", "results": [{rows, in, out,
 Timing: CUDA events around 50 back-to-back calls after warm-up, median of 7 such runs, on a GPU
 kept busy for 2 s first (an idle H200 runs at 345 MHz and needs ~1.5 s of work to reach full clock,
 bench/RESULTS.md; a first call that compiles, idling the GPU for a while, is followed by the same).
-The calls
-take four copies of the weight in turn, as bench/kernels.ts does, so every call streams its
-weight from memory (one 32 MB weight would sit in the H200's 50 MB L2).
+The calls take four copies of the weight in turn, as bench/kernels.ts does, so every call streams
+its weight from memory (one 32 MB weight would sit in the H200's 50 MB L2).
 """
 import json
 import sys

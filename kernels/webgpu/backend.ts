@@ -167,7 +167,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     randomMatrix: { source: wgsl('random.wgsl'), entryPoint: 'main', storage: ['write'] },
     scaleColumns: { source: wgsl('random.wgsl'), entryPoint: 'scale_columns', storage: ['write', 'read'] },
     argmax: { source: wgsl('argmax.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
-    sample: { source: wgsl('sample.wgsl', features.subgroups ? 'sample_reduce_subgroup' : 'sample_reduce'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write', 'read', 'write'], constants: { THREADS: sampleThreads(limits) } },
+    sample: { source: wgsl('sample.wgsl'), entryPoint: 'main', storage: ['read', 'write', 'write', 'write', 'read', 'write'], constants: { THREADS: sampleThreads(limits) } },
     logprobs: { source: wgsl('logprobs.wgsl'), entryPoint: 'main', storage: ['read', 'read', 'read', 'write'] },
     gemm: { source: matmul, entryPoint: 'gemm', storage: MATMUL_BINDINGS },
     toHalf: { source: wgsl('to_half.wgsl'), entryPoint: 'main', storage: ['read', 'write'] },
@@ -454,6 +454,8 @@ export class WebGpuBackend implements Backend {
   private normScratchTensor: GpuTensor | undefined;
   private sampleScratch: GPUBuffer | undefined;
   private sampleList: GPUBuffer | undefined;
+  /** wgsl/sample.wgsl's workgroup size (its THREADS), which sizes its `list`. */
+  private readonly sampleThreads: number;
   private readonly sampleParams: GPUBuffer;
   private sampleParamsNext = 0;
   private attentionPartials: GPUBuffer | undefined;
@@ -473,6 +475,7 @@ export class WebGpuBackend implements Backend {
     this.unusedOutputs = [this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE), this.createBuffer(16, GPUBufferUsage.STORAGE)];
     this.unusedOutput = new GpuTensor(this.unusedOutputs[0], 0);
     this.gemmTile = tensorCoreTile(gpu.features, this.device.limits);
+    this.sampleThreads = sampleThreads(this.device.limits);
   }
 
   /**
@@ -1260,7 +1263,7 @@ export class WebGpuBackend implements Backend {
     if (!this.sampleScratch || this.sampleScratch.size < scratchBytes) {
       this.sampleScratch = this.createBuffer(scratchBytes, GPUBufferUsage.STORAGE);
     }
-    const listBytes = rows.length * sampleListIds(count, sampleThreads(this.device.limits)) * 4;
+    const listBytes = rows.length * sampleListIds(count, this.sampleThreads) * 4;
     if (!this.sampleList || this.sampleList.size < listBytes) {
       this.sampleList = this.createBuffer(listBytes, GPUBufferUsage.STORAGE);
     }

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 
 const WGSL_DIRECTORY = new URL('./wgsl/', import.meta.url);
 
-export type CommonPiece = 'matmul_common' | 'block_gemm_common' | 'workgroup_reduce' | 'subgroup_reduce' | 'attention_params' | 'kv_pages' | 'gemv_pair_swiglu' | 'gemv_pair_rope' | 'sample_reduce' | 'sample_reduce_subgroup';
+export type CommonPiece = 'matmul_common' | 'block_gemm_common' | 'workgroup_reduce' | 'subgroup_reduce' | 'attention_params' | 'kv_pages' | 'gemv_pair_swiglu' | 'gemv_pair_rope';
 
 /**
  * Joins WGSL sources into one module. `enable` and `diagnostic` directives must open a module,

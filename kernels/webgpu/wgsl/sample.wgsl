@@ -62,9 +62,7 @@ override THREADS: u32 = 256u;
 const LANES: u32 = 10u; // 0..7 summed; 8 min-reduced; 9 max-reduced
 const UNROLL: u32 = 4u;
 const NEGLIGIBLE_LOGIT_GAP: f32 = 40.0;
-// workgroup_reduce(lid, lanes): lanes 0..7 summed, 8 min, 9 max over the workgroup, the totals
-// uniform; from common/sample_reduce.wgsl (a tree in workgroup memory) or, where the adapter has
-// subgroups, common/sample_reduce_subgroup.wgsl (two barriers a call instead of 12).
+var<workgroup> partial: array<array<f32, LANES>, THREADS>;
 
 // A list entry: the token's id, and in the top bits its tag (the sub-range of the step that kept it).
 const TAG_SHIFT: u32 = 29u;
@@ -91,6 +89,25 @@ fn empty_lanes() -> array<f32, LANES> {
   lanes[8] = 3.4e38;
   lanes[9] = -3.4e38;
   return lanes;
+}
+
+// Lanes 0..7 summed, 8 min, 9 max over the workgroup; every invocation gets the results.
+fn workgroup_reduce(lid: u32, values: array<f32, LANES>) -> array<f32, LANES> {
+  partial[lid] = values;
+  workgroupBarrier();
+  for (var stride = THREADS / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      for (var j = 0u; j < 8u; j++) {
+        partial[lid][j] += partial[lid + stride][j];
+      }
+      partial[lid][8] = min(partial[lid][8], partial[lid + stride][8]);
+      partial[lid][9] = max(partial[lid][9], partial[lid + stride][9]);
+    }
+    workgroupBarrier();
+  }
+  let totals = workgroupUniformLoad(&partial[0]);
+  workgroupBarrier(); // partial is rewritten by the next reduction
+  return totals;
 }
 
 // Which tokens are still allowed: not dropped (key 0), mass ≥ min_mass, and at or before the
