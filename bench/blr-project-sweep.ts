@@ -53,7 +53,7 @@ const shapes: Shape[] = [
 ];
 
 interface Variant { label: string; source: string; channels: (b: number) => number; monarch?: boolean; constants: Record<string, number>; flags?: number }
-const current = wgsl('block_gemv.wgsl', 'block_z_store');
+const current = wgsl('block_gemv.wgsl');
 const variants: Variant[] = [];
 if (opts.base) variants.push({ label: 'base, 2 channels', source: readFileSync(opts.base, 'utf8'), channels: () => 2, constants: {} });
 for (const channels of [2, 4]) variants.push({ label: `${channels} channels`, source: current, channels: () => channels, constants: {} });
@@ -109,7 +109,7 @@ for (const shape of shapes) {
   const out = mk(o * 4), spare1 = mk(o * 4), spare2 = mk(o * 4), dummy = mk(o * 4);
   const runs: [string, string, Record<string, number>, number[], number, GPUBuffer[]][] = [
     ['block_gemv mode 2', current, {}, [1, r, o, r / 8, r, b, 2, 0, 32, 0, o / b, 0, o / 32, 0, 0, 0], o / 32, [z, dummy, dummy, out, dummy]],
-    ['gemv_subgroup blocked (the models\' step 3)', wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_input'), { BLOCKED: 1, ROWS_PER_GROUP: 2 }, [1, r, o, r / 8, 0, o, 0, 0, o / b, b, 0, 0, 0, 0, 0, 0], o / 4, [z, dummy, dummy, out, spare1, spare2, dummy]],
+    ['gemv_subgroup blocked (the models\' step 3)', wgsl('gemv_subgroup.wgsl', 'matmul_common'), { BLOCKED: 1, ROWS_PER_GROUP: 2 }, [1, r, o, r / 8, 0, o, 0, 0, o / b, b, 0, 0, 0, 0, 0, 0], o / 4, [z, dummy, dummy, out, spare1, spare2, dummy]],
   ];
   for (const [label, source, constants, params, groups, buffers] of runs) {
     const module = device.createShaderModule({ code: source });

@@ -19,8 +19,6 @@ import { floatToHalf, halfToFloat } from '../weights/dtypes.ts';
 import { DEFAULT_WORKGROUP_STORAGE } from '../kernels/webgpu/gpu.ts';
 import { ATTENTION_TENSOR_HEAD_DIMS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from '../kernels/webgpu/attention_subgroup_matrix.ts';
 import { gemmSubgroupMatrixSource, gemmTileWorkgroupBytes } from '../kernels/webgpu/gemm_subgroup_matrix.ts';
-import { namespaceWgsl } from '../kernels/webgpu/wgsl_source.ts';
-import { FUSED_EXPANSION_ROWS, FUSED_MAX_RANK } from '../kernels/webgpu/fused_block.ts';
 import { gpuForTests } from './gpu.ts';
 import { DEFAULT_MODEL, maxRelativeError, reference, tempDirectory, tinyModelDirectory } from './helpers.ts';
 
@@ -182,48 +180,6 @@ describe('tensor-core kernel sources', () => {
         expect(variables.reduce((sum, v) => sum + v.bytes, 0)).toBe(gemmTileWorkgroupBytes(tile));
       }
     }
-  });
-});
-
-// Two kernels in one module (kernels/webgpu/fused_block.ts) through namespaceWgsl.
-describe('namespaceWgsl', () => {
-  const source = `enable subgroups;
-struct Params { rows: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-const SIZE: u32 = 4u;
-override BATCH: u32 = 1u;
-var<workgroup> shared_rows: array<f32, SIZE>;
-fn twice(v: f32) -> f32 { return 2.0 * v * params.scale; }
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let rows = params.rows; // a local named as a member
-  shared_rows[lid % SIZE] = twice(f32(rows + BATCH));
-  out[wid.x] = helper(shared_rows[0]) + vec2<f32>(1.0).y;
-}`;
-  const renamed = namespaceWgsl(source, 'p_', 16);
-
-  it('renames what the module declares, wherever it is used, and nothing else', () => {
-    expect(renamed).toContain('struct p_Params { rows: u32, scale: f32 }');
-    expect(renamed).toContain('var<uniform> p_params: p_Params;');
-    expect(renamed).toContain('var<workgroup> p_shared_rows: array<f32, p_SIZE>;');
-    expect(renamed).toContain('fn p_twice(v: f32) -> f32 { return 2.0 * v * p_params.scale; }');
-    expect(renamed).toContain('p_shared_rows[lid % p_SIZE] = p_twice(f32(rows + p_BATCH));');
-    // A function it does not declare (the caller composes it), members and swizzles stay.
-    expect(renamed).toContain('p_out[wid.x] = helper(p_shared_rows[0]) + vec2<f32>(1.0).y;');
-    expect(renamed).toContain('let rows = p_params.rows;');
-    expect(renamed).toContain('enable subgroups;');
-  });
-
-  it('moves the bindings and turns the entry point into a function its caller passes builtins to', () => {
-    expect(renamed).toContain('@group(0) @binding(16) var<uniform>');
-    expect(renamed).toContain('@group(0) @binding(18) var<storage, read_write> p_out');
-    expect(renamed).not.toMatch(/@compute|@workgroup_size|@builtin/);
-    expect(renamed).toContain('fn p_main(wid: vec3<u32>, lid: u32)');
-  });
-
-  it('refuses a struct member named as a declaration, which renaming would break', () => {
-    expect(() => namespaceWgsl('struct P { scale: f32 }\nconst scale: f32 = 1.0;\n', 'p_', 0)).toThrow(/scale/);
   });
 });
 
@@ -413,9 +369,6 @@ describe.each([
       }
     });
 
-    // Whether a one-row BLAST layer of this shape goes out as one dispatch (kernels/webgpu/fused_block.ts).
-    const fuses = ({ outFeatures: o, rank: r, blocks: b }: BlockShape) => gpu!.fusesBlockLayers && (o / b) % FUSED_EXPANSION_ROWS === 0 && r <= FUSED_MAX_RANK;
-
     // Dispatches recorded by `record` (counted at the next read; the GPU backend only).
     async function dispatchesOf(be: Backend, record: () => void): Promise<number> {
       const flush = be.allocate(1);
@@ -548,7 +501,7 @@ describe.each([
       if (gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16) expectCloseToLargest(g, c);
       else expectClose(g, c, 1e-4);
       expect(normInside).toBe(rows === 1 && method === 'blast' && gpu.gpu.features.subgroups);
-      if (normInside) expect(gpuDispatches).toBe(fuses(shape) ? 2 : 3); // q's two steps (one where they fuse), k|v
+      if (normInside) expect(gpuDispatches).toBe(3); // q's two steps, k|v
       else expect(gpuDispatches).toBeGreaterThan(3);
     });
 
@@ -599,56 +552,8 @@ describe.each([
       if (gpu.matmulRoundsActivations(rows) && gpu.gpu.features.subgroupMatrixF16) expectCloseToLargest(g, c);
       else expectClose(g, c, 1e-4);
       if (method === 'lowrank') return;
-      if (gpu.gpu.features.subgroups && !gpu.matmulRoundsActivations(rows)) expect(gpuDispatches).toBe(method === 'blast' && rows === 1 && fuses(shape) ? 1 : 2);
+      if (gpu.gpu.features.subgroups && !gpu.matmulRoundsActivations(rows)) expect(gpuDispatches).toBe(2);
       else expect(gpuDispatches).toBeGreaterThan(4); // the gathers
-    });
-
-    // One-row BLAST layers as one dispatch (kernels/webgpu/fused_block.ts): the expansion's
-    // workgroups wait inside the dispatch for the z values the projection's store. Plain, RMSNorm
-    // inside and SwiGLU inside (the three projection kinds), with a residual added, a ragged last
-    // projection workgroup (rank 40, 4 channels) and many blocks; called three times, so both
-    // parities of the tag run: each call the same, bit for bit, and as the two dispatches make it.
-    it.for<[string, BlockShape]>([
-      ['plain', { inFeatures: 64, outFeatures: 64, rank: 16, blocks: 4 }],
-      ['normed', { inFeatures: 96, outFeatures: 48, rank: 24, blocks: 6 }],
-      ['gated', { inFeatures: 128, outFeatures: 128, rank: 40, blocks: 16 }],
-      ['residual', { inFeatures: 256, outFeatures: 1024, rank: 96, blocks: 8 }],
-    ])('fused one-row blast layer, %s %o: one dispatch, as two dispatches and the CPU make it, the same every call', async ([kind, shape], { skip }) => {
-      if (!gpu) return skip();
-      if (!fuses(shape)) return skip();
-      const { inFeatures: i, outFeatures: o, rank: r, blocks: b } = shape;
-      const inner = ownRandom(b * r * (i / b)), outer = ownRandom(o * r), coupling = ownRandom(b * b * r), bias = ownRandom(o);
-      const x = ownRandom(i), norm = ownRandom(i), up = ownRandom(i);
-      // 'residual': the layer's output, then the layer's output added to it (two layers' worth).
-      const calls = kind === 'residual' ? 2 : 1;
-      const run = async (be: Backend): Promise<{ outputs: Float32Array[]; dispatches: number }> => {
-        const layer = new BlockLowRankLinear(be, 'blast', be.uploadMatrix(inner, b * r, i / b, 'inner'), be.uploadMatrix(outer, o, r, 'outer'), be.upload(coupling), be.upload(bias), shape, 1);
-        const xt = be.upload(x);
-        const input = kind === 'normed' ? { weight: be.upload(norm), eps: 1e-5 } : kind === 'gated' ? { up: be.upload(up) } : undefined;
-        const outputs: Float32Array[] = [];
-        let dispatches = 0;
-        for (let call = 0; call < 3; call++) {
-          const out = be.allocate(o);
-          dispatches = await dispatchesOf(be, () => {
-            layer.forward(out, xt, 1, input);
-            if (kind === 'residual') layer.forwardAdd(out, xt, 1);
-          });
-          outputs.push(await be.read(out, o));
-        }
-        return { outputs, dispatches };
-      };
-      const fused = await run(gpu);
-      expect(fused.dispatches).toBe(calls);
-      expect(await gpu.fusedWaitsTimedOut()).toBe(0);
-      gpu.setBlockLayerFusion(false);
-      const apart = await run(gpu).finally(() => gpu!.setBlockLayerFusion(true));
-      expect(apart.dispatches).toBe(2 * calls);
-      const reference = (await run(cpu)).outputs[0];
-      for (const outputs of fused.outputs.slice(1)) expect(Array.from(outputs)).toEqual(Array.from(fused.outputs[0]));
-      // z reaches the expansion with its last mantissa bit cleared (the tag): within 1 ulp of z, so
-      // each output within a few ulps of the largest term's size.
-      expectCloseToLargest(fused.outputs[0], apart.outputs[0], 1e-5);
-      expectClose(fused.outputs[0], reference, 1e-4);
     });
 
     it.for<[number, number, number]>([[1, 48, 13], [1, 40, 1], [2, 48, 13], [1, 4104, 37], [40, 136, 19]])('matmulSwiglu rows=%i in=%i width=%i: silu(gate) ⊙ up of RMSNorm(x) (one dispatch for one row where the adapter has subgroups)', async ([rows, inFeatures, width], { skip }) => {
@@ -872,9 +777,7 @@ describe.each([
       });
       // The norm inside the layer's first dispatch where a kernel takes it (a pass of its own elsewhere).
       const inside = rows === 1 && gpu.gpu.features.subgroups && (method === 'lowrank' || (method === 'blast' && b !== 20));
-      // (A BLAST layer's own two fuse into one for one row, where the norm is not inside.)
-      const fused = method === 'blast' && rows === 1 && !inside && fuses(shape);
-      expect(dispatches).toBe(inside || fused ? 2 : 3);
+      expect(dispatches).toBe(inside ? 2 : 3);
       // The CPU side against LayerNorm applied first, then the same layer on the CPU.
       const normed = new Float32Array(rows * i);
       for (let row = 0; row < rows; row++) {

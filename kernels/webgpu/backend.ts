@@ -13,7 +13,6 @@ import { openGpu, type Gpu, type GpuFeatures } from './gpu.ts';
 import { ATTENTION_TENSOR_HEAD_DIMS, ATTENTION_TENSOR_ROWS, attentionSubgroupMatrixSource, attentionTensorWorkgroupBytes } from './attention_subgroup_matrix.ts';
 import { gemmSubgroupMatrixSource, gemmTileColumns, gemmTileRows, gemmTileThreads, gemmTileWorkgroupBytes, type GemmInput, type GemmTile } from './gemm_subgroup_matrix.ts';
 import { commonWgsl, type CommonPiece, composeWgsl, scalarAlias, wgsl } from './wgsl_source.ts';
-import { FUSED_EXPANSION_OFFSET, FUSED_EXPANSION_ROWS, FUSED_GLUE_BINDINGS, FUSED_MAX_RANK, FUSED_STAGE_BYTES, FUSED_WORDS_AT, fusedBlockSource } from './fused_block.ts';
 
 /** f16 matrices keep each row padded to this many halves (one 16-byte load). */
 const ROW_ALIGN_HALVES = 8;
@@ -81,13 +80,6 @@ type Access = 'read' | 'write';
 const MATMUL_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write', 'write', 'read'];
 /** The RoPE pair epilogue's own (wgsl/common/gemv_pair_rope.wgsl): positions, rotary table, pages, keys, values. */
 const ROPE_PAIR_BINDINGS: Access[] = ['read', 'read', 'read', 'write', 'write'];
-/**
- * A fused BLAST layer's storage (kernels/webgpu/fused_block.ts): the projection's x, factor,
- * coupling, z and norm weight (or up); the expansion's factor, bias, three outputs and norm weight
- * (its x is the staged z); the tagged z and the tickets.
- */
-const FUSED_STORAGE: Access[] = ['read', 'read', 'read', 'write', 'read', 'read', 'read', 'write', 'write', 'write', 'read', 'write', 'write'];
-const FUSED_STORAGE_BINDINGS = [1, 2, 3, 4, 5, ...[2, 3, 4, 5, 6, 7].map((b) => b + FUSED_EXPANSION_OFFSET), FUSED_GLUE_BINDINGS.tagged, FUSED_GLUE_BINDINGS.tickets];
 interface KernelSpec {
   source: string;
   entryPoint: string;
@@ -95,13 +87,6 @@ interface KernelSpec {
   storage: Access[];
   /** Values of the module's `override` constants. */
   constants?: Record<string, number>;
-  /** The storage buffers' binding numbers, where they are not 1..n (a fused module's). */
-  bindings?: number[];
-  /**
-   * More uniform parameter bindings (dynamic offsets, in increasing binding order), each reading
-   * one of the dispatch's further parameter slots (`slot` 1 is the first beyond binding 0's).
-   */
-  uniforms?: { binding: number; slot: number }[];
 }
 
 /** Bytes of workgroup memory wgsl/sample.wgsl needs per invocation (ten f32 reduction lanes). */
@@ -152,8 +137,8 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
   const gather = wgsl('gather.wgsl');
   const gemvSubgroupSlots = 256 / Math.max(4, subgroupMinSize || 4);
   const pairedConstants = { BATCH: 1, NORMED: 1, PAIRED: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots };
-  const ropeGemv = composeWgsl([layerNormBias(), kvWgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope', 'gemv_input')]);
-  const gemvSubgroup = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu', 'gemv_input')]);
+  const ropeGemv = composeWgsl([layerNormBias(), kvWgsl('gemv_subgroup.wgsl', 'matmul_common', 'kv_pages', 'gemv_pair_rope')]);
+  const gemvSubgroup = composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')]);
   // Decode attention's softmax sums and maxima through subgroups where there are some (two barriers
   // each, not 12): 0.02 ms a Llama-2-7B step at 128–256 positions (H200, RESULTS.md).
   const attentionVec4 = kvWgsl('attention_vec4.wgsl', 'attention_params', features.subgroups ? 'subgroup_reduce' : 'workgroup_reduce', 'kv_pages');
@@ -199,7 +184,7 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
     // One row, normed, where the norm's weight is ones (folded into the weights: no norm weight loaded).
     gemvSubgroup1NormedUnscaled: features.subgroups ? { source: gemvSubgroup, entryPoint: 'main', storage: MATMUL_BINDINGS, constants: { BATCH: 1, NORMED: 1, NORM_WEIGHT: 0, ROWS_PER_GROUP: gemvRowsPerGroup(1, 'normed'), SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
     // One row with a LayerNorm inside (GPT-2's ln_1, ln_2, ln_f): the norm's bias bound at 8.
-    gemvSubgroup1LayerNormed: features.subgroups ? { source: composeWgsl([layerNormBias(MATMUL_BINDINGS.length + 1), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu', 'gemv_input')]), entryPoint: 'main', storage: [...MATMUL_BINDINGS, 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
+    gemvSubgroup1LayerNormed: features.subgroups ? { source: composeWgsl([layerNormBias(MATMUL_BINDINGS.length + 1), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')]), entryPoint: 'main', storage: [...MATMUL_BINDINGS, 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, ROWS_PER_GROUP: 2, SUBGROUP_SLOTS: gemvSubgroupSlots } } : undefined,
     // One row, normed, with its outputs in pairs (wgsl/gemv_subgroup.wgsl PAIRED): SwiGLU, or RoPE
     // and the KV cache store (five more bindings: only where the device has room for them).
     // (Each also with a norm weight of ones: the Unscaled pipelines.)
@@ -211,20 +196,9 @@ function kernelSpecs(features: GpuFeatures, limits: GPUSupportedLimits, subgroup
       gemvPairedRopeBlocked: { source: ropeGemv, entryPoint: 'main', storage: [...MATMUL_BINDINGS, ...ROPE_PAIR_BINDINGS], constants: { ...pairedConstants, NORMED: 0, BLOCKED: 1 } },
     } : {}),
     ...Object.fromEntries(GEMV_BATCHES.flatMap((batch) => (['plain', 'normed', 'gated'] as const).map((kind) => [blockGemvName(batch, kind),
-      features.subgroups && (kind !== 'gated' || batch === 1) ? { source: composeWgsl([layerNormBias(), wgsl('block_gemv.wgsl', 'block_z_store')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
-    // One-row BLAST layers in one dispatch: steps 1–2 (plain, normed, gated) and the blocked step 3,
-    // where the device has room for both kernels' bindings and workgroup memory.
-    ...(features.subgroups && limits.maxStorageBuffersPerShaderStage >= FUSED_STORAGE.length && limits.maxDynamicUniformBuffersPerPipelineLayout >= 3
-      && limits.maxComputeWorkgroupStorageSize >= FUSED_STAGE_BYTES + 8192
-      ? Object.fromEntries((['plain', 'normed', 'gated'] as const).map((kind) => [fusedBlockName(kind), {
-        source: fusedBlockSource(composeWgsl([layerNormBias(), wgsl('block_gemv.wgsl')]), composeWgsl([layerNormBias(), wgsl('gemv_subgroup.wgsl', 'matmul_common', 'gemv_pair_swiglu')])),
-        entryPoint: 'main', storage: FUSED_STORAGE, bindings: FUSED_STORAGE_BINDINGS,
-        uniforms: [{ binding: FUSED_EXPANSION_OFFSET, slot: 1 }, { binding: FUSED_GLUE_BINDINGS.words, slot: 1 }],
-        constants: { p_BATCH: 1, p_NORMED: kind === 'normed' ? 1 : 0, p_NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, p_GATED: kind === 'gated' ? 1 : 0,
-          e_BATCH: 1, e_BLOCKED: 1, e_PRELOAD: Number(process.env.BLR_FUSE_PRELOAD ?? 1), e_ROWS_PER_GROUP: FUSED_EXPANSION_ROWS / 2, e_SUBGROUP_SLOTS: gemvSubgroupSlots },
-      }])) : {}),
+      features.subgroups && (kind !== 'gated' || batch === 1) ? { source: composeWgsl([layerNormBias(), wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read'], constants: { BATCH: batch, NORMED: kind === 'normed' ? 1 : 0, NORM_SUBGROUPS: kind === 'normed' ? 64 : 1, GATED: kind === 'gated' ? 1 : 0 } } : undefined]))),
     // BLAST steps 1–2 of one row with a LayerNorm inside (GPT-2's c_attn, c_fc): the norm's bias bound at 6.
-    blockGemv1LayerNormed: features.subgroups ? { source: composeWgsl([layerNormBias(6), wgsl('block_gemv.wgsl', 'block_z_store')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read', 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, NORM_SUBGROUPS: 64 } } : undefined,
+    blockGemv1LayerNormed: features.subgroups ? { source: composeWgsl([layerNormBias(6), wgsl('block_gemv.wgsl')]), entryPoint: 'main', storage: ['read', 'read', 'read', 'write', 'read', 'read'], constants: { BATCH: 1, NORMED: 1, LAYER_NORM: 1, NORM_SUBGROUPS: 64 } } : undefined,
   };
 }
 
@@ -246,19 +220,6 @@ type GemvBatch = (typeof GEMV_BATCHES)[number];
 type GemvKind = 'plain' | 'normed' | 'blocked' | 'gated';
 const GEMV_KIND_SUFFIX = { plain: '', normed: 'Normed', blocked: 'Blocked', gated: 'Gated' } as const;
 const gemvSubgroupName = <K extends Exclude<GemvKind, 'gated'>>(batch: GemvBatch, kind: K) => `gemvSubgroup${batch}${GEMV_KIND_SUFFIX[kind]}` as `gemvSubgroup${GemvBatch}${(typeof GEMV_KIND_SUFFIX)[K]}`;
-/** A one-row BLAST layer's steps 1–2 (of this kind) and step 3 in one dispatch (kernels/webgpu/fused_block.ts). */
-const fusedBlockName = <K extends 'plain' | 'normed' | 'gated'>(kind: K) => `fusedBlast${GEMV_KIND_SUFFIX[kind]}` as `fusedBlast${(typeof GEMV_KIND_SUFFIX)[K]}`;
-/** A deferred projection (WebGpuBackend.pendingProjection): its dispatch, and what fusing needs. */
-interface PendingProjection {
-  kernel: KernelName;
-  params: (number | { f32: number })[];
-  buffers: GPUBuffer[];
-  grid: [number, number?, number?];
-  kind: 'plain' | 'normed' | 'gated';
-  z: GPUBuffer;
-  /** z's values: layers · blocks · rank (one row). */
-  floats: number;
-}
 const blockGemvName = <K extends 'plain' | 'normed' | 'gated'>(batch: GemvBatch, kind: K) => `blockGemv${batch}${GEMV_KIND_SUFFIX[kind]}` as `blockGemv${GemvBatch}${(typeof GEMV_KIND_SUFFIX)[K]}`;
 /**
  * Weight rows each x load serves in wgsl/gemv_subgroup.wgsl (a workgroup makes twice that many
@@ -343,7 +304,7 @@ const kvCacheWgsl = (precision: KVPrecision, source: string) => composeWgsl([sca
 const attentionTensorName = (headDim: (typeof ATTENTION_TENSOR_HEAD_DIMS)[number]) => `attentionTensor${headDim}` as const;
 
 type KernelName = 'gatherF16' | 'gatherF32' | 'rmsNorm' | 'layerNorm' | 'rmsNormVec4' | 'layerNormVec4' | 'elementwise' | 'rope' | 'writeKV' | 'attention' | 'attentionVec4' | 'attentionVec4Wide' | 'attentionCombine' | 'attentionPrefill' | ReturnType<typeof attentionTensorName> | 'gemvSubgroup1LayerNormed' | 'blockGemv1LayerNormed'
-  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'gemmTensorBlocksHalfX' | 'blastCouple' | 'blastCoupleTiled' | 'blastCoupleHalf' | 'blastCoupleTiledHalf' | 'gemmCombine' | PairedKernel | `${PairedKernel}Unscaled` | 'gemvSubgroup1NormedUnscaled' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'scaleColumns' | 'argmax' | 'sample' | 'logprobs' | ReturnType<typeof fusedBlockName>;
+  | 'gemv' | 'gemvAligned' | ReturnType<typeof gemvSubgroupName> | ReturnType<typeof blockGemvName> | 'gemm' | 'toHalf' | 'rmsNormHalf' | 'swigluHalf' | 'blockProject' | 'blockExpand' | 'gemmTensor' | 'gemmTensorVec4X' | 'gemmTensorScalarX' | 'gemmTensorBlocks' | 'gemmTensorBlocksHalfX' | 'blastCouple' | 'blastCoupleTiled' | 'blastCoupleHalf' | 'blastCoupleTiledHalf' | 'gemmCombine' | PairedKernel | `${PairedKernel}Unscaled` | 'gemvSubgroup1NormedUnscaled' | 'gemvPairedRopeBlocked' | 'randomMatrix' | 'scaleColumns' | 'argmax' | 'sample' | 'logprobs';
 
 interface BindGroupNode {
   children: Map<GPUBuffer, BindGroupNode>;
@@ -354,8 +315,6 @@ interface Kernel {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
   bindGroups: BindGroupNode;
-  bindings: number[] | undefined;
-  uniforms: { binding: number; slot: number }[];
 }
 
 class GpuTensor implements Tensor {
@@ -491,17 +450,6 @@ export class WebGpuBackend implements Backend {
   private dispatchIndex = 0;
   /** Benchmarks only (setSkippedKernels): kernels whose dispatches are left out. */
   private skipped: RegExp | undefined;
-  /**
-   * A one-row BLAST projection recorded but not yet dispatched: if the next op is its expansion,
-   * the two go out as one fused dispatch (kernels/webgpu/fused_block.ts); anything else sends it
-   * out alone first.
-   */
-  private pendingProjection: PendingProjection | undefined;
-  private fuseBlockLayers = true;
-  /** The fused dispatches' tagged copies of z, one per (z buffer, size), and the parity each holds. */
-  private readonly taggedZ = new Map<GPUBuffer, Map<number, { buffer: GPUBuffer; parity: number }>>();
-  /** The fused dispatches' ticket counter ([0]) and count of waits that gave up ([1]). */
-  private fusedTickets: GPUBuffer | undefined;
   private timeline: PassTimeline | undefined;
   private normScratchTensor: GpuTensor | undefined;
   private sampleScratch: GPUBuffer | undefined;
@@ -537,15 +485,12 @@ export class WebGpuBackend implements Backend {
    * instead (a step is one pass, so the steps run as they would): `takeTimeline()` returns when each
    * began and ended on the GPU. `portable` leaves subgroups and subgroup matrices off (tests of the
    * fallback kernels). `kvPrecision`: how the KV cache stores keys and values (Backend.kvPrecision);
-   * f16 by default where the device has shader-f16, else f32. `fuseBlockLayers` (default true, or
-   * BLR_FUSE_BLOCKS=0 in the environment for false): a one-row BLAST layer's two halves in one
-   * dispatch where they can be (kernels/webgpu/fused_block.ts).
+   * f16 by default where the device has shader-f16, else f32.
    */
-  static async create(options: { allowSoftware: boolean; profile?: boolean; timeline?: boolean; portable?: boolean; workgroupStorage?: number; kvPrecision?: KVPrecision; fuseBlockLayers?: boolean }): Promise<WebGpuBackend> {
+  static async create(options: { allowSoftware: boolean; profile?: boolean; timeline?: boolean; portable?: boolean; workgroupStorage?: number; kvPrecision?: KVPrecision }): Promise<WebGpuBackend> {
     const gpu = await openGpu(options);
     if (options.kvPrecision === 'f16' && !gpu.features.shaderF16) throw new GpuError(`an f16 KV cache needs the shader-f16 feature, which ${gpu.description} lacks: use f32`);
     const backend = new WebGpuBackend(gpu, options.kvPrecision ?? (gpu.features.shaderF16 ? 'f16' : 'f32'));
-    backend.fuseBlockLayers = options.fuseBlockLayers ?? process.env.BLR_FUSE_BLOCKS !== '0';
     await backend.compileKernels();
     if ((options.profile || options.timeline) && !backend.gpu.features.timestampQuery) throw new GpuError('profiling needs the timestamp-query feature');
     if (options.profile && options.timeline) throw new GpuError('profile and timeline modes time different things: pick one');
@@ -594,9 +539,8 @@ export class WebGpuBackend implements Backend {
         label: name,
         entries: [
           { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: PARAM_BYTES } },
-          ...(spec.uniforms ?? []).map((u) => ({ binding: u.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' as const, hasDynamicOffset: true, minBindingSize: PARAM_BYTES } })),
           ...spec.storage.map((access, i) => ({
-            binding: spec.bindings?.[i] ?? i + 1,
+            binding: i + 1,
             visibility: GPUShaderStage.COMPUTE,
             buffer: { type: access === 'read' ? 'read-only-storage' as const : 'storage' as const },
           })),
@@ -607,7 +551,7 @@ export class WebGpuBackend implements Backend {
         layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
         compute: { module, entryPoint: spec.entryPoint, constants: spec.constants },
       });
-      this.kernels.set(name as KernelName, { pipeline, layout, bindGroups: { children: new Map() }, bindings: spec.bindings, uniforms: spec.uniforms ?? [] });
+      this.kernels.set(name as KernelName, { pipeline, layout, bindGroups: { children: new Map() } });
     }));
   }
 
@@ -678,7 +622,6 @@ export class WebGpuBackend implements Backend {
     const t = tensor(matrix);
     if (!t.isHalfMatrix || t.elements % columns !== 0 || first + count > t.elements / columns) throw new GpuError(`zeroRows: rows ${first}..${first + count - 1} of a ${t.elements}-value matrix of ${columns} columns`);
     // Recorded in order with the dispatches (randomMatrix's fill among them): between two passes.
-    if (this.pendingProjection) this.flushProjection();
     this.pass?.end();
     this.pass = undefined;
     this.encoder ??= this.device.createCommandEncoder();
@@ -757,64 +700,19 @@ export class WebGpuBackend implements Backend {
       layout: kernel.layout,
       entries: [
         { binding: 0, resource: { buffer: this.arena, offset: 0, size: PARAM_BYTES } },
-        ...kernel.uniforms.map((u) => ({ binding: u.binding, resource: { buffer: this.arena, offset: 0, size: PARAM_BYTES } })),
-        ...buffers.map((buffer, i) => ({ binding: kernel.bindings?.[i] ?? i + 1, resource: { buffer } })),
+        ...buffers.map((buffer, i) => ({ binding: i + 1, resource: { buffer } })),
       ],
     });
     return node.group;
   }
 
-  /** Sends a deferred projection out as its own dispatch. */
-  private flushProjection(): void {
-    const p = this.pendingProjection!;
-    this.pendingProjection = undefined;
-    this.dispatch(p.kernel, p.params, p.buffers, p.grid);
-  }
-
-  /** The tagged copy of z for a fused dispatch writing `floats` values, and the parity to tag them with. */
-  private taggedFor(z: GPUBuffer, floats: number): { buffer: GPUBuffer; parity: number } {
-    let sizes = this.taggedZ.get(z);
-    if (!sizes) this.taggedZ.set(z, sizes = new Map());
-    let entry = sizes.get(floats);
-    // A new buffer is zeros: every value's tag bit 0, so its first use tags with 1.
-    if (!entry) sizes.set(floats, entry = { buffer: this.createBuffer(floats * 4, GPUBufferUsage.STORAGE), parity: 0 });
-    entry.parity ^= 1;
-    return entry;
-  }
-
-  /** Tests and benchmarks: turns the fusing of one-row BLAST layers (fused_block.ts) on or off from here on. */
-  setBlockLayerFusion(on: boolean): void {
-    if (this.pendingProjection) this.flushProjection();
-    this.fuseBlockLayers = on;
-  }
-
-  /** Whether a one-row BLAST layer's two halves go out as one dispatch here (fused_block.ts). */
-  get fusesBlockLayers(): boolean {
-    return this.fuseBlockLayers && this.kernels.has('fusedBlast');
-  }
-
-  /** How many of the fused dispatches' waits gave up since the backend was made (0 unless an assumption of fused_block.ts broke). */
-  async fusedWaitsTimedOut(): Promise<number> {
-    if (!this.fusedTickets) return 0;
-    return new Uint32Array(await this.readBuffer(this.fusedTickets, 16))[1];
-  }
-
-  private dispatch(name: KernelName, params: (number | { f32: number })[], buffers: GPUBuffer[], grid: [number, number?, number?], moreParams?: (number | { f32: number })[][]): void {
-    if (this.pendingProjection) this.flushProjection();
-    // A dispatch's parameter slots all in one submit's arena.
-    if (moreParams && this.slotsUsed + 1 + moreParams.length > ARENA_SLOTS) this.submit();
+  private dispatch(name: KernelName, params: (number | { f32: number })[], buffers: GPUBuffer[], grid: [number, number?, number?]): void {
     if (this.skipped?.test(name)) {
       this.dispatchesSinceRead++;
       return;
     }
     const { kernel, group: bindGroup } = this.repeatedDispatch(name, buffers);
     this.dynamicOffset[0] = this.params(params);
-    let offsets = this.dynamicOffset;
-    if (kernel.uniforms.length > 0) {
-      // Further parameter slots, one a uniform binding that reads its own (fused kernels).
-      const slots = [this.dynamicOffset[0], ...(moreParams ?? []).map((words) => this.params(words))];
-      offsets = [slots[0], ...kernel.uniforms.map((u) => slots[u.slot])];
-    }
     if (this.profiler) {
       // One pass per dispatch, so each gets its own begin/end timestamps.
       this.pass?.end();
@@ -832,7 +730,7 @@ export class WebGpuBackend implements Backend {
       this.pass.setPipeline(kernel.pipeline);
       this.currentPipeline = kernel.pipeline;
     }
-    this.pass.setBindGroup(0, bindGroup, offsets);
+    this.pass.setBindGroup(0, bindGroup, this.dynamicOffset);
     const [x, y = 1, z = 1] = grid;
     if (x > 65535 || y > 65535 || z > 65535) throw new GpuError(`${name}: grid ${x}×${y}×${z} exceeds 65535 workgroups per dimension`);
     this.pass.dispatchWorkgroups(x, y, z);
@@ -840,7 +738,6 @@ export class WebGpuBackend implements Backend {
 
   /** Ends the pass, uploads the parameters and submits; optionally copies `tensor` out first. */
   private submit(copy?: { from: GPUBuffer; to: GPUBuffer; bytes: number }): void {
-    if (this.pendingProjection) this.flushProjection();
     this.pass?.end();
     const encoder = this.encoder ?? this.device.createCommandEncoder();
     if (copy) encoder.copyBufferToBuffer(copy.from, 0, copy.to, 0, copy.bytes);
@@ -1100,16 +997,8 @@ export class WebGpuBackend implements Backend {
       // Flags bit 2: each quad of rows reads one block of x (BLAST: a quad's four channels of a block; Monarch: consecutive rows of a block).
       const sharedX = (coupling ? channels : r) % 4 === 0 ? 4 : 0;
       const kind = !inHere ? 'plain' : isInputNorm(inHere) ? 'normed' : 'gated';
-      const kernel = isLayerNorm(inHere) ? 'blockGemv1LayerNormed' : blockGemvName(batch, kind);
-      const params = [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, sharedX, groupRows, channels, 0, i, groups, 0, { f32: inHere && isInputNorm(inHere) ? inHere.eps : 0 }];
-      const projectionBuffers = [...buffers, inHere ? this.transformBuffer(inHere) : this.dummy, ...(isLayerNorm(inHere) ? [tensor(inHere.bias).buffer] : [])];
-      const grid: [number, number] = [layers * groups, Math.ceil(rows / batch)];
-      if (coupling && rows === 1 && !isLayerNorm(inHere) && r <= FUSED_MAX_RANK && this.fuseBlockLayers && this.kernels.has(fusedBlockName(kind)) && (process.env.BLR_FUSE_KINDS ?? 'plain,normed,gated').split(',').includes(kind)) {
-        // Held back: its expansion, if it comes next, goes out with it as one dispatch.
-        this.pendingProjection = { kernel, params, buffers: projectionBuffers, grid, kind, z: buffers[3], floats: layers * b * r };
-        return;
-      }
-      this.dispatch(kernel, params, projectionBuffers, grid);
+      this.dispatch(isLayerNorm(inHere) ? 'blockGemv1LayerNormed' : blockGemvName(batch, kind), [rows, i / b, b * r, f.rowStrideHalves / ROW_ALIGN_HALVES, r, b, coupling ? 0 : 1, sharedX, groupRows, channels, 0, i, groups, 0, { f32: inHere && isInputNorm(inHere) ? inHere.eps : 0 }],
+        [...buffers, inHere ? this.transformBuffer(inHere) : this.dummy, ...(isLayerNorm(inHere) ? [tensor(inHere.bias).buffer] : [])], [layers * groups, Math.ceil(rows / batch)]);
       return;
     }
     for (let layer = 0; layer < layers; layer++) {
@@ -1198,28 +1087,8 @@ export class WebGpuBackend implements Backend {
     const batch = gemvBatch(rows);
     const buffers = [tensor(z).buffer, f.buffer, bias ? tensor(bias).buffer : this.dummy, tensor(outs[0]).buffer,
       outs[1] ? tensor(outs[1]).buffer : this.unusedOutputs[0], outs[2] ? tensor(outs[2]).buffer : this.unusedOutputs[1], this.dummy];
-    const params = [rows, r, all, f.rowStrideHalves / ROW_ALIGN_HALVES, flags, width, outs.length > 1 ? width : 0, { f32: 0 }, o / b, b, strided ? 1 : 0];
-    const grid: [number, number] = [Math.ceil(all / 4), Math.ceil(rows / batch)];
-    const pending = this.pendingProjection;
-    // (Not where a buffer the projection reads is one the expansion writes: one dispatch cannot bind it both ways.)
-    if (pending && pending.z === buffers[0] && rows === 1 && pending.floats === (shape.layers ?? 1) * b * r && (o / b) % FUSED_EXPANSION_ROWS === 0
-      && !pending.buffers.some((read, i) => i !== 3 && buffers.slice(3, 6).includes(read))) {
-      // Its projection held back: both in one dispatch, the expansion's workgroups after the
-      // projection's (kernels/webgpu/fused_block.ts).
-      this.pendingProjection = undefined;
-      const tagged = this.taggedFor(pending.z, pending.floats);
-      this.fusedTickets ??= this.createBuffer(16, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-      const projectionGroups = pending.grid[0];
-      const expansionGroups = Math.ceil(all / FUSED_EXPANSION_ROWS);
-      const chunk = Number(process.env.BLR_FUSE_CHUNK ?? 8);
-      const claims = projectionGroups + Math.ceil(expansionGroups / chunk);
-      const grid = Math.min(claims, Number(process.env.BLR_FUSE_GRID ?? 264));
-      const words: (number | { f32: number })[] = [...params, ...new Array<number>(FUSED_WORDS_AT - params.length).fill(0), projectionGroups, claims, tagged.parity,
-        this.gpu.isSoftware ? 1024 : 2 ** 20, this.gpu.isSoftware ? 1 : Number(process.env.BLR_FUSE_PAUSE ?? 1024), grid, chunk, expansionGroups];
-      this.dispatch(fusedBlockName(pending.kind), pending.params, [...pending.buffers.slice(0, 5), ...buffers.slice(1), tagged.buffer, this.fusedTickets], [grid], [words]);
-      return;
-    }
-    this.dispatch(gemvSubgroupName(batch, 'blocked'), params, buffers, grid);
+    this.dispatch(gemvSubgroupName(batch, 'blocked'), [rows, r, all, f.rowStrideHalves / ROW_ALIGN_HALVES, flags, width, outs.length > 1 ? width : 0, { f32: 0 }, o / b, b, strided ? 1 : 0],
+      buffers, [Math.ceil(all / 4), Math.ceil(rows / batch)]);
   }
 
   /**

@@ -461,7 +461,7 @@ fn main(
           sum *= inverseSqrt(squares_total / n + params.norm_eps);
         }
       }
-      store_z(((layer * params.blocks + a) * params.rows + n) * params.rank + q, sum);
+      out[((layer * params.blocks + a) * params.rows + n) * params.rank + q] = sum;
     }
   }
 }

@@ -50,7 +50,6 @@ override BLOCKED: bool = false;
 // RoPE and the KV cache store). The grid covers the pairs, GROUPS a workgroup.
 override PAIRED: bool = false;
 
-override PRELOAD: bool = false;
 override BATCH: u32 = 1u;
 const MAX_BATCH: u32 = 16u;
 
@@ -114,18 +113,6 @@ fn main(
   for (var b = 0u; b < BATCH; b++) {
     x_base[b] = (x_block + min(r0 + b, params.rows - 1u)) * chunks * 2u;
   }
-  // PRELOAD (a fused block low-rank dispatch, kernels/webgpu/fused_block.ts): this lane's first
-  // weight loads go out before x is waited for, so they stream while the projection finishes.
-  let c0 = part * subgroup_size + lane;
-  var preloaded: array<vec4<u32>, MAX_ROWS_PER_GROUP>;
-  if (PRELOAD && c0 < chunks) {
-    for (var j = 0u; j < ROWS_PER_GROUP; j++) {
-      preloaded[j] = w[w_base[j] + c0];
-    }
-  }
-  // Where x comes from (common/gemv_input.wgsl: memory; a fused block low-rank dispatch stages
-  // its block of z in workgroup memory here, one row).
-  stage_input(x_base[0], chunks * 2u, group, part * subgroup_size + lane, split * subgroup_size);
   var acc: array<array<f32, MAX_ROWS_PER_GROUP>, MAX_BATCH>;
   var sum_squares: array<f32, MAX_BATCH>;
   // LAYER_NORM: Σ w · weight and Σ w · bias per weight row (the same for every row of x), Σ x per row of x.
@@ -137,12 +124,7 @@ fn main(
     var w_low: array<vec4<f32>, MAX_ROWS_PER_GROUP>;
     var w_high: array<vec4<f32>, MAX_ROWS_PER_GROUP>;
     for (var j = 0u; j < ROWS_PER_GROUP; j++) {
-      var packed: vec4<u32>;
-      if (PRELOAD && c == c0) {
-        packed = preloaded[j];
-      } else {
-        packed = w[w_base[j] + c];
-      }
+      let packed = w[w_base[j] + c];
       w_low[j] = vec4<f32>(unpack2x16float(packed.x), unpack2x16float(packed.y));
       w_high[j] = vec4<f32>(unpack2x16float(packed.z), unpack2x16float(packed.w));
     }
@@ -157,8 +139,8 @@ fn main(
       }
     }
     for (var b = 0u; b < BATCH; b++) {
-      var low = input_x(x_base[b] + 2u * c);
-      var high = input_x(x_base[b] + 2u * c + 1u);
+      var low = x[x_base[b] + 2u * c];
+      var high = x[x_base[b] + 2u * c + 1u];
       if (NORMED) {
         sum_squares[b] += dot(low, low) + dot(high, high);
         if (LAYER_NORM) {
