@@ -14,6 +14,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { flagStride, type SampleParams } from '../kernels/backend.ts';
 import { WebGpuBackend } from '../kernels/webgpu/backend.ts';
+import { Rng } from '../engine/rng.ts';
 import { GREEDY } from '../engine/sampler.ts';
 import { copyCeilingGBs } from './copy-ceiling.ts';
 import { median } from './timing.ts';
@@ -39,14 +40,10 @@ const CASES: [string, Omit<SampleParams, 'draw'>][] = [
   ['T 1, min-p 0.05, presence 0.5', { ...GREEDY, temperature: 1, minP: 0.05, presencePenalty: 0.5 }],
 ];
 
-/** Standard normal values times `scale`, from a fixed seed (Box–Muller over a small LCG). */
+/** Standard normal values times `scale`, from a fixed seed. */
 function normals(count: number, scale: number, seed: number): Float32Array {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    return (state + 1) / 2 ** 32;
-  };
-  return Float32Array.from({ length: count }, () => scale * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()));
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: count }, () => scale * rng.normal());
 }
 
 const rows: { vocab: number; logits: string; case: string; us: number }[] = [];
